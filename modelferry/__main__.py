@@ -1,0 +1,3 @@
+from modelferry.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``modelferry`` command line."""

@@ -1,0 +1,115 @@
+"""Entry point: a click group whose subcommands live in sibling modules.
+
+Exit codes: 0 ok, 1 retryable, 2 usage or configuration, 3 permanent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from modelferry import __version__
+from modelferry.errors import EXIT_PERMANENT, EXIT_USAGE, ModelferryError
+from modelferry.logs import scrub, setup_logging
+
+log = logging.getLogger("modelferry")
+
+# name -> "module:attribute"; imported lazily so `modelferry sync` never imports kubernetes or torch.
+SUBCOMMANDS: dict[str, str] = {
+    "sync": "modelferry.cli.sync:sync_command",
+    "hf-download": "modelferry.cli.omeagent:hf_download_command",
+    "replica": "modelferry.cli.omeagent:replica_command",
+    "sample": "modelferry.cli.sample:sample_command",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Add a lazily imported subcommand (used by optional components)."""
+    SUBCOMMANDS[name] = target
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = getattr(exc, "name", "") or str(exc)
+
+            @click.command(
+                cmd_name,
+                context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+            )
+            def unavailable() -> None:
+                raise ModelferryError(
+                    f"'{cmd_name}' needs a component that is not installed ({missing})",
+                    hint="Install the matching extra, e.g. pip install 'modelferry[controller]'",
+                )
+
+            return unavailable
+        command: click.Command = getattr(module, attr)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="modelferry")
+@click.option(
+    "--log-level",
+    default=None,
+    envvar="MODELFERRY_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log verbosity (env MODELFERRY_LOG_LEVEL).",
+)
+@click.option(
+    "--log-format",
+    default=None,
+    envvar="MODELFERRY_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    help="Log line format (env MODELFERRY_LOG_FORMAT).",
+)
+@click.option("--debug", is_flag=True, help="Same as --log-level debug (OME-Agent compatible).")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None, debug: bool) -> None:
+    """modelferry moves large ML models and fine-tuning work through Kubernetes.
+
+    Every copy is verified (sha256 or the store's checksum), resumable and written
+    atomically, with a manifest written last.
+    """
+    level = "debug" if debug else (log_level or "info")
+    setup_logging(level, log_format or "text")
+    ctx.ensure_object(dict)
+    ctx.obj["log_level"] = level
+    ctx.obj["log_format"] = log_format or "text"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: maps every failure to an exit code and one clear line."""
+    try:
+        code = cli.main(args=argv, prog_name="modelferry", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except ModelferryError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        log.exception("unexpected error: %s", scrub(str(exc)))
+        sys.exit(EXIT_PERMANENT)
+    sys.exit(code if isinstance(code, int) else 0)

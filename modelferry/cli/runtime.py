@@ -1,0 +1,121 @@
+"""What every data-plane command shares: settings overrides, signals, output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from types import FrameType
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from modelferry.errors import UsageError
+from modelferry.logs import register_secret
+from modelferry.settings import Credentials, SyncSettings, masked, warn_unknown_env
+from modelferry.transfer.progress import Progress
+
+log = logging.getLogger("modelferry")
+
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+def _set(model: BaseModel, dotted: str, value: Any) -> BaseModel:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return model.model_copy(update={head: value})
+    child = getattr(model, head)
+    return model.model_copy(update={head: _set(child, rest, value)})
+
+
+def build_settings(overrides: Mapping[str, Any]) -> SyncSettings:
+    """Environment first, then command-line values (those not None) on top; validated once."""
+    try:
+        settings = SyncSettings()
+        for dotted, value in overrides.items():
+            if value is not None:
+                settings = _set(settings, dotted, value)  # type: ignore[assignment]
+        settings = SyncSettings.model_validate(settings.model_dump())
+    except ValidationError as exc:
+        raise UsageError(
+            f"invalid settings: {exc}", hint="Check MODELFERRY_* variables and command-line options"
+        ) from exc
+    warn_unknown_env(SyncSettings)
+    for side in (settings.source, settings.target):
+        register_credentials(side)
+    log.debug("effective settings: %s", json.dumps(masked(settings)))
+    return settings
+
+
+def register_credentials(creds: Credentials) -> None:
+    """Tell the log scrubber every secret value we hold."""
+    for value in (
+        creds.s3.secret_access_key,
+        creds.s3.session_token,
+        creds.hf.token,
+        creds.cos.api_key,
+        creds.cos.passcode,
+    ):
+        if value is not None:
+            register_secret(value.get_secret_value())
+    for name in (
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "HF_TOKEN",
+        "IBMCLOUD_API_KEY",
+        "MLFLOW_TRACKING_TOKEN",
+    ):
+        register_secret(os.environ.get(name))
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set an event the engine checks between chunks (drain, keep partials)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.warning(
+            "received signal %d: stopping after the current chunks; partial files are kept for resume",
+            signum,
+        )
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def progress_for(json_output: bool, interval: float, quiet: bool = False) -> Progress:
+    if quiet:
+        return Progress(mode="none")
+    if sys.stderr.isatty() and not json_output:
+        return Progress(mode="rich")
+    return Progress(mode="log", interval=interval)
+
+
+def write_termination_message(path: str, payload: dict[str, Any]) -> None:
+    """Kubernetes shows this file's content in the pod status; the controller reads it for progress."""
+    text = json.dumps(payload, separators=(",", ":"))
+    if len(text) > TERMINATION_MESSAGE_LIMIT:
+        slim = {k: v for k, v in payload.items() if k not in ("plan", "refetched")}
+        text = json.dumps(slim, separators=(",", ":"))[:TERMINATION_MESSAGE_LIMIT]
+    # /dev/termination-log exists in every pod; elsewhere only an explicitly chosen path is written.
+    exists = os.path.exists(path)
+    if not exists and path == "/dev/termination-log":
+        return
+    try:
+        with open(path, "w") as fh:
+            fh.write(text)
+    except OSError:
+        log.debug("termination message %s not writable", path)

@@ -1,0 +1,296 @@
+"""``modelferry sync SOURCE TARGET``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from modelferry.cli.runtime import (
+    build_settings,
+    cancel_on_signals,
+    progress_for,
+    write_termination_message,
+)
+from modelferry.errors import ModelferryError
+from modelferry.settings import SyncSettings
+from modelferry.storage import open_store
+from modelferry.transfer.plan import SyncOptions
+from modelferry.transfer.sync import SyncResult, sync
+from modelferry.uri import parse_uri
+
+log = logging.getLogger("modelferry.sync")
+
+
+def parse_size(value: str | None) -> int | None:
+    """'650GB', '15MiB', '0' (off) or plain bytes."""
+    if value is None:
+        return None
+    text = value.strip().upper().replace(" ", "")
+    units = {
+        "KIB": 1 << 10,
+        "MIB": 1 << 20,
+        "GIB": 1 << 30,
+        "TIB": 1 << 40,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "K": 1 << 10,
+        "M": 1 << 20,
+        "G": 1 << 30,
+        "T": 1 << 40,
+        "B": 1,
+    }
+    number, mult = text, 1
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            number, mult = text[: -len(suffix)], factor
+            break
+    try:
+        return int(float(number) * mult)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size (examples: 650GB, 64MiB, 0)") from None
+
+
+def credential_options(fn: Any) -> Any:
+    """Credential options shared by sync-like commands; each has a MODELFERRY_* variable too."""
+    options = [
+        click.option(
+            "--hf-token",
+            default=None,
+            help="Hugging Face token (env HF_TOKEN or MODELFERRY_SOURCE__HF__TOKEN).",
+        ),
+        click.option(
+            "--hf-token-file",
+            default=None,
+            help="File holding the Hugging Face token (a mounted Secret).",
+        ),
+        click.option("--hf-endpoint", default=None, help="Hub endpoint or mirror (env HF_ENDPOINT)."),
+        click.option("--source-endpoint", default=None, help="S3/COS/OCI endpoint for the source."),
+        click.option("--target-endpoint", default=None, help="S3/COS/OCI endpoint for the target."),
+        click.option("--source-region", default=None, help="Region of the source store."),
+        click.option("--target-region", default=None, help="Region of the target store."),
+        click.option("--source-profile", default=None, help="AWS profile for the source."),
+        click.option("--target-profile", default=None, help="AWS profile for the target."),
+        click.option(
+            "--addressing-style",
+            type=click.Choice(["auto", "path", "virtual"]),
+            default=None,
+            help="S3 bucket addressing for both sides.",
+        ),
+        click.option(
+            "--no-verify-tls",
+            is_flag=True,
+            default=None,
+            help="Do not verify TLS certificates of S3 endpoints.",
+        ),
+        click.option("--ca-bundle", default=None, help="CA bundle for S3 endpoints (env AWS_CA_BUNDLE)."),
+        click.option(
+            "--anonymous",
+            is_flag=True,
+            default=None,
+            help="Unsigned requests to the source (public buckets).",
+        ),
+        click.option("--oci-config", default=None, help="OCI config file (both sides)."),
+        click.option("--oci-profile", default=None, help="Profile in the OCI config file."),
+        click.option(
+            "--oci-auth",
+            type=click.Choice(["user_principal", "instance_principal", "resource_principal", "api_key"]),
+            default=None,
+            help="OCI authentication.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def overrides_from(kw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "source.hf.token": kw.get("hf_token"),
+        "source.hf.token_file": kw.get("hf_token_file"),
+        "source.hf.endpoint": kw.get("hf_endpoint"),
+        "source.s3.endpoint_url": kw.get("source_endpoint"),
+        "target.s3.endpoint_url": kw.get("target_endpoint"),
+        "source.oci.endpoint": kw.get("source_endpoint"),
+        "target.oci.endpoint": kw.get("target_endpoint"),
+        "source.s3.region": kw.get("source_region"),
+        "target.s3.region": kw.get("target_region"),
+        "source.oci.region": kw.get("source_region"),
+        "target.oci.region": kw.get("target_region"),
+        "source.s3.profile": kw.get("source_profile"),
+        "target.s3.profile": kw.get("target_profile"),
+        "source.s3.anonymous": kw.get("anonymous"),
+    }
+    for side in ("source", "target"):
+        out[f"{side}.s3.addressing_style"] = kw.get("addressing_style")
+        out[f"{side}.s3.verify_tls"] = False if kw.get("no_verify_tls") else None
+        out[f"{side}.s3.ca_bundle"] = kw.get("ca_bundle")
+        out[f"{side}.oci.config_file"] = kw.get("oci_config")
+        out[f"{side}.oci.profile"] = kw.get("oci_profile")
+        out[f"{side}.oci.auth_type"] = kw.get("oci_auth")
+    return out
+
+
+def run_sync(
+    settings: SyncSettings,
+    source: str,
+    target: str,
+    *,
+    revision: str | None = None,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    dry_run: bool = False,
+    json_output: bool = False,
+    quiet: bool = False,
+) -> SyncResult:
+    """Open both stores, run the engine, report. Raises ModelferryError on failure."""
+    src_uri = parse_uri(source, revision=revision)
+    dst_uri = parse_uri(target)
+    if dst_uri.scheme == "hf":
+        raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
+    src = open_store(src_uri, settings.source, settings=settings)
+    dst = open_store(dst_uri, settings.target, settings=settings)
+    log.info("sync %s -> %s", src.describe(), dst.describe())
+    try:
+        with cancel_on_signals() as cancel:
+            return sync(
+                src,
+                dst,
+                settings.transfer,
+                SyncOptions(include=include, exclude=exclude, dry_run=dry_run),
+                progress=progress_for(json_output, settings.progress_interval, quiet),
+                cancel=cancel,
+            )
+    finally:
+        src.close()
+        dst.close()
+
+
+@click.command("sync")
+@click.argument("source")
+@click.argument("target")
+@click.option("--revision", default=None, help="Hub branch, tag or commit (pinned to a commit sha once).")
+@click.option(
+    "--include",
+    "--allow-pattern",
+    "include",
+    multiple=True,
+    help="Only files matching this glob (repeatable).",
+)
+@click.option(
+    "--exclude",
+    "--ignore-pattern",
+    "exclude",
+    multiple=True,
+    help="Skip files matching this glob (repeatable).",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Connections in flight across and within files [16].",
+)
+@click.option("--part-size", default=None, help="Bytes per ranged GET / multipart part, e.g. 64MiB.")
+@click.option(
+    "--size-limit",
+    default=None,
+    help="Refuse sources larger than this (e.g. 650GB; 0 switches it off).",
+)
+@click.option("--retries", type=int, default=None, help="Retries per part [5].")
+@click.option(
+    "--trust-size",
+    is_flag=True,
+    default=None,
+    help="Skip target files of equal size without a checksum.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan; move nothing.")
+@click.option("--json", "json_output", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--termination-log", default=None, help="Where to write the Kubernetes termination message.")
+@credential_options
+def sync_command(
+    source: str,
+    target: str,
+    revision: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    concurrency: int | None,
+    part_size: str | None,
+    size_limit: str | None,
+    retries: int | None,
+    trust_size: bool | None,
+    dry_run: bool,
+    json_output: bool,
+    termination_log: str | None,
+    **creds: Any,
+) -> int:
+    """Copy SOURCE to TARGET, verified, resumable and atomic.
+
+    \b
+    Examples:
+      modelferry sync hf://Qwen/Qwen2.5-0.5B ./models/qwen
+      modelferry sync hf://org/model@v1.0 s3://bucket/models/
+      modelferry sync s3://src/models/llama s3://dst/models/llama
+      modelferry sync oci://n/ns/b/bucket/o/llama /mnt/models/llama
+    """
+    limit = parse_size(size_limit)
+    overrides: dict[str, Any] = {
+        "transfer.concurrency": concurrency,
+        "transfer.part_size": parse_size(part_size),
+        "transfer.size_limit": (limit or None) if size_limit is not None else None,
+        "transfer.retries": retries,
+        "transfer.trust_size": trust_size,
+        "termination_log": termination_log,
+        **overrides_from(creds),
+    }
+    settings = build_settings(overrides)
+    if size_limit is not None and not limit:
+        settings.transfer.size_limit = None
+    try:
+        result = run_sync(
+            settings,
+            source,
+            target,
+            revision=revision,
+            include=include,
+            exclude=exclude,
+            dry_run=dry_run,
+            json_output=json_output,
+        )
+    except ModelferryError as exc:
+        write_termination_message(
+            settings.termination_log,
+            {
+                "status": "failed",
+                "reason": exc.reason,
+                "message": str(exc),
+                "exit_code": exc.exit_code,
+            },
+        )
+        raise
+    summary = result.to_dict()
+    write_termination_message(settings.termination_log, summary)
+    if json_output:
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+    elif dry_run:
+        for item in result.plan.items:
+            click.echo(
+                f"{item.action:5} {item.source.size:>14}  {item.source.path}  ({item.reason}; verify {item.expected.strength})"
+            )
+        click.echo(
+            f"{len(result.plan.items)} files, {result.plan.total_bytes} bytes; {result.plan.copy_bytes} bytes to copy"
+        )
+    else:
+        log.info(
+            "done: %d copied (%d bytes), %d skipped, %.2fs, %.1f MB/s",
+            result.files_copied,
+            result.bytes_copied,
+            result.files_skipped,
+            result.elapsed_s,
+            summary["rate_mb_s"],
+        )
+    return 0

@@ -1,0 +1,116 @@
+"""Logging: stdlib logging in text or JSON, with secrets scrubbed from every record.
+
+Messages are constant strings with ``%s`` arguments. Secret values that the
+process learns at runtime (keys, tokens, passcodes) are registered with
+:func:`register_secret`; the filter replaces them, plus well-known token
+shapes, with ``***`` in the rendered message and in exception text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+# Shapes that are secrets whoever logs them.
+_PATTERNS = [
+    re.compile(r"hf_[A-Za-z0-9]{20,}"),
+    re.compile(r"(?i)(authorization:\s*)(bearer\s+)?\S+"),
+    re.compile(
+        r"(?i)(x-amz-security-token|aws_secret_access_key|secret_key|api_key|passcode|token)(\"?\s*[:=]\s*\"?)[^\s\",}]+"
+    ),
+]
+
+
+def register_secret(value: str | None) -> None:
+    """Never log ``value``. Short values are ignored to avoid scrubbing common words."""
+    if value and len(value) >= 6:
+        with _lock:
+            _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """Replace registered secrets and known secret shapes in ``text``."""
+    with _lock:
+        values = sorted(_secrets, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, "***")
+    for pattern in _PATTERNS:
+        if pattern.groups >= 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}***", text)
+        else:
+            text = pattern.sub("***", text)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Renders the message once, scrubbed, so no handler can leak it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not kill logging
+            message = str(record.msg)
+        record.msg = scrub(message)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, extra fields."""
+
+    _skip = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._skip and not key.startswith("_"):
+                payload[key] = value if isinstance(value, (int, float, bool, type(None))) else scrub(str(value))
+        if record.exc_text:
+            payload["exception"] = record.exc_text
+        return json.dumps(payload, default=str)
+
+
+def setup_logging(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
+    """Configure the root logger once for the process."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(SecretFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Third-party chatter stays at WARNING unless we debug.
+    noisy = [
+        "botocore",
+        "boto3",
+        "urllib3",
+        "s3transfer",
+        "httpx",
+        "httpcore",
+        "huggingface_hub",
+        "oci",
+        "aiohttp.access",
+    ]
+    for name in noisy:
+        logging.getLogger(name).setLevel("DEBUG" if level.lower() == "debug" and name != "oci" else "WARNING")

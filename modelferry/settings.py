@@ -1,0 +1,143 @@
+"""Settings: pydantic-settings models, prefix ``MODELFERRY_``, nested with ``__``.
+
+One model per component. They are built once at startup (CLI entry, controller
+main, sidecar main) and passed down; nothing reads the environment at import
+time. Standard variables of the ecosystems we talk to (``AWS_*``, ``HF_TOKEN``,
+``HF_ENDPOINT``, ``OCI_*``) are honoured as fall-backs by each backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class S3Credentials(BaseModel):
+    """An S3-compatible endpoint (AWS, MinIO, Ceph, ODF, IBM COS with HMAC, Oracle's compat API)."""
+
+    endpoint_url: str | None = Field(
+        None, description="Endpoint with scheme; AWS_ENDPOINT_URL / AWS_S3_ENDPOINT when unset"
+    )
+    region: str | None = Field(None, description="Region; AWS_DEFAULT_REGION / AWS_REGION when unset")
+    access_key_id: str | None = Field(None, description="Access key id; AWS_ACCESS_KEY_ID when unset")
+    secret_access_key: SecretStr | None = Field(None, description="Secret key; AWS_SECRET_ACCESS_KEY when unset")
+    session_token: SecretStr | None = Field(None, description="STS session token; AWS_SESSION_TOKEN when unset")
+    profile: str | None = Field(None, description="A named profile from ~/.aws/config")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="Bucket addressing; 'auto' uses path style for custom endpoints"
+    )
+    verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate")
+    ca_bundle: str | None = Field(None, description="A CA bundle file for the endpoint; AWS_CA_BUNDLE when unset")
+    anonymous: bool = Field(False, description="Send unsigned requests (public buckets)")
+
+
+class HFCredentials(BaseModel):
+    """The Hugging Face Hub or a mirror."""
+
+    token: SecretStr | None = Field(None, description="Access token; HF_TOKEN when unset")
+    token_file: str | None = Field(None, description="A file holding the token (a mounted Secret)")
+    endpoint: str | None = Field(None, description="Hub endpoint; HF_ENDPOINT or https://huggingface.co when unset")
+
+
+class COSCredentials(BaseModel):
+    """IBM Cloud Object Storage with IAM (HMAC keys go in the s3 block)."""
+
+    api_key: SecretStr | None = Field(None, description="IBM Cloud API key; IBMCLOUD_API_KEY when unset")
+    passcode: SecretStr | None = Field(None, description="One-time passcode, exchanged for an IAM token exactly once")
+    iam_endpoint: str = Field("https://iam.cloud.ibm.com", description="IAM token endpoint")
+    instance_crn: str | None = Field(None, description="Service instance CRN (a bucket CRN is accepted and trimmed)")
+    endpoint_url: str | None = Field(None, description="COS S3 endpoint; derived from region when unset")
+    region: str | None = Field(None, description="COS region or geo, e.g. us-geo or eu-de")
+
+
+class OCICredentials(BaseModel):
+    """Oracle Cloud Infrastructure Object Storage."""
+
+    auth_type: Literal["user_principal", "instance_principal", "resource_principal", "api_key"] = Field(
+        "user_principal",
+        description="How to authenticate (OME's UserPrincipal/InstancePrincipal/ResourcePrincipal)",
+    )
+    config_file: str | None = Field(None, description="OCI config file; ~/.oci/config when unset")
+    profile: str = Field("DEFAULT", description="Profile in the OCI config file")
+    region: str | None = Field(None, description="Region, e.g. us-chicago-1 (overrides the config file)")
+    endpoint: str | None = Field(None, description="Object Storage service endpoint override")
+
+
+class Credentials(BaseModel):
+    """Credentials for one side of a sync, per scheme."""
+
+    s3: S3Credentials = Field(default_factory=S3Credentials, description="s3:// (and cos:// HMAC) access")
+    hf: HFCredentials = Field(default_factory=HFCredentials, description="hf:// access")
+    cos: COSCredentials = Field(default_factory=COSCredentials, description="cos:// IAM access")
+    oci: OCICredentials = Field(default_factory=OCICredentials, description="oci:// access")
+
+
+class TransferSettings(BaseModel):
+    """How bytes move."""
+
+    concurrency: int = Field(16, ge=1, le=256, description="Connections in flight, across and within files")
+    part_size: int = Field(64 * MiB, ge=MiB, description="Bytes per ranged GET / multipart part")
+    size_limit: int | None = Field(650 * 1000**3, description="Refuse plans larger than this many bytes (None: off)")
+    retries: int = Field(5, ge=0, description="Attempts per part after the first")
+    backoff_base: float = Field(0.5, gt=0, description="First retry delay in seconds (doubles, with jitter)")
+    backoff_max: float = Field(30.0, gt=0, description="Longest retry delay in seconds")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection")
+    stall_timeout: float = Field(60.0, gt=0, description="Seconds without a byte before a stream counts as stalled")
+    trust_size: bool = Field(False, description="Skip target files on equal size alone (no checksum)")
+    memory_budget: int = Field(256 * MiB, ge=8 * MiB, description="Bytes of file data held in memory at once")
+    free_space_margin: int = Field(256 * MiB, ge=0, description="Bytes to keep free on a local target")
+
+
+class SyncSettings(BaseSettings):
+    """Settings of ``modelferry sync`` and everything built on the engine."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELFERRY_", env_nested_delimiter="__", extra="ignore")
+
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format")
+    transfer: TransferSettings = Field(default_factory=TransferSettings, description="Transfer tuning")
+    source: Credentials = Field(default_factory=Credentials, description="Credentials for the source")
+    target: Credentials = Field(default_factory=Credentials, description="Credentials for the target")
+    pvc_root: str = Field("/mnt/pvc", description="Where pvc://claim/subpath is mounted inside the pod")
+    termination_log: str = Field("/dev/termination-log", description="Kubernetes termination message file")
+    progress_interval: float = Field(5.0, gt=0, description="Seconds between progress log lines off a terminal")
+
+
+def field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """All nested field names as ``A__B__C`` (upper case) for unknown-variable checks."""
+    paths: set[str] = set()
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}".upper()
+        paths.add(key)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            paths |= field_paths(ann, key + "__")
+    return paths
+
+
+def warn_unknown_env(*models: type[BaseModel], environ: dict[str, str] | None = None) -> list[str]:
+    """Warn about ``MODELFERRY_*`` variables no settings model knows (typos)."""
+    env = os.environ if environ is None else environ
+    known: set[str] = set()
+    for model in models:
+        known |= field_paths(model)
+    unknown = []
+    for name in env:
+        if name.startswith("MODELFERRY_") and name[len("MODELFERRY_") :].upper() not in known:
+            unknown.append(name)
+            log.warning("unknown setting %s is ignored (check its spelling)", name)
+    return unknown
+
+
+def masked(settings: BaseModel) -> dict[str, Any]:
+    """The effective settings with secrets shown as ``**********``."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,168 @@
+"""The one small storage interface every backend implements.
+
+A :class:`Store` is rooted at a :class:`~modelferry.uri.StorageURI` (a directory
+or an object prefix). Paths passed to it are relative to that root and use ``/``.
+Reading is ranged and streamed; writing goes through an :class:`Upload` that
+takes parts in any order and becomes visible under its final name only on
+:meth:`Upload.complete`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from modelferry.uri import StorageURI
+
+MANIFEST_DIR = ".modelferry"
+MANIFEST_NAME = f"{MANIFEST_DIR}/manifest.json"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One file at a source or target, with whatever checksums the store offers."""
+
+    path: str
+    size: int
+    sha256: str | None = None  # hex; Hub LFS oid, our manifest, or x-amz-checksum
+    md5: str | None = None  # hex MD5 of the whole object (single-part ETag, Content-MD5)
+    etag: str | None = None  # the raw ETag as the store gives it (may be "hex-N")
+    part_size: int | None = None  # part size of a multipart object when known
+    git_sha1: str | None = None  # Hub git blob oid for non-LFS files
+    version: str | None = None  # revision / version id, informational
+    mtime_ns: int | None = None  # local files: modification time
+
+    @property
+    def multipart_count(self) -> int | None:
+        """Number of parts when the ETag is a multipart ETag (``hex-N``)."""
+        if self.etag and "-" in self.etag:
+            tail = self.etag.rsplit("-", 1)[1]
+            if tail.isdigit():
+                return int(tail)
+        return None
+
+
+class PartWriter(abc.ABC):
+    """Receives the bytes of one part, in order, then is committed or discarded."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """The part is complete and durable enough to be journaled."""
+
+    def discard(self) -> None:  # noqa: B027 - optional hook
+        """The attempt failed; forget what was written (the part will be retried)."""
+
+
+class Upload(abc.ABC):
+    """A file being written: parts in any order, then :meth:`complete` or :meth:`abort`."""
+
+    path: str
+    size: int
+    part_size: int
+
+    #: True when the parts' bytes stay in memory until committed (object stores).
+    buffers_parts: bool = False
+
+    def finished_parts(self) -> set[int]:
+        """Parts already written by an earlier, interrupted run (resume)."""
+        return set()
+
+    def read_back(self, offset: int, length: int) -> bytes | None:
+        """Bytes already written at ``offset`` (for hashing resumed parts); None if impossible."""
+        return None
+
+    @abc.abstractmethod
+    def part(self, index: int, offset: int, length: int) -> PartWriter: ...
+
+    @abc.abstractmethod
+    def complete(self) -> str | None:
+        """Make the file visible under its final name. Returns the target's ETag if any."""
+
+    @abc.abstractmethod
+    def abort(self, *, keep_partial: bool = False) -> None:
+        """Give up. ``keep_partial`` keeps resumable state (retryable failures)."""
+
+
+@dataclass
+class StoreFeatures:
+    """What a store can do, so the engine can choose the fastest safe path."""
+
+    random_write: bool = False  # local files: parts written in place
+    min_part_size: int = 1
+    max_parts: int = 1_000_000
+    server_side_copy: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """A directory-like view of one storage location."""
+
+    uri: StorageURI
+    features: StoreFeatures = StoreFeatures()
+
+    @property
+    def revision(self) -> str | None:
+        """The pinned source revision (Hub commit sha), if the store has one."""
+        return None
+
+    def identity(self) -> str:
+        """Two stores with the same identity can copy server-side."""
+        return f"{self.uri.scheme}:{id(self)}"
+
+    def resolve(self) -> None:  # noqa: B027 - optional hook
+        """Pin moving references (Hub branches) and check the location exists."""
+
+    @abc.abstractmethod
+    def list(self) -> Iterator[ObjectInfo]:
+        """Every file under the root, recursively, paginated under the hood."""
+
+    def stat(self, path: str) -> ObjectInfo | None:
+        for info in self.list():
+            if info.path == path:
+                return info
+        return None
+
+    @abc.abstractmethod
+    def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
+        """Stream ``length`` bytes of ``path`` from ``start`` in chunks."""
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """A small whole file, or None if it does not exist (manifests)."""
+        info = self.stat(path)
+        if info is None:
+            return None
+        return b"".join(self.read(path, 0, info.size, info=info))
+
+    def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
+        """Start writing ``path``. ``fingerprint`` identifies the source version for resume."""
+        raise NotImplementedError(f"{self.uri.scheme}:// cannot be a sync target")
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """Write a small file in one go (manifests)."""
+        upload = self.open_upload(path, len(data), max(len(data), 1))
+        writer = upload.part(0, 0, len(data))
+        writer.write(data)
+        writer.commit()
+        upload.complete()
+
+    def delete(self, path: str) -> None:
+        raise NotImplementedError(f"{self.uri.scheme}:// does not support delete")
+
+    def copy_within(self, source: Store, src: ObjectInfo, dst_path: str, part_size: int) -> str | None:
+        """Server-side copy from ``source`` (same identity). Returns the new ETag."""
+        raise NotImplementedError
+
+    def free_space(self) -> int | None:
+        """Bytes free at the target, when it is a filesystem."""
+        return None
+
+    def describe(self, path: str = "") -> str:
+        """A human-readable location for messages."""
+        return str(self.uri.child(path)) if path else str(self.uri)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,1 @@
+"""The transfer engine: plan, move, verify, place, record."""

@@ -1,0 +1,54 @@
+"""Deciding ``check`` items: hash what is already there and compare."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from modelferry.storage.base import Store
+from modelferry.transfer.plan import Action, Plan, PlanItem
+from modelferry.transfer.retry import Cancelled
+from modelferry.transfer.verify import check
+
+
+def hash_item(store: Store, item: PlanItem, cancel: threading.Event) -> PlanItem:
+    """Hash the target copy (or, for ``check_source`` items, the local source) of one file."""
+    info = item.source
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if item.expected.md5 else None  # noqa: S324 - protocol checksum
+    sha1 = hashlib.sha1(f"blob {info.size}\0".encode()) if item.expected.git_sha1 else None  # noqa: S324
+    for chunk in store.read(info.path, 0, info.size):
+        if cancel.is_set():
+            raise Cancelled("cancelled", obj=info.path)
+        sha.update(chunk)
+        if md5:
+            md5.update(chunk)
+        if sha1:
+            sha1.update(chunk)
+    mismatch = check(
+        item.expected,
+        size=info.size,
+        got_size=info.size,
+        sha256=sha.hexdigest(),
+        md5=md5.hexdigest() if md5 else None,
+        git_sha1=sha1.hexdigest() if sha1 else None,
+        part_md5s=None,
+    )
+    if mismatch is None:
+        return PlanItem(info, Action.SKIP, "verified at target", item.expected, known_sha256=sha.hexdigest())
+    return PlanItem(info, Action.COPY, f"content differs: {mismatch}", item.expected)
+
+
+def resolve_checks(plan: Plan, source: Store, target: Store, *, workers: int, cancel: threading.Event) -> Plan:
+    """Turn every CHECK into SKIP or COPY by hashing, several files at once."""
+    checks = [i for i in plan.items if i.action == Action.CHECK]
+    if not checks:
+        return plan
+
+    def one(item: PlanItem) -> PlanItem:
+        return hash_item(source if item.check_source else target, item, cancel)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(checks), workers, 8)), thread_name_prefix="check") as pool:
+        decided = {i.source.path: i for i in pool.map(one, checks)}
+    return Plan(items=[decided.get(i.source.path, i) for i in plan.items], excluded=plan.excluded)
