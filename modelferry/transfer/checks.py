@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from modelferry.storage.base import Store
 from modelferry.transfer.plan import Action, Plan, PlanItem
 from modelferry.transfer.retry import Cancelled
-from modelferry.transfer.verify import check
+from modelferry.transfer.verify import Expectation, check
 
 
 def hash_item(store: Store, item: PlanItem, cancel: threading.Event) -> PlanItem:
@@ -37,7 +37,8 @@ def hash_item(store: Store, item: PlanItem, cancel: threading.Event) -> PlanItem
     )
     if mismatch is None:
         return PlanItem(info, Action.SKIP, "verified at target", item.expected, known_sha256=sha.hexdigest())
-    return PlanItem(info, Action.COPY, f"content differs: {mismatch}", item.expected)
+    # Copy against what the source itself promises (a check_source item carried the old record).
+    return PlanItem(info, Action.COPY, f"content differs: {mismatch}", Expectation.for_object(info))
 
 
 def resolve_checks(plan: Plan, source: Store, target: Store, *, workers: int, cancel: threading.Event) -> Plan:
