@@ -84,7 +84,7 @@ class Credentials(BaseModel):
 class TransferSettings(BaseModel):
     """How bytes move."""
 
-    concurrency: int = Field(16, ge=1, le=256, description="Connections in flight, across and within files")
+    concurrency: int = Field(32, ge=1, le=256, description="Connections in flight, across and within files")
     part_size: int = Field(64 * MiB, ge=MiB, description="Bytes per ranged GET / multipart part")
     size_limit: int | None = Field(650 * 1000**3, description="Refuse plans larger than this many bytes (None: off)")
     retries: int = Field(5, ge=0, description="Attempts per part after the first")
@@ -124,6 +124,10 @@ def field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     return paths
 
 
+# Variables of optional components read alongside the sync settings (``sync --decrypt``).
+OTHER_COMPONENTS = ("MODELFERRY_ENIGMA__",)
+
+
 def warn_unknown_env(*models: type[BaseModel], environ: dict[str, str] | None = None) -> list[str]:
     """Warn about ``MODELFERRY_*`` variables no settings model knows (typos)."""
     env = os.environ if environ is None else environ
@@ -132,6 +136,9 @@ def warn_unknown_env(*models: type[BaseModel], environ: dict[str, str] | None = 
         known |= field_paths(model)
     unknown = []
     for name in env:
+        other = next((c for c in OTHER_COMPONENTS if name.upper().startswith(c)), None)
+        if other and not any(k.startswith(other[len("MODELFERRY_") :]) for k in known):
+            continue  # checked by the component that reads them (e.g. `modelferry enigma`)
         if name.startswith("MODELFERRY_") and name[len("MODELFERRY_") :].upper() not in known:
             unknown.append(name)
             log.warning("unknown setting %s is ignored (check its spelling)", name)

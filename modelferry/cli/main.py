@@ -20,9 +20,18 @@ log = logging.getLogger("modelferry")
 # name -> "module:attribute"; imported lazily so `modelferry sync` never imports kubernetes or torch.
 SUBCOMMANDS: dict[str, str] = {
     "sync": "modelferry.cli.sync:sync_command",
+    "enigma": "modelferry.cli.enigma:enigma_command",
     "hf-download": "modelferry.cli.omeagent:hf_download_command",
     "replica": "modelferry.cli.omeagent:replica_command",
     "sample": "modelferry.cli.sample:sample_command",
+    "sidecar": "modelferry.cli.sidecar:sidecar_group",
+    "demo": "modelferry.cli.demo:demo_command",
+    "training-agent": "modelferry.cli.training_agent:training_agent_command",
+    "inspect": "modelferry.cli.inspect:inspect_command",
+    "agent": "modelferry.cli.agent:agent_command",
+    "controller": "modelferry.cli.controller:controller_command",
+    "noop": "modelferry.cli.controller:noop_command",
+    "upload": "modelferry.cli.upload:upload_command",
 }
 
 

@@ -147,6 +147,7 @@ def run_sync(
     dry_run: bool = False,
     json_output: bool = False,
     quiet: bool = False,
+    decrypt: bool = False,
 ) -> SyncResult:
     """Open both stores, run the engine, report. Raises ModelferryError on failure."""
     src_uri = parse_uri(source, revision=revision)
@@ -154,6 +155,10 @@ def run_sync(
     if dst_uri.scheme == "hf":
         raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
     src = open_store(src_uri, settings.source, settings=settings)
+    if decrypt:  # enigma: serve plaintext of encrypted files; keys from MODELFERRY_ENIGMA__*
+        from modelferry.cli.enigma import decrypting_source
+
+        src = decrypting_source(src)
     dst = open_store(dst_uri, settings.target, settings=settings)
     log.info("sync %s -> %s", src.describe(), dst.describe())
     try:
@@ -209,6 +214,11 @@ def run_sync(
     help="Skip target files of equal size without a checksum.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; move nothing.")
+@click.option(
+    "--decrypt",
+    is_flag=True,
+    help="Decrypt enigma-encrypted files while copying (keys: MODELFERRY_ENIGMA__*).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--termination-log", default=None, help="Where to write the Kubernetes termination message.")
 @credential_options
@@ -224,6 +234,7 @@ def sync_command(
     retries: int | None,
     trust_size: bool | None,
     dry_run: bool,
+    decrypt: bool,
     json_output: bool,
     termination_log: str | None,
     **creds: Any,
@@ -260,17 +271,13 @@ def sync_command(
             exclude=exclude,
             dry_run=dry_run,
             json_output=json_output,
+            decrypt=decrypt,
         )
     except ModelferryError as exc:
-        write_termination_message(
-            settings.termination_log,
-            {
-                "status": "failed",
-                "reason": exc.reason,
-                "message": str(exc),
-                "exit_code": exc.exit_code,
-            },
-        )
+        failure = {"status": "failed", "reason": exc.reason, "message": str(exc), "exit_code": exc.exit_code}
+        write_termination_message(settings.termination_log, failure)
+        if json_output:  # scripts reading --json get an answer on failure too
+            sys.stdout.write(json.dumps(failure, indent=1) + "\n")
         raise
     summary = result.to_dict()
     write_termination_message(settings.termination_log, summary)

@@ -37,7 +37,7 @@ class ObjectInfo:
     def multipart_count(self) -> int | None:
         """Number of parts when the ETag is a multipart ETag (``hex-N``)."""
         if self.etag and "-" in self.etag:
-            tail = self.etag.rsplit("-", 1)[1]
+            tail = self.etag.strip().strip('"').rsplit("-", 1)[1]  # ETags often arrive quoted
             if tail.isdigit():
                 return int(tail)
         return None

@@ -53,6 +53,12 @@ def translate_os_error(exc: OSError, what: str) -> Exception:
             obj=what,
             hint="Free space or choose a larger volume; nothing was left under the final name",
         )
+    if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE or the filesystem's file size limit: as final as a full disk
+        return InsufficientSpaceError(
+            f"file too large for the target while writing {what}: {exc.strerror}",
+            obj=what,
+            hint="Raise the file size limit (ulimit -f) or use a filesystem that holds files this large",
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return AccessDeniedError(
             f"permission denied for {what}: {exc.strerror}",
@@ -106,6 +112,7 @@ class LocalUpload(Upload):
         self._lock = threading.Lock()
         self._done: set[int] = set()
         header = {"path": path, "size": size, "part_size": part_size, "fingerprint": fingerprint}
+        self.fd = -1
         try:
             partial_dir.mkdir(parents=True, exist_ok=True)
             if fingerprint and self._load_journal(header):
@@ -118,7 +125,19 @@ class LocalUpload(Upload):
             os.ftruncate(self.fd, size)
             self._journal = open(self.journal_path, "a")  # noqa: SIM115 - closed in complete/abort
         except OSError as exc:
-            raise translate_os_error(exc, self.describe) from exc
+            error = translate_os_error(exc, self.describe)
+            self._discard_failed_open(keep=isinstance(error, RetryableError))
+            raise error from exc
+
+    def _discard_failed_open(self, *, keep: bool) -> None:
+        """The engine never sees an upload that failed to open, so clean up here (a permanent error keeps nothing)."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        if not keep:
+            for leftover in (self.temp, self.journal_path):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def _load_journal(self, header: dict[str, object]) -> bool:
         try:

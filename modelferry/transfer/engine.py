@@ -25,7 +25,14 @@ from modelferry.errors import (
 )
 from modelferry.settings import TransferSettings
 from modelferry.storage.base import ObjectInfo, Store
-from modelferry.transfer.jobs import FileJob, NullUpload, part_layout
+from modelferry.transfer.jobs import (
+    FileJob,
+    NullUpload,
+    files_in_flight,
+    interleave,
+    part_layout,
+    scheduling_part_size,
+)
 from modelferry.transfer.manifest import Manifest, ManifestEntry, read_manifest
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
 from modelferry.transfer.progress import Progress
@@ -110,14 +117,15 @@ class Engine:
         copies = [i for i in plan.items if i.action == Action.COPY]
         skipped = [i for i in plan.items if i.action == Action.SKIP]
         self.progress.start(len(plan.items), plan.total_bytes, len(skipped), sum(i.source.size for i in skipped))
-        jobs = [self._make_job(item) for item in copies]
-        max_open = max(1, min(self.settings.concurrency, len(jobs)))
-        self._hash_budget = max(8 << 20, self.settings.memory_budget // max_open)
+        group = files_in_flight(self.settings.concurrency, len(copies))
+        jobs = [self._make_job(item, group) for item in copies]
+        # Up to two groups are open at once (one finishing, the next starting); half the
+        # budget goes to out-of-order bytes, the rest covers chunks in flight and buffers.
+        self._hash_budget = max(8 << 20, self.settings.memory_budget // (4 * group))
         with self._cond:
             self._jobs_left = len(jobs)
-            for job in jobs:
-                for idx in range(len(job.parts)):
-                    self._queue.append((job, idx))
+            for n, idx in interleave([len(j.parts) for j in jobs], group):
+                self._queue.append((jobs[n], idx))
         threads = [
             threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True)
             for n in range(min(self.settings.concurrency, sum(len(j.parts) for j in jobs)) or 1)
@@ -139,8 +147,11 @@ class Engine:
             raise self._error
         return dict(self._entries)
 
-    def _make_job(self, item: PlanItem) -> FileJob:
-        part_size, aligned = part_layout(item.source.size, self.settings.part_size, item.expected, self.target.features)
+    def _make_job(self, item: PlanItem, group: int = 1) -> FileJob:
+        part_size = self.settings.part_size
+        if self.target.features.random_write:  # parts are only a scheduling unit for files written in place
+            part_size = scheduling_part_size(item.source.size, part_size, self.settings.concurrency, group)
+        part_size, aligned = part_layout(item.source.size, part_size, item.expected, self.target.features)
         job = FileJob(
             item=item,
             part_size=part_size,

@@ -10,6 +10,9 @@ from typing import Any
 
 log = logging.getLogger("modelferry.progress")
 
+# Snapshot keys attached to every progress log record (JSON log lines carry them as fields).
+PROGRESS_FIELDS = ("files_done", "files_total", "bytes_done", "bytes_total", "rate_bytes_per_s", "eta_s")
+
 
 @dataclass
 class Counters:
@@ -109,14 +112,17 @@ class Progress:
                 description=f"{snap['files_done']}/{snap['files_total']} files",
             )
             return
+        eta = snap["eta_s"]
+        # The numbers ride along as record fields too, so --log-format json lines are machine-readable.
         log.info(
-            "progress: %d/%d files, %d/%d bytes, %.1f MB/s, eta %ss",
+            "progress: %d/%d files, %d/%d bytes, %.1f MB/s, eta %s",
             snap["files_done"],
             snap["files_total"],
             snap["bytes_done"],
             snap["bytes_total"],
             snap["rate_bytes_per_s"] / 1e6,
-            snap["eta_s"],
+            "unknown" if eta is None else f"{eta:.0f}s",
+            extra={k: snap[k] for k in PROGRESS_FIELDS},
         )
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelferry.settings import TransferSettings
-from modelferry.storage.base import Store
+from modelferry.storage.base import MANIFEST_NAME, Store
 from modelferry.transfer.checks import resolve_checks
 from modelferry.transfer.engine import Engine
 from modelferry.transfer.manifest import Manifest, ManifestEntry, remove_manifest, write_manifest
@@ -85,7 +85,8 @@ def sync(
     plan = resolve_checks(plan, source, target, workers=settings.concurrency, cancel=engine.cancel)
     result.plan = plan
     copies = plan.of(Action.COPY)
-    if copies and old_manifest is not None:
+    # Withdraw the completion marker before any file changes; an unreadable one (read as None) too.
+    if copies and (old_manifest is not None or target.read_bytes(MANIFEST_NAME) is not None):
         remove_manifest(target)
     entries = engine.run(plan)
     manifest = Manifest(source=str(source.uri), revision=source.revision)

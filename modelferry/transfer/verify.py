@@ -134,8 +134,9 @@ class InOrderHasher:
                 self._hashing = True
             else:
                 if self._budget is None or self._read_back is None or self._pending_bytes + len(data) <= self._budget:
+                    old = self._pending.get(offset)  # a retried range replaces its first attempt
+                    self._pending_bytes += len(data) - (len(old) if old is not None else 0)
                     self._pending[offset] = data
-                    self._pending_bytes += len(data)
                 else:
                     self._on_disk.append((offset, end))
                 return
@@ -152,7 +153,8 @@ class InOrderHasher:
             self._hashing = True
         self._run(take)
 
-    def _take_locked(self) -> bytes | memoryview | None:
+    def _take_locked(self) -> bytes | memoryview | tuple[int, int] | None:
+        """The next in-order bytes, or (offset, length) to read back outside the lock, or None."""
         pos = self._next
         for start in list(self._pending):
             data = self._pending[start]
@@ -173,16 +175,28 @@ class InOrderHasher:
                 length = min(end - pos, READ_BACK_CHUNK)
                 if pos + length >= end:
                     del self._on_disk[i]
-                back = self._read_back(pos, length)
-                if back is None or len(back) != length:
-                    raise RuntimeError("short read back from the target file")
-                self.read_back_bytes += length
-                return back
+                return (pos, length)
         self._on_disk = [r for r in self._on_disk if r[1] > pos]
         return None
 
-    def _run(self, data: bytes | memoryview | None) -> None:
+    def _read(self, offset: int, length: int) -> bytes:
+        # Outside the lock: other threads keep feeding while this one reads the file.
+        assert self._read_back is not None
+        back = self._read_back(offset, length)
+        if back is None or len(back) != length:
+            raise RuntimeError("short read back from the target file")
+        self.read_back_bytes += length
+        return back
+
+    def _run(self, data: bytes | memoryview | tuple[int, int] | None) -> None:
         while data is not None:
+            if isinstance(data, tuple):
+                try:
+                    data = self._read(*data)
+                except BaseException:
+                    with self._lock:
+                        self._hashing = False
+                    raise
             for h in self._hashers:
                 h.update(data)
             with self._lock:

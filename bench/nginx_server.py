@@ -1,0 +1,101 @@
+"""Run nginx as a non-daemon child with a generated config serving the benchmark model.
+
+Two ports serve the same files: ``limited`` with ``limit_rate`` per connection and
+``unlimited`` without. Each speaks enough of the Hugging Face Hub protocol for
+huggingface_hub and modelferry, and enough of S3 (path style, GET/HEAD with ranges,
+a static ListObjectsV2 page) for boto3 and modelferry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from gen_model import BUCKET, COMMIT, PREFIX, REPO, GeneratedFile, list_objects_xml
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Base URLs of the running nginx."""
+
+    limited: str
+    unlimited: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def render(prefix: Path, data: Path, files: list[GeneratedFile], ports: dict[str, int], limit_rate: str) -> str:
+    """The nginx.conf text for ``ports`` ({"limited": p1, "unlimited": p2})."""
+    base = f"/{REPO}/resolve/{COMMIT}/"
+    etag_map = "\n".join(f'        "{base}{f.path}" "{f.sha256 if f.lfs else f.git_sha1}";' for f in files)
+    size_map = "\n".join(f'        "{base}{f.path}" "{f.size}";' for f in files)
+    server = Template((HERE / "nginx_server.tmpl").read_text())
+    servers = "\n".join(
+        server.substitute(
+            port=port,
+            limit_rate=limit_rate if name == "limited" else "0",
+            repo=REPO,
+            commit=COMMIT,
+            bucket=BUCKET,
+            prefix=PREFIX,
+            data=data,
+        )
+        for name, port in ports.items()
+    )
+    main = Template((HERE / "nginx.conf.tmpl").read_text())
+    return main.substitute(prefix=prefix, etag_map=etag_map, size_map=size_map, servers=servers)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nginx exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nginx did not listen on {port} within {timeout}s")
+
+
+@contextlib.contextmanager
+def run_nginx(workdir: Path, data: Path, files: list[GeneratedFile], limit_rate: str = "50m") -> Iterator[Endpoints]:
+    """Start nginx (``nginx`` on PATH or /usr/sbin/nginx) and stop it on exit."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise SystemExit("nginx is not installed: apt-get install -y nginx")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = {"limited": free_port(), "unlimited": free_port()}
+    # nginx's ETag for static files is "<mtime hex>-<size hex>"; list the objects with it.
+    etags = {f.path: f"{int((data / 'files' / f.path).stat().st_mtime):x}-{f.size:x}" for f in files}
+    (data / "api" / "list.xml").write_text(list_objects_xml(files, etags))
+    conf = workdir / "nginx.conf"
+    conf.write_text(render(workdir, data.resolve(), files, ports, limit_rate))
+    proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")])
+    try:
+        for port in ports.values():
+            _wait_port(port, proc)
+        yield Endpoints(
+            limited=f"http://127.0.0.1:{ports['limited']}",
+            unlimited=f"http://127.0.0.1:{ports['unlimited']}",
+        )
+    finally:
+        proc.send_signal(signal.SIGQUIT)  # graceful stop of master and workers
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

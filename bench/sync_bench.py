@@ -1,0 +1,224 @@
+"""Benchmark ``modelferry sync`` against snapshot_download and boto3 on one machine.
+
+Generates a model of safetensors shards (bench/data/, gitignored), serves it with nginx on
+two ports (one with a per-connection ``limit_rate``, one without), then runs each tool in its
+own subprocess into a fresh directory, ``--runs`` times, keeping the best wall time. Peak RSS
+is the child's ``ru_maxrss`` from ``wait4``. Every copy is checked byte for byte (sha256 of the
+target files against the generator's) outside the timed region.
+
+    .venv/bin/python bench/sync_bench.py --size-gb 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gen_model import GeneratedFile, GiB, generate
+from nginx_server import run_nginx
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+VENV_BIN = Path(sys.executable).parent
+TOOLS = ("modelferry-hf", "modelferry-s3", "snapshot_download", "boto3")
+
+
+@dataclass
+class Run:
+    """One timed run of one tool."""
+
+    tool: str
+    scenario: str
+    seconds: float
+    mb_s: float
+    peak_rss_mb: float
+    cpu_s: float
+    load: float
+    ok: bool
+    note: str = ""
+
+
+def command(tool: str, url: str, target: Path) -> list[str]:
+    """The command line that runs ``tool`` against ``url`` into ``target``."""
+    py = sys.executable
+    if tool == "modelferry-hf":
+        return [str(VENV_BIN / "modelferry"), "sync", "hf://bench/model", str(target), "--hf-endpoint", url, "--json"]
+    if tool == "modelferry-s3":
+        return [
+            str(VENV_BIN / "modelferry"),
+            "sync",
+            "s3://bench/model",
+            str(target),
+            "--source-endpoint",
+            url,
+            "--source-region",
+            "us-east-1",
+            "--anonymous",
+            "--addressing-style",
+            "path",
+            "--json",
+        ]
+    if tool == "snapshot_download":
+        return [py, str(HERE / "competitors.py"), "hf", url, str(target)]
+    if tool == "boto3":
+        return [py, str(HERE / "competitors.py"), "s3", url, str(target)]
+    raise ValueError(tool)
+
+
+def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float]:
+    """Run ``argv``; returns (exit status, seconds, peak RSS in MiB, CPU seconds user+system)."""
+    with open(log, "wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
+
+
+def verify(files: list[GeneratedFile], target: Path) -> str:
+    """'' when every file is there with the right sha256, else what is wrong."""
+    for f in files:
+        path = target / f.path
+        if not path.is_file() or path.stat().st_size != f.size:
+            return f"{f.path}: missing or wrong size"
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(16 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != f.sha256:
+            return f"{f.path}: sha256 mismatch"
+    return ""
+
+
+def bench(args: argparse.Namespace) -> list[Run]:
+    data = args.data
+    print(f"generating {args.size_gb} GiB under {data} (reused when present)", flush=True)
+    files = generate(data, int(args.size_gb * GiB), args.shards)
+    total = sum(f.size for f in files)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="mf-bench-", dir=args.scratch) as scratch_name:
+        scratch = Path(scratch_name)
+        env = dict(os.environ)
+        env.update(
+            HF_HOME=str(scratch / "hf-home"),
+            HF_HUB_DISABLE_XET="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+            NO_COLOR="1",
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        env.pop("HF_TOKEN", None)
+        with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
+            for scenario in args.scenarios:
+                url = getattr(endpoints, scenario)
+                for tool in args.tools:
+                    for n in range(args.runs):
+                        runs.append(_one(tool, scenario, url, n, files, total, scratch, env, args.keep_logs))
+    return runs
+
+
+def _one(
+    tool: str,
+    scenario: str,
+    url: str,
+    n: int,
+    files: list[GeneratedFile],
+    total: int,
+    scratch: Path,
+    env: dict[str, str],
+    keep_logs: Path | None,
+) -> Run:
+    target = scratch / f"out-{tool}-{scenario}-{n}"
+    shutil.rmtree(scratch / "hf-home", ignore_errors=True)  # no cache reuse between runs
+    log = scratch / f"{tool}-{scenario}-{n}.log"
+    load = os.getloadavg()[0]  # other work on the machine skews wall time; CPU seconds less so
+    code, seconds, rss, cpu = run_once(command(tool, url, target), env, log)
+    problem = f"exit {code}" if code else verify(files, target)
+    if keep_logs is not None:
+        keep_logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, keep_logs / log.name)
+    if problem:
+        print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+    shutil.rmtree(target, ignore_errors=True)
+    run = Run(
+        tool,
+        scenario,
+        round(seconds, 3),
+        round(total / seconds / 1e6, 1),
+        round(rss, 1),
+        round(cpu, 2),
+        round(load, 1),
+        not problem,
+        problem,
+    )
+    print(json.dumps(asdict(run)), flush=True)
+    return run
+
+
+def best(runs: list[Run]) -> dict[tuple[str, str], Run]:
+    """The fastest successful run per (tool, scenario)."""
+    out: dict[tuple[str, str], Run] = {}
+    for r in runs:
+        key = (r.tool, r.scenario)
+        if r.ok and (key not in out or r.seconds < out[key].seconds):
+            out[key] = r
+    return out
+
+
+def table(runs: list[Run], scenarios: list[str]) -> str:
+    """A Markdown table of the best runs with ratios modelferry/competitor."""
+    top = best(runs)
+    lines = [
+        "| scenario | tool | best s | MB/s | peak RSS MB | CPU s | modelferry-hf / this |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario in scenarios:
+        ours = top.get(("modelferry-hf", scenario))
+        for (tool, sc), r in sorted(top.items()):
+            if sc != scenario:
+                continue
+            ratio = f"{ours.mb_s / r.mb_s:.2f}x" if ours else "n/a"
+            lines.append(
+                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {r.peak_rss_mb:.0f} | {r.cpu_s:.1f} | {ratio} |"
+            )
+    failed = [r for r in runs if not r.ok]
+    for r in failed:
+        lines.append(f"\nFAILED: {r.tool} ({r.scenario}): {r.note}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gb", type=float, default=2.0, help="GiB of tensor data in the model (default 2)")
+    parser.add_argument("--shards", type=int, default=4, help="safetensors shards (default 4)")
+    parser.add_argument("--runs", type=int, default=2, help="runs per tool and scenario; the best counts")
+    parser.add_argument("--limit-rate", default="50m", help="nginx limit_rate per connection (default 50m)")
+    parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+    parser.add_argument("--scenarios", nargs="+", default=["limited", "unlimited"], choices=["limited", "unlimited"])
+    parser.add_argument("--data", type=Path, default=HERE / "data" / "model", help="where the model is generated")
+    parser.add_argument("--scratch", type=Path, default=HERE / "data", help="where targets are written")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy each tool's output here")
+    parser.add_argument("--json", type=Path, default=None, help="write every run as JSON here")
+    parser.add_argument("--delete-data", action="store_true", help="delete the generated model at the end")
+    args = parser.parse_args()
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    runs = bench(args)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+    print(table(runs, args.scenarios))
+    if args.delete_data:
+        shutil.rmtree(args.data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

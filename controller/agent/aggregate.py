@@ -1,0 +1,117 @@
+"""Controller side: per-node ConfigMap entries rolled up into BaseModel/ClusterBaseModel status.
+
+:func:`aggregate` is pure (ConfigMaps in, status per model out); :func:`run_aggregator`
+is the small loop the controller process starts: it lists the agents' ConfigMaps
+and patches ``status`` {nodesReady, nodesFailed, state} where it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
+from controller.agent.tasks import ModelRef
+from controller.kube.client import Kube, Resource
+from modelferry.errors import ModelferryError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+CONFIGMAP_SELECTOR = "app.kubernetes.io/component=model-agent"
+_FIELDS: dict[str, str] = {
+    ModelStatus.READY: "nodesReady",
+    ModelStatus.FAILED: "nodesFailed",
+    ModelStatus.UPDATING: "nodesUpdating",
+}
+
+
+def aggregate(configmaps: list[dict[str, Any]]) -> dict[ModelRef, dict[str, Any]]:
+    """``{ref: {"nodesReady", "nodesFailed", "state", "modelInfo"}}`` per model (node = ConfigMap name)."""
+    out: dict[ModelRef, dict[str, list[str]]] = {}
+    configs: dict[ModelRef, dict[str, dict[str, Any]]] = {}
+    for cm in configmaps:
+        node = str((cm.get("metadata") or {}).get("name", ""))
+        for key, value in (cm.get("data") or {}).items():
+            if key == RESOURCES_KEY:
+                continue
+            body = parse_entry(value)
+            if body is None or "name" not in body:
+                continue
+            kind = str(body.get("kind") or ("ClusterBaseModel" if key.startswith("clusterbasemodel.") else "BaseModel"))
+            namespace = str(body.get("namespace") or (key.split(".basemodel.")[0] if ".basemodel." in key else ""))
+            ref = ModelRef(kind, "" if kind == "ClusterBaseModel" else namespace, str(body["name"]))
+            bucket = out.setdefault(ref, {"nodesReady": [], "nodesFailed": [], "nodesUpdating": []})
+            field = _FIELDS.get(str(body.get("status")))
+            if field:
+                bucket[field].append(node)
+            if field == "nodesReady" and isinstance(body.get("config"), dict):
+                configs.setdefault(ref, {})[node] = body["config"]
+    result = {ref: status_for(b) for ref, b in out.items()}
+    for ref, by_node in configs.items():
+        # The metadata parsed on one Ready node (the same bytes everywhere: the first node by name).
+        result[ref]["modelInfo"] = by_node[min(by_node)]
+    return result
+
+
+def status_for(nodes: dict[str, list[str]]) -> dict[str, Any]:
+    """The status block: sorted node lists and a one-word state."""
+    ready, failed, updating = (sorted(nodes.get(k, [])) for k in ("nodesReady", "nodesFailed", "nodesUpdating"))
+    if ready:
+        state = "Ready"
+    elif updating:
+        state = "In_Transit"
+    elif failed:
+        state = "Failed"
+    else:
+        state = "Pending"
+    return {"nodesReady": ready, "nodesFailed": failed, "state": state}
+
+
+EMPTY = status_for({})
+
+
+async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io", version: str = "v1alpha1") -> int:
+    """One pass; returns how many models got a new status."""
+    bm = Resource(group, version, "basemodels", "BaseModel")
+    cbm = Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False)
+    cms, _ = await kube.list(CONFIGMAPS, namespace, label_selector=CONFIGMAP_SELECTOR)
+    rolled = aggregate(cms)
+    changed = 0
+    for res in (bm, cbm):
+        items, _ = await kube.list(res, None)
+        for obj in items:
+            ref = ModelRef.of({**obj, "kind": res.kind})
+            want = rolled.get(ref, EMPTY)
+            have = obj.get("status") or {}
+            if all(have.get(k) == v for k, v in want.items()):
+                continue
+            try:
+                await kube.patch(res, ref.namespace or None, ref.name, {"status": want}, sub="status")
+                changed += 1
+            except NotFoundError:
+                continue
+    return changed
+
+
+async def run_aggregator(
+    kube: Kube,
+    namespace: str,
+    stop: asyncio.Event,
+    *,
+    interval: float = 15.0,
+    group: str = "modelferry.io",
+    version: str = "v1alpha1",
+) -> None:
+    """Until ``stop``: aggregate every ``interval`` seconds (start it beside the controller's other loops)."""
+    while not stop.is_set():
+        try:
+            changed = await aggregate_once(kube, namespace, group, version)
+            if changed:
+                log.info("updated node status of %s models", changed)
+        except ModelferryError as exc:
+            log.warning("model status aggregation failed, retrying: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,98 @@
+"""The models root: where each model lives, the high-watermark decision, and what to clean up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.agent.tasks import ModelRef
+from modelferry.errors import InsufficientSpaceError, UsageError
+from modelferry.storage.base import MANIFEST_NAME
+from modelferry.uri import safe_relpath
+
+AGENT_MARKER = ".modelferry/agent.json"  # which model a directory holds, written just before the swap
+STAGING_SUFFIX = ".modelferry-new"
+OLD_SUFFIX = ".modelferry-old"
+
+
+def model_relpath(ref: ModelRef, path: str | None) -> str:
+    """``spec.storage.path`` (relative to the root) or ``namespace/name`` (``_cluster/name`` for cluster models)."""
+    if path:
+        rel = path.strip()
+        return safe_relpath(rel.lstrip("/"), obj=str(ref)) if rel else rel
+    return f"_cluster/{ref.name}" if ref.cluster_scoped else f"{ref.namespace}/{ref.name}"
+
+
+def model_dir(root: Path, ref: ModelRef, path: str | None) -> Path:
+    """The model's directory; an absolute ``path`` must lie under the models root."""
+    if path and path.startswith("/"):
+        absolute = Path(os.path.normpath(path))
+        if absolute != root and root in absolute.parents:
+            return absolute
+        raise UsageError(
+            f"{ref}: spec.storage.path {path!r} is outside the models root {root}",
+            obj=str(ref),
+            hint="Use a path relative to the models root, or one below it",
+        )
+    return root / model_relpath(ref, path)
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    total: int
+    used: int
+    free: int
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.total if self.total else 0.0
+
+
+def disk_usage(root: Path) -> DiskUsage:
+    usage = shutil.disk_usage(root)
+    return DiskUsage(usage.total, usage.used, usage.free)
+
+
+def check_watermark(usage: DiskUsage, incoming: int, high: float, *, what: str) -> None:
+    """Refuse ``incoming`` bytes that would push the filesystem above ``high`` (a fraction)."""
+    after = usage.used + incoming
+    limit = int(usage.total * high)
+    if after > limit:
+        raise InsufficientSpaceError(
+            f"{what} needs {incoming} bytes: the models filesystem would be {after / usage.total:.0%} full, "
+            f"above the {high:.0%} high watermark ({usage.free} bytes free)",
+            obj=what,
+            hint="Free space (delete models this node no longer needs), use a larger disk, or raise "
+            "MODELFERRY_AGENT__HIGH_WATERMARK",
+        )
+
+
+def is_complete(directory: Path) -> bool:
+    """A model copy is complete only when our manifest, written last, is there."""
+    return (directory / MANIFEST_NAME).is_file()
+
+
+def stale_dirs(root: Path, wanted: set[Path]) -> list[Path]:
+    """Model directories the agent wrote (they hold its marker) that no wanted model uses, plus leftovers."""
+    out: list[Path] = []
+    if not root.is_dir():
+        return out
+    for manifest in root.glob("**/" + AGENT_MARKER):
+        directory = manifest.parent.parent
+        if directory.name.endswith(STAGING_SUFFIX):
+            directory_base = directory.with_name(directory.name[: -len(STAGING_SUFFIX)])
+            if directory_base in wanted:
+                continue  # a download of a wanted model, about to be swapped in
+        if directory in wanted or any(w in directory.parents for w in wanted):
+            continue
+        out.append(directory)
+    for leftover in list(root.glob("**/*" + OLD_SUFFIX)):
+        if leftover.is_dir():
+            out.append(leftover)
+    for staging in list(root.glob("**/*" + STAGING_SUFFIX)):
+        # An interrupted download of a model nobody wants any more (wanted ones resume from it).
+        if staging.is_dir() and staging.with_name(staging.name[: -len(STAGING_SUFFIX)]) not in wanted:
+            out.append(staging)
+    return sorted(set(out))

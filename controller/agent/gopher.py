@@ -1,0 +1,325 @@
+"""The gopher: a pool of worker threads that carries out tasks with the transfer engine.
+
+A download goes into ``<model>.modelferry-new`` beside the model (seeded with
+hard links to the current copy, so unchanged files are not fetched again), is
+verified by the engine and completed by its manifest, and only then swapped in
+by two renames: a reader sees the old complete copy, then the new complete
+copy, never half of one. An interrupted download resumes from the staging
+directory's journal on the next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller.agent.disk import (
+    AGENT_MARKER,
+    OLD_SUFFIX,
+    STAGING_SUFFIX,
+    check_watermark,
+    disk_usage,
+    is_complete,
+    model_dir,
+)
+from controller.agent.entries import ModelEntry, ModelStatus
+from controller.agent.metrics import AgentMetrics
+from controller.agent.settings import AgentSettings
+from controller.agent.shape import excluded_shape_dirs, is_trtllm
+from controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
+from modelferry.errors import ModelferryError, PermanentError, RetryableError, UsageError
+from modelferry.modelinfo import inspect_store
+from modelferry.settings import Credentials
+from modelferry.storage import open_store
+from modelferry.storage.base import MANIFEST_DIR, Store
+from modelferry.storage.local import LocalStore
+from modelferry.transfer.plan import SyncOptions
+from modelferry.transfer.sync import sync
+from modelferry.uri import parse_uri
+
+log = logging.getLogger(__name__)
+
+
+class StatusSink(Protocol):
+    """Where the gopher reports each model's state (the ConfigMap and label reconcilers)."""
+
+    def publish(self, entry: ModelEntry) -> None: ...
+
+
+CredentialsFor = Callable[[Task], Credentials]
+
+
+@dataclass
+class Placement:
+    final: Path
+    staging: Path
+    old: Path
+
+
+def storage_of(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict(((obj.get("spec") or {}).get("storage")) or {})
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """The agent marker of a complete copy, or None."""
+    if not is_complete(directory):
+        return None
+    try:
+        body = json.loads((directory / AGENT_MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def seed_with_links(old: Path, staging: Path) -> None:
+    """Hard-link the current copy into staging (same filesystem): unchanged files are then skipped."""
+    for src in old.rglob("*"):
+        rel = src.relative_to(old)
+        if rel.parts and rel.parts[0] == MANIFEST_DIR and rel.as_posix() != f"{MANIFEST_DIR}/manifest.json":
+            continue
+        dst = staging / rel
+        if src.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+        elif not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                return  # no hard links here: the engine simply downloads everything
+
+
+def swap_in(place: Placement) -> None:
+    """Staging becomes the model; the previous copy is removed after the swap."""
+    if place.final.exists():
+        if place.old.exists():
+            shutil.rmtree(place.old)
+        os.rename(place.final, place.old)
+        os.rename(place.staging, place.final)
+        shutil.rmtree(place.old, ignore_errors=True)
+    else:
+        place.final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(place.staging, place.final)
+
+
+class Gopher:
+    """Worker pool over a :class:`TaskQueue`."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        queue: TaskQueue,
+        sink: StatusSink,
+        metrics: AgentMetrics,
+        *,
+        credentials_for: CredentialsFor | None = None,
+        shape: str | None = None,
+        store_opener: Callable[[str, Credentials], Store] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.root = Path(settings.agent.models_root)
+        self.queue = queue
+        self.sink = sink
+        self.metrics = metrics
+        self.credentials_for = credentials_for or (lambda _task: settings.source)
+        self.shape = shape
+        self.store_opener = store_opener or self._open
+        self.cancel = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _open(self, uri: str, creds: Credentials) -> Store:
+        return open_store(parse_uri(uri), creds, settings=self.settings)
+
+    # --- pool ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.settings.agent.workers):
+            thread = threading.Thread(target=self._loop, name=f"gopher-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.cancel.set()
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def alive(self) -> bool:
+        """True while every worker thread runs (the /livez check)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _loop(self) -> None:
+        while not self.cancel.is_set():
+            self.metrics.queue_depth.set(self.queue.depth())
+            task = self.queue.get(timeout=1.0)
+            if task is None:
+                continue
+            self.metrics.active_workers.inc()
+            try:
+                self.run(task)
+            except Exception:  # a bug in one task must not kill the worker
+                log.exception("task %s for %s crashed", task.type, task.ref)
+            finally:
+                self.metrics.active_workers.dec()
+                self.queue.done(task)
+                self.metrics.queue_depth.set(self.queue.depth())
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def placement(self, ref: ModelRef, obj: dict[str, Any]) -> Placement:
+        final = model_dir(self.root, ref, storage_of(obj).get("path"))
+        return Placement(final, final.with_name(final.name + STAGING_SUFFIX), final.with_name(final.name + OLD_SUFFIX))
+
+    def held_fingerprint(self, ref: ModelRef, obj: dict[str, Any]) -> str | None:
+        """The spec fingerprint of this node's complete copy of the model (None: no copy)."""
+        try:
+            place = self.placement(ref, obj)
+        except UsageError:
+            return None
+        marker = read_marker(place.final)
+        if marker is None:
+            return "unknown" if is_complete(place.final) else None
+        return str(marker.get("fingerprint") or "unknown")
+
+    def run(self, task: Task) -> None:
+        """Carry out one task, reporting Updating / Ready / Failed / Deleted."""
+        if task.type == TaskType.DELETE:
+            self.delete(task)
+            return
+        attempts = self.settings.agent.download_retries + 1
+        delay = self.settings.agent.retry_backoff
+        for attempt in range(1, attempts + 1):
+            try:
+                self.download(task)
+                return
+            except RetryableError as exc:
+                if attempt == attempts or self.cancel.is_set():
+                    self._failed(task, exc)
+                    return
+                self.metrics.rate_limit_waits.inc()
+                log.warning("download of %s failed (attempt %s of %s), retrying: %s", task.ref, attempt, attempts, exc)
+                self.cancel.wait(exc.retry_after or delay)
+                delay *= 2
+            except ModelferryError as exc:
+                self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
+                self._failed(task, exc)
+                return
+            except OSError as exc:
+                self._failed(task, PermanentError(f"{task.ref}: {exc}", obj=str(task.ref)))
+                return
+
+    def _discard_staging(self, task: Task) -> None:
+        try:
+            staging = self.placement(task.ref, task.obj).staging
+        except ModelferryError:
+            return
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _failed(self, task: Task, exc: ModelferryError) -> None:
+        log.error("model %s failed on this node: %s", task.ref, exc)
+        self.metrics.downloads_failed.labels(task.ref.kind, exc.reason).inc()
+        if exc.reason == "IntegrityCheckFailed":
+            self.metrics.verifications.labels("failure").inc()
+        self.sink.publish(ModelEntry(task.ref, ModelStatus.FAILED, reason=exc.reason, message=str(exc)))
+
+    def download(self, task: Task) -> None:
+        ref, obj = task.ref, task.obj
+        storage = storage_of(obj)
+        uri = storage.get("storageUri")
+        if not uri:
+            raise UsageError(f"{ref}: spec.storage.storageUri is empty", obj=str(ref))
+        place = self.placement(ref, obj)
+        marker = read_marker(place.final)
+        if marker and marker.get("fingerprint") == task.fingerprint:
+            log.info("model %s is already complete on this node", ref)
+            self._ready(task, place.final)
+            return
+        if self.settings.agent.read_only:
+            raise UsageError(
+                f"{ref} is not on this node and the models root is read-only",
+                obj=str(ref),
+                hint="Pre-populate the model, or run the agent with a writable models root",
+            )
+        self.sink.publish(ModelEntry(ref, ModelStatus.UPDATING))
+        started = time.monotonic()
+        source = self.store_opener(str(uri), self.credentials_for(task))
+        place.staging.mkdir(parents=True, exist_ok=True)
+        if is_complete(place.final):
+            seed_with_links(place.final, place.staging)
+        target = LocalStore(parse_uri(str(place.staging)), place.staging)
+        try:
+            source.resolve()
+            exclude: tuple[str, ...] = ()
+            if is_trtllm(obj):
+                exclude = tuple(excluded_shape_dirs((f.path for f in source.list()), self.shape))
+                log.info("TensorRT-LLM model %s: shape %s, skipping %s", ref, self.shape, exclude)
+            transfer = self.settings.transfer
+            planned = sync(source, target, transfer, SyncOptions(exclude=exclude, dry_run=True), cancel=self.cancel)
+            check_watermark(
+                disk_usage(self.root), planned.plan.copy_bytes, self.settings.agent.high_watermark, what=str(ref)
+            )
+            result = sync(source, target, transfer, SyncOptions(exclude=exclude), cancel=self.cancel)
+        finally:
+            source.close()
+        self.metrics.download_bytes.inc(result.bytes_transferred)
+        self.metrics.verifications.labels("success").inc(result.files_copied)
+        if result.refetched:
+            self.metrics.verifications.labels("refetched").inc(len(result.refetched))
+        (place.staging / AGENT_MARKER).write_text(
+            json.dumps(
+                {
+                    "kind": ref.kind,
+                    "namespace": ref.namespace,
+                    "name": ref.name,
+                    "fingerprint": task.fingerprint,
+                    "source": str(uri),
+                    "revision": result.revision,
+                }
+            )
+        )
+        swap_in(place)
+        self.metrics.download_duration.observe(time.monotonic() - started)
+        self.metrics.downloads_succeeded.labels(ref.kind).inc()
+        log.info(
+            "model %s ready at %s (%s files copied, %s skipped)",
+            ref,
+            place.final,
+            result.files_copied,
+            result.files_skipped,
+        )
+        self._ready(task, place.final)
+
+    def _ready(self, task: Task, directory: Path) -> None:
+        config: dict[str, Any] | None = None
+        message = None
+        if not task.skip_config:
+            try:
+                config = inspect_store(LocalStore(parse_uri(str(directory)), directory)).to_dict()
+            except ModelferryError as exc:
+                # The bytes are verified; bad metadata must not make a usable model unavailable.
+                message = f"metadata not parsed: {exc}"
+                log.warning("model %s: %s", task.ref, message)
+        self.sink.publish(ModelEntry(task.ref, ModelStatus.READY, config=config, message=message))
+
+    def delete(self, task: Task) -> None:
+        try:
+            place = self.placement(task.ref, task.obj)
+        except UsageError as exc:
+            self._failed(task, exc)
+            return
+        freed = 0
+        for directory in (place.final, place.staging, place.old):
+            if directory.exists():
+                freed += sum(f.stat().st_size for f in directory.rglob("*") if f.is_file() and not f.is_symlink())
+                shutil.rmtree(directory)
+        self.metrics.cleanups.labels("deleted").inc()
+        self.metrics.cleanup_bytes.inc(freed)
+        log.info("model %s removed from this node (%s bytes freed)", task.ref, freed)
+        self.sink.publish(ModelEntry(task.ref, ModelStatus.DELETED))

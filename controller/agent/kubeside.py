@@ -1,0 +1,289 @@
+"""The agent's Kubernetes side: watches the model kinds, feeds the gopher, publishes ConfigMap and labels.
+
+Runs on one asyncio loop; the gopher's worker threads report through
+:meth:`NodeAgent.publish`, which only records the entry and wakes the loop. The
+ConfigMap and the node labels are reconciled from that in-memory state after
+every change and every ``reconcile_interval``, so someone deleting or editing
+them is healed without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from controller.agent import resources as node_resources
+from controller.agent.disk import stale_dirs
+from controller.agent.entries import ModelEntry, ModelStatus, data_patch, desired_data, labels_patch
+from controller.agent.gopher import Gopher, storage_of
+from controller.agent.metrics import AgentMetrics
+from controller.agent.selection import node_wants
+from controller.agent.settings import AgentSettings
+from controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
+from controller.kube.client import ConflictError, Kube, Resource
+from controller.kube.watch import Informer
+from modelferry.errors import ModelferryError, NotFoundError, UsageError
+from modelferry.logs import register_secret
+from modelferry.settings import Credentials
+
+log = logging.getLogger(__name__)
+
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+CONFIGMAP_LABELS = {"app.kubernetes.io/name": "modelferry", "app.kubernetes.io/component": "model-agent"}
+CONFIGMAP_SELECTOR = "app.kubernetes.io/component=model-agent"
+
+
+def model_resources(group: str, version: str) -> tuple[Resource, Resource]:
+    return (
+        Resource(group, version, "basemodels", "BaseModel"),
+        Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False),
+    )
+
+
+def credentials_from_secret(secret: dict[str, Any], base: Credentials) -> Credentials:
+    """Credentials from a ``spec.storage.key`` Secret (AWS_*, HF_TOKEN / token keys), over ``base``."""
+    raw = {str(k): base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    raw.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
+    for value in raw.values():
+        register_secret(value)
+    creds = base.model_copy(deep=True)
+    s3 = {
+        "access_key_id": raw.get("AWS_ACCESS_KEY_ID"),
+        "secret_access_key": raw.get("AWS_SECRET_ACCESS_KEY"),
+        "endpoint_url": raw.get("AWS_S3_ENDPOINT") or raw.get("AWS_ENDPOINT_URL"),
+        "region": raw.get("AWS_DEFAULT_REGION") or raw.get("AWS_REGION"),
+    }
+    creds.s3 = creds.s3.model_validate({**creds.s3.model_dump(), **{k: v for k, v in s3.items() if v}})
+    token = raw.get("HF_TOKEN") or raw.get("token") or raw.get("hf_token")
+    if token:
+        creds.hf = creds.hf.model_validate({**creds.hf.model_dump(), "token": token})
+    return creds
+
+
+class NodeAgent:
+    """One node's agent: informers, decisions, publishing, healing and cleanup."""
+
+    def __init__(self, settings: AgentSettings, kube: Kube, gopher: Gopher, metrics: AgentMetrics) -> None:
+        self.settings = settings
+        self.opts = settings.agent
+        self.kube = kube
+        self.gopher = gopher
+        self.metrics = metrics
+        self.root = Path(self.opts.models_root)
+        self.entries: dict[ModelRef, ModelEntry] = {}
+        self.credentials: dict[ModelRef, Credentials] = {}
+        self.node: dict[str, Any] = {}
+        self.last_seen: dict[ModelRef, tuple[str, bool]] = {}
+        self._lock = threading.Lock()
+        self._dirty = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        bm, cbm = model_resources(*settings.group_version())
+        self.informers = [Informer(kube, bm, self.on_event), Informer(kube, cbm, self.on_event)]
+        gopher.sink = self
+        gopher.credentials_for = self.credentials_for
+        self.api_ok = False
+
+    # --- state shared with the worker threads --------------------------------------------------
+
+    def publish(self, entry: ModelEntry) -> None:
+        """Called by gopher workers (any thread)."""
+        with self._lock:
+            if entry.status == ModelStatus.DELETED:
+                self.entries.pop(entry.ref, None)
+            else:
+                self.entries[entry.ref] = entry
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._dirty.set)
+
+    def credentials_for(self, task: Task) -> Credentials:
+        return self.credentials.get(task.ref, self.settings.source)
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    async def on_event(self, kind: str, obj: dict[str, Any], *, force: bool = False) -> None:
+        ref = ModelRef.of(obj)
+        deleted = kind == "DELETED" or bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+        try:
+            wanted = not deleted and node_wants(storage_of(obj), self.node)
+        except UsageError as exc:
+            self.publish(ModelEntry(ref, ModelStatus.FAILED, reason=exc.reason, message=str(exc)))
+            return
+        seen = (spec_fingerprint(obj), wanted)
+        if not force and not deleted and self.last_seen.get(ref) == seen:
+            return  # a status-only change (the controller's aggregation): nothing to do
+        self.last_seen[ref] = seen
+        if deleted:
+            self.last_seen.pop(ref, None)
+        held = await asyncio.to_thread(self.gopher.held_fingerprint, ref, obj)
+        task = decide(obj, wanted=wanted, held_fingerprint=held, deleted=deleted)
+        if task is None:
+            if not wanted and ref in self.entries:
+                self.publish(ModelEntry(ref, ModelStatus.DELETED))
+            elif wanted and held is not None and ref not in self.entries:
+                # Complete on disk from an earlier run: report it (the gopher parses the metadata).
+                task = decide(obj, wanted=True, held_fingerprint=None)
+            if task is None:
+                return
+        key = storage_of(obj).get("key")
+        if key and task.type != "Delete":
+            await self._load_credentials(ref, str(key))
+        log.info("queued %s for %s", task.type, ref)
+        self.gopher.queue.put(task)
+        self.metrics.queue_depth.set(self.gopher.queue.depth())
+
+    async def _load_credentials(self, ref: ModelRef, secret_name: str) -> None:
+        namespace = ref.namespace or self.opts.namespace
+        try:
+            secret = await self.kube.get(SECRETS, namespace, secret_name)
+        except ModelferryError as exc:
+            log.warning("cannot read Secret %s/%s for %s: %s", namespace, secret_name, ref, exc)
+            return
+        if secret is None:
+            log.warning(
+                "Secret %s/%s named by %s does not exist; using the agent's credentials", namespace, secret_name, ref
+            )
+            return
+        self.credentials[ref] = credentials_from_secret(secret, self.settings.source)
+
+    async def resync(self) -> None:
+        """Re-evaluate every model (node labels may have changed; failed downloads are retried)."""
+        await self.refresh_node()
+        for informer in self.informers:
+            for obj in informer.items():
+                await self.on_event("MODIFIED", obj, force=True)
+
+    async def refresh_node(self) -> None:
+        node = await self.kube.get(NODES, None, self.opts.node_name)
+        if node is None:
+            raise NotFoundError(
+                f"node {self.opts.node_name} does not exist", hint="Set NODE_NAME from the downward API"
+            )
+        self.node = node
+
+    # --- publishing ----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Heal the ConfigMap and the node labels, refresh resource metrics."""
+        res = await asyncio.to_thread(node_resources.collect, self.root)
+        self.metrics.record_resources(res)
+        with self._lock:
+            entries = dict(self.entries)
+        for status in ModelStatus:
+            self.metrics.models.labels(str(status)).set(sum(1 for e in entries.values() if e.status == status))
+        desired = desired_data(entries, res)
+        for attempt in range(self.opts.label_retries + 1):
+            try:
+                await self._reconcile_configmap(desired)
+                await self._reconcile_labels({ref: e.status for ref, e in entries.items()})
+                self.api_ok = True
+                return
+            except ConflictError:
+                log.info("conflict while publishing node state (attempt %s); retrying", attempt + 1)
+        log.warning("node state not published after %s conflicts; next pass retries", self.opts.label_retries + 1)
+
+    async def _reconcile_configmap(self, desired: dict[str, str]) -> None:
+        name, ns = self.opts.node_name, self.opts.namespace
+        current = await self.kube.get(CONFIGMAPS, ns, name)
+        if current is None:
+            created = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": ns, "labels": CONFIGMAP_LABELS},
+                "data": desired,
+            }
+            await self.kube.create(CONFIGMAPS, ns, created)
+            log.info("created ConfigMap %s/%s", ns, name)
+            return
+        patch = data_patch(current.get("data"), desired)
+        labels = (current.get("metadata") or {}).get("labels") or {}
+        meta_patch = {k: v for k, v in CONFIGMAP_LABELS.items() if labels.get(k) != v}
+        if patch or meta_patch:
+            rv = (current.get("metadata") or {}).get("resourceVersion")
+            meta: dict[str, Any] = {"resourceVersion": rv}
+            if meta_patch:
+                meta["labels"] = meta_patch
+            await self.kube.patch(CONFIGMAPS, ns, name, {"metadata": meta, "data": patch or {}})
+            log.info("healed ConfigMap %s/%s (%s keys changed)", ns, name, len(patch or {}))
+
+    async def _reconcile_labels(self, states: dict[ModelRef, ModelStatus]) -> None:
+        node = await self.kube.get(NODES, None, self.opts.node_name)
+        if node is None:
+            return
+        self.node = node
+        patch = labels_patch(self.opts.label_prefix, (node.get("metadata") or {}).get("labels"), states)
+        if patch:
+            rv = (node.get("metadata") or {}).get("resourceVersion")
+            await self.kube.patch(
+                NODES, None, self.opts.node_name, {"metadata": {"resourceVersion": rv, "labels": patch}}
+            )
+            log.info("updated %s model labels on node %s", len(patch), self.opts.node_name)
+
+    # --- cleanup -------------------------------------------------------------------------------
+
+    def wanted_dirs(self) -> set[Path]:
+        out = set()
+        for informer in self.informers:
+            for obj in informer.items():
+                ref = ModelRef.of(obj)
+                try:
+                    if node_wants(storage_of(obj), self.node):
+                        out.add(self.gopher.placement(ref, obj).final)
+                except UsageError:
+                    continue
+        return out
+
+    async def cleanup(self) -> int:
+        """Remove model directories the agent wrote that no model wants any more (after a full sync only)."""
+        if self.opts.read_only or not all(i.synced.is_set() for i in self.informers):
+            return 0
+        removed = 0
+        for directory in stale_dirs(self.root, self.wanted_dirs()):
+            log.info("removing %s: no model on this node wants it", directory)
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+            self.metrics.cleanups.labels("unwanted").inc()
+            removed += 1
+        return removed
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: watch, reconcile on change and periodically, resync, clean up."""
+        self._loop = asyncio.get_running_loop()
+        await self.refresh_node()
+        self.gopher.start()
+        tasks = [asyncio.create_task(i.run()) for i in self.informers]
+        next_resync = self._loop.time() + self.opts.resync_interval
+        self._dirty.set()  # publish the node's state (and resources) at once
+        try:
+            while not stop.is_set():
+                await self._wait(stop)
+                self._dirty.clear()
+                try:
+                    if self._loop.time() >= next_resync:
+                        next_resync = self._loop.time() + self.opts.resync_interval
+                        await self.resync()
+                        await self.cleanup()
+                    await self.reconcile()
+                except ModelferryError as exc:
+                    self.api_ok = False
+                    log.warning("agent pass failed, retrying later: %s", exc)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self.gopher.stop)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.create_task(self._dirty.wait()), asyncio.create_task(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.opts.reconcile_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()

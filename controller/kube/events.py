@@ -1,0 +1,68 @@
+"""Kubernetes Events (core/v1) about the objects a controller manages, deduplicated by count."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.kube.client import EVENTS, Kube
+from modelferry.errors import ModelferryError
+
+log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    """RFC 3339 time in UTC, seconds precision (what Kubernetes stores)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, component: str, now: str) -> dict[str, Any]:
+    """The Event for ``obj`` (pure); the name is stable per object, reason and message so repeats count up."""
+    meta = obj.get("metadata") or {}
+    digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}".encode()).hexdigest()[:10]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.get('name', 'object')}.{digest}", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1000],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+class EventRecorder:
+    """Emits Events; a failure to record one is logged, never raised (Events are best effort)."""
+
+    def __init__(self, kube: Kube, component: str = "modelferry-controller") -> None:
+        self.kube = kube
+        self.component = component
+
+    async def emit(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Record a ``Normal`` or ``Warning`` Event about ``obj``."""
+        now = now_iso()
+        body = event_body(obj, kind, reason, message, self.component, now)
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            existing = await self.kube.get(EVENTS, ns, name)
+            if existing is None:
+                await self.kube.create(EVENTS, ns, body)
+            else:
+                count = int(existing.get("count") or 1) + 1
+                await self.kube.patch(EVENTS, ns, name, {"count": count, "lastTimestamp": now})
+        except ModelferryError as exc:
+            log.warning("could not record event %s on %s/%s: %s", reason, ns, name, exc)

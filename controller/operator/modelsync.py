@@ -1,0 +1,300 @@
+"""ModelSync, pure: a ModelSync plus the Secrets it names -> the Job to run; a Job + pods -> status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from controller.operator.jobs import (
+    GROUP,
+    VERSION,
+    JobOverrides,
+    JobRequest,
+    inputs_hash,
+    job_condition,
+    job_hash,
+    job_phase,
+    owner_reference,
+    render_job,
+    secret_data,
+    secret_ref,
+)
+from controller.operator.secretmode import Finding
+from controller.operator.settings import ControllerSettings
+from modelferry.errors import InvalidURIError
+from modelferry.uri import parse_uri
+
+KIND = "ModelSync"
+PLURAL = "modelsyncs"
+
+# Secret key -> settings field, per credentials block; every key is passed by reference.
+CREDENTIAL_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "S3": (
+        ("AWS_ACCESS_KEY_ID", "ACCESS_KEY_ID"),
+        ("AWS_SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY"),
+        ("AWS_SESSION_TOKEN", "SESSION_TOKEN"),
+        ("AWS_S3_ENDPOINT", "ENDPOINT_URL"),
+        ("AWS_ENDPOINT_URL", "ENDPOINT_URL"),
+        ("AWS_DEFAULT_REGION", "REGION"),
+        ("AWS_REGION", "REGION"),
+    ),
+    "HF": (("HF_TOKEN", "TOKEN"), ("HF_ENDPOINT", "ENDPOINT")),
+    "COS": (
+        ("IBMCLOUD_API_KEY", "API_KEY"),
+        ("COS_API_KEY", "API_KEY"),
+        ("COS_INSTANCE_CRN", "INSTANCE_CRN"),
+        ("COS_REGION", "REGION"),
+        ("COS_ENDPOINT", "ENDPOINT_URL"),
+    ),
+}
+
+
+@dataclass
+class SyncPlan:
+    """The decision for one ModelSync: a Job to ensure, or an error for Ready=False."""
+
+    job: dict[str, Any] | None = None
+    error: Finding | None = None
+
+
+def referenced_secrets(ms: dict[str, Any]) -> list[str]:
+    """Names of the Secrets a ModelSync reads (the controller fetches them for :func:`plan_modelsync_job`)."""
+    spec = ms.get("spec") or {}
+    names = [
+        (spec.get("source") or {}).get("credentialsSecret"),
+        (spec.get("target") or {}).get("credentialsSecret"),
+        (spec.get("target") or {}).get("dataConnection"),
+    ]
+    return [n for n in names if n]
+
+
+def _credential_env(side: str, secret_name: str, values: dict[str, str]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for block, pairs in CREDENTIAL_KEYS.items():
+        for key, field_name in pairs:
+            env_name = f"MODELFERRY_{side}__{block}__{field_name}"
+            if key in values and env_name not in seen:
+                seen.add(env_name)
+                env.append(secret_ref(env_name, secret_name, key))
+    return env
+
+
+def _credentials(
+    side: str, name: str | None, secrets: dict[str, dict[str, Any] | None]
+) -> tuple[list[dict[str, Any]], Finding | None]:
+    if not name:
+        return [], None
+    secret = secrets.get(name)
+    if secret is None:
+        return [], Finding(
+            "CredentialsSecretNotFound",
+            f"{side.lower()} credentials Secret {name!r} does not exist in this namespace; create it or fix "
+            f"spec.{side.lower()}.credentialsSecret",
+        )
+    values = secret_data(secret)
+    env = _credential_env(side, name, values)
+    if not env:
+        known = sorted({k for pairs in CREDENTIAL_KEYS.values() for k, _ in pairs})
+        return [], Finding(
+            "CredentialsSecretInvalid",
+            f"Secret {name!r} holds none of the keys modelferry reads ({', '.join(known)}); add the right keys",
+        )
+    return env, None
+
+
+def _transfer_env(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
+    from modelferry.cli.sync import parse_size
+
+    env = []
+    try:
+        if transfer.get("concurrency") is not None:
+            env.append({"name": "MODELFERRY_TRANSFER__CONCURRENCY", "value": str(int(transfer["concurrency"]))})
+        if transfer.get("partSize") is not None:
+            env.append({"name": "MODELFERRY_TRANSFER__PART_SIZE", "value": str(parse_size(str(transfer["partSize"])))})
+        if transfer.get("sizeLimit") is not None:
+            env.append(
+                {"name": "MODELFERRY_TRANSFER__SIZE_LIMIT", "value": str(parse_size(str(transfer["sizeLimit"])))}
+            )
+    except Exception:
+        return [], Finding("InvalidTransfer", "spec.transfer.partSize/sizeLimit must be sizes such as 64MiB or 650GB")
+    return env, None
+
+
+def plan_modelsync_job(
+    ms: dict[str, Any], secrets: dict[str, dict[str, Any] | None], settings: ControllerSettings
+) -> SyncPlan:
+    """The Job for a ModelSync. ``secrets`` maps each :func:`referenced_secrets` name to the Secret or None."""
+    meta = ms.get("metadata") or {}
+    spec = ms.get("spec") or {}
+    source = spec.get("source") or {}
+    target = spec.get("target") or {}
+    try:
+        parse_uri(source.get("uri") or "", revision=source.get("revision"))
+    except InvalidURIError as exc:
+        return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
+    env: list[dict[str, Any]] = []
+    src_env, err = _credentials("SOURCE", source.get("credentialsSecret"), secrets)
+    if err:
+        return SyncPlan(error=err)
+    env += src_env
+    if target.get("uri"):
+        try:
+            dst = parse_uri(target["uri"])
+        except InvalidURIError as exc:
+            return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
+        if dst.scheme == "hf":
+            return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
+        target_arg = target["uri"]
+    elif target.get("dataConnection"):
+        dc = target["dataConnection"]
+        values = secret_data(secrets.get(dc)) if secrets.get(dc) is not None else None
+        if values is None:
+            return SyncPlan(
+                error=Finding(
+                    "DataConnectionNotFound",
+                    f"data connection Secret {dc!r} does not exist in this namespace; create it or fix "
+                    "spec.target.dataConnection",
+                )
+            )
+        missing = [k for k in ("AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k not in values]
+        if missing:
+            return SyncPlan(
+                error=Finding("DataConnectionInvalid", f"data connection {dc!r} lacks {', '.join(missing)}; add them")
+            )
+        path = (target.get("path") or "models/").strip("/")
+        try:
+            parse_uri(f"s3://{values['AWS_S3_BUCKET']}/{path}")
+        except InvalidURIError as exc:
+            return SyncPlan(error=Finding("InvalidTargetURI", f"data connection {dc!r} / spec.target.path: {exc}"))
+        env.append(secret_ref("MF_DEST_BUCKET", dc, "AWS_S3_BUCKET"))
+        env += _credential_env("TARGET", dc, values)
+        target_arg = f"s3://$(MF_DEST_BUCKET)/{path}/" if path else "s3://$(MF_DEST_BUCKET)/"
+    else:
+        return SyncPlan(error=Finding("TargetNotConfigured", "set spec.target.uri or spec.target.dataConnection"))
+    tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
+    if err:
+        return SyncPlan(error=err)
+    transfer_env, err = _transfer_env(spec.get("transfer") or {})
+    if err:
+        return SyncPlan(error=err)
+    env += tgt_env + transfer_env
+    args = ["sync", source["uri"], target_arg, "--json"]
+    if source.get("revision"):
+        args += ["--revision", str(source["revision"])]
+    for pattern in source.get("include") or []:
+        args += ["--include", str(pattern)]
+    for pattern in source.get("exclude") or []:
+        args += ["--exclude", str(pattern)]
+    job_spec = spec.get("job") or {}
+    request = JobRequest(
+        name=job_name(meta.get("name", "")),
+        namespace=meta.get("namespace", ""),
+        args=args,
+        env=env,
+        owner=owner_reference({"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": meta}),
+        owner_kind=KIND,
+        owner_name=meta.get("name", ""),
+        mode="modelsync",
+        overrides=JobOverrides(
+            image=job_spec.get("image"),
+            resources=job_spec.get("resources"),
+            node_selector=job_spec.get("nodeSelector"),
+            tolerations=job_spec.get("tolerations"),
+            service_account_name=job_spec.get("serviceAccountName"),
+            active_deadline_seconds=job_spec.get("activeDeadlineSeconds"),
+            backoff_limit=job_spec.get("backoffLimit"),
+        ),
+    )
+    digests = {name: inputs_hash(secret_data(secret)) for name, secret in sorted(secrets.items()) if secret}
+    return SyncPlan(job=render_job(request, settings.job, extra_hash=digests))
+
+
+def job_name(ms_name: str) -> str:
+    """The Job of ModelSync ``name`` (63 characters at most, the label limit)."""
+    return f"modelsync-{ms_name}"[:63].rstrip("-")
+
+
+def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest JSON summary that ``modelferry sync`` wrote to the termination log of a sync pod."""
+    best: tuple[str, dict[str, Any]] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            try:
+                payload = json.loads(term.get("message") or "")
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                stamp = str(term.get("finishedAt") or "")
+                if best is None or stamp >= best[0]:
+                    best = (stamp, payload)
+    return best[1] if best else None
+
+
+def _condition(
+    kind: str, status: bool, reason: str, message: str, now: str, old: list[dict[str, Any]]
+) -> dict[str, Any]:
+    previous = next((c for c in old if c.get("type") == kind), None)
+    text = "True" if status else "False"
+    since = previous.get("lastTransitionTime") if previous and previous.get("status") == text else now
+    return {"type": kind, "status": text, "reason": reason, "message": message, "lastTransitionTime": since or now}
+
+
+def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
+    """Status for bad input: Ready=False with what to fix; no Job exists."""
+    old = (ms.get("status") or {}).get("conditions") or []
+    return {
+        "phase": "Failed",
+        "observedGeneration": (ms.get("metadata") or {}).get("generation"),
+        "message": finding.message,
+        "jobName": None,
+        "conditions": [
+            _condition("Ready", False, finding.reason, finding.message, now, old),
+            _condition("Synced", False, finding.reason, "no sync Job was created", now, old),
+        ],
+    }
+
+
+def job_status(ms: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]], now: str) -> dict[str, Any]:
+    """Status from the ModelSync's Job and its pods (progress from the termination message)."""
+    old_status = ms.get("status") or {}
+    old = old_status.get("conditions") or []
+    phase = job_phase(job)
+    summary = termination_summary(pods) or {}
+    jstatus = (job or {}).get("status") or {}
+    status: dict[str, Any] = {
+        "phase": phase,
+        "observedGeneration": (ms.get("metadata") or {}).get("generation"),
+        "jobName": ((job or {}).get("metadata") or {}).get("name"),
+        "inputsHash": job_hash(job),
+        "startTime": jstatus.get("startTime"),
+        "completionTime": jstatus.get("completionTime"),
+    }
+    for key, src in (("filesTotal", "files"), ("bytesTotal", "bytes"), ("filesDone", None), ("bytesDone", None)):
+        if src and src in summary:
+            status[key] = summary[src]
+    if "files_copied" in summary:
+        status["filesDone"] = int(summary.get("files_copied", 0)) + int(summary.get("files_skipped", 0))
+        status["bytesDone"] = int(summary.get("bytes_copied", 0)) + int(summary.get("bytes_skipped", 0))
+    if summary.get("revision"):
+        status["resolvedRevision"] = summary["revision"]
+    ready = _condition("Ready", True, "JobCreated", "the sync Job exists", now, old)
+    if phase == "Succeeded":
+        message = "the model is synchronized"
+        synced = _condition("Synced", True, "SyncSucceeded", message, now, old)
+    elif phase == "Failed":
+        failed = job_condition(job, "Failed") or job_condition(job, "FailureTarget") or {}
+        reason = str(summary.get("reason") or failed.get("reason") or "JobFailed")
+        message = str(summary.get("message") or failed.get("message") or "the sync Job failed")
+        synced = _condition("Synced", False, reason, message, now, old)
+    elif phase == "Running":
+        message = "the sync Job is running"
+        synced = _condition("Synced", False, "SyncRunning", message, now, old)
+    else:
+        message = "waiting for the sync Job to start"
+        synced = _condition("Synced", False, "SyncPending", message, now, old)
+    status["message"] = message
+    status["conditions"] = [ready, synced]
+    return {k: v for k, v in status.items() if v is not None}

@@ -1,0 +1,82 @@
+"""``ControllerSettings``: prefix ``MODELFERRY_CONTROLLER__`` (nested with ``__``), built once at startup."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class JobSettings(BaseModel):
+    """Defaults for the synchronize Jobs the controller creates."""
+
+    image: str = Field("quay.io/modelferry/modelferry:latest", description="Image that runs `modelferry sync`")
+    image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the sync container")
+    service_account_name: str | None = Field(None, description="ServiceAccount of sync pods (namespace default)")
+    backoff_limit: int = Field(3, ge=0, description="Retries of a sync pod after a retryable failure (exit 1)")
+    active_deadline_seconds: int | None = Field(6 * 3600, ge=1, description="Kill a sync Job after this long")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete finished Jobs after this long (None keeps them: automation waits on them)"
+    )
+    cpu_request: str = Field("500m", description="CPU request of the sync container")
+    memory_request: str = Field("512Mi", description="Memory request of the sync container")
+    cpu_limit: str | None = Field("4", description="CPU limit of the sync container (None: none)")
+    memory_limit: str = Field("2Gi", description="Memory limit of the sync container")
+    scratch_size: str = Field("1Gi", description="sizeLimit of the /tmp and HOME emptyDir")
+
+
+class TrainingSettings(BaseModel):
+    """TrainingRun reconciling (env ``MODELFERRY_CONTROLLER__TRAINING__*``)."""
+
+    enabled: bool = Field(True, description="Watch TrainingRun resources (turn off where the CRD is not installed)")
+    sidecar_image: str | None = Field(None, description="Image of the training sidecar; job.image when unset")
+    train_image: str = Field(
+        "quay.io/modelferry/modelferry-train:latest", description="Image of the built-in peft-lora trainer"
+    )
+    pytorchjob: bool | None = Field(
+        None, description="Render Kubeflow PyTorchJobs for distributed runs: None asks API discovery, or force on/off"
+    )
+    progress_seconds: float = Field(15.0, gt=0, description="How often a running TrainingRun's progress is read")
+    log_tail_lines: int = Field(200, ge=1, description="Lines of the sidecar's log read for its progress report")
+    service_account_name: str | None = Field(None, description="ServiceAccount of training pods (namespace default)")
+
+
+class ControllerSettings(BaseSettings):
+    """Settings of ``modelferry controller``."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELFERRY_CONTROLLER__", env_nested_delimiter="__", extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch (JSON list); empty watches the whole cluster"
+    )
+    model_source_secret: str = Field("model-source", description="Name of the Secret that drives Secret mode")
+    model_source_label: str = Field(
+        "modelferry.io/model-source", description="Label (value 'true') that also marks a model-source Secret"
+    )
+    data_connection: str = Field("demo-models", description="Default destination data connection Secret")
+    secret_job_name: str = Field("synchronize-model", description="Name of the Job created in Secret mode")
+    target_prefix: str = Field("models/", description="Prefix in the destination bucket in Secret mode")
+    job: JobSettings = Field(default_factory=JobSettings, description="Defaults for created Jobs")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="TrainingRun reconciling")
+    workers: int = Field(4, ge=1, description="Reconciles running at once (one per object at a time)")
+    resync_seconds: float = Field(300.0, gt=0, description="Requeue every object this often (level triggering)")
+    watch_timeout_seconds: int = Field(240, ge=1, description="Server-side timeout of one watch; then reconnect")
+    backoff_base: float = Field(1.0, gt=0, description="First requeue delay after a failed reconcile")
+    backoff_max: float = Field(300.0, gt=0, description="Longest requeue delay after failed reconciles")
+    leader_election: bool = Field(True, description="Only one replica acts at a time (coordination.k8s.io Lease)")
+    lease_name: str = Field("modelferry-controller", description="Name of the Lease")
+    lease_namespace: str | None = Field(None, description="Namespace of the Lease; the pod's namespace when unset")
+    lease_duration_seconds: float = Field(15.0, gt=0, description="How long a Lease stays valid without renewal")
+    renew_seconds: float = Field(5.0, gt=0, description="How often the leader renews (and others retry)")
+    identity: str | None = Field(None, description="This replica's identity in the Lease; hostname when unset")
+    metrics_host: str = Field("0.0.0.0", description="Address of the /metrics, /healthz, /readyz server")  # noqa: S104
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Port of that server (0 picks a free port)")
+    shutdown_seconds: float = Field(20.0, gt=0, description="How long SIGTERM waits for running reconciles")
+    agent_namespace: str = Field(
+        "modelferry", description="Namespace of the node agents' ConfigMaps rolled up into BaseModel status"
+    )
+    aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")
+    aggregate_seconds: float = Field(15.0, gt=0, description="How often the BaseModel status roll-up runs")
+    kubeconfig: str | None = Field(
+        None, description="Kubeconfig file; in-cluster config, then ~/.kube/config when unset"
+    )
+    api_url: str | None = Field(None, description="API server URL without authentication (tests, kubectl proxy)")

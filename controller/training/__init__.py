@@ -1,0 +1,22 @@
+"""TrainingRun: pure rendering (:func:`render`) and status mirroring (:func:`compute_status`).
+
+The operator's reconciler wires them: ``result = render(tr, ctx)``; when ``result.problem`` is set,
+write ``compute_status(tr, None, problem=result.problem)`` and create nothing; else apply
+``result.objects`` (owned by the TrainingRun, replaced when the inputs-hash annotation changes) and
+write ``compute_status(tr, job, report=...)`` from the Job and the sidecar's reports.
+"""
+
+from controller.training.render import RenderContext, RenderResult, render
+from controller.training.status import compute_status, progress_from_log, termination_report
+from controller.training.validate import Problem, validate
+
+__all__ = [
+    "Problem",
+    "RenderContext",
+    "RenderResult",
+    "compute_status",
+    "progress_from_log",
+    "render",
+    "termination_report",
+    "validate",
+]

@@ -1,0 +1,318 @@
+"""Pure rendering of a TrainingRun into the objects that should exist.
+
+One worker: a Job whose pod runs two containers sharing a workspace volume: ``trainer`` (any image,
+its command wrapped by the POSIX-sh wrapper) and ``sidecar`` (``modelferry sidecar run --mode pod``).
+Both are ordinary containers rather than a native sidecar, because the sidecar must outlive the
+trainer to upload the result, and the pod's outcome must be the sidecar's exit status.
+
+More workers: a Kubeflow ``PyTorchJob`` when that CRD is installed, else an Indexed Job with a
+headless Service, and torchrun's environment (``PET_*``) derived from the completion index.
+Only rank 0 streams metrics and uploads the output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.operator.jobs import (
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME,
+    MANAGED_BY,
+    inputs_hash,
+    owner_reference,
+    secret_ref,
+)
+from controller.training.validate import Problem, validate
+from controller.training.wrapper import wrapped_command
+
+ANNOTATION_HASH = "modelferry.io/inputs-hash"
+WORKSPACE = "/workspace"
+MASTER_PORT = 29500
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+S3_KEYS = {  # OpenShift AI data connection keys -> sidecar settings
+    "AWS_ACCESS_KEY_ID": "S3__ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "S3__SECRET_ACCESS_KEY",
+    "AWS_S3_ENDPOINT": "S3__ENDPOINT_URL",
+    "AWS_DEFAULT_REGION": "S3__REGION",
+}
+MLFLOW_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_TRACKING_AUTH",  # OpenShift AI 3.x: kubernetes-namespaced
+    "MLFLOW_WORKSPACE",
+)
+SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Facts about the cluster and the controller's defaults."""
+
+    sidecar_image: str = "quay.io/modelferry/modelferry:latest"
+    train_image: str = "quay.io/modelferry/modelferry-train:latest"  # the [train] extra: peft-lora
+    has_pytorchjob: bool = False
+    model_syncs: dict[str, str] = field(default_factory=dict)  # ModelSync name -> its target URI
+    service_account_name: str | None = None
+
+
+@dataclass
+class RenderResult:
+    """Either the objects to apply (the workload first) or the problem that stops it."""
+
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    problem: Problem | None = None
+    kind: str = "Job"  # Job | PyTorchJob
+
+
+def _secret_env(secret: str | None, prefix: str) -> list[dict[str, Any]]:
+    if not secret:
+        return []
+    return [secret_ref(f"MODELFERRY_SIDECAR_{prefix}{v}", secret, k, optional=True) for k, v in S3_KEYS.items()]
+
+
+def sidecar_env(spec: dict[str, Any], base_uri: str, *, rank_zero_only: bool) -> list[dict[str, Any]]:
+    """The sidecar's settings as MODELFERRY_SIDECAR_* variables, secrets by reference only."""
+    p = "MODELFERRY_SIDECAR_"
+    dataset, output = spec.get("dataset") or {}, spec.get("output") or {}
+    mlflow, trainer = spec.get("mlflow") or {}, spec.get("trainer") or {}
+    timeouts = spec.get("timeouts") or {}
+    env: list[dict[str, Any]] = [
+        {"name": f"{p}MODE", "value": "pod"},
+        {"name": f"{p}WORKSPACE", "value": WORKSPACE},
+        {"name": f"{p}BASE_MODEL_URI", "value": base_uri},
+        {"name": f"{p}DATASET_URI", "value": dataset["uri"]},
+        {"name": f"{p}OUTPUT_URI", "value": output["uri"]},
+        {"name": f"{p}HYPERPARAMETERS", "value": json.dumps(spec.get("hyperparameters") or {}, sort_keys=True)},
+        {"name": "MODELFERRY_LOG_FORMAT", "value": "json"},
+        {"name": "HOME", "value": "/tmp/home"},  # noqa: S108 - an emptyDir
+    ]
+    if trainer.get("runtime"):
+        env.append({"name": f"{p}RUNTIME", "value": trainer["runtime"]})
+    for key, setting in (("stallSeconds", "LIFECYCLE__STALL_TIMEOUT"), ("trainingSeconds", "LIFECYCLE__TIMEOUT")):
+        if timeouts.get(key):
+            env.append({"name": f"{p}{setting}", "value": str(timeouts[key])})
+    if mlflow.get("trackingUri"):
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": mlflow["trackingUri"]})
+    if mlflow.get("experiment"):
+        env.append({"name": "MLFLOW_EXPERIMENT_NAME", "value": mlflow["experiment"]})
+    if mlflow.get("secretRef"):
+        env += [secret_ref(k, mlflow["secretRef"], k, optional=True) for k in MLFLOW_KEYS]
+    model_secret = (spec.get("baseModel") or {}).get("secretRef")
+    env += _secret_env(dataset.get("secretRef") or model_secret, "SOURCE__")
+    env += _secret_env(output.get("secretRef"), "TARGET__")
+    if rank_zero_only:
+        env.append(
+            {
+                "name": f"{p}RANK",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}},
+            }
+        )
+    return env
+
+
+def pod_spec(
+    spec: dict[str, Any],
+    ctx: RenderContext,
+    base_uri: str,
+    *,
+    extra_trainer_env: list[dict[str, Any]],
+    rank_zero_only: bool,
+) -> dict[str, Any]:
+    """The training pod: trainer + sidecar + the shared workspace."""
+    trainer = spec.get("trainer") or {}
+    dist = spec.get("distributed") or {}
+    mount = [{"name": "workspace", "mountPath": WORKSPACE}, {"name": "scratch", "mountPath": "/tmp"}]  # noqa: S108
+    if trainer.get("runtime"):
+        image, command = ctx.train_image, wrapped_command([], [])  # the sidecar writes command.sh
+    else:
+        image, command = trainer["image"], wrapped_command(list(trainer["command"]), list(trainer.get("args") or []))
+    resources = dict(trainer.get("resources") or {})
+    gpus = int(dist.get("gpusPerWorker", 0) or 0)
+    if gpus:
+        limits = dict(resources.get("limits") or {})
+        limits["nvidia.com/gpu"] = gpus
+        resources["limits"] = limits
+    mlflow_secret = (spec.get("mlflow") or {}).get("secretRef")
+    trainer_env = [
+        # the trainer may log to the same run itself (MLFLOW_RUN_ID comes from the sidecar)
+        *([secret_ref(k, mlflow_secret, k, optional=True) for k in MLFLOW_KEYS] if mlflow_secret else []),
+        {"name": "MODELFERRY_WORKSPACE", "value": WORKSPACE},
+        {"name": "HOME", "value": "/tmp/home"},  # noqa: S108
+        {"name": "HF_HOME", "value": "/tmp/hf"},  # noqa: S108
+        *extra_trainer_env,
+        *[{"name": str(e["name"]), **{k: v for k, v in e.items() if k != "name"}} for e in trainer.get("env") or []],
+    ]
+    containers = [
+        {
+            "name": "trainer",
+            "image": image,
+            "command": command,
+            "env": trainer_env,
+            "resources": resources,
+            "securityContext": SECURITY,
+            "volumeMounts": mount,
+        },
+        {
+            "name": "sidecar",
+            "image": ctx.sidecar_image,
+            "command": ["modelferry", "sidecar", "run"],
+            "env": sidecar_env(spec, base_uri, rank_zero_only=rank_zero_only),
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+            "securityContext": {**SECURITY, "readOnlyRootFilesystem": True},
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": mount,
+        },
+    ]
+    ws = spec.get("workspace") or {}
+    volume: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": ws["claimName"]}}
+        if ws.get("claimName")
+        else {"emptyDir": {"sizeLimit": ws.get("size", "50Gi")}}
+    )
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": containers,
+        "volumes": [{"name": "workspace", **volume}, {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}}],
+    }
+    if ctx.service_account_name:
+        pod["serviceAccountName"] = ctx.service_account_name
+    return pod
+
+
+def _meta(tr: dict[str, Any], name: str) -> dict[str, Any]:
+    meta = tr.get("metadata") or {}
+    labels = {
+        "app.kubernetes.io/name": "modelferry",
+        "app.kubernetes.io/component": "training",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_OWNER_KIND: "TrainingRun",
+        LABEL_OWNER_NAME: meta.get("name", ""),
+    }
+    return {
+        "name": name,
+        "namespace": meta.get("namespace", "default"),
+        "labels": labels,
+        "ownerReferences": [owner_reference(tr)],
+        "annotations": {},
+    }
+
+
+def _job(tr: dict[str, Any], name: str, pod: dict[str, Any], workers: int) -> dict[str, Any]:
+    spec = tr.get("spec") or {}
+    meta = _meta(tr, name)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": int((spec.get("timeouts") or {}).get("backoffLimit", 0)),
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": "sidecar", "operator": "In", "values": [2, 3]}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod},
+    }
+    deadline = (spec.get("timeouts") or {}).get("activeDeadlineSeconds")
+    if deadline:
+        job_spec["activeDeadlineSeconds"] = int(deadline)
+    if workers > 1:
+        job_spec.update(completions=workers, parallelism=workers, completionMode="Indexed")
+        job_spec["backoffLimitPerIndex"] = 0
+        job_spec["podFailurePolicy"]["rules"][0]["action"] = "FailIndex"
+        pod["subdomain"] = name
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+
+def torchrun_env(name: str, namespace: str, workers: int, gpus: int) -> list[dict[str, Any]]:
+    """torchrun's rendezvous for an Indexed Job: rank 0's stable DNS name through the headless Service."""
+    master = f"{name}-0.{name}.{namespace}.svc"
+    per_node = str(max(1, gpus))
+    rank = {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}
+    return [
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "WORLD_SIZE", "value": str(workers)},
+        {"name": "NODE_RANK", **rank},
+        {"name": "PET_MASTER_ADDR", "value": master},
+        {"name": "PET_MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "PET_NNODES", "value": str(workers)},
+        {"name": "PET_NPROC_PER_NODE", "value": per_node},
+        {"name": "PET_NODE_RANK", **rank},
+    ]
+
+
+def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
+    """What should exist for TrainingRun ``tr``; a problem (and no objects) for bad inputs."""
+    spec = tr.get("spec") or {}
+    problem = validate(spec, ctx.model_syncs)
+    if problem is not None:
+        return RenderResult(problem=problem)
+    base = spec["baseModel"]
+    base_uri = base.get("uri") or ctx.model_syncs[base["modelSyncRef"]["name"]]
+    meta = tr.get("metadata") or {}
+    name = f"{meta.get('name', 'run')}-train"[:63].rstrip("-")
+    namespace = meta.get("namespace", "default")
+    dist = spec.get("distributed") or {}
+    workers, gpus = int(dist.get("workers", 1)), int(dist.get("gpusPerWorker", 0))
+    digest = inputs_hash(spec, base_uri)
+    if workers == 1:
+        job = _job(tr, name, pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False), 1)
+        job["metadata"]["annotations"][ANNOTATION_HASH] = digest
+        return RenderResult(objects=[job])
+    if ctx.has_pytorchjob:
+        return RenderResult(objects=[_pytorchjob(tr, name, spec, ctx, base_uri, workers, digest)], kind="PyTorchJob")
+    env = torchrun_env(name, namespace, workers, gpus)
+    job = _job(tr, name, pod_spec(spec, ctx, base_uri, extra_trainer_env=env, rank_zero_only=True), workers)
+    job["metadata"]["annotations"][ANNOTATION_HASH] = digest
+    service_meta = _meta(tr, name)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": service_meta,
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {"job-name": name},
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+        },
+    }
+    return RenderResult(objects=[job, service])
+
+
+def _pytorchjob(
+    tr: dict[str, Any], name: str, spec: dict[str, Any], ctx: RenderContext, base_uri: str, workers: int, digest: str
+) -> dict[str, Any]:
+    """Kubeflow's training operator sets MASTER_ADDR/RANK/WORLD_SIZE/PET_* itself; the container must be 'pytorch'."""
+
+    def replica(count: int, rank_zero: bool) -> dict[str, Any]:
+        pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False)
+        pod["containers"][0]["name"] = "pytorch"
+        if not rank_zero:  # workers stage and train; only the master streams and uploads
+            pod["containers"][1]["env"].append({"name": "MODELFERRY_SIDECAR_RANK", "value": "1"})
+        return {"replicas": count, "restartPolicy": "Never", "template": {"spec": pod}}
+
+    meta = _meta(tr, name)
+    meta["annotations"][ANNOTATION_HASH] = digest
+    gpus = int((spec.get("distributed") or {}).get("gpusPerWorker", 0))
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": meta,
+        "spec": {
+            "nprocPerNode": str(max(1, gpus)),
+            "runPolicy": {"backoffLimit": 0},
+            "pytorchReplicaSpecs": {"Master": replica(1, True), "Worker": replica(workers - 1, False)},
+        },
+    }

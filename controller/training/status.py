@@ -1,0 +1,121 @@
+"""TrainingRun status from what the cluster shows (pure): the Job's conditions and the sidecar's reports.
+
+The sidecar reports twice: while running, a ``MODELFERRY_PROGRESS {json}`` line in its log every few
+seconds (read with pods/log, the newest one wins); at the end, its termination message (phase,
+reason, exit code, MLflow run id, output URI, final progress).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller.training.validate import Problem
+
+PROGRESS_PREFIX = "MODELFERRY_PROGRESS "
+
+
+def progress_from_log(text: str) -> dict[str, Any] | None:
+    """The newest progress report in a chunk of the sidecar's log (JSON log lines included)."""
+    for line in reversed(text.splitlines()):
+        idx = line.find(PROGRESS_PREFIX)
+        if idx < 0:
+            continue
+        try:
+            report = json.loads(line[idx + len(PROGRESS_PREFIX) :])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(report, dict):
+            return report
+    return None
+
+
+def termination_report(pod: dict[str, Any] | None, container: str = "sidecar") -> dict[str, Any] | None:
+    """The sidecar's termination message from a pod's container statuses."""
+    for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") != container:
+            continue
+        message = ((status.get("state") or {}).get("terminated") or {}).get("message")
+        if message:
+            try:
+                data = json.loads(message)
+            except json.JSONDecodeError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+
+
+def _workload_phase(workload: dict[str, Any] | None) -> str:
+    if workload is None:
+        return "Pending"
+    status = workload.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if str(cond.get("status")) != "True":
+            continue
+        if cond.get("type") in ("Complete", "Succeeded", "SuccessCriteriaMet"):
+            return "Succeeded"
+        if cond.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+        if cond.get("type") == "Running":
+            return "Running"
+    return "Running" if (status.get("active") or 0) > 0 else "Pending"
+
+
+def compute_status(
+    tr: dict[str, Any],
+    workload: dict[str, Any] | None,
+    *,
+    problem: Problem | None = None,
+    report: dict[str, Any] | None = None,
+    now: str = "",
+) -> dict[str, Any]:
+    """The TrainingRun's ``status`` (phase, conditions, progress, mlflowRunId, outputUri)."""
+    old = tr.get("status") or {}
+    generation = (tr.get("metadata") or {}).get("generation")
+    if problem is not None:
+        return {
+            "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
+            "observedGeneration": generation,
+            "conditions": [_condition("Ready", False, problem.reason, problem.message, now)],
+        }
+    phase = _workload_phase(workload)
+    status: dict[str, Any] = {"phase": phase, "observedGeneration": generation}
+    if workload is not None:
+        status["jobName"] = (workload.get("metadata") or {}).get("name")
+    report = report or {}
+    progress = report.get("progress") or old.get("progress")
+    if progress:
+        status["progress"] = progress
+    for key in ("mlflowRunId", "outputUri"):
+        value = report.get(key) or old.get(key)
+        if value:
+            status[key] = value
+    conditions = [_condition("Ready", True, "JobCreated", "the training workload exists", now)]
+    if phase == "Succeeded":
+        conditions.append(
+            _condition("Complete", True, "TrainingSucceeded", report.get("message") or "training finished", now)
+        )
+    elif phase == "Failed":
+        reason = report.get("reason") or "TrainingFailed"
+        message = report.get("message") or "the training workload failed; see the pod logs and <output>/failed/"
+        conditions.append(_condition("Complete", False, reason, message, now))
+    else:
+        conditions.append(_condition("Complete", False, "Running" if phase == "Running" else "Pending", phase, now))
+    # a condition keeps its lastTransitionTime while its status does not change
+    previous = {c.get("type"): c for c in old.get("conditions") or []}
+    for cond in conditions:
+        prev = previous.get(cond["type"])
+        if prev and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
+            cond["lastTransitionTime"] = prev["lastTransitionTime"]
+    status["conditions"] = conditions
+    return status

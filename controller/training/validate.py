@@ -1,0 +1,80 @@
+"""Checking a TrainingRun's spec before anything is created (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelferry.errors import ModelferryError
+from modelferry.uri import parse_uri
+
+RUNTIMES = ("peft-lora",)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why no Job exists: becomes ``Ready=False`` with this reason and message."""
+
+    reason: str
+    message: str
+
+
+def _uri_problem(value: Any, where: str) -> Problem | None:
+    if not isinstance(value, str) or not value:
+        return Problem("InvalidSpec", f"{where} must be a storage URI")
+    try:
+        parse_uri(value)
+    except ModelferryError as exc:
+        return Problem("InvalidURI", f"{where}: {exc}")
+    return None
+
+
+def validate(spec: dict[str, Any], model_syncs: dict[str, str] | None = None) -> Problem | None:
+    """The first problem with ``spec``, or None. ``model_syncs`` maps ModelSync names to their target URI."""
+    base = spec.get("baseModel") or {}
+    if not isinstance(base, dict) or not (base.get("uri") or base.get("modelSyncRef")):
+        return Problem("InvalidSpec", "spec.baseModel needs uri or modelSyncRef.name")
+    if base.get("uri"):
+        if (p := _uri_problem(base["uri"], "spec.baseModel.uri")) is not None:
+            return p
+    else:
+        name = (base.get("modelSyncRef") or {}).get("name")
+        if not name:
+            return Problem("InvalidSpec", "spec.baseModel.modelSyncRef.name is empty")
+        if name not in (model_syncs or {}):
+            return Problem("BaseModelNotReady", f"ModelSync {name!r} does not exist or has not synced yet")
+    dataset = spec.get("dataset") or {}
+    if (p := _uri_problem(dataset.get("uri"), "spec.dataset.uri")) is not None:
+        return p
+    output = spec.get("output") or {}
+    if (p := _uri_problem(output.get("uri"), "spec.output.uri")) is not None:
+        return p
+    if parse_uri(output["uri"]).scheme == "hf":
+        return Problem("InvalidURI", "spec.output.uri: hf:// cannot be written to; use a bucket or a PVC")
+    trainer = spec.get("trainer") or {}
+    runtime, image = trainer.get("runtime"), trainer.get("image")
+    if runtime and image:
+        return Problem("InvalidSpec", "spec.trainer: give either runtime or image (with command), not both")
+    if not runtime and not image:
+        return Problem("InvalidSpec", "spec.trainer needs runtime (peft-lora) or image and command")
+    if runtime and runtime not in RUNTIMES:
+        if str(runtime).startswith("cohere"):
+            return Problem(
+                "RuntimeNotSupported", f"runtime {runtime!r} (OME's proprietary Cohere trainer) is not supported"
+            )
+        return Problem("RuntimeNotSupported", f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if image and not trainer.get("command"):
+        return Problem("InvalidSpec", "spec.trainer.command is required with an image")
+    hyper = spec.get("hyperparameters") or {}
+    if not isinstance(hyper, dict) or any(isinstance(v, dict | list) for v in hyper.values()):
+        return Problem("InvalidSpec", "spec.hyperparameters must map names to scalar values")
+    dist = spec.get("distributed") or {}
+    workers, gpus = dist.get("workers", 1), dist.get("gpusPerWorker", 0)
+    if not isinstance(workers, int) or workers < 1:
+        return Problem("InvalidSpec", "spec.distributed.workers must be 1 or more")
+    if not isinstance(gpus, int) or gpus < 0:
+        return Problem("InvalidSpec", "spec.distributed.gpusPerWorker must be 0 or more")
+    mlflow = spec.get("mlflow") or {}
+    if mlflow.get("trackingUri") and not str(mlflow["trackingUri"]).startswith(("http://", "https://", "databricks")):
+        return Problem("InvalidSpec", "spec.mlflow.trackingUri must be an http(s) URL")
+    return None

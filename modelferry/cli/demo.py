@@ -1,0 +1,237 @@
+"""``modelferry demo``: the whole training path on loopback, no network, in about a minute.
+
+Embedded S3 (moto) and MLflow (sqlite), a tiny Llama and dataset, a verified sync into the bucket,
+LoRA fine-tuning under the sidecar with metrics streamed to MLflow, the adapter uploaded back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelferry.errors import ModelferryError, UsageError
+
+log = logging.getLogger("modelferry.demo")
+
+BUCKET = "modelferry-demo"
+ACCESS_KEY = "demo"
+SECRET_KEY = "demo-secret"  # noqa: S105 - a throwaway key for the loopback moto server
+NEEDED = {
+    "torch": "train",
+    "transformers": "train",
+    "peft": "train",
+    "mlflow": "sidecar",
+    "watchfiles": "sidecar",
+    "moto": "moto[server]",
+    "uvicorn": "sidecar",
+}
+
+
+def missing_packages() -> list[str]:
+    """Extras to install for the demo (empty when everything is there)."""
+    return sorted({extra for mod, extra in NEEDED.items() if importlib.util.find_spec(mod) is None})
+
+
+def _credentials(endpoint: str) -> Any:
+    from modelferry.settings import Credentials, S3Credentials
+
+    return Credentials(
+        s3=S3Credentials(
+            endpoint_url=endpoint,
+            region="us-east-1",
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            addressing_style="path",
+        )
+    )
+
+
+def _warm_mlflow(url: str) -> None:
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(url).search_experiments(max_results=1)
+    except Exception as exc:  # only a warm-up: the sidecar reports real trouble
+        log.debug("MLflow warm-up failed: %s", exc)
+
+
+def run_demo(
+    workdir: Path, *, keep: bool, epochs: float, echo: Any, inspect: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run the demo in ``workdir``; returns the summary. The servers stop when it returns.
+
+    ``inspect`` is called with the summary while the servers are still up (tests look around there).
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from modelferry.settings import TransferSettings
+    from modelferry.uri import parse_uri
+    from sidecar.embedded import EmbeddedMlflow
+    from sidecar.runner import Runner
+    from sidecar.settings import LifecycleSettings, MlflowSettings, SidecarSettings
+    from sidecar.staging import copy_tree
+
+    started = time.monotonic()
+    s3_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3_server.start()
+    host, port = s3_server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    mlflow = EmbeddedMlflow(workdir / "mlflow")
+    try:
+        echo(f"S3 (moto) on {endpoint}; starting MLflow ...")
+        mlflow.start()
+        echo(f"MLflow on {mlflow.url}")
+        # The server creates its database on the first request: warm it while the model is built.
+        warm = threading.Thread(target=_warm_mlflow, args=(mlflow.url,), daemon=True)
+        warm.start()
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        client.create_bucket(Bucket=BUCKET)
+        model_dir, dataset = workdir / "tiny-llama", workdir / "dataset" / "train.jsonl"
+        echo("building a tiny Llama and a dataset ...")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sidecar.trainers.peft_lora",
+                "--build-tiny-model",
+                str(model_dir),
+                "--dataset",
+                str(dataset),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        creds = _credentials(endpoint)
+        transfer = TransferSettings(concurrency=4)
+        from modelferry.settings import Credentials
+
+        model_uri, data_uri = f"s3://{BUCKET}/models/tiny-llama", f"s3://{BUCKET}/datasets/demo"
+        synced = copy_tree(parse_uri(str(model_dir)), parse_uri(model_uri), Credentials(), creds, transfer)
+        copy_tree(parse_uri(str(dataset.parent)), parse_uri(data_uri), Credentials(), creds, transfer)
+        echo(f"synced the model to {model_uri} ({synced.files_copied} files, verified)")
+        output_uri = f"s3://{BUCKET}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        settings = SidecarSettings(
+            workspace=workdir / "workspace",
+            runtime="peft-lora",
+            base_model_uri=model_uri,
+            dataset_uri=f"{data_uri}/train.jsonl",
+            output_uri=output_uri,
+            hyperparameters={"num_train_epochs": epochs, "learning_rate": 0.01, "train_batch_size": 4, "lora_r": 8},
+            mlflow=MlflowSettings(tracking_uri=mlflow.url, experiment_name="modelferry-demo", run_name="demo"),
+            lifecycle=LifecycleSettings(stall_timeout=120),
+            source=creds,
+            target=creds,
+            transfer=transfer,
+        )
+        echo("fine-tuning with peft-lora under the sidecar ...")
+        result = Runner(settings).run()
+        if result.exit_code:
+            raise ModelferryError(
+                f"the demo training failed: {result.message}", hint=f"See {workdir}/workspace/.modelferry/trainer.log"
+            )
+        prefix = output_uri.removeprefix(f"s3://{BUCKET}/") + "/"
+        objects = sorted(
+            o["Key"][len(prefix) :] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        )
+        from mlflow.tracking import MlflowClient
+
+        run = MlflowClient(mlflow.url).get_run(result.mlflow_run_id or "")
+        summary = {
+            "mlflow_url": mlflow.url,
+            "mlflow_run": f"{mlflow.url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+            "mlflow_run_id": result.mlflow_run_id,
+            "metrics": run.data.metrics,
+            "s3_endpoint": endpoint,
+            "s3_access_key": ACCESS_KEY,
+            "output_uri": output_uri,
+            "objects": objects,
+            "steps": result.progress.get("step"),
+            "mlflow_delivery": result.mlflow,
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
+        if keep:
+            summary["kept"] = True
+        if inspect is not None:
+            inspect(summary)
+        return summary
+    finally:
+        mlflow.stop()  # with --keep, ``inspect`` held them up until Ctrl-C
+        s3_server.stop()
+
+
+@click.command("demo")
+@click.option("--keep", is_flag=True, help="Keep the S3 and MLflow servers up (Ctrl-C stops them).")
+@click.option("--workdir", default=None, help="Work in this directory and keep it [a temporary one, removed].")
+@click.option("--epochs", type=float, default=3.0, show_default=True, help="Training epochs.")
+@click.option("--json", "json_output", is_flag=True, help="Print the summary as JSON on stdout.")
+def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bool) -> None:
+    """Run the whole training path on loopback: S3 + MLflow + a tiny model, no network.
+
+    \b
+    Needs the training extras:  pip install 'modelferry[train,sidecar]' 'moto[server]'
+    """
+    missing = missing_packages()
+    if missing:
+        extras = sorted(m for m in missing if not m.startswith("moto"))
+        parts = [f"'modelferry[{','.join(extras)}]'"] if extras else []
+        parts += [m for m in missing if m.startswith("moto")]
+        raise UsageError("the demo needs the training extras", hint=f"pip install {' '.join(parts)}")
+    echo = (lambda _msg: None) if json_output else (lambda msg: click.echo(msg, err=True))
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="modelferry-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    out = sys.stdout  # the result goes here even while the run's chatter is redirected to stderr
+
+    def show(summary: dict[str, Any]) -> None:
+        if json_output:
+            click.echo(json.dumps(summary, indent=2, default=str), file=out)
+            return
+        loss = summary["metrics"].get("loss")
+        click.echo("", file=out)
+        click.echo(f"done in {summary['elapsed_s']} s: {summary['steps']} steps, final loss {loss}", file=out)
+        click.echo(f"  MLflow run:   {summary['mlflow_run']}", file=out)
+        click.echo(
+            f"  adapter at:   {summary['output_uri']}/adapter/  ({len(summary['objects'])} objects, manifest last)",
+            file=out,
+        )
+        click.echo(f"  S3 endpoint:  {summary['s3_endpoint']}  (keys {ACCESS_KEY} / {SECRET_KEY})", file=out)
+
+    def hold(summary: dict[str, Any]) -> None:
+        """--keep: show where to look while the servers are still up, until Ctrl-C."""
+        show(summary)
+        click.echo("servers kept up; press Ctrl-C (or send SIGTERM) to stop them", err=True)
+        done = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: done.set())
+        while not done.wait(3600):
+            pass
+
+    try:
+        # stdout carries only the result; the trainer's output and MLflow's notices go to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = run_demo(root, keep=keep, epochs=epochs, echo=echo, inspect=hold if keep else None)
+        if not keep:
+            show(summary)
+    finally:
+        if not workdir:
+            shutil.rmtree(root, ignore_errors=True)

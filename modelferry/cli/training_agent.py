@@ -1,0 +1,144 @@
+"""``modelferry training-agent --config x.yaml``: OME-Agent's training sidecar, on modelferry's sidecar.
+
+Reads ``training_name``, ``runtime``, ``model_directory``, ``training_data.*``, ``model.*``,
+``training_metrics.*`` and ``peft_ft.*`` (YAML or ``OME_AGENT_*``), and runs the built-in peft-lora
+runtime (or the command after ``--``) with staging, MLflow streaming and upload to Object Storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from modelferry.errors import UsageError
+
+log = logging.getLogger("modelferry.training_agent")
+
+PEFT_RUNTIMES = {"peft", "peft-lora", "peft_lora", "peft-ft", "peft_ft"}
+
+
+def _oci(section: str, location: Any, default_object: str | None, default_bucket: str | None = None) -> str:
+    obj = location.object_name or default_object
+    bucket = location.bucket_name or default_bucket  # OME's defaults hold even when the section is partly set
+    missing = [f"{section}.{k}" for k, v in (("bucket_name", bucket), ("namespace", location.namespace)) if not v]
+    if not obj:
+        missing.append(f"{section}.object_name")
+    if missing:
+        env = ", ".join("OME_AGENT_" + m.replace(".", "_").upper() for m in missing)
+        raise UsageError(f"training-agent needs {', '.join(missing)}", hint=f"Set them in the config file or as {env}")
+    return f"oci://n/{location.namespace}/b/{bucket}/o/{str(obj).strip('/')}"
+
+
+def settings_from_ome(config: Any, *, has_command: bool) -> dict[str, Any]:
+    """SidecarSettings fields from an ``OMEAgentConfig`` (pure)."""
+    runtime = (config.runtime or "").strip().lower()
+    if runtime.startswith("cohere"):
+        raise UsageError(
+            f"runtime {config.runtime!r} (OME's proprietary Cohere trainers) is not supported",
+            hint="Set runtime: peft (the built-in peft-lora trainer), or give your own trainer command after --",
+        )
+    if runtime not in PEFT_RUNTIMES and not has_command:
+        raise UsageError(f"unknown training runtime {config.runtime!r}", hint="Use runtime: peft")
+    name = config.training_name
+    if not name:
+        raise UsageError("training-agent needs training_name", hint="Set training_name or OME_AGENT_TRAINING_NAME")
+    peft = config.peft_ft
+    base = config.model_directory or peft.model_name
+    if not base:
+        raise UsageError(
+            "training-agent needs the base model",
+            hint="Set model_directory (a local or mounted path) or peft_ft.model_name (a path or storage URI)",
+        )
+    hyper = {
+        k: v for k, v in peft.model_dump().items() if v is not None and k not in ("model_name", "train_dataset_file")
+    }
+    auth = "user_principal"
+    if config.auth_type:
+        from modelferry.omeagent.translate import AUTH_TYPES
+
+        auth = AUTH_TYPES.get(config.auth_type.strip().lower(), "")
+        if not auth:
+            raise UsageError(
+                f"auth_type {config.auth_type!r} is not supported",
+                hint="Use UserPrincipal, InstancePrincipal or ResourcePrincipal",
+            )
+    oci = {"auth_type": auth, "profile": config.profile}
+    data_uri = _oci("training_data", config.training_data, peft.train_dataset_file)
+    return {
+        "runtime": None if has_command else "peft-lora",
+        "base_model_uri": base,
+        "dataset_uri": data_uri,
+        "output_uri": _oci("model", config.model, name, "fine-tuned-model-weights"),
+        "hyperparameters": hyper,
+        "tags": {
+            "ome.training_name": name,
+            "ome.metrics_uri": _oci("training_metrics", config.training_metrics, name, "model-training-metrics"),
+        },
+        "mlflow": {"run_name": name},
+        "source": {"oci": oci},
+        "target": {"oci": oci},
+    }
+
+
+@click.command("training-agent", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", default=None, help="OME-Agent YAML configuration (OME_AGENT_* override it).")
+@click.option("--workspace", default="./workspace", show_default=True, help="Workspace directory.")
+@click.option(
+    "--mode",
+    type=click.Choice(["local", "pod"]),
+    default="local",
+    show_default=True,
+    help="Trainer as a child or a container.",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print the result as JSON on stdout.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def training_agent_command(
+    config_path: str | None, workspace: str, mode: str, json_output: bool, command: tuple[str, ...]
+) -> None:
+    """OME-Agent compatible training sidecar (runtime peft; cohere runtimes are not supported).
+
+    \b
+    Example:
+      modelferry training-agent --config training.yaml
+      modelferry training-agent --config training.yaml -- python my_train.py
+    """
+    from modelferry.cli.sidecar import build_sidecar_settings
+    from modelferry.omeagent.config import load_ome_config
+    from sidecar.runner import run_training
+
+    config, report = load_ome_config(config_path, "training-agent")
+    report.warn()
+    argv = [c for c in command if c != "--"] if command[:1] == ("--",) else list(command)
+    fields = settings_from_ome(config, has_command=bool(argv))
+    metrics_uri = fields["tags"]["ome.metrics_uri"]
+    settings = build_sidecar_settings(fields, {"workspace": workspace, "mode": mode})
+    with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
+        result = run_training(settings, argv)
+        if result.exit_code == 0:
+            _ship_metrics(settings, metrics_uri)
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _ship_metrics(settings: Any, metrics_uri: str) -> None:
+    """OME keeps metrics in their own bucket (training_metrics.*): copy the metrics files there too."""
+    from modelferry.settings import Credentials
+    from modelferry.uri import parse_uri
+    from sidecar.staging import copy_tree
+
+    output = (settings.workspace / settings.output_dir).resolve()
+    copy_tree(
+        parse_uri(str(output)),
+        parse_uri(metrics_uri),
+        Credentials(),
+        settings.target,
+        settings.transfer,
+        include=("metrics.jsonl", "metrics_summary.json", "trainer.log", "train_summary.json"),
+    )

@@ -1,0 +1,236 @@
+"""Our own ranged HTTP GET engine, shared by backends that serve bytes over plain HTTP(S).
+
+One thread-safe urllib3 pool serves every worker thread of the engine. Each
+ranged GET is streamed in large chunks (no per-byte Python work), redirects are
+followed by hand so that credentials never travel to another host (Hub files
+live on a CDN), and every failure is translated into the modelferry hierarchy:
+
+- connect timeout / reset / truncated body -> :class:`RetryableError`
+- no byte within the stall timeout -> :class:`StalledError`
+- 429 / 503 -> :class:`ThrottledError` carrying ``Retry-After``
+- 404 -> :class:`NotFoundError`, 401 / 403 -> :class:`AccessDeniedError`
+
+A server that ignores ``Range`` and answers 200 with the whole body cannot
+corrupt data: the bytes before the range are skipped and only ``length`` bytes
+are handed on.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from modelferry.errors import (
+    AccessDeniedError,
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+    StalledError,
+    ThrottledError,
+)
+from modelferry.storage.socket_body import plain_body, stream_plain_body
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+MAX_REDIRECTS = 5
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes a-b/total`` as (first, last, total); None when absent or malformed."""
+    if not value:
+        return None
+    match = _CONTENT_RANGE_RE.match(value)
+    if not match:
+        return None
+    total = None if match[3] == "*" else int(match[3])
+    return int(match[1]), int(match[2]), total
+
+
+def same_origin(a: str, b: str) -> bool:
+    """True when two URLs share scheme, host and port (credentials may follow)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    default = {"http": 80, "https": 443}
+    return (
+        pa.scheme == pb.scheme
+        and (pa.hostname or "").lower() == (pb.hostname or "").lower()
+        and (pa.port or default.get(pa.scheme)) == (pb.port or default.get(pb.scheme))
+    )
+
+
+def status_error(status: int, what: str, headers: Mapping[str, str]) -> Exception:
+    """The modelferry error for an unexpected HTTP status on ``what``."""
+    if status in (429, 503):
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return ThrottledError(f"{what}: server answered {status} (slow down)", obj=what, retry_after=retry_after)
+    if status >= 500:
+        return RetryableError(f"{what}: server error {status}", obj=what)
+    if status == 404:
+        return NotFoundError(f"{what} does not exist (404)", obj=what)
+    if status in (401, 403):
+        return AccessDeniedError(
+            f"{what}: access denied ({status})",
+            obj=what,
+            hint="Check the token or credentials and that they grant read access",
+        )
+    if status == 416:
+        return PermanentError(
+            f"{what}: requested range not satisfiable (416)",
+            obj=what,
+            hint="The object is smaller than listed: it changed during the copy; run again",
+        )
+    return PermanentError(f"{what}: unexpected HTTP status {status}", obj=what)
+
+
+class RangedHTTPClient:
+    """Pooled, thread-safe ranged GETs with manual redirects and stall detection."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        stall_timeout: float,
+        pool_size: int = 16,
+        user_agent: str = "modelferry",
+        chunk_size: int = CHUNK,
+    ) -> None:
+        self.chunk_size = chunk_size
+        self.stall_timeout = stall_timeout
+        self.user_agent = user_agent
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=max(1, pool_size),
+            block=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=stall_timeout),
+            retries=False,
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.clear()
+
+    def _open(self, url: str, headers: dict[str, str], what: str) -> tuple[urllib3.BaseHTTPResponse, str]:
+        """GET ``url`` following redirects; the Authorization header stays with its origin."""
+        origin = url
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            send = dict(headers)
+            if not same_origin(origin, current):
+                send.pop("Authorization", None)
+            try:
+                resp = self._pool.request(
+                    "GET", current, headers=send, preload_content=False, decode_content=False, redirect=False
+                )
+            except ReadTimeoutError as exc:
+                raise StalledError(f"{what}: no response within the stall timeout", obj=what) from exc
+            except Urllib3HTTPError as exc:
+                raise RetryableError(f"{what}: connection failed: {exc}", obj=what) from exc
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.headers.get("Location")
+                resp.drain_conn()
+                resp.release_conn()
+                if not location:
+                    raise RetryableError(f"{what}: redirect {resp.status} without a Location", obj=what)
+                current = urljoin(current, location)
+                continue
+            return resp, current
+        raise PermanentError(f"{what}: more than {MAX_REDIRECTS} redirects", obj=what)
+
+    def get_range(
+        self,
+        url: str,
+        start: int,
+        length: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        what: str | None = None,
+    ) -> Iterator[bytes]:
+        """Stream bytes ``[start, start + length)`` of ``url`` in chunks of up to ``chunk_size``."""
+        what = what or url
+        if length <= 0:
+            return
+        send = {
+            "User-Agent": self.user_agent,
+            "Accept-Encoding": "identity",  # ranges address stored bytes, never a re-encoding
+            **(headers or {}),
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
+        resp, _ = self._open(url, send, what)
+        ok = False
+        try:
+            skip = self._check_response(resp, start, length, what)
+            yield from self._stream(resp, skip, length, what)
+            ok = True
+        finally:
+            if ok and resp.status == 206:
+                resp.release_conn()
+            else:
+                # A half-read connection (an error, or a 200 whose tail we did not want) cannot be reused.
+                resp.close()
+
+    def _check_response(self, resp: urllib3.BaseHTTPResponse, start: int, length: int, what: str) -> int:
+        """Validate the status and Content-Range; returns how many leading bytes to skip."""
+        if resp.status == 206:
+            got = parse_content_range(resp.headers.get("Content-Range"))
+            if got is None or got[0] != start or got[1] != start + length - 1:
+                raise RetryableError(
+                    f"{what}: asked for bytes {start}-{start + length - 1}, "
+                    f"server sent Content-Range {resp.headers.get('Content-Range')!r}",
+                    obj=what,
+                )
+            return 0
+        if resp.status == 200:
+            if start:
+                log.warning("%s: server ignored the Range header; skipping %d leading bytes", what, start)
+            return start
+        raise status_error(resp.status, what, resp.headers)
+
+    def _stream(self, resp: urllib3.BaseHTTPResponse, skip: int, length: int, what: str) -> Iterator[bytes]:
+        remaining_skip = skip
+        remaining = length
+        try:
+            direct = None if skip else plain_body(resp, length)
+            if direct is not None:  # plain HTTP: one recv per chunk (see socket_body)
+                yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
+                return
+            while remaining_skip:
+                data = resp.read(min(self.chunk_size, remaining_skip))
+                if not data:
+                    raise RetryableError(f"{what}: body ended before the requested range", obj=what)
+                remaining_skip -= len(data)
+            while remaining:
+                data = resp.read(min(self.chunk_size, remaining))
+                if not data:
+                    raise RetryableError(
+                        f"{what}: connection closed after {length - remaining} of {length} bytes", obj=what
+                    )
+                remaining -= len(data)
+                yield data
+        except ReadTimeoutError as exc:
+            raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
+        except (ProtocolError, Urllib3HTTPError, OSError) as exc:
+            raise RetryableError(f"{what}: transfer interrupted: {exc}", obj=what) from exc

@@ -1,0 +1,316 @@
+"""Oracle OCI Object Storage (``oci://n/{namespace}/b/{bucket}/o/{prefix}``) through the ``oci`` SDK.
+
+The SDK is an optional extra (``modelferry[oci]``) and is imported only here and
+in :mod:`modelferry.storage.oracle_client` (authentication, error translation). Bytes stream both ways:
+ranged GETs for reads and multipart uploads (one ``upload_part`` per engine
+part, each with its Content-MD5) for writes, so bucket-to-bucket copies across
+regions and tenancies never touch a local disk.
+
+Checksums: a single-part object carries ``Content-MD5`` (base64) and becomes
+``ObjectInfo.md5``; a multipart object carries ``opc-multipart-md5``
+(``base64-N``) and becomes ``ObjectInfo.etag = "<hex>-N"`` plus the part size we
+recorded in ``opc-meta-modelferry-part-size`` when we wrote it, so the engine
+can recompute it from per-part MD5s.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import oci  # the [oci] extra; storage/__init__.py turns its absence into a UsageError
+
+from modelferry.errors import RetryableError
+from modelferry.settings import OCICredentials, TransferSettings
+from modelferry.storage.base import ObjectInfo, PartWriter, Store, StoreFeatures, Upload
+from modelferry.storage.oracle_client import call, make_client, translate
+from modelferry.transfer.verify import b64_to_hex
+from modelferry.uri import StorageURI, relative_key, under_prefix
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+READ_CHUNK = 1 << 20
+PAGE_SIZE = 1000
+PART_SIZE_META = "modelferry-part-size"  # stored as opc-meta-modelferry-part-size
+MIN_PART = 10 << 20  # Oracle's minimum part size (except the last part)
+MAX_PARTS = 10_000
+LIST_FIELDS = "name,size,md5,etag,timeCreated"
+
+
+def multipart_hex(value: str | None) -> str | None:
+    """``opc-multipart-md5`` "base64-N" to "hex-N" (None when it is not one)."""
+    if not value or "-" not in value:
+        return None
+    digest, _, count = value.rpartition("-")
+    hexed = b64_to_hex(digest)
+    return f"{hexed}-{count}" if hexed and count.isdigit() else None
+
+
+class OraclePart(PartWriter):
+    """Buffers one part in memory; ``commit`` uploads it (multipart) or hands it over (single put)."""
+
+    def __init__(self, upload: OracleUpload, index: int, length: int) -> None:
+        self.upload = upload
+        self.index = index
+        self.length = length
+        self.buffer = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.buffer += data
+
+    def commit(self) -> None:
+        if len(self.buffer) != self.length:
+            raise RetryableError(f"part {self.index} of {self.upload.path} ended early", obj=self.upload.describe)
+        self.upload.commit_part(self.index, bytes(self.buffer))
+        self.buffer = bytearray()
+
+    def discard(self) -> None:
+        self.buffer = bytearray()
+
+
+class OracleUpload(Upload):
+    """``put_object`` for a one-part file, a multipart upload otherwise; visible only on :meth:`complete`."""
+
+    buffers_parts = True
+
+    def __init__(self, store: OracleStore, path: str, size: int, part_size: int) -> None:
+        self.store = store
+        self.path = path
+        self.size = size
+        self.part_size = part_size
+        self.key = store.uri.key(path)
+        self.describe = store.describe(path)
+        self.parts = max(1, -(-size // part_size)) if size else 1
+        self._lock = threading.Lock()
+        self._single: bytes | None = None
+        self._etags: dict[int, str] = {}
+        self.upload_id: str | None = None
+        if self.parts > 1:
+            details = oci.object_storage.models.CreateMultipartUploadDetails(
+                object=self.key, metadata={f"opc-meta-{PART_SIZE_META}": str(part_size)}
+            )
+            response = store.call(
+                lambda: store.client.create_multipart_upload(store.namespace, store.bucket, details), self.describe
+            )
+            self.upload_id = response.data.upload_id
+
+    def part(self, index: int, offset: int, length: int) -> PartWriter:
+        return OraclePart(self, index, length)
+
+    def commit_part(self, index: int, data: bytes) -> None:
+        if self.upload_id is None:
+            self._single = data
+            return
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+        store, upload_id = self.store, self.upload_id
+        response = store.call(
+            lambda: store.client.upload_part(
+                store.namespace, store.bucket, self.key, upload_id, index + 1, data, content_md5=md5
+            ),
+            f"{self.describe} part {index + 1}",
+        )
+        with self._lock:
+            self._etags[index + 1] = response.headers["etag"]
+
+    def complete(self) -> str | None:
+        store = self.store
+        if self.upload_id is None:
+            data = self._single if self._single is not None else b""
+            md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+            response = store.call(
+                lambda: store.client.put_object(store.namespace, store.bucket, self.key, data, content_md5=md5),
+                self.describe,
+            )
+            etag: str | None = response.headers.get("etag")
+            return etag
+        upload_id = self.upload_id
+        parts = [
+            oci.object_storage.models.CommitMultipartUploadPartDetails(part_num=n, etag=e)
+            for n, e in sorted(self._etags.items())
+        ]
+        if len(parts) != self.parts:
+            raise RetryableError(f"{len(parts)} of {self.parts} parts uploaded", obj=self.describe)
+        details = oci.object_storage.models.CommitMultipartUploadDetails(parts_to_commit=parts)
+        response = store.call(
+            lambda: store.client.commit_multipart_upload(store.namespace, store.bucket, self.key, upload_id, details),
+            self.describe,
+        )
+        self.upload_id = None
+        return multipart_hex(response.headers.get("opc-multipart-md5")) or response.headers.get("etag")
+
+    def abort(self, *, keep_partial: bool = False) -> None:
+        # Uncommitted parts cost storage and cannot be resumed without a journal: always abort.
+        if self.upload_id is None:
+            return
+        store, upload_id = self.store, self.upload_id
+        self.upload_id = None
+        with contextlib.suppress(Exception):
+            store.client.abort_multipart_upload(store.namespace, store.bucket, self.key, upload_id)
+
+
+class OracleStore(Store):
+    """One ``oci://`` prefix, as a source or a target."""
+
+    features = StoreFeatures(min_part_size=MIN_PART, max_parts=MAX_PARTS)
+
+    def __init__(
+        self, uri: StorageURI, creds: OCICredentials, transfer: TransferSettings, *, client: Any = None
+    ) -> None:
+        self.uri = uri
+        self.namespace = uri.namespace
+        self.bucket = uri.bucket
+        self.creds = creds
+        self.endpoint = creds.endpoint or ""
+        if client is None:
+            client, facts = make_client(creds, transfer)
+        else:
+            facts = {"region": creds.region or "", "tenancy": ""}
+        self.client = client
+        self.region = str(facts.get("region") or "")
+        self.tenancy = str(facts.get("tenancy") or "")
+        if not self.endpoint:
+            self.endpoint = str(getattr(getattr(client, "base_client", None), "endpoint", "") or "")
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        return call(fn, what)
+
+    def identity(self) -> str:
+        return f"oci:{self.endpoint}|{self.region}|{self.namespace}|{self.tenancy}"
+
+    def resolve(self) -> None:
+        """Fail early, naming the bucket, when it does not exist or is not ours to read."""
+        self.call(lambda: self.client.head_bucket(self.namespace, self.bucket), f"bucket {self.bucket_uri}")
+
+    @property
+    def bucket_uri(self) -> str:
+        return f"oci://n/{self.namespace}/b/{self.bucket}"
+
+    def _info(self, rel: str, size: int, md5_field: str | None, etag: str | None) -> ObjectInfo:
+        multipart = multipart_hex(md5_field)
+        if multipart is None:
+            return ObjectInfo(path=rel, size=size, md5=b64_to_hex(md5_field) if md5_field else None, etag=etag)
+        return ObjectInfo(path=rel, size=size, etag=multipart, part_size=self._part_size(rel))
+
+    def _part_size(self, rel: str) -> int | None:
+        """The part size we recorded when writing a multipart object (one HEAD, large objects only)."""
+        headers = self._head(rel)
+        value = (headers or {}).get(f"opc-meta-{PART_SIZE_META}")
+        return int(value) if value and value.isdigit() else None
+
+    def _head(self, rel: str) -> dict[str, str] | None:
+        key = self.uri.key(rel)
+        try:
+            response = self.client.head_object(self.namespace, self.bucket, key)
+        except oci.exceptions.ServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise translate(exc, self.describe(rel)) from exc
+        except Exception as exc:
+            raise translate(exc, self.describe(rel)) from exc
+        return {k.lower(): v for k, v in response.headers.items()}
+
+    def list(self) -> Iterator[ObjectInfo]:
+        prefix = self.uri.prefix
+        list_prefix = f"{prefix}/" if prefix else None
+        start: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"fields": LIST_FIELDS, "limit": PAGE_SIZE}
+            if list_prefix:
+                kwargs["prefix"] = list_prefix
+            if start:
+                kwargs["start"] = start
+            response = self.call(
+                lambda kw=kwargs: self.client.list_objects(self.namespace, self.bucket, **kw),  # type: ignore[misc]
+                f"listing {self.describe()}",
+            )
+            for obj in response.data.objects or []:
+                name = obj.name
+                if not under_prefix(name, prefix) or name.endswith("/"):
+                    continue  # zero-byte "folder" markers are not files
+                yield self._info(relative_key(name, prefix), int(obj.size or 0), obj.md5, obj.etag)
+            start = response.data.next_start_with
+            if not start:
+                return
+
+    def stat(self, path: str) -> ObjectInfo | None:
+        headers = self._head(path)
+        if headers is None:
+            return None
+        size = int(headers.get("content-length", "0"))
+        md5_field = headers.get("opc-multipart-md5") or headers.get("content-md5")
+        multipart = multipart_hex(md5_field)
+        if multipart is None:
+            return ObjectInfo(
+                path=path, size=size, md5=b64_to_hex(md5_field) if md5_field else None, etag=headers.get("etag")
+            )
+        value = headers.get(f"opc-meta-{PART_SIZE_META}", "")
+        return ObjectInfo(path=path, size=size, etag=multipart, part_size=int(value) if value.isdigit() else None)
+
+    def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
+        if length <= 0:
+            return
+        what = self.describe(path)
+        key = self.uri.key(path)
+        response = self.call(
+            lambda: self.client.get_object(
+                self.namespace, self.bucket, key, range=f"bytes={start}-{start + length - 1}"
+            ),
+            what,
+        )
+        try:
+            stream = response.data.raw.stream(READ_CHUNK, decode_content=False)
+            while True:
+                try:
+                    chunk = next(stream)
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    raise RetryableError(f"reading {what} failed mid-stream: {exc}", obj=what) from exc
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                response.data.close()
+
+    def read_bytes(self, path: str) -> bytes | None:
+        key = self.uri.key(path)
+        try:
+            response = self.client.get_object(self.namespace, self.bucket, key)
+        except oci.exceptions.ServiceError as exc:
+            if exc.status == 404 and exc.code != "BucketNotFound":
+                return None
+            raise translate(exc, self.describe(path)) from exc
+        except Exception as exc:
+            raise translate(exc, self.describe(path)) from exc
+        content: bytes = response.data.content
+        return content
+
+    def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
+        return OracleUpload(self, path, size, part_size)
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        key = self.uri.key(path)
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+        self.call(
+            lambda: self.client.put_object(self.namespace, self.bucket, key, data, content_md5=md5),
+            self.describe(path),
+        )
+
+    def delete(self, path: str) -> None:
+        key = self.uri.key(path)
+        try:
+            self.client.delete_object(self.namespace, self.bucket, key)
+        except oci.exceptions.ServiceError as exc:
+            if exc.status != 404 or exc.code == "BucketNotFound":
+                raise translate(exc, self.describe(path)) from exc
+        except Exception as exc:
+            raise translate(exc, self.describe(path)) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.base_client.session.close()

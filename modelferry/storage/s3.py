@@ -1,0 +1,302 @@
+"""S3-compatible object stores (AWS, MinIO, Ceph, ODF, IBM COS with HMAC keys) via boto3.
+
+Retries belong to the engine (it sees every part and backs off with jitter), so
+botocore retries are kept to one extra attempt. Listing is paginated and the
+prefix is matched at a directory boundary. Uploads (:mod:`.s3_upload`) buffer one
+part in memory (the engine accounts for it), send ``Content-MD5`` and compare
+each returned ETag; a multipart upload is aborted on any failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import collections
+import concurrent.futures
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import boto3
+
+from modelferry.errors import ModelferryError, NotFoundError, RetryableError
+from modelferry.logs import register_secret
+from modelferry.settings import MiB, S3Credentials, TransferSettings
+from modelferry.storage.base import ObjectInfo, Store, StoreFeatures, Upload
+from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, tls_verify
+from modelferry.storage.s3_errors import BucketNotFoundError, translate
+from modelferry.storage.s3_upload import SHA256_META, S3Upload
+from modelferry.transfer.verify import clean_etag
+from modelferry.uri import StorageURI
+
+__all__ = ["S3Store"]
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = MiB
+MIN_PART = 5 * MiB
+MAX_PARTS = 10_000
+COPY_LIMIT = 5 * (1 << 30)  # CopyObject handles up to 5 GiB; UploadPartCopy above
+
+
+class S3Store(Store):
+    """A bucket prefix on an S3-compatible endpoint, usable as source and target."""
+
+    features = StoreFeatures(min_part_size=MIN_PART, max_parts=MAX_PARTS, server_side_copy=True)
+    page_size = 1000
+    copy_limit = COPY_LIMIT
+
+    def __init__(
+        self,
+        uri: StorageURI,
+        creds: S3Credentials,
+        transfer: TransferSettings,
+        *,
+        endpoint_url: str | None = None,
+        identity_key: str | None = None,
+        before_send: Callable[..., Any] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.creds = creds
+        self.transfer = transfer
+        self.endpoint = endpoint_url or resolve_endpoint(creds)
+        self.stats: collections.Counter[str] = collections.Counter()  # requests by kind (tests, debugging)
+        self._stats_lock = threading.Lock()
+        secret = creds.secret_access_key.get_secret_value() if creds.secret_access_key else None
+        token = creds.session_token.get_secret_value() if creds.session_token else None
+        register_secret(secret)
+        register_secret(token)
+        try:
+            session = boto3.session.Session(
+                profile_name=creds.profile,
+                aws_access_key_id=creds.access_key_id if creds.access_key_id and secret else None,
+                aws_secret_access_key=secret if creds.access_key_id else None,
+                aws_session_token=token if creds.access_key_id else None,
+            )
+            self.client: Any = session.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                config=client_config(creds, transfer, self.endpoint, unsigned=before_send is not None),
+                verify=tls_verify(creds),
+            )
+        except Exception as exc:
+            raise translate(exc, bucket=uri.bucket, what=str(uri), endpoint=self.endpoint_name) from exc
+        if before_send is not None:
+            self.client.meta.events.register("before-send.s3", before_send)
+        access_key = creds.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID") or ""
+        self._identity = identity_key or (
+            f"s3:{self.endpoint or 'aws'}|{access_key}|{creds.profile or ''}|{'anon' if creds.anonymous else ''}"
+        )
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.endpoint or "AWS S3"
+
+    def identity(self) -> str:
+        return self._identity
+
+    def count(self, kind: str) -> None:
+        """Count one request of ``kind`` (worker threads share the counter)."""
+        with self._stats_lock:
+            self.stats[kind] += 1
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One client call with errors translated, naming the object."""
+        self.count(method)
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except Exception as exc:
+            raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
+
+    # -- reading --------------------------------------------------------------
+
+    def resolve(self) -> None:
+        self.count("head_bucket")
+        try:
+            self.client.head_bucket(Bucket=self.uri.bucket)
+        except Exception as exc:
+            # HeadBucket answers a bare 404 without a code: name the bucket, not the prefix.
+            raise translate(
+                exc, bucket=self.uri.bucket, what=f"s3://{self.uri.bucket}", endpoint=self.endpoint_name
+            ) from exc
+
+    def _list_prefix(self) -> str:
+        # A directory boundary: s3://b/model lists model/..., never model-hf/...
+        return f"{self.uri.prefix}/" if self.uri.prefix else ""
+
+    def list(self) -> Iterator[ObjectInfo]:
+        prefix = self._list_prefix()
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.uri.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size})
+        found: builtins.list[ObjectInfo] = []
+        needs_head: builtins.list[ObjectInfo] = []
+        try:
+            for page in pages:
+                self.count("list_objects_v2")
+                for obj in page.get("Contents", []) or []:
+                    rel = str(obj["Key"])[len(prefix) :]
+                    if not rel or rel.endswith("/"):
+                        continue  # the prefix itself or a "directory" marker
+                    info = ObjectInfo(
+                        path=rel,
+                        size=int(obj["Size"]),
+                        etag=clean_etag(obj.get("ETag")),
+                        md5=etag_md5(obj.get("ETag")),
+                    )
+                    if info.multipart_count or "SHA256" in (obj.get("ChecksumAlgorithm") or []):
+                        needs_head.append(info)
+                    else:
+                        found.append(info)
+        except Exception as exc:
+            raise translate(exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name) from exc
+        found.extend(self._with_details(needs_head))
+        yield from sorted(found, key=lambda i: i.path)
+
+    def _with_details(self, infos: builtins.list[ObjectInfo]) -> builtins.list[ObjectInfo]:
+        """HEAD multipart objects (part 1 gives the part size) and ones carrying a sha256, in parallel."""
+        if not infos:
+            return []
+        workers = min(len(infos), self.transfer.concurrency)
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="s3-head") as pool:
+            return list(pool.map(self._detail, infos))
+
+    def _detail(self, info: ObjectInfo) -> ObjectInfo:
+        kwargs: dict[str, Any] = {"Bucket": self.uri.bucket, "Key": self.uri.key(info.path), "ChecksumMode": "ENABLED"}
+        if info.multipart_count:
+            kwargs["PartNumber"] = 1
+        head = self.call("head_object", info.path, **kwargs)
+        return self._from_head(info.path, head, info)
+
+    def _from_head(self, path: str, head: dict[str, Any], base: ObjectInfo | None = None) -> ObjectInfo:
+        # A HEAD of part 1 answers with that part's ETag: keep the object's own from the listing.
+        etag = base.etag if base is not None else clean_etag(head.get("ETag"))
+        size = base.size if base is not None else int(head.get("ContentLength", 0))
+        part_size = None
+        if base is not None and base.multipart_count and head.get("PartsCount"):
+            part_size = int(head.get("ContentLength", 0)) or None
+        sha256 = (head.get("Metadata") or {}).get(SHA256_META)
+        checksum = head.get("ChecksumSHA256")
+        if checksum and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" and "-" not in str(checksum):
+            sha256 = b64_to_hex_any(str(checksum)) or sha256
+        return ObjectInfo(
+            path=path,
+            size=size,
+            etag=etag,
+            md5=etag_md5(etag),
+            part_size=part_size,
+            sha256=sha256.lower() if sha256 and len(sha256) == 64 else None,
+            version=head.get("VersionId"),
+        )
+
+    def stat(self, path: str) -> ObjectInfo | None:
+        try:
+            head = self.call("head_object", path, Bucket=self.uri.bucket, Key=self.uri.key(path))
+        except NotFoundError as exc:
+            if isinstance(exc, BucketNotFoundError):
+                raise
+            return None
+        info = self._from_head(path, head)
+        if info.etag and ObjectInfo(path=path, size=info.size, etag=info.etag).multipart_count:
+            return self._detail(info)
+        return info
+
+    def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
+        if length <= 0:
+            return
+        self.count("ranged_get")
+        kwargs: dict[str, Any] = {
+            "Bucket": self.uri.bucket,
+            "Key": self.uri.key(path),
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
+        if info is not None and info.etag:
+            kwargs["IfMatch"] = f'"{info.etag}"'  # fail fast if the object is replaced mid-copy
+        resp = self.call("get_object", path, **kwargs)
+        body = resp["Body"]
+        try:
+            yield from body.iter_chunks(READ_CHUNK)
+        except Exception as exc:
+            raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
+        finally:
+            body.close()
+
+    def read_bytes(self, path: str) -> bytes | None:
+        try:
+            resp = self.call("get_object", path, Bucket=self.uri.bucket, Key=self.uri.key(path))
+        except NotFoundError as exc:
+            if isinstance(exc, BucketNotFoundError):
+                raise
+            return None
+        try:
+            return bytes(resp["Body"].read())
+        except Exception as exc:
+            raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
+
+    # -- writing --------------------------------------------------------------
+
+    def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
+        return S3Upload(self, path, size, part_size)
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+        self.call("put_object", path, Bucket=self.uri.bucket, Key=self.uri.key(path), Body=data, ContentMD5=md5)
+
+    def delete(self, path: str) -> None:
+        self.call("delete_object", path, Bucket=self.uri.bucket, Key=self.uri.key(path))
+
+    def copy_within(self, source: Store, src: ObjectInfo, dst_path: str, part_size: int) -> str | None:
+        """CopyObject up to 5 GiB, UploadPartCopy above; the bytes never leave the store."""
+        if not isinstance(source, S3Store):
+            raise RetryableError("server-side copy needs an S3 source", obj=self.describe(dst_path))
+        copy_source = {"Bucket": source.uri.bucket, "Key": source.uri.key(src.path)}
+        key = self.uri.key(dst_path)
+        if src.size < self.copy_limit:
+            resp = self.call("copy_object", dst_path, Bucket=self.uri.bucket, Key=key, CopySource=copy_source)
+            return clean_etag((resp.get("CopyObjectResult") or {}).get("ETag"))
+        return self._multipart_copy(copy_source, src, dst_path, key, part_size)
+
+    def _multipart_copy(
+        self, copy_source: dict[str, str], src: ObjectInfo, dst_path: str, key: str, part_size: int
+    ) -> str | None:
+        part_size = max(part_size, MIN_PART, -(-src.size // MAX_PARTS))
+        ranges = [(off, min(off + part_size, src.size) - 1) for off in range(0, src.size, part_size)]
+        upload_id = self.call("create_multipart_upload", dst_path, Bucket=self.uri.bucket, Key=key)["UploadId"]
+
+        def copy_part(n: int) -> dict[str, Any]:
+            first, last = ranges[n]
+            resp = self.call(
+                "upload_part_copy",
+                dst_path,
+                Bucket=self.uri.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=n + 1,
+                CopySource=copy_source,
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+            return {"PartNumber": n + 1, "ETag": resp["CopyPartResult"]["ETag"]}
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(min(len(ranges), self.transfer.concurrency)) as pool:
+                parts = list(pool.map(copy_part, range(len(ranges))))
+            resp = self.call(
+                "complete_multipart_upload",
+                dst_path,
+                Bucket=self.uri.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            try:
+                self.call("abort_multipart_upload", dst_path, Bucket=self.uri.bucket, Key=key, UploadId=upload_id)
+            except ModelferryError as exc:
+                log.warning("could not abort the multipart copy of %s: %s", self.describe(dst_path), exc)
+            raise
+        return clean_etag(resp.get("ETag"))
+
+    def close(self) -> None:
+        self.client.close()

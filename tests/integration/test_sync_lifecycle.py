@@ -1,0 +1,517 @@
+"""The life of one `modelferry sync` run: signals, progress, logs, the manifest, a full target, stalls.
+
+Subprocess tests run the real console entry point (``python -m modelferry``) against the
+local Hub stand-in, slowed down so a run is still in flight when the test acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from modelferry.errors import InsufficientSpaceError, IntegrityError
+from modelferry.settings import TransferSettings
+from modelferry.storage.base import ObjectInfo, PartWriter, Store, StoreFeatures, Upload
+from modelferry.storage.local import LocalStore, translate_os_error
+from modelferry.transfer.sync import SyncResult, sync
+from modelferry.uri import parse_uri
+from tests.integration.test_hf_sync import MiB, assert_tree, hf_sync, model_files
+from tests.servers.hfhub import CHUNK, FakeHub, HubRepo
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "sekrit-gated-token-0123456789"  # not hf_-shaped: only register_secret can keep it out of logs
+MANIFEST = Path(".modelferry") / "manifest.json"
+PROGRESS_RE = re.compile(r"^progress: \d+/\d+ files, \d+/\d+ bytes, \d+\.\d MB/s, eta (\d+s|unknown)$")
+
+
+class StallingHub(FakeHub):
+    """The Hub stand-in, plus a fault: send ``stall_after`` bytes of a ranged GET, then go silent."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.stall_after = 0  # bytes sent before going silent (less than a part) ...
+        self.stall_count = 0  # ... for this many GETs ...
+        self.stall_path = "model.safetensors"  # ... of this file
+        self.stalled = 0
+
+    async def _serve(self, request: web.Request, repo: HubRepo, sha: str, path: str) -> web.StreamResponse:
+        data = repo.files[path]
+        first, _, last = request.headers.get("Range", "bytes=0-")[6:].partition("-")
+        start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+        long_enough = end - start + 1 > self.stall_after  # a short range would be complete before the stall
+        if request.method != "GET" or path != self.stall_path or not long_enough or not self._take_stall():
+            return await super()._serve(request, repo, sha, path)
+        headers = {**self._file_headers(repo, sha, path), "Content-Range": f"bytes {start}-{end}/{len(data)}"}
+        self._log(request, path, (start, end), 206)
+        resp = web.StreamResponse(status=206, headers=headers)
+        resp.content_length = end - start + 1
+        if self.stall_after >= 0:  # a negative stall_after goes silent before the status line
+            await resp.prepare(request)
+            await resp.write(data[start : start + self.stall_after])
+        self.stalled += 1
+        # Silent, with the connection open, until the client gives up (or 20 s pass).
+        for _ in range(400):
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.05)
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+
+    def _take_stall(self) -> bool:
+        with self._lock:
+            if self.stall_count <= 0:
+                return False
+            self.stall_count -= 1
+            return True
+
+
+@pytest.fixture
+def hub() -> Iterator[StallingHub]:
+    server = StallingHub(token=TOKEN)
+    with server:
+        yield server
+
+
+def big_model() -> dict[str, bytes]:
+    """model_files() with an 8 MiB weight: eight 1 MiB parts, slow enough to interrupt."""
+    files = model_files()
+    files["model.safetensors"] = (files["model.safetensors"] * 3)[: 8 * MiB]
+    return files
+
+
+def journaled_parts(out: Path) -> set[int]:
+    done: set[int] = set()
+    for journal in (out / ".modelferry" / "partial").glob("*.journal"):
+        for line in journal.read_text().splitlines()[1:]:
+            try:
+                done.add(int(json.loads(line)["i"]))
+            except (ValueError, KeyError):
+                continue  # a torn last line
+    return done
+
+
+def spawn(tmp_path: Path, *args: str, env: dict[str, str] | None = None, prelude: str = "") -> subprocess.Popen[bytes]:
+    """``python -m modelferry ARGS`` with stdout/stderr in files (no pipe can fill up and block it).
+
+    ``prelude`` is Python run first in the child (instead of a ``preexec_fn``, unsafe with threads).
+    """
+    stdout = open(tmp_path / "stdout", "wb")  # noqa: SIM115 - closed when the child has them
+    stderr = open(tmp_path / "stderr", "wb")  # noqa: SIM115
+    code = f"{prelude}\nimport runpy\nrunpy.run_module('modelferry', run_name='__main__', alter_sys=True)"
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+        )
+    finally:
+        stdout.close()
+        stderr.close()
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate: Any, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return bool(predicate())
+        time.sleep(0.02)
+    return False
+
+
+def final_files(out: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and ".modelferry" not in p.parts
+    }
+
+
+# -- 1. SIGTERM: drain, exit 1, keep partials, resume -------------------------------------
+
+
+def test_sigterm_drains_exits_1_keeps_partials_and_a_rerun_resumes(hub: StallingHub, tmp_path: Path) -> None:
+    files = big_model()
+    hub.add(HubRepo("org/big", files))
+    hub.faults.slow_delay = 0.05  # ~0.8 s per 1 MiB part
+    out = tmp_path / "out"
+    proc = spawn(
+        tmp_path, "sync", "hf://org/big", str(out), "--hf-endpoint", hub.url, "--part-size", "1MiB",
+        "--concurrency", "2", "--json", "--termination-log", str(tmp_path / "term"),
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: len(journaled_parts(out)) >= 2, proc), "no part was journaled"
+        assert proc.poll() is None, "the copy finished before it could be signalled"
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = finish(proc, timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    drained_in = time.monotonic() - signalled
+    err = (tmp_path / "stderr").read_text()
+    assert code == 1, err
+    assert drained_in < 10, f"took {drained_in:.1f}s to drain"  # generous: a hang, not a timing, fails this
+    assert "received signal 15" in err and "Cancelled" in err
+    assert json.loads((tmp_path / "term").read_text())["reason"] == "Cancelled"
+    failure = json.loads((tmp_path / "stdout").read_text())  # --json answers on failure too
+    assert (failure["status"], failure["reason"], failure["exit_code"]) == ("failed", "Cancelled", 1)
+    # Nothing incomplete under a final name, no manifest, the partial and its journal kept.
+    for path, data in final_files(out).items():
+        assert data == files[path], f"{path} is under its final name but incomplete"
+    assert "model.safetensors" not in final_files(out)
+    assert not (out / MANIFEST).exists()
+    partial = out / ".modelferry" / "partial"
+    assert list(partial.glob("*.part")) and list(partial.glob("*.journal"))
+    done = journaled_parts(out)
+    assert 2 <= len(done) < 8
+
+    before = len(hub.file_gets())
+    hub.faults.slow_delay = 0.0
+    hf_sync(hub, "hf://org/big", out, concurrency=2)
+    assert_tree(out, files)
+    assert (out / MANIFEST).exists()
+    rerun = [r for r in hub.file_gets()[before:] if r.path == "model.safetensors"]
+    refetched = {r.range[0] // MiB for r in rerun if r.range}
+    assert refetched == set(range(8)) - done
+    assert not partial.exists()
+
+
+# -- 2. progress lines, JSON logs without secrets, the --json summary -----------------------
+
+
+def test_progress_lines_json_logs_and_summary_carry_no_secret(hub: StallingHub, tmp_path: Path) -> None:
+    files = big_model()
+    repo = hub.add(HubRepo("org/gated", files, gated=True))
+    hub.faults.slow_delay = 0.01  # ~0.16 s per part: several progress intervals of 0.05 s
+    out = tmp_path / "out"
+    proc = spawn(
+        tmp_path, "--log-format", "json", "--log-level", "debug", "sync", "hf://org/gated", str(out),
+        "--hf-endpoint", hub.url, "--hf-token", TOKEN, "--part-size", "1MiB", "--concurrency", "2", "--json",
+        "--termination-log", str(tmp_path / "term"),
+        env={"MODELFERRY_PROGRESS_INTERVAL": "0.05"},
+    )  # fmt: skip
+    code = finish(proc)
+    stdout, stderr = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
+    assert code == 0, stderr
+    assert_tree(out, files)
+    for text in (stdout, stderr, (tmp_path / "term").read_text(), (out / MANIFEST).read_text()):
+        assert TOKEN not in text
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in hub.file_gets())  # the token was really used
+
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]  # every line is JSON
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    progress = [r for r in records if r["logger"] == "modelferry.progress"]
+    assert progress, "no progress line off a terminal"
+    for r in progress:
+        assert PROGRESS_RE.match(r["message"]), r["message"]
+        assert 0 <= r["bytes_done"] <= r["bytes_total"] == sum(len(d) for d in files.values())
+        assert r["files_total"] == len(files)
+        assert isinstance(r["rate_bytes_per_s"], int)
+        assert r["eta_s"] is None or r["eta_s"] >= 0
+
+    summary = json.loads(stdout)
+    assert summary["status"] == "complete"
+    assert summary["source"] == "hf://org/gated"
+    assert summary["revision"] == repo.sha
+    assert summary["files"] == summary["files_copied"] == len(files)
+    assert summary["bytes"] == summary["bytes_copied"] == sum(len(d) for d in files.values())
+    assert summary["files_skipped"] == summary["bytes_skipped"] == 0
+    assert summary["bytes_transferred"] >= summary["bytes_copied"]
+    assert summary["retries"] == 0 and summary["refetched"] == []
+    assert summary["elapsed_s"] > 0 and summary["rate_mb_s"] >= 0
+    assert json.loads((tmp_path / "term").read_text())["files_copied"] == len(files)
+
+
+# -- 3. EFBIG (RLIMIT_FSIZE) is a clean InsufficientSpaceError ------------------------------
+
+
+def test_efbig_translates_like_enospc() -> None:
+    error = translate_os_error(OSError(errno.EFBIG, "File too large"), "/t/model.bin")
+    assert isinstance(error, InsufficientSpaceError)
+    assert error.exit_code == 3 and "/t/model.bin" in str(error) and "ulimit" in str(error)
+
+
+# Files of at most 1 MiB; SIGXFSZ ignored so an oversized write fails with EFBIG instead of killing the process.
+LIMIT_FILE_SIZE = """
+import resource, signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (1048576, 1048576))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+"""
+
+
+def test_file_size_limit_exits_3_with_no_partial_final_file(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "config.json").write_bytes(b"{}")
+    (src / "model.safetensors").write_bytes(os.urandom(2 * MiB))
+    proc = spawn(
+        tmp_path, "sync", str(src), str(out), "--part-size", "1MiB", "--termination-log", str(tmp_path / "term"),
+        prelude=LIMIT_FILE_SIZE,
+    )  # fmt: skip
+    code = finish(proc)
+    err = (tmp_path / "stderr").read_text()
+    assert code == 3, err
+    assert "InsufficientSpaceError" in err and "file too large" in err and "model.safetensors" in err
+    assert json.loads((tmp_path / "term").read_text())["reason"] == "InsufficientSpace"
+    assert "model.safetensors" not in final_files(out)
+    assert not (out / MANIFEST).exists()
+    assert not list(out.rglob("*.part")) and not list(out.rglob("*.journal"))  # a permanent error keeps nothing
+
+
+# -- 4. the manifest: withdrawn before a changed sync, rewritten last, absent after a failure --
+
+
+def changed(files: dict[str, bytes]) -> dict[str, bytes]:
+    weight = bytearray(files["model.safetensors"])
+    weight[5 * MiB] ^= 0xFF
+    return {**files, "model.safetensors": bytes(weight)}
+
+
+def test_manifest_is_withdrawn_during_a_changed_sync_and_written_last(hub: StallingHub, tmp_path: Path) -> None:
+    files = big_model()
+    hub.add(HubRepo("org/model", files))
+    out = tmp_path / "out"
+    first = hf_sync(hub, "hf://org/model", out)
+    assert json.loads((out / MANIFEST).read_text())["revision"] == first.revision
+
+    new_files = changed(files)
+    new_repo = hub.add(HubRepo("org/model", new_files))
+    hub.faults.slow_delay = 0.02
+    before = len(hub.file_gets())
+    results: list[SyncResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(hf_sync(hub, "hf://org/model", out, concurrency=2))
+        except BaseException as exc:  # reported by the assertions below
+            results.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        assert wait_for(lambda: len(hub.file_gets()) > before or bool(results)), "the changed sync never started"
+        assert not results, "the changed sync finished before the manifest could be checked"
+        assert not (out / MANIFEST).exists(), "the old manifest was still there while files changed"
+    finally:
+        worker.join(timeout=60)
+    assert isinstance(results[0], SyncResult), results
+    assert_tree(out, new_files)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["revision"] == new_repo.sha
+    # Written last: no file of the copy is newer than the manifest.
+    newest = max((out / p).stat().st_mtime_ns for p in new_files)
+    assert (out / MANIFEST).stat().st_mtime_ns >= newest
+
+
+def test_a_failed_changed_sync_leaves_no_manifest(hub: StallingHub, tmp_path: Path) -> None:
+    files = big_model()
+    hub.add(HubRepo("org/model", files))
+    out = tmp_path / "out"
+    hf_sync(hub, "hf://org/model", out)
+    assert (out / MANIFEST).exists()
+    hub.add(HubRepo("org/model", changed(files)))
+    hub.faults.corrupt = "always"
+    hub.faults.corrupt_path = "model.safetensors"
+    with pytest.raises(IntegrityError, match=r"model\.safetensors"):
+        hf_sync(hub, "hf://org/model", out, retries=0)
+    assert not (out / MANIFEST).exists()
+    assert (out / "model.safetensors").read_bytes() == files["model.safetensors"]  # the old, whole file
+
+
+def test_a_failed_first_sync_leaves_no_manifest(hub: StallingHub, tmp_path: Path) -> None:
+    hub.add(HubRepo("org/model", model_files()))
+    hub.faults.corrupt = "always"
+    hub.faults.corrupt_path = "model.safetensors"
+    with pytest.raises(IntegrityError):
+        hf_sync(hub, "hf://org/model", tmp_path / "out", retries=0)
+    assert not (tmp_path / "out" / MANIFEST).exists()
+
+
+# -- 5. a stalled stream is cut after the stall timeout and the part retried -----------------
+
+
+@pytest.mark.parametrize("stall_after", [2 * CHUNK, -1], ids=["mid-body", "before-headers"])
+def test_stalled_stream_is_retried_after_the_stall_timeout(
+    hub: StallingHub, tmp_path: Path, caplog: pytest.LogCaptureFixture, stall_after: int
+) -> None:
+    files = model_files()
+    hub.add(HubRepo("org/model", files))
+    hub.stall_after = stall_after
+    hub.stall_count = 1
+    result = hf_sync(hub, "hf://org/model", tmp_path / "out", stall_timeout=1.0, concurrency=2)
+    assert hub.stalled == 1
+    assert result.retries >= 1
+    assert any("stall timeout" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")  # StalledError
+    assert result.refetched == []  # the part retry fixed it; no whole-file refetch
+    assert_tree(tmp_path / "out", files)
+    assert (tmp_path / "out" / MANIFEST).exists()
+
+
+# -- 6. memory stays bounded whatever the model size (object-store targets buffer parts) -----
+
+
+class _BufferedPart(PartWriter):
+    def __init__(self, upload: _BufferedUpload, index: int) -> None:
+        self.upload, self.index, self.buf = upload, index, bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.buf += data
+
+    def commit(self) -> None:
+        self.upload.md5s[self.index] = hashlib.md5(self.buf).hexdigest()
+        self.buf = bytearray()  # "sent": a real bucket's upload drops the part here too
+
+    def discard(self) -> None:
+        self.buf = bytearray()
+
+
+class _BufferedUpload(Upload):
+    buffers_parts = True
+
+    def __init__(self, bucket: _NullBucket, path: str, size: int, part_size: int) -> None:
+        self.bucket, self.path, self.size, self.part_size = bucket, path, size, part_size
+        self.md5s: dict[int, str] = {}
+
+    def part(self, index: int, offset: int, length: int) -> PartWriter:
+        return _BufferedPart(self, index)
+
+    def complete(self) -> str | None:
+        self.bucket.placed[self.path] = len(self.md5s)
+        return None
+
+    def abort(self, *, keep_partial: bool = False) -> None:
+        return None
+
+
+class _NullBucket(Store):
+    """An object-store-shaped target that holds each part in memory until it is committed, then drops it."""
+
+    features = StoreFeatures(random_write=False)
+
+    def __init__(self) -> None:
+        self.uri = parse_uri("s3://null/models")
+        self.placed: dict[str, int] = {}
+        self.small: dict[str, bytes] = {}
+
+    def list(self) -> Iterator[ObjectInfo]:
+        return iter(())
+
+    def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterator[bytes]:
+        return iter(())
+
+    def read_bytes(self, path: str) -> bytes | None:
+        return self.small.get(path)
+
+    def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
+        return _BufferedUpload(self, path, size, part_size)
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        self.small[path] = data
+
+    def delete(self, path: str) -> None:
+        self.small.pop(path, None)
+
+
+def test_memory_is_bounded_by_the_budget_not_the_model_size(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    block = os.urandom(MiB)
+    with open(src / "model.safetensors", "wb") as fh:
+        for n in range(64):  # 8x the memory budget
+            fh.write(block[n:] + block[:n])
+    budget = 8 * MiB
+    settings = TransferSettings(part_size=MiB, concurrency=8, memory_budget=budget, free_space_margin=0)
+    bucket = _NullBucket()
+    tracemalloc.start()
+    try:
+        result = sync(LocalStore(parse_uri(str(src)), src), bucket, settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert bucket.placed == {"model.safetensors": 64}
+    assert result.manifest is not None and result.manifest.files[0].size == 64 * MiB
+    assert json.loads(bucket.small[str(MANIFEST)])["files"][0]["size"] == 64 * MiB
+    assert peak < 3 * budget, f"peak {peak / MiB:.1f} MiB for a 64 MiB file with an 8 MiB budget"
+
+
+def test_an_unreadable_manifest_is_withdrawn_too(hub: StallingHub, tmp_path: Path) -> None:
+    hub.add(HubRepo("org/model", model_files()))
+    out = tmp_path / "out"
+    (out / ".modelferry").mkdir(parents=True)
+    (out / MANIFEST).write_text('{"files": [{"path": "model.safetensors"}]}')  # from a broken or foreign writer
+    hub.faults.corrupt = "always"
+    hub.faults.corrupt_path = "model.safetensors"
+    with pytest.raises(IntegrityError):
+        hf_sync(hub, "hf://org/model", out, retries=0)
+    assert not (out / MANIFEST).exists()
+
+
+# -- SIGTERM with a bucket target: the multipart upload is aborted, nothing half-made is visible --
+
+
+def test_sigterm_with_a_bucket_target_aborts_the_multipart_upload(hub: StallingHub, tmp_path: Path) -> None:
+    from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, list_keys, shared_servers
+
+    moto = shared_servers()[0]
+    moto.reset()
+    client = moto.create_bucket("lifecycle")
+    files = model_files()
+    files["model.safetensors"] = (files["model.safetensors"] * 4)[: 12 * MiB]  # three 5 MiB parts
+    hub.add(HubRepo("org/big", files))
+    hub.faults.slow_delay = 0.02  # ~1.6 s per 5 MiB part
+    proc = spawn(
+        tmp_path, "sync", "hf://org/big", "s3://lifecycle/models/big", "--hf-endpoint", hub.url,
+        "--target-endpoint", moto.endpoint, "--addressing-style", "path", "--part-size", "5MiB",
+        "--concurrency", "2", "--termination-log", str(tmp_path / "term"),
+        env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"},
+    )  # fmt: skip
+
+    def uploads() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = client.list_multipart_uploads(Bucket="lifecycle").get("Uploads", [])
+        return found
+
+    try:
+        assert wait_for(lambda: bool(uploads()), proc), (tmp_path / "stderr").read_text()
+        assert proc.poll() is None, "the copy finished before it could be signalled"
+        proc.send_signal(signal.SIGTERM)
+        code = finish(proc, timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        moto_keys = list_keys(client, "lifecycle")
+        left = uploads()
+        moto.reset()
+    assert code == 1, (tmp_path / "stderr").read_text()
+    assert "models/big/model.safetensors" not in moto_keys
+    assert "models/big/.modelferry/manifest.json" not in moto_keys
+    assert left == []  # parts of an unfinished upload are billed and invisible: none left behind

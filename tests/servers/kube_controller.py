@@ -1,0 +1,83 @@
+"""A controller harness for integration tests: the emulator plus controllers run as tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from controller.kube.client import Kube, build_api_client
+from controller.operator.runtime import Controller
+from controller.operator.settings import ControllerSettings
+from tests.servers.kube import KubeEmulator
+
+NS = "demo"
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll until ``predicate()`` is truthy (the controller works asynchronously)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+class Harness:
+    def __init__(self, emulator: KubeEmulator) -> None:
+        self.emu = emulator
+        self.controllers: list[tuple[Controller, Kube, asyncio.Task[int]]] = []
+
+    def settings(self, **kw: Any) -> ControllerSettings:
+        base: dict[str, Any] = {
+            "api_url": self.emu.url,
+            "metrics_host": "127.0.0.1",
+            "metrics_port": 0,
+            "namespaces": [NS],
+            "lease_namespace": NS,
+            "lease_duration_seconds": 2.0,
+            "renew_seconds": 0.2,
+            "watch_timeout_seconds": 5,
+            "resync_seconds": 60,
+            "backoff_base": 0.05,
+            "backoff_max": 0.5,
+            "shutdown_seconds": 2,
+        }
+        base.update(kw)
+        return ControllerSettings(**base)
+
+    async def start(self, **kw: Any) -> Controller:
+        settings = self.settings(**kw)
+        kube = Kube(await build_api_client(api_url=settings.api_url))
+        controller = Controller(kube, settings)
+        task = asyncio.create_task(controller.run())
+        self.controllers.append((controller, kube, task))
+        return controller
+
+    async def stop(self, controller: Controller) -> int:
+        for c, kube, task in self.controllers:
+            if c is controller:
+                c.stop.set()
+                code = await asyncio.wait_for(task, 10)
+                await kube.close()
+                self.controllers.remove((c, kube, task))
+                return code
+        raise AssertionError("unknown controller")
+
+    async def close(self) -> None:
+        for c, _, _ in list(self.controllers):
+            await self.stop(c)
+
+    def job(self, name: str = "synchronize-model") -> dict[str, Any] | None:
+        return self.emu.get("batch/v1", "jobs", NS, name)
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        return [e for e in self.emu.all("v1", "events", NS) if e.get("reason") == reason]
+
+    async def apply(self, obj: dict[str, Any], api: str = "v1", plural: str = "secrets") -> None:
+        await self.emu.put_object(api, plural, json.loads(json.dumps(obj)))
