@@ -64,6 +64,23 @@ class Placement:
     old: Path
 
 
+def wants_decrypt(storage: dict[str, Any]) -> bool:
+    """``spec.storage.decrypt: true`` (or OME-style ``parameters.decrypt: "true"``): enigma files are decrypted."""
+    flag = storage.get("decrypt")
+    if flag is None:
+        flag = (storage.get("parameters") or {}).get("decrypt")
+    return flag is True or str(flag).strip().lower() in ("true", "1", "yes")
+
+
+def decrypting_source(source: Store) -> Store:
+    """The source seen through enigma; KMS settings come from the agent's MODELFERRY_ENIGMA__* environment."""
+    from modelferry.enigma.decrypting import decrypting
+    from modelferry.enigma.kms import ProviderCache
+    from modelferry.enigma.settings import EnigmaSettings
+
+    return decrypting(source, ProviderCache(EnigmaSettings()))
+
+
 def storage_of(obj: dict[str, Any]) -> dict[str, Any]:
     return dict(((obj.get("spec") or {}).get("storage")) or {})
 
@@ -250,6 +267,8 @@ class Gopher:
         self.sink.publish(ModelEntry(ref, ModelStatus.UPDATING))
         started = time.monotonic()
         source = self.store_opener(str(uri), self.credentials_for(task))
+        if wants_decrypt(storage):
+            source = decrypting_source(source)
         place.staging.mkdir(parents=True, exist_ok=True)
         if is_complete(place.final):
             seed_with_links(place.final, place.staging)

@@ -65,8 +65,39 @@ def referenced_secrets(ms: dict[str, Any]) -> list[str]:
         (spec.get("source") or {}).get("credentialsSecret"),
         (spec.get("target") or {}).get("credentialsSecret"),
         (spec.get("target") or {}).get("dataConnection"),
+        (spec.get("decrypt") or {}).get("credentialsSecret"),
     ]
     return [n for n in names if n]
+
+
+# Keys of a decrypt Secret handed to the sync as environment (by reference): enigma's own settings plus
+# the standard variables of the KMS clients.
+DECRYPT_KEY_PREFIXES = ("MODELFERRY_ENIGMA__", "VAULT_", "BAO_", "AWS_", "OCI_")
+
+
+def _decrypt_env(
+    decrypt: dict[str, Any], secrets: dict[str, dict[str, Any] | None]
+) -> tuple[list[dict[str, Any]], Finding | None]:
+    """``spec.decrypt``: the Secret whose keys configure the KMS that unwraps the data keys."""
+    name = decrypt.get("credentialsSecret")
+    if not name:
+        return [], Finding(
+            "InvalidDecrypt", "spec.decrypt needs credentialsSecret (a Secret with MODELFERRY_ENIGMA__* keys)"
+        )
+    secret = secrets.get(name)
+    if secret is None:
+        return [], Finding(
+            "CredentialsSecretNotFound",
+            f"decrypt Secret {name!r} does not exist in this namespace; create it or fix spec.decrypt.credentialsSecret",
+        )
+    keys = sorted(k for k in secret_data(secret) if k.startswith(DECRYPT_KEY_PREFIXES))
+    if not keys:
+        return [], Finding(
+            "CredentialsSecretInvalid",
+            f"decrypt Secret {name!r} holds no MODELFERRY_ENIGMA__*, VAULT_*, AWS_* or OCI_* keys; "
+            "add e.g. MODELFERRY_ENIGMA__VAULT__ADDRESS and VAULT_TOKEN",
+        )
+    return [secret_ref(key, name, key) for key in keys], None
 
 
 def _credential_env(side: str, secret_name: str, values: dict[str, str]) -> list[dict[str, Any]]:
@@ -181,6 +212,12 @@ def plan_modelsync_job(
         return SyncPlan(error=err)
     env += tgt_env + transfer_env
     args = ["sync", source["uri"], target_arg, "--json"]
+    if spec.get("decrypt") is not None:
+        decrypt_env, err = _decrypt_env(spec["decrypt"], secrets)
+        if err:
+            return SyncPlan(error=err)
+        env += decrypt_env
+        args.append("--decrypt")
     if source.get("revision"):
         args += ["--revision", str(source["revision"])]
     for pattern in source.get("include") or []:

@@ -29,6 +29,8 @@ from controller.operator.modelsync import (
 )
 from controller.operator.secretmode import data_connection_name, is_model_source, plan_secret_job
 from controller.operator.settings import ControllerSettings
+from controller.operator.training import KIND as TRAININGRUN
+from controller.operator.training import TrainingReconciler
 from controller.operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class Operator:
             )
             self.modelsyncs[ns] = Informer(kube, MODELSYNCS, self._on_modelsync, **common)
             self.informers += [self.secrets[ns], self.jobs[ns], self.modelsyncs[ns]]
+        self.training = TrainingReconciler(self) if settings.training.enabled else None
 
     # --- cache lookups ---------------------------------------------------------------------------
     def _cached(self, informers: dict[str | None, Informer], ns: str, name: str) -> dict[str, Any] | None:
@@ -115,10 +118,14 @@ class Operator:
         owner_kind, owner_name = labels.get(LABEL_OWNER_KIND), labels.get(LABEL_OWNER_NAME)
         if owner_kind in (SECRET, MODELSYNC) and owner_name:
             self.queue.add((owner_kind, ns, owner_name))
+        elif owner_kind == TRAININGRUN and self.training is not None:
+            self.training.on_job(obj)
 
     def _on_modelsync(self, kind: str, obj: dict[str, Any]) -> None:
         ns, name = object_key(obj)
         self.queue.add((MODELSYNC, ns, name))
+        if self.training is not None:
+            self.training.on_modelsync(ns, name)
 
     def resync(self) -> None:
         """Queue every known object (level triggering catches anything a watch missed)."""
@@ -127,6 +134,8 @@ class Operator:
                 self.queue.add((SECRET, *object_key(secret)))
         for ms in self._all(self.modelsyncs):
             self.queue.add((MODELSYNC, *object_key(ms)))
+        if self.training is not None:
+            self.training.resync()
 
     # --- reconcile ---------------------------------------------------------------------------------
     async def reconcile(self, key: Hashable) -> None:
@@ -138,6 +147,8 @@ class Operator:
             await self.reconcile_secret(ns, name)
         elif kind == MODELSYNC:
             await self.reconcile_modelsync(ns, name)
+        elif kind == TRAININGRUN and self.training is not None:
+            await self.training.reconcile(ns, name)
 
     async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None:
         """Emit Events for findings that changed since the last reconcile (not once per resync)."""

@@ -44,9 +44,10 @@ def test_copy_verify_manifest_and_skip(tmp_path: Path, capsys: pytest.CaptureFix
         assert (tmp_path / "dst" / name).read_bytes() == data
     manifest = json.loads((tmp_path / "dst/.modelferry/manifest.json").read_text())
     by_path = {f["path"]: f for f in manifest["files"]}
-    assert by_path["model-00001-of-00002.safetensors"]["sha256"] == hashlib.sha256(
-        files["model-00001-of-00002.safetensors"]
-    ).hexdigest()
+    assert (
+        by_path["model-00001-of-00002.safetensors"]["sha256"]
+        == hashlib.sha256(files["model-00001-of-00002.safetensors"]).hexdigest()
+    )
     assert not (tmp_path / "dst/.modelferry/partial").exists()
 
     # Unchanged: the second run hashes the local source against the manifest and copies nothing.
@@ -62,7 +63,9 @@ def test_copy_verify_manifest_and_skip(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_dry_run_moves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_tree(tmp_path / "src")
-    code, out, _ = run(["sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--dry-run", "--exclude", "nested/"], capsys)
+    code, out, _ = run(
+        ["sync", str(tmp_path / "src"), str(tmp_path / "dst"), "--dry-run", "--exclude", "nested/"], capsys
+    )
     assert code == 0
     assert "copy" in out and "nested/tokenizer.json" not in out
     assert not (tmp_path / "dst").exists()

@@ -16,8 +16,13 @@ from modelferry.uri import parse_uri, safe_relpath, under_prefix
         ("s3://bucket/models/llama/", "s3", "bucket", "models/llama", {}),
         ("s3://bucket", "s3", "bucket", "", {}),
         ("cos://my-cos/models", "cos", "my-cos", "models", {}),
-        ("oci://n/idqj093njucb/b/model-store/o/meta/llama-3-2-1b/", "oci", "model-store", "meta/llama-3-2-1b",
-         {"namespace": "idqj093njucb"}),
+        (
+            "oci://n/idqj093njucb/b/model-store/o/meta/llama-3-2-1b/",
+            "oci",
+            "model-store",
+            "meta/llama-3-2-1b",
+            {"namespace": "idqj093njucb"},
+        ),
         ("oci://n/ns/b/bucket", "oci", "bucket", "", {"namespace": "ns"}),
         ("pvc://demo:models-pvc/llama", "pvc", "models-pvc", "llama", {"namespace": "demo"}),
         ("pvc://models-pvc", "pvc", "models-pvc", "", {"namespace": ""}),
@@ -42,8 +47,19 @@ def test_revision_flag_overrides_uri() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["gs://bucket/x", "hf://justone", "hf://a/b/c", "s3://", "s3://b/a/../c", "s3://b/a//c",
-     "oci://bucket/prefix", "pvc://Bad_Claim/x", "file://relative", "hf://org/model@", ""],
+    [
+        "gs://bucket/x",
+        "hf://justone",
+        "hf://a/b/c",
+        "s3://",
+        "s3://b/a/../c",
+        "s3://b/a//c",
+        "oci://bucket/prefix",
+        "pvc://Bad_Claim/x",
+        "file://relative",
+        "hf://org/model@",
+        "",
+    ],
 )
 def test_malformed_uris_show_accepted_forms(raw: str) -> None:
     with pytest.raises(InvalidURIError) as info:

@@ -1,0 +1,354 @@
+"""The TrainingRun reconciler: TrainingRun + ModelSyncs -> ``render`` -> Job/Service/PyTorchJob -> status.
+
+The decisions are the pure functions of :mod:`controller.training` (render, compute_status) and the
+small pure helpers here; :class:`TrainingReconciler` only reads caches, talks to the API and writes
+status. It is registered by :class:`controller.operator.reconcile.Operator`, shares its work queue,
+Event recorder and Job informer, and adds informers of its own (TrainingRuns, Services, and
+PyTorchJobs when they are known to be served).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from controller.kube.client import JOBS, PODS, ConflictError, Resource
+from controller.kube.events import now_iso
+from controller.kube.watch import Informer, object_key
+from controller.operator.jobs import (
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME,
+    MANAGED_BY,
+    job_condition,
+    job_hash,
+    secret_data,
+)
+from controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
+
+if TYPE_CHECKING:
+    from controller.operator.reconcile import Operator
+
+log = logging.getLogger(__name__)
+
+KIND = "TrainingRun"
+TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", KIND)
+SERVICES = Resource("", "v1", "services", "Service")
+PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+WORKLOADS = {"Job": JOBS, "PyTorchJob": PYTORCHJOBS}
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+KUBEFLOW_REPLICA = "training.kubeflow.org/replica-type"
+Key = tuple[str, str, str]
+
+
+# --- pure helpers ------------------------------------------------------------------------------------
+def workload_name(run_name: str) -> str:
+    """The Job / Service / PyTorchJob name of TrainingRun ``run_name`` (what :func:`render` uses)."""
+    return f"{run_name or 'run'}-train"[:63].rstrip("-")
+
+
+def modelsync_ref(tr: dict[str, Any]) -> str | None:
+    """The ModelSync a TrainingRun takes its base model from, if any."""
+    base = ((tr.get("spec") or {}).get("baseModel")) or {}
+    ref = base.get("modelSyncRef") if isinstance(base, dict) else None
+    return str(ref["name"]) if isinstance(ref, dict) and ref.get("name") else None
+
+
+def modelsync_target(ms: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> str | None:
+    """Where a ModelSync put the model: its target URI, or the data connection's bucket and path."""
+    target = (ms.get("spec") or {}).get("target") or {}
+    if target.get("uri"):
+        return str(target["uri"])
+    dc = target.get("dataConnection")
+    bucket = secret_data(secrets.get(dc)).get("AWS_S3_BUCKET") if dc else None
+    if not bucket:
+        return None
+    path = str(target.get("path") or "models/").strip("/")
+    return f"s3://{bucket}/{path}" if path else f"s3://{bucket}"
+
+
+def synced_models(modelsyncs: list[dict[str, Any]], secrets: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """ModelSync name -> target URI, for the ModelSyncs of one namespace that finished syncing."""
+    out: dict[str, str] = {}
+    for ms in modelsyncs:
+        if (ms.get("status") or {}).get("phase") != "Succeeded":
+            continue
+        uri = modelsync_target(ms, secrets)
+        if uri:
+            out[str((ms.get("metadata") or {}).get("name"))] = uri
+    return out
+
+
+def rank_zero_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pod whose sidecar reports (rank 0 / the PyTorchJob master), the newest one when retried."""
+
+    def is_rank_zero(pod: dict[str, Any]) -> bool:
+        meta = pod.get("metadata") or {}
+        labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+        index = labels.get(INDEX_KEY, notes.get(INDEX_KEY))
+        replica = str(labels.get(KUBEFLOW_REPLICA, "")).lower()
+        return (index in (None, "0") and replica in ("", "master")) or replica == "master"
+
+    candidates = [p for p in pods if is_rank_zero(p)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+
+
+def failure_report(workload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A report from the workload's Failed condition when the sidecar left no termination message."""
+    cond = job_condition(workload, "Failed") or job_condition(workload, "FailureTarget")
+    if not cond:
+        return None
+    reason = str(cond.get("reason") or "TrainingFailed")
+    message = str(cond.get("message") or "the training workload failed")
+    return {"reason": reason, "message": f"{message}; see the pod logs and <output>/failed/"}
+
+
+def keep_transition_times(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Conditions whose status and reason did not change keep their lastTransitionTime (no status churn)."""
+    previous = {c.get("type"): c for c in old.get("conditions") or []}
+    for cond in new.get("conditions") or []:
+        prev = previous.get(cond.get("type"))
+        if prev and prev.get("status") == cond.get("status") and prev.get("reason") == cond.get("reason"):
+            cond["lastTransitionTime"] = prev.get("lastTransitionTime") or cond.get("lastTransitionTime")
+    return new
+
+
+def owned(obj: dict[str, Any] | None, run_name: str) -> bool:
+    """Whether an object was created by this controller for TrainingRun ``run_name``."""
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return (
+        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+        and labels.get(LABEL_OWNER_KIND) == KIND
+        and labels.get(LABEL_OWNER_NAME) == run_name
+    )
+
+
+# --- the adapter ---------------------------------------------------------------------------------------
+class TrainingReconciler:
+    """Level-triggered reconcile of TrainingRuns; registered on an :class:`Operator`."""
+
+    def __init__(self, op: Operator) -> None:
+        self.op = op
+        self.kube = op.kube
+        self.settings = op.settings.training
+        self.runs: dict[str | None, Informer] = {}
+        self.services: dict[str | None, Informer] = {}
+        self.pytorchjobs: dict[str | None, Informer] = {}
+        self._phases: dict[Key, str] = {}
+        self._served: tuple[bool, float] | None = None
+        owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
+        namespaces: list[str | None] = list(op.settings.namespaces) or [None]
+        for ns in namespaces:
+            common: dict[str, Any] = {"namespace": ns, "timeout_seconds": op.settings.watch_timeout_seconds}
+            self.runs[ns] = Informer(self.kube, TRAININGRUNS, self._on_run, **common)
+            self.services[ns] = Informer(self.kube, SERVICES, self._on_owned, label_selector=owned_selector, **common)
+            op.informers += [self.runs[ns], self.services[ns]]
+            if self.settings.pytorchjob:  # only when known to be served: an unserved one never syncs
+                self.pytorchjobs[ns] = Informer(
+                    self.kube, PYTORCHJOBS, self._on_owned, label_selector=owned_selector, **common
+                )
+                op.informers.append(self.pytorchjobs[ns])
+
+    # --- event handlers ----------------------------------------------------------------------------
+    def _on_run(self, kind: str, obj: dict[str, Any]) -> None:
+        self.op.queue.add((KIND, *object_key(obj)))
+
+    def _on_owned(self, kind: str, obj: dict[str, Any]) -> None:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_OWNER_KIND) == KIND and labels.get(LABEL_OWNER_NAME):
+            self.op.queue.add((KIND, object_key(obj)[0], labels[LABEL_OWNER_NAME]))
+
+    def on_job(self, obj: dict[str, Any]) -> None:
+        """A managed Job changed (the operator's Job informer calls this)."""
+        self._on_owned("MODIFIED", obj)
+
+    def on_modelsync(self, ns: str, name: str) -> None:
+        """A ModelSync changed: requeue the TrainingRuns that take their base model from it."""
+        for tr in self._items(ns):
+            if modelsync_ref(tr) == name:
+                self.op.queue.add((KIND, *object_key(tr)))
+
+    def resync(self) -> None:
+        for inf in self.runs.values():
+            for tr in inf.items():
+                self.op.queue.add((KIND, *object_key(tr)))
+
+    def _items(self, ns: str) -> list[dict[str, Any]]:
+        inf = self.runs.get(ns) or self.runs.get(None)
+        return [o for o in (inf.items() if inf else []) if object_key(o)[0] == ns]
+
+    # --- inputs --------------------------------------------------------------------------------------
+    async def has_pytorchjob(self) -> bool:
+        """The setting, else API discovery (re-asked every resync period: the CRD may be installed later)."""
+        if self.settings.pytorchjob is not None:
+            return self.settings.pytorchjob
+        now = time.monotonic()
+        if self._served is None or now - self._served[1] > self.op.settings.resync_seconds:
+            self._served = (await self.kube.served(PYTORCHJOBS), now)
+        return self._served[0]
+
+    def _context(self, ns: str, pytorchjob: bool) -> RenderContext:
+        secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
+        modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
+        return RenderContext(
+            sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
+            train_image=self.settings.train_image,
+            has_pytorchjob=pytorchjob,
+            model_syncs=synced_models(modelsyncs, secrets),
+            service_account_name=self.settings.service_account_name,
+        )
+
+    # --- reconcile -----------------------------------------------------------------------------------
+    async def reconcile(self, ns: str, name: str) -> None:
+        """Bring one TrainingRun's workload and status in line with its spec."""
+        key: Key = (KIND, ns, name)
+        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
+        inf = self.runs.get(ns) or self.runs.get(None)
+        tr = inf.get(ns, name) if inf else None
+        if tr is None:
+            await self._delete_owned(ns, name, keep=())
+            self._phases.pop(key, None)
+            self.op._reported.pop(key, None)
+            return
+        if (tr.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        tr.setdefault("apiVersion", TRAININGRUNS.api_version)
+        tr.setdefault("kind", KIND)
+        result = render(tr, self._context(ns, await self.has_pytorchjob()))
+        now = now_iso()
+        if result.problem is not None:
+            problem = result.problem
+            await self._delete_owned(ns, name, keep=())  # bad inputs: nothing should run
+            await self.op._report(key, tr, [("Warning", problem.reason, problem.message + "; no Job was created")])
+            await self._write_status(tr, compute_status(tr, None, problem=problem, now=now))
+            return
+        self.op._reported.pop(key, None)
+        resource = WORKLOADS[result.kind]
+        desired, extras = result.objects[0], result.objects[1:]
+        await self._delete_owned(ns, name, keep=(resource, *(SERVICES for _ in extras)))
+        old = tr.get("status") or {}
+        wname = desired["metadata"]["name"]
+        live = await self.kube.get(resource, ns, wname)
+        if (
+            live is None
+            and old.get("phase") == "Succeeded"
+            and old.get("observedGeneration") == (tr.get("metadata") or {}).get("generation")
+        ):
+            return  # finished and its workload removed by someone: a succeeded run is never re-run
+        workload = await self._ensure(key, tr, resource, desired, live)
+        for extra in extras:
+            await self._ensure(key, tr, SERVICES, extra, await self.kube.get(SERVICES, ns, extra["metadata"]["name"]))
+        status = compute_status(tr, workload, now=now)
+        report = await self._report_of(ns, result.kind, workload, status["phase"])
+        if report:
+            status = compute_status(tr, workload, report=report, now=now)
+        unwatched = result.kind == "PyTorchJob" and not self.pytorchjobs  # discovered, so no informer on it
+        if status["phase"] == "Running" or (unwatched and status["phase"] == "Pending"):
+            self.op.queue.add(key, self.settings.progress_seconds)  # progress lives in a log, not in a watch
+        await self._phase_events(key, tr, status)
+        await self._write_status(tr, status)
+
+    async def _report_of(
+        self, ns: str, kind: str, workload: dict[str, Any] | None, phase: str
+    ) -> dict[str, Any] | None:
+        """The sidecar's report: its termination message at the end, its newest progress line while running."""
+        if workload is None or phase == "Pending":
+            return None
+        wname = workload["metadata"]["name"]
+        selector = f"job-name={wname}" if kind == "Job" else f"training.kubeflow.org/job-name={wname}"
+        pods, _ = await self.kube.list(PODS, ns, label_selector=selector)
+        pod = rank_zero_pod(pods)
+        if phase in ("Succeeded", "Failed"):
+            report = termination_report(pod)
+            return report if report else (failure_report(workload) if phase == "Failed" else None)
+        if pod is None:
+            return None
+        text = await self.kube.pod_log(ns, pod["metadata"]["name"], "sidecar", tail_lines=self.settings.log_tail_lines)
+        return progress_from_log(text)
+
+    async def _ensure(
+        self,
+        key: Key,
+        owner: dict[str, Any],
+        resource: Resource,
+        desired: dict[str, Any],
+        live: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Create ``desired``, or replace the live object when its inputs hash differs; returns the live one."""
+        _, ns, run_name = key
+        name, kind = desired["metadata"]["name"], desired.get("kind", resource.kind)
+        if live is not None and job_hash(live) == job_hash(desired):
+            return live
+        if live is not None:
+            if not owned(live, run_name):
+                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
+                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
+                return None
+            log.info("inputs of TrainingRun %s/%s changed: replacing %s %s", ns, run_name, kind, name)
+            await self.kube.delete(resource, ns, name)
+            await self.op.recorder.emit(owner, "Normal", "JobReplaced", f"inputs changed; {kind} {name} replaced")
+        try:
+            created = await self.kube.create(resource, ns, desired)
+        except ConflictError:
+            self.op.queue.add(key, 1.0)  # the old one is still being deleted
+            return None
+        self._phases.pop(key, None)
+        await self.op.recorder.emit(owner, "Normal", "JobCreated", f"created {kind} {name}")
+        return created
+
+    async def _delete_owned(self, ns: str, run_name: str, keep: tuple[Resource, ...]) -> None:
+        """Delete this run's objects of every kind not in ``keep`` (garbage collection may be absent or slow)."""
+        name = workload_name(run_name)
+        for resource in (JOBS, PYTORCHJOBS, SERVICES):
+            if resource in keep or (resource is PYTORCHJOBS and not await self._pytorchjob_possible()):
+                continue
+            live = await self._lookup(resource, ns, name)
+            if live is not None and owned(live, run_name):
+                log.info("removing %s %s/%s of TrainingRun %s", resource.kind, ns, name, run_name)
+                await self.kube.delete(resource, ns, name)
+
+    async def _lookup(self, resource: Resource, ns: str, name: str) -> dict[str, Any] | None:
+        """An owned object from the informer caches (a GET only for PyTorchJobs nobody watches).
+
+        A stale miss is harmless: the object's own watch event requeues the run, which looks again.
+        """
+        caches = {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs}
+        informers = caches[resource]
+        if not informers:
+            return await self.kube.get(resource, ns, name)
+        informer = informers.get(ns) or informers.get(None)
+        return informer.get(ns, name) if informer else None
+
+    async def _pytorchjob_possible(self) -> bool:
+        return self.settings.pytorchjob is not False and await self.has_pytorchjob()
+
+    async def _phase_events(self, key: Key, tr: dict[str, Any], status: dict[str, Any]) -> None:
+        phase = status["phase"]
+        if self._phases.get(key) == phase:
+            return
+        self._phases[key] = phase
+        complete: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Complete"), {})
+        if phase == "Succeeded":
+            where = f"; output at {status['outputUri']}" if status.get("outputUri") else ""
+            await self.op.recorder.emit(tr, "Normal", "TrainingSucceeded", "training finished" + where)
+        elif phase == "Failed":
+            message = f"{complete.get('reason', 'TrainingFailed')}: {complete.get('message', '')}".rstrip(": ")
+            await self.op.recorder.emit(tr, "Warning", "TrainingFailed", message)
+
+    async def _write_status(self, tr: dict[str, Any], status: dict[str, Any]) -> None:
+        current = tr.get("status") or {}
+        status = keep_transition_times(current, status)
+        if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status)):
+            return
+        ns, name = object_key(tr)
+        body = {"status": {**{k: None for k in current if k not in status}, **status}}
+        updated = await self.kube.patch(TRAININGRUNS, ns, name, body, sub="status")
+        # Keep the cache current so a reconcile queued before the watch event does not write it again.
+        inf = self.runs.get(ns) or self.runs.get(None)
+        if inf is not None and updated.get("metadata"):
+            updated.setdefault("apiVersion", TRAININGRUNS.api_version)
+            updated.setdefault("kind", KIND)
+            inf.cache[(ns, name)] = updated

@@ -1,0 +1,42 @@
+"""The API emulator plus what the TrainingRun reconciler also reads: pod logs and API discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tests.servers.kube import KubeEmulator, status
+
+
+class TrainingKubeEmulator(KubeEmulator):
+    """``logs[(namespace, pod, container)]`` answers ``pods/{pod}/log``; ``kubeflow`` serves PyTorchJobs."""
+
+    def __init__(self, *, kubeflow: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.kubeflow = kubeflow
+        self.logs: dict[tuple[str, str, str], str] = {}
+        self.log_requests: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        parts = [p for p in request.path.split("/") if p]
+        if request.method == "GET" and parts == ["apis", "kubeflow.org", "v1"]:
+            self.requests.append((request.method, request.path_qs))
+            if not self.kubeflow:
+                return status(404, "NotFound", "the server could not find the requested resource")
+            resources = [{"name": "pytorchjobs", "kind": "PyTorchJob", "namespaced": True}]
+            return web.json_response(
+                {"kind": "APIResourceList", "groupVersion": "kubeflow.org/v1", "resources": resources}
+            )
+        if request.method == "GET" and len(parts) == 7 and parts[:2] == ["api", "v1"] and parts[-1] == "log":
+            self.requests.append((request.method, request.path_qs))
+            ns, pod, container = parts[3], parts[5], request.query.get("container", "")
+            self.log_requests.append(request.path_qs)
+            if self.get("v1", "pods", ns, pod) is None:
+                return status(404, "NotFound", f'pods "{pod}" not found')
+            text = self.logs.get((ns, pod, container), "")
+            tail = int(request.query.get("tailLines") or 0)
+            if tail:
+                text = "\n".join(text.splitlines()[-tail:])
+            return web.Response(text=text, content_type="text/plain")
+        return await super()._handle(request)
