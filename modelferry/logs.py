@@ -111,6 +111,9 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: Any = None) ->
         "huggingface_hub",
         "oci",
         "aiohttp.access",
+        "werkzeug",
+        "moto",
+        "alembic",
     ]
     for name in noisy:
         logging.getLogger(name).setLevel("DEBUG" if level.lower() == "debug" and name != "oci" else "WARNING")

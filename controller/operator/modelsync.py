@@ -294,8 +294,37 @@ def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, An
     }
 
 
-def job_status(ms: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]], now: str) -> dict[str, Any]:
-    """Status from the ModelSync's Job and its pods (progress from the termination message)."""
+def live_progress(report: dict[str, Any] | None) -> dict[str, Any]:
+    """Status fields from a running sync's ``MODELFERRY_PROGRESS`` report (see ``parse_progress_line``)."""
+    if not report:
+        return {}
+    out: dict[str, Any] = {
+        "filesDone": report["files_done"],
+        "filesTotal": report["files_total"],
+        "bytesDone": report["bytes_done"],
+        "bytesTotal": report["bytes_total"],
+    }
+    total, done = report["bytes_total"], report["bytes_done"]
+    out["percent"] = round(min(100.0, 100.0 * done / total), 1) if total > 0 else 100.0
+    if isinstance(report.get("eta_s"), (int, float)):
+        out["etaSeconds"] = float(report["eta_s"])
+    if isinstance(report.get("rate_bytes_per_s"), int):
+        out["rateBytesPerSecond"] = report["rate_bytes_per_s"]
+    return out
+
+
+def job_status(
+    ms: dict[str, Any],
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    now: str,
+    live: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Status from the ModelSync's Job and its pods (progress from the termination message).
+
+    ``live`` is the newest progress report read from the sync container's log; it only
+    counts while the Job runs (the termination message is the final word).
+    """
     old_status = ms.get("status") or {}
     old = old_status.get("conditions") or []
     phase = job_phase(job)
@@ -317,6 +346,8 @@ def job_status(ms: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[s
         status["bytesDone"] = int(summary.get("bytes_copied", 0)) + int(summary.get("bytes_skipped", 0))
     if summary.get("revision"):
         status["resolvedRevision"] = summary["revision"]
+    if phase == "Running":
+        status.update(live_progress(live))
     ready = _condition("Ready", True, "JobCreated", "the sync Job exists", now, old)
     if phase == "Succeeded":
         message = "the model is synchronized"

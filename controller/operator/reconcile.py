@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Hashable
 from typing import Any
 
 from controller.kube.client import JOBS, MODELSYNCS, PODS, SECRETS, ConflictError, Kube
 from controller.kube.events import EventRecorder, now_iso
 from controller.kube.watch import Informer, object_key
+from controller.operator.jobs import CONTAINER as SYNC_CONTAINER
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -32,6 +34,8 @@ from controller.operator.settings import ControllerSettings
 from controller.operator.training import KIND as TRAININGRUN
 from controller.operator.training import TrainingReconciler
 from controller.operator.workqueue import WorkQueue
+from modelferry.errors import ModelferryError
+from modelferry.transfer.progress import parse_progress_line
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,8 @@ class Operator:
         self._reported: dict[Key, tuple[str, ...]] = {}
         self._phases: dict[Key, str] = {}
         self._succeeded: dict[Key, str | None] = {}
+        # Newest progress report per running ModelSync and when its log was read (monotonic seconds).
+        self._live: dict[Key, tuple[float, dict[str, Any] | None]] = {}
         self.reconciles: dict[str, int] = {}
         namespaces: list[str | None] = list(settings.namespaces) or [None]
         for ns in namespaces:
@@ -187,6 +193,7 @@ class Operator:
             self.queue.add(key, 1.0)  # the old Job is still being deleted
             return None
         self._phases.pop(key, None)
+        self._live.pop(key, None)
         await self.recorder.emit(owner, "Normal", "JobCreated", f"created Job {name}")
         return created
 
@@ -199,6 +206,7 @@ class Operator:
         self._reported.pop(key, None)
         self._phases.pop(key, None)
         self._succeeded.pop(key, None)
+        self._live.pop(key, None)
 
     async def _job_events(self, key: Key, owner: dict[str, Any], job: dict[str, Any] | None, hint: str = "") -> None:
         phase = job_phase(job)
@@ -273,8 +281,36 @@ class Operator:
         pods: list[dict[str, Any]] = []
         if job is not None and job_phase(job) in ("Succeeded", "Failed", "Running"):
             pods, _ = await self.kube.list(PODS, ns, label_selector=f"job-name={job['metadata']['name']}")
+        live = None
+        if job is not None and job_phase(job) == "Running":
+            live = await self._live_progress(key, ns, pods)
+            self.queue.add(key, self.settings.sync_progress_seconds)  # progress lives in a log, not in a watch
+        else:
+            self._live.pop(key, None)
         await self._job_events(key, ms, job)
-        await self._write_status(ms, job_status(ms, job, pods, now))
+        await self._write_status(ms, job_status(ms, job, pods, now, live))
+
+    async def _live_progress(self, key: Key, ns: str, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The sync container's newest progress line, read at most every ``sync_progress_seconds`` per object."""
+        at = time.monotonic()
+        cached = self._live.get(key)
+        if cached is not None and at - cached[0] < self.settings.sync_progress_seconds:
+            return cached[1]
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        if not running:
+            return cached[1] if cached else None
+        pod = max(running, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+        try:
+            text = await self.kube.pod_log(
+                ns, pod["metadata"]["name"], SYNC_CONTAINER, tail_lines=self.settings.sync_log_tail_lines
+            )
+        except ModelferryError as exc:
+            # Progress is a nicety: a missing pods/log permission must not stop status updates.
+            log.warning("cannot read the log of pod %s/%s for progress: %s", ns, pod["metadata"]["name"], exc)
+            text = ""
+        report = parse_progress_line(text) or (cached[1] if cached else None)
+        self._live[key] = (at, report)
+        return report
 
     async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
         current = ms.get("status") or {}

@@ -74,6 +74,10 @@ class ControllerSettings(BaseSettings):
     agent_namespace: str = Field(
         "modelferry", description="Namespace of the node agents' ConfigMaps rolled up into BaseModel status"
     )
+    sync_progress_seconds: float = Field(
+        15.0, gt=0, description="How often a running ModelSync's progress is read from its sync container's log"
+    )
+    sync_log_tail_lines: int = Field(50, ge=1, description="Lines of the sync container's log read for progress")
     aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")
     aggregate_seconds: float = Field(15.0, gt=0, description="How often the BaseModel status roll-up runs")
     kubeconfig: str | None = Field(

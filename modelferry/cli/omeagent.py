@@ -7,14 +7,13 @@ engine as ``modelferry sync``: verified, resumable, atomic, manifest last.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from typing import Any
 
 import click
 
-from modelferry.cli.runtime import build_settings, write_termination_message
+from modelferry.cli.outcome import report_failure, report_summary
+from modelferry.cli.runtime import build_settings
 from modelferry.cli.sync import run_sync
 from modelferry.errors import ModelferryError
 from modelferry.logs import setup_logging
@@ -70,16 +69,13 @@ def _execute(job: SyncJob, extra: dict[str, Any], *, dry_run: bool, json_output:
             json_output=json_output,
         )
     except ModelferryError as exc:
-        write_termination_message(
-            settings.termination_log,
-            {"status": "failed", "reason": exc.reason, "message": str(exc), "exit_code": exc.exit_code},
-        )
+        # OME-Agent printed nothing on failure; keep stdout empty there.
+        report_failure(settings.termination_log, exc, json_output=False)
         raise
-    summary = result.to_dict()
-    write_termination_message(settings.termination_log, summary)
+    report_summary(settings.termination_log, result.to_dict(), json_output=json_output)
     if json_output:
-        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
-    elif dry_run:
+        return 0
+    if dry_run:
         for item in result.plan.items:
             click.echo(f"{item.action:5} {item.source.size:>14}  {item.source.path}  ({item.reason})")
     else:

@@ -101,7 +101,8 @@ def progress_for(json_output: bool, interval: float, quiet: bool = False) -> Pro
         return Progress(mode="none")
     if sys.stderr.isatty() and not json_output:
         return Progress(mode="rich")
-    return Progress(mode="log", interval=interval)
+    # Off a terminal, also print MODELFERRY_PROGRESS lines: the controller tails the pod log for them.
+    return Progress(mode="log", interval=interval, machine_lines=True)
 
 
 def write_termination_message(path: str, payload: dict[str, Any]) -> None:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from typing import Any
 
 import click
 
+from modelferry.cli.outcome import report_failure, report_summary
 from modelferry.cli.runtime import (
     build_settings,
     cancel_on_signals,
     progress_for,
-    write_termination_message,
 )
 from modelferry.errors import ModelferryError
 from modelferry.settings import SyncSettings
@@ -274,16 +272,13 @@ def sync_command(
             decrypt=decrypt,
         )
     except ModelferryError as exc:
-        failure = {"status": "failed", "reason": exc.reason, "message": str(exc), "exit_code": exc.exit_code}
-        write_termination_message(settings.termination_log, failure)
-        if json_output:  # scripts reading --json get an answer on failure too
-            sys.stdout.write(json.dumps(failure, indent=1) + "\n")
+        report_failure(settings.termination_log, exc, json_output=json_output)
         raise
     summary = result.to_dict()
-    write_termination_message(settings.termination_log, summary)
+    report_summary(settings.termination_log, summary, json_output=json_output)
     if json_output:
-        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
-    elif dry_run:
+        return 0
+    if dry_run:
         for item in result.plan.items:
             click.echo(
                 f"{item.action:5} {item.source.size:>14}  {item.source.path}  ({item.reason}; verify {item.expected.strength})"

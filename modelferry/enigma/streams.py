@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modelferry.errors import ModelferryError, RetryableError
 from modelferry.storage.base import ObjectInfo, PartWriter, Store, Upload
+from modelferry.storage.durable_rename import replace_durably
 from modelferry.storage.local import translate_os_error
 
 READ_PIECE = 4 << 20
@@ -221,12 +222,7 @@ class LocalSink(Sink):
             os.fsync(self.fd)
             os.close(self.fd)
             self._closed = True
-            os.replace(self.temp, self.final)
-            dir_fd = os.open(self.final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            replace_durably(self.temp, self.final)
         except OSError as exc:
             self.abort()
             raise translate_os_error(exc, self.describe) from exc

@@ -164,5 +164,13 @@ class Store(abc.ABC):
         """A human-readable location for messages."""
         return str(self.uri.child(path)) if path else str(self.uri)
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Cancellation: wake reads blocked on the network now (called from another thread).
+
+        Implementations must not close descriptors another thread may still use; reads in
+        flight should fail promptly and later ones may fail too. Default: nothing (reads
+        then notice cancellation between chunks, within the stall timeout).
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

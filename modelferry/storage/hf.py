@@ -245,5 +245,9 @@ class HFStore(Store):
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return self.http.get_range(self.file_url(path), start, length, headers=headers, what=self.describe(path))
 
+    def interrupt(self) -> None:
+        """Wake downloads blocked on a silent server (SIGTERM drain)."""
+        self.http.interrupt()
+
     def close(self) -> None:
         self.http.close()

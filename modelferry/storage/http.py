@@ -17,9 +17,12 @@ are handed on.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
@@ -128,10 +131,46 @@ class RangedHTTPClient:
             timeout=urllib3.Timeout(connect=connect_timeout, read=stall_timeout),
             retries=False,
         )
+        # Sockets of responses being read right now, so interrupt() can wake their readers.
+        self._inflight: set[socket.socket] = set()
+        self._inflight_lock = threading.Lock()
+        self._interrupted = False
 
     def close(self) -> None:
         """Close every pooled connection."""
         self._pool.clear()
+
+    def interrupt(self) -> None:
+        """Make every blocked body read return at once (cancellation); later reads fail immediately.
+
+        The sockets are shut down, not closed: the descriptor stays owned by the thread reading
+        it (which then sees end-of-stream, fails the part and closes the connection itself), so
+        no thread can ever read or write a descriptor number the kernel has handed out again.
+        """
+        with self._inflight_lock:
+            self._interrupted = True
+            victims = list(self._inflight)
+        for sock in victims:
+            _shutdown(sock)
+        if victims:
+            log.info("interrupted %d in-flight download(s)", len(victims))
+
+    def _track(self, resp: urllib3.BaseHTTPResponse) -> socket.socket | None:
+        conn = getattr(resp, "connection", None)
+        sock = getattr(conn, "sock", None)
+        if not isinstance(sock, socket.socket):
+            return None
+        with self._inflight_lock:
+            self._inflight.add(sock)
+            interrupted = self._interrupted
+        if interrupted:
+            _shutdown(sock)
+        return sock
+
+    def _untrack(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._inflight_lock:
+                self._inflight.discard(sock)
 
     def _open(self, url: str, headers: dict[str, str], what: str) -> tuple[urllib3.BaseHTTPResponse, str]:
         """GET ``url`` following redirects; the Authorization header stays with its origin."""
@@ -180,13 +219,15 @@ class RangedHTTPClient:
             "Range": f"bytes={start}-{start + length - 1}",
         }
         resp, _ = self._open(url, send, what)
+        sock = self._track(resp)
         ok = False
         try:
             skip = self._check_response(resp, start, length, what)
             yield from self._stream(resp, skip, length, what)
             ok = True
         finally:
-            if ok and resp.status == 206:
+            self._untrack(sock)  # before the connection goes back to the pool or is closed
+            if ok and resp.status == 206 and not self._interrupted:
                 resp.release_conn()
             else:
                 # A half-read connection (an error, or a 200 whose tail we did not want) cannot be reused.
@@ -234,3 +275,10 @@ class RangedHTTPClient:
             raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
         except (ProtocolError, Urllib3HTTPError, OSError) as exc:
             raise RetryableError(f"{what}: transfer interrupted: {exc}", obj=what) from exc
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # socket.socket.shutdown even for TLS sockets: SSLSocket.shutdown would drop the SSL object
+    # under the reading thread; a TCP shutdown just makes its next read see end-of-stream.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)

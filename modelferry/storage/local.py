@@ -37,6 +37,7 @@ from modelferry.storage.base import (
     StoreFeatures,
     Upload,
 )
+from modelferry.storage.durable_rename import replace_durably
 from modelferry.uri import StorageURI, safe_relpath
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class LocalUpload(Upload):
         self.part_size = part_size
         self.describe = store.describe(path)
         self.final = store.local_path(path)
-        digest = hashlib.sha256(path.encode()).hexdigest()[:24]
+        digest = partial_stem(path)
         partial_dir = store.root / PARTIAL_DIR
         self.temp = partial_dir / f"{digest}.part"
         self.journal_path = partial_dir / f"{digest}.journal"
@@ -178,12 +179,7 @@ class LocalUpload(Upload):
             self.final.parent.mkdir(parents=True, exist_ok=True)
             if self.final.is_dir():
                 raise PermanentError(f"{self.describe} is a directory on the target", obj=self.describe)
-            os.replace(self.temp, self.final)
-            dir_fd = os.open(self.final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            replace_durably(self.temp, self.final)
         except OSError as exc:
             raise translate_os_error(exc, self.describe) from exc
         finally:
@@ -299,7 +295,51 @@ class LocalStore(Store):
             probe = probe.parent
         return shutil.disk_usage(probe).free
 
-    def cleanup_partials(self) -> None:
-        """Remove the partial directory when nothing is left in it."""
+    def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
+        """Remove stale partial files, then the partial directory when nothing is left in it.
+
+        With ``keep`` (the paths of the finished plan), a ``.part``/``.journal`` pair that belongs
+        to none of them (left by a run with other --include/--exclude filters, or a file gone from
+        the source) is removed. Pairs touched at or after ``older_than`` (epoch seconds: this run's
+        start) are left alone, so a concurrent run's partials in flight are never pulled away.
+        """
+        partial_dir = self.root / PARTIAL_DIR
+        if keep is not None:
+            wanted = {partial_stem(path) for path in keep}
+            groups: dict[str, list[Path]] = {}
+            with contextlib.suppress(OSError):
+                for entry in partial_dir.iterdir():
+                    if entry.is_file() and entry.suffix in (".part", ".journal"):
+                        groups.setdefault(entry.stem, []).append(entry)
+            for stem, entries in groups.items():
+                if stem in wanted or (older_than is not None and _newest_mtime(entries) >= older_than):
+                    continue
+                log.info("removing stale partial download %s", _journal_path_name(entries) or stem)
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
         with contextlib.suppress(OSError):
-            (self.root / PARTIAL_DIR).rmdir()
+            partial_dir.rmdir()
+
+
+def partial_stem(path: str) -> str:
+    """The file name stem of ``path``'s partial download and journal under ``.modelferry/partial``."""
+    return hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def _newest_mtime(entries: list[Path]) -> float:
+    newest = 0.0
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            newest = max(newest, entry.stat().st_mtime)
+    return newest
+
+
+def _journal_path_name(entries: list[Path]) -> str | None:
+    """The path named in a journal's header line (for the log), None when unreadable."""
+    for entry in entries:
+        if entry.suffix == ".journal":
+            with contextlib.suppress(OSError, ValueError, TypeError), open(entry) as fh:
+                name = json.loads(fh.readline()).get("path")
+                return str(name) if name else None
+    return None

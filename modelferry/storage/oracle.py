@@ -28,6 +28,7 @@ import oci  # the [oci] extra; storage/__init__.py turns its absence into a Usag
 from modelferry.errors import RetryableError
 from modelferry.settings import OCICredentials, TransferSettings
 from modelferry.storage.base import ObjectInfo, PartWriter, Store, StoreFeatures, Upload
+from modelferry.storage.buffered_part import BufferedPart
 from modelferry.storage.oracle_client import call, make_client, translate
 from modelferry.transfer.verify import b64_to_hex
 from modelferry.uri import StorageURI, relative_key, under_prefix
@@ -50,28 +51,6 @@ def multipart_hex(value: str | None) -> str | None:
     digest, _, count = value.rpartition("-")
     hexed = b64_to_hex(digest)
     return f"{hexed}-{count}" if hexed and count.isdigit() else None
-
-
-class OraclePart(PartWriter):
-    """Buffers one part in memory; ``commit`` uploads it (multipart) or hands it over (single put)."""
-
-    def __init__(self, upload: OracleUpload, index: int, length: int) -> None:
-        self.upload = upload
-        self.index = index
-        self.length = length
-        self.buffer = bytearray()
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.buffer += data
-
-    def commit(self) -> None:
-        if len(self.buffer) != self.length:
-            raise RetryableError(f"part {self.index} of {self.upload.path} ended early", obj=self.upload.describe)
-        self.upload.commit_part(self.index, bytes(self.buffer))
-        self.buffer = bytearray()
-
-    def discard(self) -> None:
-        self.buffer = bytearray()
 
 
 class OracleUpload(Upload):
@@ -101,9 +80,10 @@ class OracleUpload(Upload):
             self.upload_id = response.data.upload_id
 
     def part(self, index: int, offset: int, length: int) -> PartWriter:
-        return OraclePart(self, index, length)
+        return BufferedPart(self, index, length)
 
-    def commit_part(self, index: int, data: bytes) -> None:
+    def commit_part(self, index: int, buffer: bytearray) -> None:
+        data = bytes(buffer)  # the oci SDK sends bytes bodies
         if self.upload_id is None:
             self._single = data
             return

@@ -140,6 +140,8 @@ class Engine:
                         with self._cond:
                             self._error = self._error or Cancelled("sync cancelled (SIGTERM or interrupt)")
                             self._cond.notify_all()
+                        # Reads blocked on a silent server would otherwise wait out the stall timeout.
+                        self.source.interrupt()
         finally:
             self.progress.stop()
             self._abort_open()

@@ -2,16 +2,68 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelferry.logs import JsonFormatter
+
 log = logging.getLogger("modelferry.progress")
 
 # Snapshot keys attached to every progress log record (JSON log lines carry them as fields).
 PROGRESS_FIELDS = ("files_done", "files_total", "bytes_done", "bytes_total", "rate_bytes_per_s", "eta_s")
+# Prefix of the machine-readable line written to stderr off a terminal; the controller tails pod logs for it.
+PROGRESS_PREFIX = "MODELFERRY_PROGRESS "
+
+
+def format_progress_line(snapshot: dict[str, Any]) -> str:
+    """``MODELFERRY_PROGRESS {json}``: one line, whatever the log format, for log tailers."""
+    payload = {k: snapshot.get(k) for k in PROGRESS_FIELDS}
+    return PROGRESS_PREFIX + json.dumps(payload, separators=(",", ":"))
+
+
+def _report_in(line: str) -> dict[str, Any] | None:
+    idx = line.find(PROGRESS_PREFIX)
+    start = idx + len(PROGRESS_PREFIX) if idx >= 0 else line.find("{")
+    if start < 0:
+        return None
+    try:
+        report = json.loads(line[start:])
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(report, dict):
+        return None
+    # Without the prefix, only a --log-format json record of the progress logger counts.
+    if idx < 0 and report.get("logger") != log.name:
+        return None
+    counters = ("files_done", "files_total", "bytes_done", "bytes_total")
+    if not all(isinstance(report.get(k), int) and not isinstance(report.get(k), bool) for k in counters):
+        return None
+    return {k: report.get(k) for k in PROGRESS_FIELDS}
+
+
+def parse_progress_line(text: str) -> dict[str, Any] | None:
+    """The newest valid sync progress report in a chunk of log text (None when there is none).
+
+    Reads ``MODELFERRY_PROGRESS {json}`` lines and, under ``--log-format json``, the progress
+    logger's JSON records (which carry the same fields). Lines may carry a prefix (timestamps
+    added by log collectors); malformed JSON, non-objects and reports without the file/byte
+    counters are skipped, so a torn last line reads the one before.
+    """
+    for line in reversed(text.splitlines()):
+        report = _report_in(line)
+        if report is not None:
+            return report
+    return None
+
+
+def _json_logs() -> bool:
+    """Whether the process logs JSON records (every stderr line must then stay JSON)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 @dataclass
@@ -44,8 +96,9 @@ class Counters:
 class Progress:
     """Thread-safe counters plus an optional renderer thread."""
 
-    def __init__(self, *, mode: str = "log", interval: float = 5.0) -> None:
+    def __init__(self, *, mode: str = "log", interval: float = 5.0, machine_lines: bool = False) -> None:
         self.counters = Counters()
+        self._machine_lines = machine_lines and mode == "log"
         self._lock = threading.Lock()
         self._mode = mode
         self._interval = interval
@@ -124,6 +177,12 @@ class Progress:
             "unknown" if eta is None else f"{eta:.0f}s",
             extra={k: snap[k] for k in PROGRESS_FIELDS},
         )
+        if self._machine_lines and not _json_logs():  # JSON records already carry the fields
+            try:
+                sys.stderr.write(format_progress_line(snap) + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed (pipe reader gone): progress is best effort
 
     def stop(self) -> None:
         self._stop.set()

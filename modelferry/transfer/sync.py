@@ -69,6 +69,7 @@ def sync(
     """Plan and run one sync; the manifest is written last."""
     options = options or SyncOptions()
     started = time.monotonic()
+    started_wall = time.time()
     engine = Engine(source, target, settings, progress=progress, cancel=cancel)
     plan, old_manifest = engine.plan(options)
     result = SyncResult(
@@ -110,7 +111,8 @@ def sync(
         )
     write_manifest(target, manifest)
     if hasattr(target, "cleanup_partials"):
-        target.cleanup_partials()
+        # Partials of files outside this plan (other filters, files gone) would otherwise pile up.
+        target.cleanup_partials(keep=[i.source.path for i in plan.items], older_than=started_wall)
     counters = engine.progress.counters
     result.files_copied = len(entries)
     result.bytes_copied = sum(e.size for e in entries.values())

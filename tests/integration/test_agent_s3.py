@@ -19,15 +19,13 @@ from modelferry.settings import Credentials, S3Credentials
 from modelferry.storage.s3 import S3Store
 from modelferry.uri import parse_uri
 from tests.integration.test_agent_kube import write_model
-from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, shared_servers
+from tests.servers.moto_session import clean_moto
+from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3
 
 
 @pytest.fixture
 def moto() -> Iterator[MotoS3]:
-    server = shared_servers()[0]
-    server.reset()
-    yield server
-    server.reset()
+    yield from clean_moto()
 
 
 def upload(moto: MotoS3, tmp_path: Path) -> int:

@@ -9,15 +9,13 @@ import pytest
 
 from modelferry.cli.main import main
 from tests.servers.kube import ThreadedKubeEmulator
-from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, list_keys, shared_servers
+from tests.servers.moto_session import clean_moto
+from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, list_keys
 
 
 @pytest.fixture
 def moto() -> Iterator[MotoS3]:
-    server = shared_servers()[0]
-    server.reset()
-    yield server
-    server.reset()
+    yield from clean_moto()
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from modelferry.storage.s3 import S3Store
 from modelferry.transfer.sync import sync
 from modelferry.uri import parse_uri
 from tests.servers.iam import IAMServer
-from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, shared_servers
+from tests.servers.moto_session import clean_moto
+from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3
 
 BUCKET_CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/acct123:inst-456:bucket:models"
 API_KEY = "ibm-api-key-0123456789"
@@ -27,10 +28,7 @@ PASSCODE = "Xy12Ab34Cd"
 
 @pytest.fixture
 def moto() -> Iterator[MotoS3]:
-    server = shared_servers()[0]
-    server.reset()
-    yield server
-    server.reset()
+    yield from clean_moto()
 
 
 @pytest.fixture

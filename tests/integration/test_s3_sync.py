@@ -269,6 +269,7 @@ def test_throttled_reads_are_retried_by_the_engine(moto: MotoS3, tmp_path: Path)
             return AWSResponse(request.url, 503, {"Retry-After": "0"}, _Raw(body))
         return None
 
+    source.fast_reader = None  # this test exercises the boto3 read path (fast path: test_s3_fastpath.py)
     source.client.meta.events.register("before-send.s3", throttle)
     result = sync(source, LocalStore(parse_uri(str(tmp_path / "dst")), tmp_path / "dst"), settings())
     assert failures["left"] == 0
@@ -292,6 +293,7 @@ def test_connection_dropped_mid_part_is_refetched(moto: MotoS3, tmp_path: Path) 
             return AWSResponse(request.url, 206, headers, _Raw(data[: len(data) // 3]))  # the peer hangs up
         return None
 
+    source.fast_reader = None  # this test exercises the boto3 read path (fast path: test_s3_fastpath.py)
     source.client.meta.events.register("before-send.s3", cut_short)
     result = sync(source, LocalStore(parse_uri(str(tmp_path / "dst")), tmp_path / "dst"), settings())
     assert dropped["left"] == 0 and result.retries >= 1

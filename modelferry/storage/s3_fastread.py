@@ -1,0 +1,97 @@
+"""Fast ranged reads from S3: presigned GET URLs fetched through ``RangedHTTPClient``.
+
+boto3's StreamingBody costs a lot of CPU per byte; a presigned URL lets the urllib3
+socket fast path serve every range of an object (Range is not a signed header, so one
+URL per key serves all ranges). URLs are cached per key and refreshed well before expiry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError
+from modelferry.storage.http import RangedHTTPClient
+
+PRESIGN_SECONDS = 3600
+REFRESH_MARGIN = 0.2  # refresh when less than this fraction of the lifetime is left
+
+
+class PresignedReader:
+    """Ranged GETs of one bucket's objects via cached presigned URLs (thread-safe)."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        http: RangedHTTPClient,
+        *,
+        expires_in: int = PRESIGN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.http = http
+        self.expires_in = expires_in
+        self.clock = clock
+        self.presigned = 0  # URLs generated (tests, debugging)
+        self._urls: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def url(self, key: str) -> str:
+        """A presigned GET URL for ``key`` with enough lifetime left."""
+        now = self.clock()
+        with self._lock:
+            cached = self._urls.get(key)
+            if cached is not None and cached[1] > now:
+                return cached[0]
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires_in
+        )
+        refresh_at = now + self.expires_in * (1 - REFRESH_MARGIN)
+        with self._lock:
+            self._urls[key] = (url, refresh_at)
+            self.presigned += 1
+        return url
+
+    def forget(self, key: str) -> None:
+        """Drop the cached URL of ``key`` (after an expired-signature answer)."""
+        with self._lock:
+            self._urls.pop(key, None)
+
+    def read(self, key: str, start: int, length: int, *, etag: str | None, what: str) -> Iterator[bytes]:
+        """Stream ``[start, start + length)`` of ``key``; errors name ``what`` and say how to fix them."""
+        headers = {"If-Match": f'"{etag}"'} if etag else {}
+        for attempt in (0, 1):
+            produced = False
+            try:
+                for chunk in self.http.get_range(self.url(key), start, length, headers=headers, what=what):
+                    produced = True
+                    yield chunk
+                return
+            except AccessDeniedError as exc:
+                # An expired URL answers 403: presign once more before calling it a permission problem.
+                self.forget(key)
+                if attempt == 0 and not produced:
+                    continue
+                raise AccessDeniedError(
+                    f"{what}: access denied (403)",
+                    obj=what,
+                    hint="Check the S3 access key and secret (or profile) and that they grant s3:GetObject",
+                ) from exc
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"{what} does not exist (404) in bucket {self.bucket}",
+                    obj=what,
+                    hint="Check the bucket and prefix; the object may have been deleted during the copy",
+                ) from exc
+            except PermanentError as exc:
+                if "412" in str(exc):
+                    raise PermanentError(
+                        f"{what}: the object changed during the copy (412 precondition failed)",
+                        obj=what,
+                        hint="Run the sync again once the source stops changing",
+                    ) from exc
+                raise
