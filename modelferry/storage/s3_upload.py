@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from modelferry.errors import ModelferryError, RetryableError
 from modelferry.storage.base import PartWriter, Upload
+from modelferry.storage.buffered_part import BufferedPart
 from modelferry.transfer.verify import clean_etag
 
 if TYPE_CHECKING:
@@ -18,28 +19,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHA256_META = "modelferry-sha256"  # x-amz-meta-modelferry-sha256 on single-part uploads
-
-
-class S3Part(PartWriter):
-    """Buffers one part; ``commit`` uploads it (multipart) or hands it to the single PUT."""
-
-    def __init__(self, upload: S3Upload, index: int, length: int) -> None:
-        self.upload = upload
-        self.index = index
-        self.length = length
-        self.buffer = bytearray()
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.buffer += data
-
-    def commit(self) -> None:
-        if len(self.buffer) != self.length:
-            raise RetryableError(f"part {self.index} of {self.upload.path} ended early", obj=self.upload.describe)
-        data, self.buffer = self.buffer, bytearray()  # hand over the buffer: no second copy of the part
-        self.upload.commit_part(self.index, data)
-
-    def discard(self) -> None:
-        self.buffer = bytearray()
 
 
 class S3Upload(Upload):
@@ -65,7 +44,7 @@ class S3Upload(Upload):
             self.upload_id = str(resp["UploadId"])
 
     def part(self, index: int, offset: int, length: int) -> PartWriter:
-        return S3Part(self, index, length)
+        return BufferedPart(self, index, length)
 
     def commit_part(self, index: int, data: bytes | bytearray) -> None:
         if not self.multipart:
