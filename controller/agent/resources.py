@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def gpu_inventory() -> list[dict[str, Any]]:
     """Per-GPU name and memory via NVML; empty without a driver (never an error)."""
     try:
-        import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py, optional
+        import pynvml  # nvidia-ml-py, optional (mypy: ignore_missing_imports in pyproject)
     except ImportError:
         return []
     try:

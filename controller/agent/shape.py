@@ -81,7 +81,7 @@ def shape_from_gpu_names(names: list[str]) -> str | None:
 def nvml_gpu_names() -> list[str]:
     """Device names via NVML; empty when there is no driver or library (CPU nodes, tests)."""
     try:
-        import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py, optional
+        import pynvml  # nvidia-ml-py, optional (mypy: ignore_missing_imports in pyproject)
     except ImportError:
         return []
     try:
