@@ -13,6 +13,7 @@ import abc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from modelferry.errors import UsageError
 from modelferry.uri import StorageURI
 
 MANIFEST_DIR = ".modelferry"
@@ -138,8 +139,15 @@ class Store(abc.ABC):
         return b"".join(self.read(path, 0, info.size, info=info))
 
     def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
-        """Start writing ``path``. ``fingerprint`` identifies the source version for resume."""
-        raise NotImplementedError(f"{self.uri.scheme}:// cannot be a sync target")
+        """Start writing ``path``. ``fingerprint`` identifies the source version for resume.
+
+        Source-only stores (the Hub, the decrypting view) keep this default.
+        """
+        raise UsageError(
+            f"{self.uri.scheme}:// cannot be a sync target",
+            obj=str(self.uri),
+            hint="Sync to a directory, a pvc:// path or a bucket (s3://, cos://, oci://)",
+        )
 
     def put_bytes(self, path: str, data: bytes) -> None:
         """Write a small file in one go (manifests)."""
@@ -150,11 +158,18 @@ class Store(abc.ABC):
         upload.complete()
 
     def delete(self, path: str) -> None:
-        raise NotImplementedError(f"{self.uri.scheme}:// does not support delete")
+        """Remove one file (every target store implements this)."""
+        raise UsageError(f"{self.uri.scheme}:// is read-only here: cannot delete {path}", obj=self.describe(path))
 
     def copy_within(self, source: Store, src: ObjectInfo, dst_path: str, part_size: int) -> str | None:
-        """Server-side copy from ``source`` (same identity). Returns the new ETag."""
-        raise NotImplementedError
+        """Server-side copy from ``source`` (same identity). Returns the new ETag.
+
+        Only called when ``features.server_side_copy`` is set.
+        """
+        raise UsageError(f"{self.uri.scheme}:// cannot copy server-side", obj=self.describe(dst_path))
+
+    def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:  # noqa: B027
+        """Remove leftovers of interrupted writes that no longer belong to a plan (stores that keep any)."""
 
     def free_space(self) -> int | None:
         """Bytes free at the target, when it is a filesystem."""

@@ -169,7 +169,7 @@ class Engine:
     def _buffers(self, job: FileJob) -> bool:
         if job.server_copy:
             return True
-        return bool(self.target.features.random_write is False)
+        return not self.target.features.random_write
 
     def _worker(self) -> None:
         while True:
@@ -257,6 +257,9 @@ class Engine:
             self._finish_file(job)
 
     def _release_hashed(self, job: FileJob) -> None:
+        # Called after every chunk: nothing to release for streaming (local) targets.
+        if not self._buffers(job):
+            return
         assert job.hasher is not None
         pos = job.hasher.position
         for i in list(job.committed - job.released):

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -109,5 +108,4 @@ def write_manifest(store: Store, manifest: Manifest) -> None:
 
 def remove_manifest(store: Store) -> None:
     """Before changing a target, withdraw its completion marker."""
-    with contextlib.suppress(NotImplementedError):
-        store.delete(MANIFEST_NAME)
+    store.delete(MANIFEST_NAME)

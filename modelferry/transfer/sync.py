@@ -110,9 +110,8 @@ def sync(
             )
         )
     write_manifest(target, manifest)
-    if hasattr(target, "cleanup_partials"):
-        # Partials of files outside this plan (other filters, files gone) would otherwise pile up.
-        target.cleanup_partials(keep=[i.source.path for i in plan.items], older_than=started_wall)
+    # Partials of files outside this plan (other filters, files gone) would otherwise pile up.
+    target.cleanup_partials(keep=[i.source.path for i in plan.items], older_than=started_wall)
     counters = engine.progress.counters
     result.files_copied = len(entries)
     result.bytes_copied = sum(e.size for e in entries.values())

@@ -28,6 +28,7 @@ from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.local import LocalStore
 from tests.integration.test_hf_sync import MiB, assert_tree, hf_sync, model_files, run_cli
 from tests.servers.hfhub import FakeHub, HubRepo
+from tests.servers.lifecycle import journaled_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,17 +116,6 @@ def test_corrupt_always_raises_integrity_error(hub: FakeHub, tmp_path: Path) -> 
 
 
 # -- resume after SIGKILL ------------------------------------------------------------
-
-
-def journaled_parts(out: Path) -> set[int]:
-    done: set[int] = set()
-    for journal in (out / ".modelferry" / "partial").glob("*.journal"):
-        for line in journal.read_text().splitlines()[1:]:
-            try:
-                done.add(int(json.loads(line)["i"]))
-            except (ValueError, KeyError):
-                continue  # a torn last line
-    return done
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from modelferry.transfer.sync import SyncResult, sync
 from modelferry.uri import parse_uri
 from tests.integration.test_hf_sync import MiB, assert_tree, hf_sync, model_files
 from tests.servers.hfhub import CHUNK, HubRepo
-from tests.servers.lifecycle import NullBucket, StallingHub, finish, spawn, wait_for
+from tests.servers.lifecycle import NullBucket, StallingHub, finish, journaled_parts, spawn, wait_for
 
 TOKEN = "sekrit-gated-token-0123456789"  # not hf_-shaped: only register_secret can keep it out of logs
 MANIFEST = Path(".modelferry") / "manifest.json"
@@ -46,17 +46,6 @@ def big_model() -> dict[str, bytes]:
     files = model_files()
     files["model.safetensors"] = (files["model.safetensors"] * 3)[: 8 * MiB]
     return files
-
-
-def journaled_parts(out: Path) -> set[int]:
-    done: set[int] = set()
-    for journal in (out / ".modelferry" / "partial").glob("*.journal"):
-        for line in journal.read_text().splitlines()[1:]:
-            try:
-                done.add(int(json.loads(line)["i"]))
-            except (ValueError, KeyError):
-                continue  # a torn last line
-    return done
 
 
 def final_files(out: Path) -> dict[str, bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,18 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def journaled_parts(out: Path) -> set[int]:
+    """Part numbers recorded in the resume journals under ``out`` (a torn last line is skipped)."""
+    done: set[int] = set()
+    for journal in (out / ".modelferry" / "partial").glob("*.journal"):
+        for line in journal.read_text().splitlines()[1:]:
+            try:
+                done.add(int(json.loads(line)["i"]))
+            except (ValueError, KeyError):
+                continue
+    return done
 
 
 def wait_for(predicate: Any, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> bool:
