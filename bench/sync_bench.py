@@ -141,6 +141,7 @@ def _one(
     target = scratch / f"out-{tool}-{scenario}-{n}"
     shutil.rmtree(scratch / "hf-home", ignore_errors=True)  # no cache reuse between runs
     log = scratch / f"{tool}-{scenario}-{n}.log"
+    os.sync()  # no run pays for writing back what an earlier run left dirty in the page cache
     load = os.getloadavg()[0]  # other work on the machine skews wall time; CPU seconds less so
     code, seconds, rss, cpu = run_once(command(tool, url, target), env, log)
     problem = f"exit {code}" if code else verify(files, target)

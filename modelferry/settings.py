@@ -84,7 +84,7 @@ class Credentials(BaseModel):
 class TransferSettings(BaseModel):
     """How bytes move."""
 
-    concurrency: int = Field(32, ge=1, le=256, description="Connections in flight, across and within files")
+    concurrency: int = Field(64, ge=1, le=256, description="Connections in flight, across and within files")
     part_size: int = Field(64 * MiB, ge=MiB, description="Bytes per ranged GET / multipart part")
     size_limit: int | None = Field(650 * 1000**3, description="Refuse plans larger than this many bytes (None: off)")
     retries: int = Field(5, ge=0, description="Attempts per part after the first")

@@ -10,14 +10,22 @@ takes parts in any order and becomes visible under its final name only on
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from modelferry.errors import UsageError
+from modelferry.hashstate import HashCheckpoint
 from modelferry.uri import StorageURI
 
 MANIFEST_DIR = ".modelferry"
 MANIFEST_NAME = f"{MANIFEST_DIR}/manifest.json"
+PARTIAL_DIR = f"{MANIFEST_DIR}/partial"  # unfinished writes and their resume journals
+
+
+def partial_stem(path: str) -> str:
+    """The name stem of ``path``'s partial write and journal under ``.modelferry/partial``."""
+    return hashlib.sha256(path.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,21 @@ class Upload(abc.ABC):
 
     def read_back(self, offset: int, length: int) -> bytes | None:
         """Bytes already written at ``offset`` (for hashing resumed parts); None if impossible."""
+        return None
+
+    #: True when the upload keeps hash checkpoints so a later run can resume it without
+    #: reading its finished parts again (object-store multipart uploads).
+    resumable: bool = False
+
+    def resume_point(self) -> HashCheckpoint | None:
+        """Where an earlier run left off: every part before ``position`` is stored and hashed."""
+        return None
+
+    def save_checkpoint(self, checkpoint: HashCheckpoint) -> None:  # noqa: B027 - optional hook
+        """Every part before ``checkpoint.position`` is stored: remember the hash state there."""
+
+    def stored_part_md5(self, index: int) -> bytes | None:
+        """MD5 of a part stored by an earlier run (multipart ETag checks), when the upload knows it."""
         return None
 
     @abc.abstractmethod

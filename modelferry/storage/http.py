@@ -43,7 +43,7 @@ from modelferry.storage.socket_body import plain_body, stream_plain_body
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 1 << 19
 MAX_REDIRECTS = 5
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 

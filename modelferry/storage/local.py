@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -31,19 +30,22 @@ from modelferry.errors import (
 )
 from modelferry.storage.base import (
     MANIFEST_DIR,
+    PARTIAL_DIR,
     ObjectInfo,
     PartWriter,
     Store,
     StoreFeatures,
     Upload,
+    partial_stem,
 )
 from modelferry.storage.durable_rename import replace_durably
+from modelferry.storage.writeback import start_writeback
 from modelferry.uri import StorageURI, safe_relpath
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
-PARTIAL_DIR = f"{MANIFEST_DIR}/partial"
+__all__ = ["PARTIAL_DIR", "LocalStore", "LocalUpload", "partial_stem"]
 
 
 def translate_os_error(exc: OSError, what: str) -> Exception:
@@ -77,6 +79,7 @@ class LocalPart(PartWriter):
     def __init__(self, upload: LocalUpload, index: int, offset: int, length: int) -> None:
         self.upload = upload
         self.index = index
+        self.start = offset
         self.pos = offset
         self.end = offset + length
 
@@ -93,6 +96,7 @@ class LocalPart(PartWriter):
     def commit(self) -> None:
         if self.pos != self.end:
             raise RetryableError(f"part {self.index} of {self.upload.path} ended early", obj=self.upload.describe)
+        start_writeback(self.upload.fd, self.start, self.end - self.start)
         self.upload.journal_part(self.index)
 
 
@@ -320,11 +324,6 @@ class LocalStore(Store):
                         entry.unlink()
         with contextlib.suppress(OSError):
             partial_dir.rmdir()
-
-
-def partial_stem(path: str) -> str:
-    """The file name stem of ``path``'s partial download and journal under ``.modelferry/partial``."""
-    return hashlib.sha256(path.encode()).hexdigest()[:24]
 
 
 def _newest_mtime(entries: list[Path]) -> float:

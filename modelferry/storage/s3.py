@@ -13,7 +13,9 @@ import base64
 import builtins
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -26,7 +28,7 @@ from botocore.config import Config
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TransferSettings
-from modelferry.storage.base import ObjectInfo, Store, StoreFeatures, Upload
+from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload, partial_stem
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, tls_verify
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
@@ -265,7 +267,7 @@ class S3Store(Store):
     # -- writing --------------------------------------------------------------
 
     def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
-        return S3Upload(self, path, size, part_size)
+        return S3Upload(self, path, size, part_size, fingerprint)
 
     def put_bytes(self, path: str, data: bytes) -> None:
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
@@ -324,6 +326,45 @@ class S3Store(Store):
                 log.warning("could not abort the multipart copy of %s: %s", self.describe(dst_path), exc)
             raise
         return clean_etag(resp.get("ETag"))
+
+    def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
+        """Abort the multipart uploads whose resume record belongs to no file of the finished plan.
+
+        Records written at or after ``older_than`` (this run's start) are left alone: they may
+        belong to a concurrent run. Cleanup never fails a sync; problems are logged.
+        """
+        if keep is None:
+            return
+        wanted = {partial_stem(path) for path in keep}
+        root = self._list_prefix()
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            stale = [
+                str(obj["Key"])[len(root) :]
+                for page in paginator.paginate(Bucket=self.uri.bucket, Prefix=f"{root}{PARTIAL_DIR}/")
+                for obj in page.get("Contents", []) or []
+                if str(obj["Key"]).rsplit("/", 1)[-1].removesuffix(".json") not in wanted
+                and (older_than is None or obj["LastModified"].timestamp() < older_than)
+            ]
+            for rel in stale:
+                self._drop_record(rel)
+        except Exception as exc:
+            log.warning("could not clean up unfinished uploads under %s: %s", self.describe(PARTIAL_DIR), exc)
+
+    def _drop_record(self, rel: str) -> None:
+        raw = self.read_bytes(rel)
+        try:
+            record = json.loads(raw or b"{}")
+            path, upload_id = str(record["path"]), str(record["upload_id"])
+        except (ValueError, KeyError, TypeError):
+            path = upload_id = ""
+        if path and upload_id:
+            log.info("aborting the unfinished upload of %s left by an earlier run", self.describe(path))
+            with contextlib.suppress(NotFoundError):
+                self.call(
+                    "abort_multipart_upload", path, Bucket=self.uri.bucket, Key=self.uri.key(path), UploadId=upload_id
+                )
+        self.delete(rel)
 
     def interrupt(self) -> None:
         """Wake threads blocked in fast-path reads (cancellation on SIGTERM)."""

@@ -214,12 +214,15 @@ class Engine:
                 job.upload = self.target.open_upload(info.path, info.size, job.part_size, fingerprint=job.fingerprint())
             md5, sha1 = job.wants()
             read_back = None if job.upload.buffers_parts or job.server_copy else job.upload.read_back
+            resumable = job.upload.resumable and not job.server_copy
             job.hasher = InOrderHasher(
                 info.size,
                 md5=md5,
                 git_sha1=sha1,
                 read_back=read_back,
                 budget=None if read_back is None else self._hash_budget,
+                checkpoints={off + ln for off, ln in job.parts} if resumable else None,
+                resume=job.upload.resume_point() if resumable else None,
             )
             job.finished = job.upload.finished_parts() if not job.server_copy else set()
             with self._cond:
@@ -232,8 +235,11 @@ class Engine:
         info = job.info
         if idx in job.finished:
             if job.want_part_md5:
-                data = job.upload.read_back(offset, length) or b""
-                job.part_md5[idx] = hashlib.md5(data).digest()  # noqa: S324 - protocol checksum
+                stored = job.upload.stored_part_md5(idx)
+                if stored is None:
+                    data = job.upload.read_back(offset, length) or b""
+                    stored = hashlib.md5(data).digest()  # noqa: S324 - protocol checksum
+                job.part_md5[idx] = stored
             job.hasher.mark_on_disk(offset, offset + length)
             self.progress.add_bytes(length, 0)
         elif length > 0 or not (job.server_copy and info.sha256):
@@ -255,6 +261,19 @@ class Engine:
             last = job.remaining == 0
         if last:
             self._finish_file(job)
+        elif job.upload.resumable:
+            self._save_checkpoint(job)
+
+    def _save_checkpoint(self, job: FileJob) -> None:
+        """Hand the upload the hash state at the end of its longest run of stored parts (resume)."""
+        assert job.upload is not None and job.hasher is not None
+        with job.open_lock:
+            while job.stored_prefix < len(job.parts) and job.stored_prefix in job.committed:
+                job.stored_prefix += 1
+            limit = sum(job.parts[job.stored_prefix - 1]) if job.stored_prefix else 0
+        checkpoint = job.hasher.checkpoint_within(limit)
+        if checkpoint is not None:
+            job.upload.save_checkpoint(checkpoint)
 
     def _release_hashed(self, job: FileJob) -> None:
         # Called after every chunk: nothing to release for streaming (local) targets.
@@ -387,5 +406,8 @@ class Engine:
             self._open.clear()
         for job in open_jobs:
             if job.upload is not None:
+                if keep and job.upload.resumable and job.hasher is not None:
+                    with contextlib.suppress(Exception):
+                        self._save_checkpoint(job)  # the latest state, for the run that resumes this
                 with contextlib.suppress(Exception):
                     job.upload.abort(keep_partial=keep)

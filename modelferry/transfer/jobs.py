@@ -120,6 +120,7 @@ class FileJob:
     remaining: int = 0
     committed: set[int] = field(default_factory=set)
     released: set[int] = field(default_factory=set)
+    stored_prefix: int = 0  # parts [0, stored_prefix) are stored at the target (resume checkpoints)
     open_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -135,11 +136,13 @@ class FileJob:
         self.remaining = len(self.parts)
         self.committed = set()
         self.released = set()
+        self.stored_prefix = 0
 
     def fingerprint(self) -> str:
         i = self.info
         return hashlib.sha256(
-            f"{i.sha256}|{i.git_sha1}|{i.etag}|{i.md5}|{i.size}|{i.version}|{self.part_size}".encode()
+            # mtime: a local source file rewritten in place keeps its size but must not be resumed into.
+            f"{i.sha256}|{i.git_sha1}|{i.etag}|{i.md5}|{i.size}|{i.version}|{i.mtime_ns}|{self.part_size}".encode()
         ).hexdigest()[:32]
 
     def wants(self) -> tuple[bool, bool]:

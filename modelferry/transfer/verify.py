@@ -14,9 +14,11 @@ import base64
 import binascii
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Protocol
 
+from modelferry.hashstate import HashCheckpoint, ResumableHash
 from modelferry.storage.base import ObjectInfo
 
 READ_BACK_CHUNK = 4 << 20
@@ -78,6 +80,17 @@ class Expectation:
         return "size"
 
 
+class Digest(Protocol):
+    """What the hasher needs of a digest: hashlib's objects and :class:`ResumableHash` both fit."""
+
+    @property
+    def name(self) -> str: ...
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
 class InOrderHasher:
     """sha256 (always) plus md5 / git-sha1 when asked, fed out of order, hashed in order."""
 
@@ -89,25 +102,40 @@ class InOrderHasher:
         git_sha1: bool = False,
         read_back: Callable[[int, int], bytes | None] | None = None,
         budget: int | None = None,
+        checkpoints: Collection[int] | None = None,
+        resume: HashCheckpoint | None = None,
     ) -> None:
         self.size = size
-        self._hashers = [hashlib.sha256()]
-        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - protocol checksum
+        # Uploads that resume across runs save the hash state at part ends (``checkpoints``).
+        resumable = checkpoints is not None or resume is not None
+        states = resume.states if resume is not None else {}
+
+        def new(name: str) -> Digest:
+            if resumable:
+                return ResumableHash(name, states.get(name))
+            return hashlib.new(name)
+
+        self._hashers: list[Digest] = [new("sha256")]
+        self._md5 = new("md5") if md5 else None
         if self._md5 is not None:
             self._hashers.append(self._md5)
         self._sha1 = None
         if git_sha1:
-            self._sha1 = hashlib.sha1(f"blob {size}\0".encode())  # noqa: S324 - git's object id
+            self._sha1 = new("sha1")
+            if resume is None:
+                self._sha1.update(f"blob {size}\0".encode())  # git's object id covers this header
             self._hashers.append(self._sha1)
         self._read_back = read_back
         self._budget = budget
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
-        self._next = 0
+        self._next = resume.position if resume is not None else 0
         self._hashing = False
         self._pending: dict[int, bytes | memoryview] = {}
         self._pending_bytes = 0
         self._on_disk: list[tuple[int, int]] = []
+        self._checkpoints = frozenset(checkpoints or ())
+        self._snapshots: dict[int, HashCheckpoint] = {}
         self.read_back_bytes = 0
 
     @property
@@ -165,7 +193,7 @@ class InOrderHasher:
             elif start <= pos:
                 del self._pending[start]
                 self._pending_bytes -= len(data)
-                return memoryview(data)[pos - start :]
+                return data if pos == start else memoryview(data)[pos - start :]
         for i, (start, end) in enumerate(self._on_disk):
             if end <= pos:
                 continue
@@ -201,6 +229,10 @@ class InOrderHasher:
                 h.update(data)
             with self._lock:
                 self._next += len(data)
+                if self._next in self._checkpoints:  # only this thread hashes: the states are consistent
+                    self._snapshots[self._next] = HashCheckpoint(
+                        self._next, {h.name: h.state() for h in self._hashers if isinstance(h, ResumableHash)}
+                    )
                 try:
                     data = self._take_locked()
                 except BaseException:
@@ -209,6 +241,16 @@ class InOrderHasher:
                 if data is None:
                     self._hashing = False
                     self._done_cond.notify_all()
+
+    def checkpoint_within(self, limit: int) -> HashCheckpoint | None:
+        """The latest saved state at or before byte ``limit`` (older ones are dropped), or None."""
+        with self._lock:
+            best = max((p for p in self._snapshots if p <= limit), default=None)
+            if best is None:
+                return None
+            for p in [p for p in self._snapshots if p < best]:
+                del self._snapshots[p]
+            return self._snapshots[best]
 
     def wait_complete(self, timeout: float | None = None) -> bool:
         """Block until every byte is hashed (another thread may be hashing)."""

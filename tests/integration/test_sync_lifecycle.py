@@ -314,10 +314,10 @@ def test_an_unreadable_manifest_is_withdrawn_too(hub: StallingHub, tmp_path: Pat
     assert not (out / MANIFEST).exists()
 
 
-# -- SIGTERM with a bucket target: the multipart upload is aborted, nothing half-made is visible --
+# -- SIGTERM with a bucket target: nothing half-made is visible, the upload is kept for the rerun --
 
 
-def test_sigterm_with_a_bucket_target_aborts_the_multipart_upload(hub: StallingHub, tmp_path: Path) -> None:
+def test_sigterm_with_a_bucket_target_keeps_the_upload_for_the_rerun(hub: StallingHub, tmp_path: Path) -> None:
     from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, list_keys, shared_servers
 
     moto = shared_servers()[0]
@@ -327,12 +327,13 @@ def test_sigterm_with_a_bucket_target_aborts_the_multipart_upload(hub: StallingH
     files["model.safetensors"] = (files["model.safetensors"] * 4)[: 12 * MiB]  # three 5 MiB parts
     hub.add(HubRepo("org/big", files))
     hub.faults.slow_delay = 0.02  # ~1.6 s per 5 MiB part
-    proc = spawn(
-        tmp_path, "sync", "hf://org/big", "s3://lifecycle/models/big", "--hf-endpoint", hub.url,
+    args = (
+        "sync", "hf://org/big", "s3://lifecycle/models/big", "--hf-endpoint", hub.url,
         "--target-endpoint", moto.endpoint, "--addressing-style", "path", "--part-size", "5MiB",
         "--concurrency", "2", "--termination-log", str(tmp_path / "term"),
-        env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"},
     )  # fmt: skip
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    proc = spawn(tmp_path, *args, env=env)
 
     def uploads() -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = client.list_multipart_uploads(Bucket="lifecycle").get("Uploads", [])
@@ -343,13 +344,26 @@ def test_sigterm_with_a_bucket_target_aborts_the_multipart_upload(hub: StallingH
         assert proc.poll() is None, "the copy finished before it could be signalled"
         proc.send_signal(signal.SIGTERM)
         code = finish(proc, timeout=15)
+        moto_keys = list_keys(client, "lifecycle")
+        kept = uploads()
+        records = [k for k in moto_keys if k.startswith("models/big/.modelferry/partial/")]
+        assert code == 1, (tmp_path / "stderr").read_text()
+        assert "models/big/model.safetensors" not in moto_keys
+        assert "models/big/.modelferry/manifest.json" not in moto_keys
+        # The Job's next attempt resumes it; the record names it so a later run can also abort it.
+        assert [u["Key"] for u in kept] == ["models/big/model.safetensors"]
+        assert len(records) == 1
+        record = json.loads(client.get_object(Bucket="lifecycle", Key=records[0])["Body"].read())
+        assert record["upload_id"] == kept[0]["UploadId"]
+
+        hub.faults.slow_delay = 0.0
+        rerun = spawn(tmp_path, *args, env=env)
+        assert finish(rerun, timeout=60) == 0, (tmp_path / "stderr").read_text()
+        body = client.get_object(Bucket="lifecycle", Key="models/big/model.safetensors")["Body"].read()
+        assert body == files["model.safetensors"]
+        assert uploads() == []
+        assert not [k for k in list_keys(client, "lifecycle") if "/partial/" in k]
     finally:
         if proc.poll() is None:
             proc.kill()
-        moto_keys = list_keys(client, "lifecycle")
-        left = uploads()
         moto.reset()
-    assert code == 1, (tmp_path / "stderr").read_text()
-    assert "models/big/model.safetensors" not in moto_keys
-    assert "models/big/.modelferry/manifest.json" not in moto_keys
-    assert left == []  # parts of an unfinished upload are billed and invisible: none left behind

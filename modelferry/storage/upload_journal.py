@@ -1,0 +1,134 @@
+"""The resume record of one multipart upload, kept in the target store beside the upload.
+
+A sync runs in a Job pod: after a SIGKILL (OOM, node drain) the next attempt is
+a new pod with a new filesystem, so the record lives where the parts live, as a
+small JSON object at ``<prefix>/.modelferry/partial/<stem>.json``. It names the
+upload, the source version it belongs to (fingerprint, size, part size), the
+hash state after the last part known to be stored, and the MD5 of each part
+before it. It is rewritten at most every :data:`INTERVAL` seconds while parts
+finish (a kill loses at most that much progress; the lost parts are sent
+again) and at once when a run stops with a retryable error or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelferry.errors import ModelferryError
+from modelferry.hashstate import HashCheckpoint
+from modelferry.storage.base import PARTIAL_DIR, Store, partial_stem
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 2.0
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResumeRecord:
+    """What an earlier run left: its upload id, and how far it got when it last said so."""
+
+    upload_id: str
+    checkpoint: HashCheckpoint | None
+    part_md5: dict[int, bytes]
+
+
+class UploadJournal:
+    """Reads and writes the record of ``path``'s multipart upload in ``store``."""
+
+    def __init__(self, store: Store, path: str, *, size: int, part_size: int, fingerprint: str) -> None:
+        self.store = store
+        self.name = f"{PARTIAL_DIR}/{partial_stem(path)}.json"
+        self.header: dict[str, Any] = {
+            "version": VERSION,
+            "path": path,
+            "size": size,
+            "part_size": part_size,
+            "fingerprint": fingerprint,
+        }
+        self._lock = threading.Lock()  # one writer at a time, so an older state never lands last
+        self._upload_id: str | None = None
+        self._checkpoint: HashCheckpoint | None = None
+        self._md5s: dict[int, bytes] = {}
+        self._written_at = 0.0
+        self._written_position = -1
+
+    def load(self) -> tuple[ResumeRecord | None, str | None]:
+        """(the record when it belongs to this source version, else None; any upload id it names)."""
+        try:
+            raw = self.store.read_bytes(self.name)
+        except ModelferryError as exc:
+            log.info("cannot read the resume record %s: %s", self.store.describe(self.name), exc)
+            return None, None
+        if raw is None:
+            return None, None
+        try:
+            data = json.loads(raw)
+            upload_id = str(data["upload_id"])
+        except (ValueError, KeyError, TypeError):
+            return None, None
+        if {k: data.get(k) for k in self.header} != self.header:
+            return None, upload_id  # another source version or part size: its upload is a leftover
+        try:
+            md5s = {int(k): bytes.fromhex(v) for k, v in dict(data.get("part_md5") or {}).items()}
+        except (ValueError, TypeError, AttributeError):
+            return None, upload_id
+        checkpoint = HashCheckpoint.from_json(data["checkpoint"]) if data.get("checkpoint") else None
+        return ResumeRecord(upload_id, checkpoint, md5s), upload_id
+
+    def start(
+        self, upload_id: str, checkpoint: HashCheckpoint | None = None, md5s: Mapping[int, bytes] | None = None
+    ) -> None:
+        """Name the upload at once, so a kill right after leaves something to resume or clean up."""
+        with self._lock:
+            self._upload_id = upload_id
+            self._checkpoint = checkpoint
+            self._md5s = dict(md5s or {})
+        self.flush()
+
+    def record(self, checkpoint: HashCheckpoint, md5s: Mapping[int, bytes], part_size: int) -> None:
+        """Remember a new checkpoint; written when :data:`INTERVAL` has passed since the last write."""
+        wanted = range(checkpoint.position // part_size + (1 if checkpoint.position % part_size else 0))
+        with self._lock:
+            if self._checkpoint is not None and checkpoint.position <= self._checkpoint.position:
+                return
+            self._checkpoint = checkpoint
+            self._md5s = {i: md5s[i] for i in wanted if i in md5s}
+            due = time.monotonic() - self._written_at >= INTERVAL
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the latest record now (best effort: a failed write only costs progress)."""
+        with self._lock:
+            if self._upload_id is None:
+                return
+            position = self._checkpoint.position if self._checkpoint is not None else 0
+            if position == self._written_position:
+                return
+            body = dict(self.header)
+            body["upload_id"] = self._upload_id
+            body["checkpoint"] = self._checkpoint.to_json() if self._checkpoint is not None else None
+            body["part_md5"] = {str(i): d.hex() for i, d in sorted(self._md5s.items())}
+            try:
+                self.store.put_bytes(self.name, json.dumps(body).encode())
+            except ModelferryError as exc:
+                log.warning("could not write the resume record %s: %s", self.store.describe(self.name), exc)
+                return
+            self._written_at = time.monotonic()
+            self._written_position = position
+
+    def remove(self) -> None:
+        """The upload is complete or abandoned: its record goes (best effort)."""
+        with self._lock:
+            self._upload_id = None
+        try:
+            self.store.delete(self.name)
+        except ModelferryError as exc:
+            log.warning("could not remove the resume record %s: %s", self.store.describe(self.name), exc)
