@@ -19,7 +19,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -27,9 +26,10 @@ import oci  # the [oci] extra; storage/__init__.py turns its absence into a Usag
 
 from modelferry.errors import RetryableError
 from modelferry.settings import OCICredentials, TransferSettings
-from modelferry.storage.base import ObjectInfo, PartWriter, Store, StoreFeatures, Upload
-from modelferry.storage.buffered_part import BufferedPart
+from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
+from modelferry.storage.object_upload import ObjectUpload
 from modelferry.storage.oracle_client import call, make_client, translate
+from modelferry.storage.upload_journal import drop_records, stale_record
 from modelferry.transfer.verify import b64_to_hex
 from modelferry.uri import StorageURI, relative_key, under_prefix
 
@@ -53,85 +53,88 @@ def multipart_hex(value: str | None) -> str | None:
     return f"{hexed}-{count}" if hexed and count.isdigit() else None
 
 
-class OracleUpload(Upload):
-    """``put_object`` for a one-part file, a multipart upload otherwise; visible only on :meth:`complete`."""
+class OracleUpload(ObjectUpload):
+    """``put_object`` for a one-part file, a multipart upload otherwise (resumable); visible only on complete."""
 
-    buffers_parts = True
-
-    def __init__(self, store: OracleStore, path: str, size: int, part_size: int) -> None:
+    def __init__(self, store: OracleStore, path: str, size: int, part_size: int, fingerprint: str = "") -> None:
+        super().__init__(store, path, size, part_size, fingerprint)
         self.store = store
-        self.path = path
-        self.size = size
-        self.part_size = part_size
         self.key = store.uri.key(path)
-        self.describe = store.describe(path)
-        self.parts = max(1, -(-size // part_size)) if size else 1
-        self._lock = threading.Lock()
-        self._single: bytes | None = None
-        self._etags: dict[int, str] = {}
-        self.upload_id: str | None = None
-        if self.parts > 1:
-            details = oci.object_storage.models.CreateMultipartUploadDetails(
-                object=self.key, metadata={f"opc-meta-{PART_SIZE_META}": str(part_size)}
-            )
-            response = store.call(
-                lambda: store.client.create_multipart_upload(store.namespace, store.bucket, details), self.describe
-            )
-            self.upload_id = response.data.upload_id
+        self.begin()
 
-    def part(self, index: int, offset: int, length: int) -> PartWriter:
-        return BufferedPart(self, index, length)
+    def _create(self) -> str:
+        store = self.store
+        details = oci.object_storage.models.CreateMultipartUploadDetails(
+            object=self.key, metadata={f"opc-meta-{PART_SIZE_META}": str(self.part_size)}
+        )
+        response = store.call(
+            lambda: store.client.create_multipart_upload(store.namespace, store.bucket, details), self.describe
+        )
+        return str(response.data.upload_id)
 
-    def commit_part(self, index: int, buffer: bytearray) -> None:
-        data = bytes(buffer)  # the oci SDK sends bytes bodies
-        if self.upload_id is None:
-            self._single = data
-            return
-        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes) -> str:
+        body = bytes(data)  # the oci SDK sends bytes bodies
         store, upload_id = self.store, self.upload_id
         response = store.call(
             lambda: store.client.upload_part(
-                store.namespace, store.bucket, self.key, upload_id, index + 1, data, content_md5=md5
+                store.namespace,
+                store.bucket,
+                self.key,
+                upload_id,
+                index + 1,
+                body,
+                content_md5=base64.b64encode(md5).decode(),
             ),
             f"{self.describe} part {index + 1}",
         )
-        with self._lock:
-            self._etags[index + 1] = response.headers["etag"]
+        return str(response.headers["etag"])
 
-    def complete(self) -> str | None:
+    def _stored_parts(self, upload_id: str) -> dict[int, tuple[str, int]]:
         store = self.store
-        if self.upload_id is None:
-            data = self._single if self._single is not None else b""
-            md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+        parts: dict[int, tuple[str, int]] = {}
+        page: str | None = None
+        while True:
             response = store.call(
-                lambda: store.client.put_object(store.namespace, store.bucket, self.key, data, content_md5=md5),
-                self.describe,
+                lambda p=page: store.client.list_multipart_upload_parts(  # type: ignore[misc]
+                    store.namespace, store.bucket, self.key, upload_id, limit=PAGE_SIZE, page=p
+                ),
+                f"parts of {self.describe}",
             )
-            etag: str | None = response.headers.get("etag")
-            return etag
-        upload_id = self.upload_id
-        parts = [
-            oci.object_storage.models.CommitMultipartUploadPartDetails(part_num=n, etag=e)
-            for n, e in sorted(self._etags.items())
-        ]
-        if len(parts) != self.parts:
-            raise RetryableError(f"{len(parts)} of {self.parts} parts uploaded", obj=self.describe)
-        details = oci.object_storage.models.CommitMultipartUploadDetails(parts_to_commit=parts)
+            for part in response.data or []:
+                parts[int(part.part_number)] = (str(part.etag), int(part.size or 0))
+            page = response.headers.get("opc-next-page")
+            if not page:
+                return parts
+
+    def _commit(self, etags: list[tuple[int, str]]) -> str | None:
+        store, upload_id = self.store, self.upload_id
+        details = oci.object_storage.models.CommitMultipartUploadDetails(
+            parts_to_commit=[
+                oci.object_storage.models.CommitMultipartUploadPartDetails(part_num=n, etag=e) for n, e in etags
+            ]
+        )
         response = store.call(
             lambda: store.client.commit_multipart_upload(store.namespace, store.bucket, self.key, upload_id, details),
             self.describe,
         )
-        self.upload_id = None
         return multipart_hex(response.headers.get("opc-multipart-md5")) or response.headers.get("etag")
 
-    def abort(self, *, keep_partial: bool = False) -> None:
-        # Uncommitted parts cost storage and cannot be resumed without a journal: always abort.
-        if self.upload_id is None:
-            return
-        store, upload_id = self.store, self.upload_id
-        self.upload_id = None
-        with contextlib.suppress(Exception):
+    def _put_single(self, data: bytes | bytearray) -> str | None:
+        store, body = self.store, bytes(data)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()  # noqa: S324 - protocol checksum
+        response = store.call(
+            lambda: store.client.put_object(store.namespace, store.bucket, self.key, body, content_md5=md5),
+            self.describe,
+        )
+        etag: str | None = response.headers.get("etag")
+        return etag
+
+    def _abort_id(self, upload_id: str) -> None:
+        store = self.store
+        try:
             store.client.abort_multipart_upload(store.namespace, store.bucket, self.key, upload_id)
+        except Exception as exc:  # best effort: a leftover only costs storage until a lifecycle rule
+            log.debug("could not abort the multipart upload of %s: %s", self.describe, exc)
 
 
 class OracleStore(Store):
@@ -271,7 +274,7 @@ class OracleStore(Store):
         return content
 
     def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
-        return OracleUpload(self, path, size, part_size)
+        return OracleUpload(self, path, size, part_size, fingerprint)
 
     def put_bytes(self, path: str, data: bytes) -> None:
         key = self.uri.key(path)
@@ -290,6 +293,37 @@ class OracleStore(Store):
                 raise translate(exc, self.describe(path)) from exc
         except Exception as exc:
             raise translate(exc, self.describe(path)) from exc
+
+    def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
+        """Abort the multipart uploads whose resume record belongs to no file of the finished plan.
+
+        Records created at or after ``older_than`` (this run's start) are left alone; cleanup never
+        fails a sync.
+        """
+        if keep is None:
+            return
+        root = f"{self.uri.prefix}/" if self.uri.prefix else ""
+
+        def abort(path: str, upload_id: str) -> None:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(self.namespace, self.bucket, self.uri.key(path), upload_id)
+
+        try:
+            response = self.call(
+                lambda: self.client.list_objects(
+                    self.namespace, self.bucket, prefix=f"{root}{PARTIAL_DIR}/", fields="name,timeCreated"
+                ),
+                f"listing {self.describe(PARTIAL_DIR)}",
+            )
+            stale = [
+                obj.name[len(root) :]
+                for obj in response.data.objects or []
+                if stale_record(obj.name, keep)
+                and (older_than is None or obj.time_created is None or obj.time_created.timestamp() < older_than)
+            ]
+            drop_records(self, stale, abort)
+        except Exception as exc:
+            log.warning("could not clean up unfinished uploads under %s: %s", self.describe(PARTIAL_DIR), exc)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

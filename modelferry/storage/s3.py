@@ -15,7 +15,6 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -28,12 +27,13 @@ from botocore.config import Config
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TransferSettings
-from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload, partial_stem
+from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, tls_verify
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
 from modelferry.storage.s3_upload import SHA256_META, S3Upload
+from modelferry.storage.upload_journal import drop_records, stale_record
 from modelferry.transfer.verify import clean_etag
 from modelferry.uri import StorageURI
 
@@ -335,36 +335,26 @@ class S3Store(Store):
         """
         if keep is None:
             return
-        wanted = {partial_stem(path) for path in keep}
         root = self._list_prefix()
         paginator = self.client.get_paginator("list_objects_v2")
+
+        def abort(path: str, upload_id: str) -> None:
+            with contextlib.suppress(NotFoundError):
+                self.call(
+                    "abort_multipart_upload", path, Bucket=self.uri.bucket, Key=self.uri.key(path), UploadId=upload_id
+                )
+
         try:
             stale = [
                 str(obj["Key"])[len(root) :]
                 for page in paginator.paginate(Bucket=self.uri.bucket, Prefix=f"{root}{PARTIAL_DIR}/")
                 for obj in page.get("Contents", []) or []
-                if str(obj["Key"]).rsplit("/", 1)[-1].removesuffix(".json") not in wanted
+                if stale_record(str(obj["Key"]), keep)
                 and (older_than is None or obj["LastModified"].timestamp() < older_than)
             ]
-            for rel in stale:
-                self._drop_record(rel)
+            drop_records(self, stale, abort)
         except Exception as exc:
             log.warning("could not clean up unfinished uploads under %s: %s", self.describe(PARTIAL_DIR), exc)
-
-    def _drop_record(self, rel: str) -> None:
-        raw = self.read_bytes(rel)
-        try:
-            record = json.loads(raw or b"{}")
-            path, upload_id = str(record["path"]), str(record["upload_id"])
-        except (ValueError, KeyError, TypeError):
-            path = upload_id = ""
-        if path and upload_id:
-            log.info("aborting the unfinished upload of %s left by an earlier run", self.describe(path))
-            with contextlib.suppress(NotFoundError):
-                self.call(
-                    "abort_multipart_upload", path, Bucket=self.uri.bucket, Key=self.uri.key(path), UploadId=upload_id
-                )
-        self.delete(rel)
 
     def interrupt(self) -> None:
         """Wake threads blocked in fast-path reads (cancellation on SIGTERM)."""

@@ -4,8 +4,8 @@ A sync runs in a Job pod: after a SIGKILL (OOM, node drain) the next attempt is
 a new pod with a new filesystem, so the record lives where the parts live, as a
 small JSON object at ``<prefix>/.modelferry/partial/<stem>.json``. It names the
 upload, the source version it belongs to (fingerprint, size, part size), the
-hash state after the last part known to be stored, and the MD5 of each part
-before it. It is rewritten at most every :data:`INTERVAL` seconds while parts
+hash state after the last part known to be stored, and the MD5 and ETag of
+each part before it (the ETag is compared with the store's own part listing). It is rewritten at most every :data:`INTERVAL` seconds while parts
 finish (a kill loses at most that much progress; the lost parts are sent
 again) and at once when a run stops with a retryable error or SIGTERM.
 """
@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ class ResumeRecord:
 
     upload_id: str
     checkpoint: HashCheckpoint | None
-    part_md5: dict[int, bytes]
+    parts: dict[int, tuple[bytes, str]]  # part index -> (MD5, ETag the store answered)
 
 
 class UploadJournal:
@@ -55,7 +55,7 @@ class UploadJournal:
         self._lock = threading.Lock()  # one writer at a time, so an older state never lands last
         self._upload_id: str | None = None
         self._checkpoint: HashCheckpoint | None = None
-        self._md5s: dict[int, bytes] = {}
+        self._parts: dict[int, tuple[bytes, str]] = {}
         self._written_at = 0.0
         self._written_position = -1
 
@@ -76,30 +76,35 @@ class UploadJournal:
         if {k: data.get(k) for k in self.header} != self.header:
             return None, upload_id  # another source version or part size: its upload is a leftover
         try:
-            md5s = {int(k): bytes.fromhex(v) for k, v in dict(data.get("part_md5") or {}).items()}
-        except (ValueError, TypeError, AttributeError):
+            parts = {
+                int(k): (bytes.fromhex(v["md5"]), str(v["etag"])) for k, v in dict(data.get("parts") or {}).items()
+            }
+        except (ValueError, TypeError, AttributeError, KeyError):
             return None, upload_id
         checkpoint = HashCheckpoint.from_json(data["checkpoint"]) if data.get("checkpoint") else None
-        return ResumeRecord(upload_id, checkpoint, md5s), upload_id
+        return ResumeRecord(upload_id, checkpoint, parts), upload_id
 
     def start(
-        self, upload_id: str, checkpoint: HashCheckpoint | None = None, md5s: Mapping[int, bytes] | None = None
+        self,
+        upload_id: str,
+        checkpoint: HashCheckpoint | None = None,
+        parts: Mapping[int, tuple[bytes, str]] | None = None,
     ) -> None:
         """Name the upload at once, so a kill right after leaves something to resume or clean up."""
         with self._lock:
             self._upload_id = upload_id
             self._checkpoint = checkpoint
-            self._md5s = dict(md5s or {})
+            self._parts = dict(parts or {})
         self.flush()
 
-    def record(self, checkpoint: HashCheckpoint, md5s: Mapping[int, bytes], part_size: int) -> None:
+    def record(self, checkpoint: HashCheckpoint, parts: Mapping[int, tuple[bytes, str]], part_size: int) -> None:
         """Remember a new checkpoint; written when :data:`INTERVAL` has passed since the last write."""
         wanted = range(checkpoint.position // part_size + (1 if checkpoint.position % part_size else 0))
         with self._lock:
             if self._checkpoint is not None and checkpoint.position <= self._checkpoint.position:
                 return
             self._checkpoint = checkpoint
-            self._md5s = {i: md5s[i] for i in wanted if i in md5s}
+            self._parts = {i: parts[i] for i in wanted if i in parts}
             due = time.monotonic() - self._written_at >= INTERVAL
         if due:
             self.flush()
@@ -115,7 +120,7 @@ class UploadJournal:
             body = dict(self.header)
             body["upload_id"] = self._upload_id
             body["checkpoint"] = self._checkpoint.to_json() if self._checkpoint is not None else None
-            body["part_md5"] = {str(i): d.hex() for i, d in sorted(self._md5s.items())}
+            body["parts"] = {str(i): {"md5": m.hex(), "etag": e} for i, (m, e) in sorted(self._parts.items())}
             try:
                 self.store.put_bytes(self.name, json.dumps(body).encode())
             except ModelferryError as exc:
@@ -132,3 +137,22 @@ class UploadJournal:
             self.store.delete(self.name)
         except ModelferryError as exc:
             log.warning("could not remove the resume record %s: %s", self.store.describe(self.name), exc)
+
+
+def stale_record(name: str, keep: Iterable[str]) -> bool:
+    """True when the record object ``name`` (relative to the root) belongs to none of the ``keep`` paths."""
+    return name.rsplit("/", 1)[-1].removesuffix(".json") not in {partial_stem(path) for path in keep}
+
+
+def drop_records(store: Store, names: Iterable[str], abort: Callable[[str, str], None]) -> None:
+    """Abort the upload each record names (``abort(path, upload_id)``) and delete the record."""
+    for name in names:
+        try:
+            record = json.loads(store.read_bytes(name) or b"{}")
+            path, upload_id = str(record["path"]), str(record["upload_id"])
+        except (ValueError, KeyError, TypeError):
+            path = upload_id = ""
+        if path and upload_id:
+            log.info("aborting the unfinished upload of %s left by an earlier run", store.describe(path))
+            abort(path, upload_id)
+        store.delete(name)

@@ -303,3 +303,46 @@ def test_principal_signers_are_wired(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(oci.auth.signers, "get_resource_principals_signer", broken)
     with pytest.raises(UsageError, match="resource principal"):
         OracleStore(uri, OCICredentials(auth_type="resource_principal"), transfer())
+
+
+# -- resume: a kept multipart upload carries on in the next run -----------------------------------
+
+
+def test_a_kept_upload_resumes_in_the_next_run_and_a_left_out_file_is_aborted(
+    frankfurt: OracleServer, oci_config: Path, tmp_path: Path
+) -> None:
+    from modelferry.errors import RetryableError
+    from modelferry.storage.base import PARTIAL_DIR, partial_stem
+    from modelferry.transfer.plan import SyncOptions
+    from tests.integration.test_s3_resume import FlakySource
+
+    data = os.urandom(6 * MiB - 123)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(data)
+    settings = transfer(concurrency=1, retries=1)
+    record = f"meta/llama/{PARTIAL_DIR}/{partial_stem('big.bin')}.json"
+
+    def run(source: FlakySource, options: SyncOptions | None = None) -> None:
+        sync(source, store(frankfurt, oci_config, "replica", "meta/llama"), settings, options or SyncOptions())
+
+    with pytest.raises(RetryableError, match="injected"):
+        run(FlakySource(tmp_path / "src", fail_from=3 * MiB))
+    assert len(frankfurt.uploads) == 1 and "meta/llama/big.bin" not in frankfurt.buckets["replica"]
+    saved = json.loads(frankfurt.get("replica", record))
+    assert saved["checkpoint"]["position"] == 3 * MiB and sorted(saved["parts"]) == ["0", "1", "2"]
+
+    source = FlakySource(tmp_path / "src")
+    run(source)
+    assert {start for _, start in source.reads} == {3 * MiB, 4 * MiB, 5 * MiB}  # parts 0-2 not read again
+    assert frankfurt.get("replica", "meta/llama/big.bin") == data
+    manifest = json.loads(frankfurt.get("replica", "meta/llama/.modelferry/manifest.json"))
+    assert manifest["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert frankfurt.uploads == {} and record not in frankfurt.buckets["replica"]
+
+    (tmp_path / "src" / "other.bin").write_bytes(data)  # a second kept upload, then left out of the next run
+    with pytest.raises(RetryableError, match="injected"):
+        run(FlakySource(tmp_path / "src", fail_from=3 * MiB), SyncOptions(include=("other.bin",)))
+    assert len(frankfurt.uploads) == 1
+    run(FlakySource(tmp_path / "src"), SyncOptions(include=("big.bin",)))
+    assert frankfurt.uploads == {}
+    assert not [k for k in frankfurt.buckets["replica"] if "/partial/" in k]
