@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,21 +177,30 @@ def best(runs: list[Run]) -> dict[tuple[str, str], Run]:
     return out
 
 
+def median(runs: list[Run], tool: str, scenario: str) -> float:
+    """The median MB/s of the successful runs of ``tool`` in ``scenario`` (0 when there are none)."""
+    rates = [r.mb_s for r in runs if r.ok and r.tool == tool and r.scenario == scenario]
+    return statistics.median(rates) if rates else 0.0
+
+
 def table(runs: list[Run], scenarios: list[str]) -> str:
     """A Markdown table of the best runs with ratios modelferry/competitor."""
     top = best(runs)
     lines = [
-        "| scenario | tool | best s | MB/s | peak RSS MB | CPU s | modelferry-hf / this |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | tool | best s | MB/s (best) | MB/s (median) | peak RSS MB | CPU s | modelferry-hf / this (best, median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         ours = top.get(("modelferry-hf", scenario))
         for (tool, sc), r in sorted(top.items()):
             if sc != scenario:
                 continue
-            ratio = f"{ours.mb_s / r.mb_s:.2f}x" if ours else "n/a"
+            med = median(runs, tool, scenario)
+            ours_med = median(runs, "modelferry-hf", scenario)
+            ratio = f"{ours.mb_s / r.mb_s:.2f}x, {ours_med / med:.2f}x" if ours else "n/a"
             lines.append(
-                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {r.peak_rss_mb:.0f} | {r.cpu_s:.1f} | {ratio} |"
+                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.peak_rss_mb:.0f} "
+                f"| {r.cpu_s:.1f} | {ratio} |"
             )
     failed = [r for r in runs if not r.ok]
     for r in failed:
