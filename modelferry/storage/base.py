@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from modelferry.errors import UsageError
@@ -52,11 +52,35 @@ class ObjectInfo:
         return None
 
 
+@dataclass(frozen=True)
+class FileSink:
+    """Where a source may put a range's bytes itself, without them passing through Python: ``fd`` at ``offset``.
+
+    ``translate`` turns an ``OSError`` of writing to ``fd`` into the target's error (disk full...).
+    """
+
+    fd: int
+    offset: int
+    translate: Callable[[OSError], Exception]
+
+
+class InPlace(int):
+    """What :meth:`Store.read_into` yields for bytes it wrote into the sink itself: how many."""
+
+
 class PartWriter(abc.ABC):
     """Receives the bytes of one part, in order, then is committed or discarded."""
 
     @abc.abstractmethod
     def write(self, data: bytes | memoryview) -> None: ...
+
+    def sink(self) -> FileSink | None:
+        """The file and offset a source may write the next bytes into directly (local files), else None."""
+        return None
+
+    def advance(self, count: int) -> None:
+        """``count`` bytes were written through :meth:`sink` by the source."""
+        raise NotImplementedError("this part writer has no sink")
 
     @abc.abstractmethod
     def commit(self) -> None:
@@ -153,6 +177,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
         """Stream ``length`` bytes of ``path`` from ``start`` in chunks."""
+
+    def read_into(
+        self, path: str, start: int, length: int, sink: FileSink, *, info: ObjectInfo | None = None
+    ) -> Iterable[bytes | InPlace]:
+        """Like :meth:`read`, but bytes may go straight into ``sink`` (yielded as :class:`InPlace` counts).
+
+        Sources that can move bytes from a socket to a file in the kernel (``splice``) override
+        this; the default reads as usual.
+        """
+        return self.read(path, start, length, info=info)
 
     def read_bytes(self, path: str) -> bytes | None:
         """A small whole file, or None if it does not exist (manifests)."""

@@ -39,7 +39,7 @@ from modelferry.errors import (
 )
 from modelferry.logs import register_secret
 from modelferry.settings import HFCredentials, TransferSettings
-from modelferry.storage.base import ObjectInfo, Store, StoreFeatures
+from modelferry.storage.base import FileSink, InPlace, ObjectInfo, Store, StoreFeatures
 from modelferry.storage.http import RangedHTTPClient, parse_retry_after
 from modelferry.transfer.retry import retry_call
 from modelferry.uri import StorageURI
@@ -244,6 +244,14 @@ class HFStore(Store):
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return self.http.get_range(self.file_url(path), start, length, headers=headers, what=self.describe(path))
+
+    def read_into(
+        self, path: str, start: int, length: int, sink: FileSink, *, info: ObjectInfo | None = None
+    ) -> Iterable[bytes | InPlace]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.http.get_range_into(
+            self.file_url(path), start, length, sink, headers=headers, what=self.describe(path)
+        )
 
     def interrupt(self) -> None:
         """Wake downloads blocked on a silent server (SIGTERM drain)."""

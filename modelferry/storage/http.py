@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from typing import cast
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -39,11 +40,13 @@ from modelferry.errors import (
     StalledError,
     ThrottledError,
 )
-from modelferry.storage.socket_body import plain_body, stream_plain_body
+from modelferry.storage.base import FileSink, InPlace
+from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 19
+SPLICE_CHUNK = 1 << 20  # at most one pipe's worth per splice call
 MAX_REDIRECTS = 5
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
@@ -135,6 +138,7 @@ class RangedHTTPClient:
         self._inflight: set[socket.socket] = set()
         self._inflight_lock = threading.Lock()
         self._interrupted = False
+        self.spliced_bytes = 0  # bytes moved socket -> file by splice (statistics, tests)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -209,6 +213,31 @@ class RangedHTTPClient:
         what: str | None = None,
     ) -> Iterator[bytes]:
         """Stream bytes ``[start, start + length)`` of ``url`` in chunks of up to ``chunk_size``."""
+        return cast(Iterator[bytes], self._get_range(url, start, length, headers=headers, what=what, sink=None))
+
+    def get_range_into(
+        self,
+        url: str,
+        start: int,
+        length: int,
+        sink: FileSink,
+        *,
+        headers: Mapping[str, str] | None = None,
+        what: str | None = None,
+    ) -> Iterator[bytes | InPlace]:
+        """Like :meth:`get_range`, but a plain-HTTP body is spliced into ``sink`` (see :func:`splice_plain_body`)."""
+        return self._get_range(url, start, length, headers=headers, what=what, sink=sink)
+
+    def _get_range(
+        self,
+        url: str,
+        start: int,
+        length: int,
+        *,
+        headers: Mapping[str, str] | None,
+        what: str | None,
+        sink: FileSink | None,
+    ) -> Iterator[bytes | InPlace]:
         what = what or url
         if length <= 0:
             return
@@ -223,7 +252,7 @@ class RangedHTTPClient:
         ok = False
         try:
             skip = self._check_response(resp, start, length, what)
-            yield from self._stream(resp, skip, length, what)
+            yield from self._stream(resp, skip, length, what, sink)
             ok = True
         finally:
             self._untrack(sock)  # before the connection goes back to the pool or is closed
@@ -250,11 +279,20 @@ class RangedHTTPClient:
             return start
         raise status_error(resp.status, what, resp.headers)
 
-    def _stream(self, resp: urllib3.BaseHTTPResponse, skip: int, length: int, what: str) -> Iterator[bytes]:
+    def _stream(
+        self, resp: urllib3.BaseHTTPResponse, skip: int, length: int, what: str, sink: FileSink | None = None
+    ) -> Iterator[bytes | InPlace]:
         remaining_skip = skip
         remaining = length
         try:
             direct = None if skip else plain_body(resp, length)
+            if direct is not None and sink is not None and CAN_SPLICE:  # plain HTTP into a local file
+                for chunk in splice_plain_body(direct, length, sink, SPLICE_CHUNK, self.stall_timeout, what):
+                    if isinstance(chunk, InPlace):
+                        with self._inflight_lock:
+                            self.spliced_bytes += chunk
+                    yield chunk
+                return
             if direct is not None:  # plain HTTP: one recv per chunk (see socket_body)
                 yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
                 return

@@ -31,6 +31,7 @@ from modelferry.errors import (
 from modelferry.storage.base import (
     MANIFEST_DIR,
     PARTIAL_DIR,
+    FileSink,
     ObjectInfo,
     PartWriter,
     Store,
@@ -92,6 +93,13 @@ class LocalPart(PartWriter):
                 raise translate_os_error(exc, self.upload.describe) from exc
             self.pos += written
             view = view[written:]
+
+    def sink(self) -> FileSink | None:
+        describe = self.upload.describe
+        return FileSink(self.upload.fd, self.pos, lambda exc: translate_os_error(exc, describe))
+
+    def advance(self, count: int) -> None:
+        self.pos += count
 
     def commit(self) -> None:
         if self.pos != self.end:

@@ -27,7 +27,7 @@ from botocore.config import Config
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TransferSettings
-from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
+from modelferry.storage.base import PARTIAL_DIR, FileSink, InPlace, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, tls_verify
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
@@ -251,6 +251,15 @@ class S3Store(Store):
             raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
         finally:
             body.close()
+
+    def read_into(
+        self, path: str, start: int, length: int, sink: FileSink, *, info: ObjectInfo | None = None
+    ) -> Iterable[bytes | InPlace]:
+        if self.fast_reader is None or length <= 0:
+            return self.read(path, start, length, info=info)
+        self.count("ranged_get")
+        etag = info.etag if info is not None else None
+        return self.fast_reader.read_into(self.uri.key(path), start, length, sink, etag=etag, what=self.describe(path))
 
     def read_bytes(self, path: str) -> bytes | None:
         try:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError
+from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.http import RangedHTTPClient
 
 PRESIGN_SECONDS = 3600
@@ -63,11 +64,22 @@ class PresignedReader:
 
     def read(self, key: str, start: int, length: int, *, etag: str | None, what: str) -> Iterator[bytes]:
         """Stream ``[start, start + length)`` of ``key``; errors name ``what`` and say how to fix them."""
+        return cast(Iterator[bytes], self.read_into(key, start, length, None, etag=etag, what=what))
+
+    def read_into(
+        self, key: str, start: int, length: int, sink: FileSink | None, *, etag: str | None, what: str
+    ) -> Iterator[bytes | InPlace]:
+        """:meth:`read`, splicing a plain-HTTP body into ``sink`` when one is given."""
         headers = {"If-Match": f'"{etag}"'} if etag else {}
         for attempt in (0, 1):
             produced = False
             try:
-                for chunk in self.http.get_range(self.url(key), start, length, headers=headers, what=what):
+                chunks = (
+                    self.http.get_range_into(self.url(key), start, length, sink, headers=headers, what=what)
+                    if sink is not None
+                    else self.http.get_range(self.url(key), start, length, headers=headers, what=what)
+                )
+                for chunk in chunks:
                     produced = True
                     yield chunk
                 return

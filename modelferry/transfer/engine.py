@@ -34,6 +34,7 @@ from modelferry.transfer.jobs import (
     scheduling_part_size,
 )
 from modelferry.transfer.manifest import Manifest, ManifestEntry, read_manifest
+from modelferry.transfer.part import copy_part
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
 from modelferry.transfer.progress import Progress
 from modelferry.transfer.retry import Cancelled, retry_call
@@ -287,39 +288,16 @@ class Engine:
                 self._release(job, i)
 
     def _fetch_part(self, job: FileJob, idx: int, offset: int, length: int) -> bytes | None:
-        assert job.upload is not None and job.hasher is not None
-        writer = job.upload.part(idx, offset, length)
-        md5 = hashlib.md5() if job.want_part_md5 else None  # noqa: S324 - protocol checksum
-        pos = offset
-        try:
-            if length:
-                for chunk in self.source.read(job.info.path, offset, length, info=job.info):
-                    if self.cancel.is_set() or self._error is not None:
-                        raise Cancelled("sync cancelled", obj=job.info.path)
-                    if pos + len(chunk) > offset + length:
-                        raise RetryableError(
-                            "server sent more bytes than asked",
-                            obj=self.source.describe(job.info.path),
-                        )
-                    writer.write(chunk)
-                    if md5 is not None:
-                        md5.update(chunk)
-                    job.hasher.feed(pos, chunk)
-                    pos += len(chunk)
-                    self.progress.add_bytes(len(chunk), len(chunk))
-                    self._release_hashed(job)
-            if pos != offset + length:
-                raise RetryableError(
-                    f"short read: got {pos - offset} of {length} bytes",
-                    obj=self.source.describe(job.info.path),
-                )
-            writer.commit()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                writer.discard()
-            self.progress.add_bytes(-(pos - offset), 0)
-            raise
-        return md5.digest() if md5 is not None else None
+        return copy_part(
+            self.source,
+            job,
+            idx,
+            offset,
+            length,
+            progress=self.progress,
+            stopped=lambda: self.cancel.is_set() or self._error is not None,
+            after_chunk=lambda: self._release_hashed(job),
+        )
 
     def _finish_file(self, job: FileJob) -> None:
         assert job.upload is not None and job.hasher is not None
