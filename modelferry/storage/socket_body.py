@@ -49,6 +49,7 @@ CAN_SPLICE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_MOVE")
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ; the kernel's default cap (fs.pipe-max-size) is 1 MiB
 _F_SETPIPE_SZ = 1031
 _pipes = threading.local()  # one pipe per worker thread, reused across parts
+_NO_SPLICE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}  # the target file cannot take spliced writes
 
 
 def plain_body(resp: Any, length: int) -> tuple[http.client.HTTPResponse, io.BufferedReader, socket.socket] | None:
@@ -95,21 +96,7 @@ def stream_plain_body(
     sock.settimeout(None)  # blocking: MSG_WAITALL is ignored on a non-blocking socket
     _set_rcvtimeo(sock, stall_timeout)
     try:
-        while remaining:
-            try:
-                data = sock.recv(min(chunk_size, remaining), socket.MSG_WAITALL)
-            except BlockingIOError as exc:  # SO_RCVTIMEO expired with no byte at all
-                raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
-                raise RetryableError(f"{what}: transfer interrupted: {exc}", obj=what) from exc
-            if not data:
-                raise RetryableError(
-                    f"{what}: connection closed after {length - remaining} of {length} bytes", obj=what
-                )
-            remaining -= len(data)
-            yield data
+        yield from _recv_chunks(sock, remaining, length, chunk_size, what)
     finally:
         with contextlib.suppress(OSError):
             _set_rcvtimeo(sock, 0)
@@ -117,6 +104,23 @@ def stream_plain_body(
     # The body is consumed: let http.client (and so urllib3's pool) see a finished response.
     raw.length = 0
     raw._close_conn()  # type: ignore[attr-defined]  # what http.client itself calls at end of body
+
+
+def _recv_chunks(sock: socket.socket, remaining: int, length: int, chunk_size: int, what: str) -> Iterator[bytes]:
+    """The last ``remaining`` of ``length`` body bytes, one ``recv(MSG_WAITALL)`` per chunk."""
+    while remaining:
+        try:
+            data = sock.recv(min(chunk_size, remaining), socket.MSG_WAITALL)
+        except BlockingIOError as exc:  # SO_RCVTIMEO expired with no byte at all
+            raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
+            raise RetryableError(f"{what}: transfer interrupted: {exc}", obj=what) from exc
+        if not data:
+            raise RetryableError(f"{what}: connection closed after {length - remaining} of {length} bytes", obj=what)
+        remaining -= len(data)
+        yield data
 
 
 def _thread_pipe() -> tuple[int, int]:
@@ -153,7 +157,9 @@ def splice_plain_body(
 
     The bytes http.client already buffered come first as ``bytes`` (the caller writes them at
     ``sink.offset``); everything after is written by ``splice`` at the following offsets and
-    reported as :class:`InPlace` counts. A write error on the file is translated by the sink.
+    reported as :class:`InPlace` counts. A write error on the file is translated by the sink;
+    a file that takes no spliced writes at all (``O_APPEND``, some FUSE and network
+    filesystems) gets the rest of the body as ``bytes``, for the caller to write.
     """
     raw, reader, sock = parts
     first = reader.read1(min(FIRST_READ, length))
@@ -179,17 +185,15 @@ def splice_plain_body(
                 raise RetryableError(
                     f"{what}: connection closed after {length - remaining} of {length} bytes", obj=what
                 )
-            moved = 0
-            while moved < got:
-                try:
-                    moved += os.splice(
-                        read_end, sink.fd, got - moved, offset_dst=offset + moved, flags=os.SPLICE_F_MOVE
-                    )
-                except OSError as exc:
-                    raise sink.translate(exc) from exc
+            moved = _pipe_to_file(read_end, sink, offset, got)
+            if moved:
+                yield InPlace(moved)
             offset += got
             remaining -= got
-            yield InPlace(got)
+            if moved < got:  # the filesystem takes no spliced writes: the rest comes as bytes
+                yield _read_pipe(read_end, got - moved)
+                yield from _recv_chunks(sock, remaining, length, chunk_size, what)
+                remaining = 0
         ok = True
     finally:
         if not ok:
@@ -199,3 +203,28 @@ def splice_plain_body(
             sock.settimeout(previous)
     raw.length = 0
     raw._close_conn()  # type: ignore[attr-defined]  # what http.client itself calls at end of body
+
+
+def _pipe_to_file(read_end: int, sink: FileSink, offset: int, count: int) -> int:
+    """Move ``count`` bytes from the pipe into the sink at ``offset``; fewer when the file refuses splice."""
+    moved = 0
+    while moved < count:
+        try:
+            moved += os.splice(read_end, sink.fd, count - moved, offset_dst=offset + moved, flags=os.SPLICE_F_MOVE)
+        except OSError as exc:
+            if exc.errno in _NO_SPLICE:  # O_APPEND, some FUSE and network filesystems
+                return moved
+            raise sink.translate(exc) from exc
+    return moved
+
+
+def _read_pipe(read_end: int, count: int) -> bytes:
+    """What is left in the pipe, as bytes (the fallback when a file takes no spliced writes)."""
+    parts = []
+    while count:
+        data = os.read(read_end, count)
+        if not data:
+            raise RetryableError("the splice pipe ended early")
+        parts.append(data)
+        count -= len(data)
+    return b"".join(parts)

@@ -120,3 +120,16 @@ def test_a_write_error_on_the_file_is_translated_by_the_sink(hub: FakeHub, tmp_p
         client.close()
     assert seen and all(isinstance(c, bytes) for c in got)  # nothing was reported as written
     assert getattr(socket_body._pipes, "pipe", None) is None
+
+
+def test_a_file_that_refuses_spliced_writes_gets_the_bytes_instead(hub: FakeHub, tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # splice(2) says EINVAL
+    client = RangedHTTPClient(connect_timeout=2.0, stall_timeout=5.0, pool_size=2)
+    try:
+        chunks = list(client.get_range_into(url(hub), MiB, 4 * MiB, FileSink(fd, 0, lambda exc: exc)))
+    finally:
+        os.close(fd)
+        client.close()
+    assert all(isinstance(c, bytes) for c in chunks)
+    assert b"".join(c for c in chunks if isinstance(c, bytes)) == WEIGHT[MiB : 5 * MiB]
+    assert client.spliced_bytes == 0
