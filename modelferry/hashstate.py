@@ -36,12 +36,22 @@ _PREFIX = {"sha256": "SHA256", "md5": "MD5", "sha1": "SHA1"}
 STATE_TAG = f"openssl-{ssl.OPENSSL_VERSION_INFO[0]}.{ssl.OPENSSL_VERSION_INFO[1]}-{platform.machine()}"
 
 
+def _libcrypto() -> ctypes.CDLL | None:
+    # find_library needs ldconfig, which slim images may lack: the usual sonames come next.
+    for name in (ctypes.util.find_library("crypto"), "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib"):
+        if name:
+            try:
+                return ctypes.CDLL(name)
+            except OSError:
+                continue
+    return None
+
+
 def _load() -> dict[str, tuple[Any, Any, Any]]:
-    name = ctypes.util.find_library("crypto")
-    if not name:
+    lib = _libcrypto()
+    if lib is None:
         return {}
     try:
-        lib = ctypes.CDLL(name)
         funcs = {}
         for algo, prefix in _PREFIX.items():
             init, update, final = (getattr(lib, f"{prefix}_{op}") for op in ("Init", "Update", "Final"))

@@ -178,10 +178,12 @@ class ObjectUpload(Upload):
         if upload_id is None:
             return
         if keep_partial and self.journal is not None:
-            # The run will be retried (Job backoff, rerun): keep the parts and say how far they go.
+            # The run will be retried (Job backoff, rerun): keep the parts and say how far they go,
+            # unless the record cannot be written (then nothing could find the parts again).
             self.journal.flush()
-            log.info("kept the multipart upload of %s for the next run to resume", self.describe)
-            return
+            if self.journal.active:
+                log.info("kept the multipart upload of %s for the next run to resume", self.describe)
+                return
         self._abort_id(upload_id)
         if self.journal is not None:
             self.journal.remove()

@@ -59,6 +59,12 @@ class UploadJournal:
         self._written_at = 0.0
         self._written_position = -1
 
+    @property
+    def active(self) -> bool:
+        """True while the record names a live upload (false once a write failed or it was removed)."""
+        with self._lock:
+            return self._upload_id is not None
+
     def load(self) -> tuple[ResumeRecord | None, str | None]:
         """(the record when it belongs to this source version, else None; any upload id it names)."""
         try:
@@ -124,7 +130,13 @@ class UploadJournal:
             try:
                 self.store.put_bytes(self.name, json.dumps(body).encode())
             except ModelferryError as exc:
-                log.warning("could not write the resume record %s: %s", self.store.describe(self.name), exc)
+                # Once is enough: the copy goes on, it just cannot be resumed if it is interrupted.
+                log.warning(
+                    "could not write the resume record %s (%s); this upload will start over if interrupted",
+                    self.store.describe(self.name),
+                    exc,
+                )
+                self._upload_id = None
                 return
             self._written_at = time.monotonic()
             self._written_position = position

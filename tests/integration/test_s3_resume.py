@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from modelferry.errors import IntegrityError, RetryableError
+from modelferry.errors import AccessDeniedError, IntegrityError, RetryableError
 from modelferry.settings import HFCredentials, MiB, S3Credentials, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, partial_stem
 from modelferry.storage.hf import HFStore
@@ -176,6 +176,30 @@ def test_a_file_left_out_of_the_next_run_has_its_upload_aborted(moto: MotoS3, tm
     assert stored(client, "big/config.json") == b"{}"
     assert uploads(client) == []
     assert not [k for k in list_keys(client, "models", "big/") if "/partial/" in k]
+
+
+def test_a_record_that_cannot_be_written_leaves_no_orphan_upload(
+    moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = moto.create_bucket("models")
+    data = os.urandom(6 * PART - 123)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / NAME).write_bytes(data)
+    real_put = S3Store.put_bytes
+
+    def put_bytes(self: S3Store, path: str, body: bytes) -> None:
+        if "/partial/" in f"/{path}":  # as a bucket policy denying writes under .modelferry/partial/ would
+            raise AccessDeniedError(f"access denied for {path}", obj=path)
+        real_put(self, path, body)
+
+    monkeypatch.setattr(S3Store, "put_bytes", put_bytes)
+    with pytest.raises(RetryableError, match="injected"):
+        run(FlakySource(tmp_path / "src", fail_from=3 * PART), moto)
+    assert uploads(client) == []  # nothing could find the parts again: they are not kept
+    warnings = [r for r in caplog.records if "could not write the resume record" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not at every part
+    run(FlakySource(tmp_path / "src"), moto)  # and a copy that is not interrupted still succeeds
+    assert_complete(client, data)
 
 
 @pytest.fixture
