@@ -100,7 +100,11 @@ def journaled_parts(out: Path) -> set[int]:
     """Part numbers recorded in the resume journals under ``out`` (a torn last line is skipped)."""
     done: set[int] = set()
     for journal in (out / ".modelferry" / "partial").glob("*.journal"):
-        for line in journal.read_text().splitlines()[1:]:
+        try:
+            lines = journal.read_text().splitlines()[1:]
+        except FileNotFoundError:  # its file was completed (journal removed) since the glob
+            continue
+        for line in lines:
             try:
                 done.add(int(json.loads(line)["i"]))
             except (ValueError, KeyError):
