@@ -29,6 +29,7 @@ from modelferry.hashstate import HashCheckpoint
 from modelferry.storage.base import PartWriter, Store, Upload
 from modelferry.storage.buffered_part import BufferedPart
 from modelferry.storage.upload_journal import ResumeRecord, UploadJournal
+from modelferry.transfer.verify import clean_etag
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,9 @@ class ObjectUpload(Upload):
         for i in done:
             length = min(self.part_size, self.size - i * self.part_size)
             stored, recorded = listed.get(i + 1), record.parts.get(i)
-            if stored is None or recorded is None or stored != (recorded[1], length):
+            if stored is None or recorded is None or stored[1] != length:
+                return False
+            if clean_etag(stored[0]) != clean_etag(recorded[1]):  # quoting differs between calls on some stores
                 return False
         self.upload_id = record.upload_id
         self._parts = {i: record.parts[i] for i in done}

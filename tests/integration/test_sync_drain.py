@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from modelferry.errors import RetryableError
+from modelferry.storage.base import FileSink
 from modelferry.storage.http import RangedHTTPClient
+from modelferry.storage.socket_body import CAN_SPLICE
 from tests.integration.test_sync_lifecycle import big_model, journaled_parts
 from tests.servers.hfhub import HubRepo
 from tests.servers.lifecycle import StallingHub, finish, spawn, wait_for
@@ -28,12 +31,14 @@ def hub() -> Iterator[StallingHub]:
         yield server
 
 
-def read_in_thread(client: RangedHTTPClient, url: str, length: int) -> tuple[threading.Thread, list[BaseException]]:
+def read_in_thread(
+    client: RangedHTTPClient, url: str, length: int, sink: FileSink | None = None
+) -> tuple[threading.Thread, list[BaseException]]:
     errors: list[BaseException] = []
 
     def read() -> None:
         try:
-            for _ in client.get_range(url, 0, length):
+            for _ in client.get_range(url, 0, length) if sink is None else client.get_range_into(url, 0, length, sink):
                 pass
         except BaseException as exc:
             errors.append(exc)
@@ -43,14 +48,21 @@ def read_in_thread(client: RangedHTTPClient, url: str, length: int) -> tuple[thr
     return thread, errors
 
 
-# 1 MiB goes through urllib3's reader; 4 MiB through socket_body's recv(MSG_WAITALL) path.
-@pytest.mark.parametrize("length", [1 * MiB, 4 * MiB])
-def test_interrupt_wakes_a_read_blocked_on_a_silent_server(hub: StallingHub, length: int) -> None:
+# 1 MiB goes through urllib3's reader; 4 MiB through socket_body's recv(MSG_WAITALL) path, or, with
+# a file sink, through splice(2).
+@pytest.mark.parametrize(("length", "splice"), [(1 * MiB, False), (4 * MiB, False), (4 * MiB, True)])
+def test_interrupt_wakes_a_read_blocked_on_a_silent_server(
+    hub: StallingHub, tmp_path: Path, length: int, splice: bool
+) -> None:
+    if splice and not CAN_SPLICE:
+        pytest.skip("os.splice needs Linux")
     hub.add(HubRepo("org/m", {"model.safetensors": bytes(range(256)) * (length // 256)}))
     hub.stall_after, hub.stall_count = 64 * 1024, 1
     client = RangedHTTPClient(connect_timeout=5, stall_timeout=60)
     url = f"{hub.url}/org/m/resolve/main/model.safetensors"
-    thread, errors = read_in_thread(client, url, length)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    sink = FileSink(fd, 0, lambda exc: exc) if splice else None
+    thread, errors = read_in_thread(client, url, length, sink)
     assert wait_for(lambda: hub.stalled >= 1), "the server never went silent"
     time.sleep(0.2)  # let the reader block in its read (the wake-up must work on a blocked read)
     client.interrupt()
@@ -62,6 +74,7 @@ def test_interrupt_wakes_a_read_blocked_on_a_silent_server(hub: StallingHub, len
     thread.join(timeout=10)
     assert not thread.is_alive() and errors and isinstance(errors[0], RetryableError)
     client.close()
+    os.close(fd)
 
 
 def test_interrupt_without_reads_is_harmless(hub: StallingHub) -> None:
