@@ -32,10 +32,6 @@ CTX_BYTES = 128  # SHA256_CTX is 112 bytes, SHA_CTX 96, MD5_CTX 92: one size fit
 _DIGEST_SIZE = {"sha256": 32, "md5": 16, "sha1": 20}
 _PREFIX = {"sha256": "SHA256", "md5": "MD5", "sha1": "SHA1"}
 
-#: Saved states are only valid for the same OpenSSL major.minor and CPU architecture.
-STATE_TAG = f"openssl-{ssl.OPENSSL_VERSION_INFO[0]}.{ssl.OPENSSL_VERSION_INFO[1]}-{platform.machine()}"
-
-
 def _libcrypto() -> ctypes.CDLL | None:
     # find_library needs ldconfig, which slim images may lack: the usual sonames come next.
     for name in (ctypes.util.find_library("crypto"), "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib"):
@@ -66,7 +62,23 @@ def _load() -> dict[str, tuple[Any, Any, Any]]:
     return funcs
 
 
+def _tag() -> str:
+    """OpenSSL major.minor of the libcrypto actually loaded (not necessarily ssl's), and the CPU."""
+    lib = _libcrypto()
+    try:
+        get = lib.OpenSSL_version_num if lib is not None else None
+    except AttributeError:
+        get = None
+    if get is not None:
+        get.restype = ctypes.c_ulong
+        number = int(get())
+        return f"openssl-{number >> 28}.{(number >> 20) & 0xFF}-{platform.machine()}"
+    return f"openssl-{ssl.OPENSSL_VERSION_INFO[0]}.{ssl.OPENSSL_VERSION_INFO[1]}-{platform.machine()}"
+
+
 _FUNCS = _load()
+#: Saved states are only valid for the same OpenSSL major.minor and CPU architecture.
+STATE_TAG = _tag()
 
 
 def available() -> bool:

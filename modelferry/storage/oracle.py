@@ -29,7 +29,7 @@ from modelferry.settings import OCICredentials, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.object_upload import ObjectUpload
 from modelferry.storage.oracle_client import call, make_client, translate
-from modelferry.storage.upload_journal import drop_records, stale_record
+from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.transfer.verify import b64_to_hex
 from modelferry.uri import StorageURI, relative_key, under_prefix
 
@@ -302,6 +302,7 @@ class OracleStore(Store):
         """
         if keep is None:
             return
+        wanted = record_stems(keep)
         root = f"{self.uri.prefix}/" if self.uri.prefix else ""
 
         def abort(path: str, upload_id: str) -> None:
@@ -318,7 +319,7 @@ class OracleStore(Store):
             stale = [
                 obj.name[len(root) :]
                 for obj in response.data.objects or []
-                if stale_record(obj.name, keep)
+                if stale_record(obj.name, wanted)
                 and (older_than is None or obj.time_created is None or obj.time_created.timestamp() < older_than)
             ]
             drop_records(self, stale, abort)

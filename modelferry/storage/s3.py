@@ -33,7 +33,7 @@ from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
 from modelferry.storage.s3_upload import SHA256_META, S3Upload
-from modelferry.storage.upload_journal import drop_records, stale_record
+from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.transfer.verify import clean_etag
 from modelferry.uri import StorageURI
 
@@ -344,6 +344,7 @@ class S3Store(Store):
         """
         if keep is None:
             return
+        wanted = record_stems(keep)
         root = self._list_prefix()
         paginator = self.client.get_paginator("list_objects_v2")
 
@@ -358,7 +359,7 @@ class S3Store(Store):
                 str(obj["Key"])[len(root) :]
                 for page in paginator.paginate(Bucket=self.uri.bucket, Prefix=f"{root}{PARTIAL_DIR}/")
                 for obj in page.get("Contents", []) or []
-                if stale_record(str(obj["Key"]), keep)
+                if stale_record(str(obj["Key"]), wanted)
                 and (older_than is None or obj["LastModified"].timestamp() < older_than)
             ]
             drop_records(self, stale, abort)

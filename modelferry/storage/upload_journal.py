@@ -5,9 +5,10 @@ a new pod with a new filesystem, so the record lives where the parts live, as a
 small JSON object at ``<prefix>/.modelferry/partial/<stem>.json``. It names the
 upload, the source version it belongs to (fingerprint, size, part size), the
 hash state after the last part known to be stored, and the MD5 and ETag of
-each part before it (the ETag is compared with the store's own part listing). It is rewritten at most every :data:`INTERVAL` seconds while parts
-finish (a kill loses at most that much progress; the lost parts are sent
-again) and at once when a run stops with a retryable error or SIGTERM.
+each part before it (the ETag is compared with the store's own part listing).
+It is rewritten at most every :data:`INTERVAL` seconds while parts finish (a
+kill loses at most that much progress; the lost parts are sent again) and at
+once when a run stops with a retryable error or SIGTERM.
 """
 
 from __future__ import annotations
@@ -151,9 +152,14 @@ class UploadJournal:
             log.warning("could not remove the resume record %s: %s", self.store.describe(self.name), exc)
 
 
-def stale_record(name: str, keep: Iterable[str]) -> bool:
-    """True when the record object ``name`` (relative to the root) belongs to none of the ``keep`` paths."""
-    return name.rsplit("/", 1)[-1].removesuffix(".json") not in {partial_stem(path) for path in keep}
+def record_stems(keep: Iterable[str]) -> set[str]:
+    """The record name stems of the ``keep`` paths (see :func:`stale_record`)."""
+    return {partial_stem(path) for path in keep}
+
+
+def stale_record(name: str, wanted: set[str]) -> bool:
+    """True when the record object ``name`` belongs to none of the paths whose stems are ``wanted``."""
+    return name.rsplit("/", 1)[-1].removesuffix(".json") not in wanted
 
 
 def drop_records(store: Store, names: Iterable[str], abort: Callable[[str, str], None]) -> None:
