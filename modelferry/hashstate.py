@@ -32,6 +32,7 @@ CTX_BYTES = 128  # SHA256_CTX is 112 bytes, SHA_CTX 96, MD5_CTX 92: one size fit
 _DIGEST_SIZE = {"sha256": 32, "md5": 16, "sha1": 20}
 _PREFIX = {"sha256": "SHA256", "md5": "MD5", "sha1": "SHA1"}
 
+
 def _libcrypto() -> ctypes.CDLL | None:
     # find_library needs ldconfig, which slim images may lack: the usual sonames come next.
     for name in (ctypes.util.find_library("crypto"), "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib"):
