@@ -74,20 +74,24 @@ class PartWriter(abc.ABC):
     @abc.abstractmethod
     def write(self, data: bytes | memoryview) -> None: ...
 
-    def sink(self) -> FileSink | None:
-        """The file and offset a source may write the next bytes into directly (local files), else None."""
-        return None
-
-    def advance(self, count: int) -> None:
-        """``count`` bytes were written through :meth:`sink` by the source."""
-        raise NotImplementedError("this part writer has no sink")
-
     @abc.abstractmethod
     def commit(self) -> None:
         """The part is complete and durable enough to be journaled."""
 
     def discard(self) -> None:  # noqa: B027 - optional hook
         """The attempt failed; forget what was written (the part will be retried)."""
+
+
+class FilePartWriter(PartWriter):
+    """A part written into a file a source may also write to directly (local targets)."""
+
+    @abc.abstractmethod
+    def sink(self) -> FileSink:
+        """The file and offset the next bytes go to."""
+
+    @abc.abstractmethod
+    def advance(self, count: int) -> None:
+        """``count`` bytes were written through :meth:`sink` by the source."""
 
 
 class Upload(abc.ABC):

@@ -31,6 +31,7 @@ from modelferry.errors import (
 from modelferry.storage.base import (
     MANIFEST_DIR,
     PARTIAL_DIR,
+    FilePartWriter,
     FileSink,
     ObjectInfo,
     PartWriter,
@@ -76,7 +77,7 @@ def translate_os_error(exc: OSError, what: str) -> Exception:
     return PermanentError(f"cannot access {what}: {exc}", obj=what)
 
 
-class LocalPart(PartWriter):
+class LocalPart(FilePartWriter):
     def __init__(self, upload: LocalUpload, index: int, offset: int, length: int) -> None:
         self.upload = upload
         self.index = index
@@ -94,7 +95,7 @@ class LocalPart(PartWriter):
             self.pos += written
             view = view[written:]
 
-    def sink(self) -> FileSink | None:
+    def sink(self) -> FileSink:
         describe = self.upload.describe
         return FileSink(self.upload.fd, self.pos, lambda exc: translate_os_error(exc, describe))
 

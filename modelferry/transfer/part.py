@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable
 
 from modelferry.errors import RetryableError
-from modelferry.storage.base import InPlace, Store
+from modelferry.storage.base import FilePartWriter, InPlace, Store
 from modelferry.transfer.jobs import FileJob
 from modelferry.transfer.progress import Progress
 from modelferry.transfer.retry import Cancelled
@@ -43,7 +43,8 @@ def copy_part(
     writer = job.upload.part(idx, offset, length)
     md5 = hashlib.md5() if job.want_part_md5 else None  # noqa: S324 - protocol checksum
     # Per-part MD5s need the bytes in hand: no splicing then.
-    sink = writer.sink() if md5 is None else None
+    direct = writer if isinstance(writer, FilePartWriter) and md5 is None else None
+    sink = direct.sink() if direct is not None else None
     pos = offset
     marked = offset  # spliced bytes [marked, pos) not yet handed to the hasher
     try:
@@ -60,7 +61,8 @@ def copy_part(
                 if pos + size > offset + length:
                     raise RetryableError("server sent more bytes than asked", obj=what)
                 if isinstance(chunk, InPlace):
-                    writer.advance(size)
+                    assert direct is not None  # only a sink makes a source write in place
+                    direct.advance(size)
                     pos += size
                     if pos - marked >= MARK_EVERY:
                         hasher.mark_on_disk(marked, pos)
