@@ -13,7 +13,7 @@ equivalents, present in OpenSSL 1.1 and 3.x) through ``ctypes``: the context is
 a small plain struct we own, so saving it is copying its bytes. The calls
 release the GIL and use the same SHA-NI code as ``hashlib``. The state layout
 belongs to the OpenSSL build and the CPU architecture, so saved states carry a
-:data:`STATE_TAG` and a state with another tag is not used (the upload then
+:func:`state_tag` and a state with another tag is not used (the upload then
 starts over). Where libcrypto or these symbols are missing, :func:`available`
 is False and uploads simply do not resume.
 """
@@ -23,8 +23,8 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
+import functools
 import platform
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,21 +33,32 @@ _DIGEST_SIZE = {"sha256": 32, "md5": 16, "sha1": 20}
 _PREFIX = {"sha256": "SHA256", "md5": "MD5", "sha1": "SHA1"}
 
 
-def _libcrypto() -> ctypes.CDLL | None:
-    # find_library needs ldconfig, which slim images may lack: the usual sonames come next.
-    for name in (ctypes.util.find_library("crypto"), "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib"):
-        if name:
-            try:
-                return ctypes.CDLL(name)
-            except OSError:
-                continue
-    return None
+@dataclass(frozen=True)
+class _Crypto:
+    funcs: dict[str, tuple[Any, Any, Any]]  # digest name -> (Init, Update, Final)
+    tag: str
 
 
-def _load() -> dict[str, tuple[Any, Any, Any]]:
-    lib = _libcrypto()
+def _open_libcrypto() -> ctypes.CDLL | None:
+    # The usual sonames first: find_library runs `ldconfig -p` in a subprocess (and slim images may lack it).
+    for name in ("libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    found = ctypes.util.find_library("crypto")
+    try:
+        return ctypes.CDLL(found) if found else None
+    except OSError:
+        return None
+
+
+@functools.cache
+def _crypto() -> _Crypto | None:
+    """libcrypto's digest functions and its state tag, loaded on first use (not at import)."""
+    lib = _open_libcrypto()
     if lib is None:
-        return {}
+        return None
     try:
         funcs = {}
         for algo, prefix in _PREFIX.items():
@@ -58,33 +69,24 @@ def _load() -> dict[str, tuple[Any, Any, Any]]:
             for f in (init, update, final):
                 f.restype = ctypes.c_int
             funcs[algo] = (init, update, final)
+        version = lib.OpenSSL_version_num  # OpenSSL 1.1 and 3.x: 0xMNN.....
+        version.restype = ctypes.c_ulong
+        number = int(version())
     except (OSError, AttributeError):
-        return {}
-    return funcs
-
-
-def _tag() -> str:
-    """OpenSSL major.minor of the libcrypto actually loaded (not necessarily ssl's), and the CPU."""
-    lib = _libcrypto()
-    try:
-        get = lib.OpenSSL_version_num if lib is not None else None
-    except AttributeError:
-        get = None
-    if get is not None:
-        get.restype = ctypes.c_ulong
-        number = int(get())
-        return f"openssl-{number >> 28}.{(number >> 20) & 0xFF}-{platform.machine()}"
-    return f"openssl-{ssl.OPENSSL_VERSION_INFO[0]}.{ssl.OPENSSL_VERSION_INFO[1]}-{platform.machine()}"
-
-
-_FUNCS = _load()
-#: Saved states are only valid for the same OpenSSL major.minor and CPU architecture.
-STATE_TAG = _tag()
+        return None
+    # The layout of a saved context belongs to the loaded libcrypto's major.minor and the CPU.
+    return _Crypto(funcs, f"openssl-{number >> 28}.{(number >> 20) & 0xFF}-{platform.machine()}")
 
 
 def available() -> bool:
     """True when hash states can be saved on this machine."""
-    return bool(_FUNCS)
+    return _crypto() is not None
+
+
+def state_tag() -> str:
+    """What saved states are tagged with here; a state with another tag is not used."""
+    crypto = _crypto()
+    return crypto.tag if crypto is not None else "unavailable"
 
 
 class ResumableHash:
@@ -93,10 +95,11 @@ class ResumableHash:
     def __init__(self, name: str, state: bytes | None = None) -> None:
         if name not in _DIGEST_SIZE:
             raise ValueError(f"unsupported digest {name}")
-        if not _FUNCS:
+        crypto = _crypto()
+        if crypto is None:
             raise RuntimeError("libcrypto's digest functions are not available")
         self.name = name
-        self._init, self._update, self._final = _FUNCS[name]
+        self._init, self._update, self._final = crypto.funcs[name]
         self._ctx = ctypes.create_string_buffer(CTX_BYTES)
         if state is None:
             if self._init(self._ctx) != 1:
@@ -143,7 +146,7 @@ class HashCheckpoint:
 
     position: int
     states: dict[str, bytes] = field(default_factory=dict)
-    tag: str = STATE_TAG
+    tag: str = field(default_factory=state_tag)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,7 +159,7 @@ class HashCheckpoint:
     def from_json(cls, data: Any) -> HashCheckpoint | None:
         """The checkpoint in ``data``, or None when it is malformed or from another OpenSSL build."""
         try:
-            if data["tag"] != STATE_TAG:
+            if data["tag"] != state_tag():
                 return None
             states = {str(k): base64.b64decode(v, validate=True) for k, v in dict(data["states"]).items()}
             position = int(data["position"])

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from modelferry import hashstate
-from modelferry.hashstate import STATE_TAG, HashCheckpoint, ResumableHash
+from modelferry.hashstate import HashCheckpoint, ResumableHash, state_tag
 from modelferry.transfer.verify import InOrderHasher
 
 pytestmark = pytest.mark.skipif(not hashstate.available(), reason="libcrypto's digest functions are not loadable")
@@ -36,7 +36,7 @@ def test_checkpoints_survive_json_and_refuse_foreign_or_damaged_states() -> None
     back = HashCheckpoint.from_json(cp.to_json())
     assert back == cp
     assert ResumableHash("sha256", back.states["sha256"]).hexdigest() == hashlib.sha256(b"abc").hexdigest()
-    foreign = cp.to_json() | {"tag": STATE_TAG + "-other"}
+    foreign = cp.to_json() | {"tag": state_tag() + "-other"}
     assert HashCheckpoint.from_json(foreign) is None
     short = cp.to_json() | {"states": {"sha256": "AAAA"}}
     assert HashCheckpoint.from_json(short) is None
