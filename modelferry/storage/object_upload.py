@@ -53,7 +53,9 @@ class ObjectUpload(Upload):
         self.upload_id: str | None = None
         self.resumable = self.multipart and bool(fingerprint) and hashstate.available()
         self.journal = (
-            UploadJournal(store, path, size=size, part_size=part_size, fingerprint=fingerprint)
+            UploadJournal(
+                store, path, size=size, part_size=part_size, fingerprint=fingerprint, parts_below=self._parts_below
+            )
             if self.resumable
             else None
         )
@@ -125,7 +127,7 @@ class ObjectUpload(Upload):
         self._parts = {i: record.parts[i] for i in done}
         self._resume = checkpoint
         assert self.journal is not None
-        self.journal.start(record.upload_id, checkpoint, self._parts)
+        self.journal.start(record.upload_id, checkpoint)
         log.info("resuming the upload of %s: %d of %d parts already stored", self.describe, len(done), self.parts_total)
         return True
 
@@ -142,9 +144,11 @@ class ObjectUpload(Upload):
 
     def save_checkpoint(self, checkpoint: HashCheckpoint) -> None:
         if self.journal is not None and self.upload_id is not None:
-            with self._lock:
-                parts = dict(self._parts)
-            self.journal.record(checkpoint, parts, self.part_size)
+            self.journal.record(checkpoint)
+
+    def _parts_below(self, position: int) -> dict[int, tuple[bytes, str]]:
+        with self._lock:
+            return {i: self._parts[i] for i in range(-(-position // self.part_size)) if i in self._parts}
 
     # -- writing ------------------------------------------------------------------
 

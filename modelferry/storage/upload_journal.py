@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +43,19 @@ class ResumeRecord:
 class UploadJournal:
     """Reads and writes the record of ``path``'s multipart upload in ``store``."""
 
-    def __init__(self, store: Store, path: str, *, size: int, part_size: int, fingerprint: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        path: str,
+        *,
+        size: int,
+        part_size: int,
+        fingerprint: str,
+        parts_below: Callable[[int], dict[int, tuple[bytes, str]]],
+    ) -> None:
+        """``parts_below(position)``: (MD5, ETag) of the stored parts before byte ``position``, read at each write."""
         self.store = store
+        self._parts_below = parts_below
         self.name = f"{PARTIAL_DIR}/{partial_stem(path)}.json"
         self.header: dict[str, Any] = {
             "version": VERSION,
@@ -56,7 +67,6 @@ class UploadJournal:
         self._lock = threading.Lock()  # one writer at a time, so an older state never lands last
         self._upload_id: str | None = None
         self._checkpoint: HashCheckpoint | None = None
-        self._parts: dict[int, tuple[bytes, str]] = {}
         self._written_at = 0.0
         self._written_position = -1
 
@@ -91,27 +101,19 @@ class UploadJournal:
         checkpoint = HashCheckpoint.from_json(data["checkpoint"]) if data.get("checkpoint") else None
         return ResumeRecord(upload_id, checkpoint, parts), upload_id
 
-    def start(
-        self,
-        upload_id: str,
-        checkpoint: HashCheckpoint | None = None,
-        parts: Mapping[int, tuple[bytes, str]] | None = None,
-    ) -> None:
+    def start(self, upload_id: str, checkpoint: HashCheckpoint | None = None) -> None:
         """Name the upload at once, so a kill right after leaves something to resume or clean up."""
         with self._lock:
             self._upload_id = upload_id
             self._checkpoint = checkpoint
-            self._parts = dict(parts or {})
         self.flush()
 
-    def record(self, checkpoint: HashCheckpoint, parts: Mapping[int, tuple[bytes, str]], part_size: int) -> None:
-        """Remember a new checkpoint; written when :data:`INTERVAL` has passed since the last write."""
-        wanted = range(checkpoint.position // part_size + (1 if checkpoint.position % part_size else 0))
+    def record(self, checkpoint: HashCheckpoint) -> None:
+        """Remember a new checkpoint (cheap: called after every part); written every :data:`INTERVAL` s."""
         with self._lock:
             if self._checkpoint is not None and checkpoint.position <= self._checkpoint.position:
                 return
             self._checkpoint = checkpoint
-            self._parts = {i: parts[i] for i in wanted if i in parts}
             due = time.monotonic() - self._written_at >= INTERVAL
         if due:
             self.flush()
@@ -127,7 +129,8 @@ class UploadJournal:
             body = dict(self.header)
             body["upload_id"] = self._upload_id
             body["checkpoint"] = self._checkpoint.to_json() if self._checkpoint is not None else None
-            body["parts"] = {str(i): {"md5": m.hex(), "etag": e} for i, (m, e) in sorted(self._parts.items())}
+            parts = self._parts_below(position)
+            body["parts"] = {str(i): {"md5": m.hex(), "etag": e} for i, (m, e) in sorted(parts.items())}
             try:
                 self.store.put_bytes(self.name, json.dumps(body).encode())
             except ModelferryError as exc:
