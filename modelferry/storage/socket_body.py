@@ -86,22 +86,37 @@ def stream_plain_body(
     connection; on failure the caller must close it.
     """
     raw, reader, sock = parts
-    remaining = length
-    first = reader.read1(min(FIRST_READ, remaining))
+    first = _first_bytes(reader, length, what)
+    yield first
+    with _stall_guarded(sock, stall_timeout):
+        yield from _recv_chunks(sock, length - len(first), length, chunk_size, what)
+    _finished(raw)
+
+
+def _first_bytes(reader: io.BufferedReader, length: int, what: str) -> bytes:
+    """What http.client's reader already holds of the body (at most :data:`FIRST_READ`)."""
+    first = reader.read1(min(FIRST_READ, length))
     if not first:
         raise RetryableError(f"{what}: connection closed before the body", obj=what)
-    remaining -= len(first)
-    yield first
+    return first
+
+
+@contextlib.contextmanager
+def _stall_guarded(sock: socket.socket, stall_timeout: float) -> Iterator[None]:
+    """Blocking reads (MSG_WAITALL and splice need them) bounded by SO_RCVTIMEO; restored afterwards."""
     previous = sock.gettimeout()
-    sock.settimeout(None)  # blocking: MSG_WAITALL is ignored on a non-blocking socket
+    sock.settimeout(None)
     _set_rcvtimeo(sock, stall_timeout)
     try:
-        yield from _recv_chunks(sock, remaining, length, chunk_size, what)
+        yield
     finally:
         with contextlib.suppress(OSError):
             _set_rcvtimeo(sock, 0)
             sock.settimeout(previous)
-    # The body is consumed: let http.client (and so urllib3's pool) see a finished response.
+
+
+def _finished(raw: http.client.HTTPResponse) -> None:
+    """The body is consumed: let http.client (and so urllib3's pool) see a finished response."""
     raw.length = 0
     raw._close_conn()  # type: ignore[attr-defined]  # what http.client itself calls at end of body
 
@@ -162,16 +177,18 @@ def splice_plain_body(
     filesystems) gets the rest of the body as ``bytes``, for the caller to write.
     """
     raw, reader, sock = parts
-    first = reader.read1(min(FIRST_READ, length))
-    if not first:
-        raise RetryableError(f"{what}: connection closed before the body", obj=what)
-    remaining = length - len(first)
-    offset = sink.offset + len(first)
+    first = _first_bytes(reader, length, what)
     yield first
+    with _stall_guarded(sock, stall_timeout):
+        yield from _splice_chunks(sock, sink, sink.offset + len(first), length - len(first), length, chunk_size, what)
+    _finished(raw)
+
+
+def _splice_chunks(
+    sock: socket.socket, sink: FileSink, offset: int, remaining: int, length: int, chunk_size: int, what: str
+) -> Iterator[bytes | InPlace]:
+    """The last ``remaining`` body bytes into ``sink`` at ``offset`` on, through this thread's pipe."""
     read_end, write_end = _thread_pipe()
-    previous = sock.gettimeout()
-    sock.settimeout(None)  # blocking, so SO_RCVTIMEO bounds each wait for bytes (stall detection)
-    _set_rcvtimeo(sock, stall_timeout)
     ok = False
     try:
         while remaining:
@@ -198,11 +215,6 @@ def splice_plain_body(
     finally:
         if not ok:
             _drop_thread_pipe()
-        with contextlib.suppress(OSError):
-            _set_rcvtimeo(sock, 0)
-            sock.settimeout(previous)
-    raw.length = 0
-    raw._close_conn()  # type: ignore[attr-defined]  # what http.client itself calls at end of body
 
 
 def _pipe_to_file(read_end: int, sink: FileSink, offset: int, count: int) -> int:
