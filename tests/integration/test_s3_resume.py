@@ -169,6 +169,25 @@ def test_a_record_that_cannot_be_trusted_starts_over(moto: MotoS3, tmp_path: Pat
     assert_complete(client, data, leftover={old} if damage == "garbage" else set())
 
 
+def test_a_record_that_cannot_be_read_starts_over(
+    moto: MotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, data = interrupted_upload(moto, tmp_path / "src")
+    old = uploads(client)[0]["UploadId"]
+    real_read = S3Store.read_bytes
+
+    def read_bytes(self: S3Store, path: str) -> bytes | None:
+        if "/partial/" in f"/{path}":  # as a bucket policy denying reads under .modelferry/partial/ would
+            raise AccessDeniedError(f"access denied for {path}", obj=path)
+        return real_read(self, path)
+
+    monkeypatch.setattr(S3Store, "read_bytes", read_bytes)
+    source = FlakySource(tmp_path / "src")
+    run(source, moto)
+    assert 0 in {start for _, start in source.reads}
+    assert_complete(client, data, leftover={old})  # a record nobody can read names no upload to abort
+
+
 def test_a_file_left_out_of_the_next_run_has_its_upload_aborted(moto: MotoS3, tmp_path: Path) -> None:
     client, _ = interrupted_upload(moto, tmp_path / "src")
     (tmp_path / "src" / "config.json").write_bytes(b"{}")
