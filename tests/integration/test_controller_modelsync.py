@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.servers.kube import KubeEmulator
-from tests.servers.kube_controller import NS, Harness, eventually
+from tests.servers.kube_controller import NS, Harness, eventually, running
 
 API = "modelferry.io/v1alpha1"
 DEST = {
@@ -49,14 +49,8 @@ def modelsync(name: str = "granite", **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    emu = KubeEmulator(garbage_collect=False)
-    await emu.start()
-    h = Harness(emu)
-    try:
+    async with running(KubeEmulator(garbage_collect=False)) as h:
         yield h
-    finally:
-        await h.close()
-        await emu.stop()
 
 
 def ms_status(h: Harness, name: str = "granite") -> dict[str, Any]:

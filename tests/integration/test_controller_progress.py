@@ -10,7 +10,7 @@ import pytest
 
 from modelferry.transfer.progress import format_progress_line
 from tests.integration.test_controller_modelsync import DEST, HF, modelsync, ms_status
-from tests.servers.kube_controller import NS, Harness, eventually
+from tests.servers.kube_controller import NS, Harness, eventually, running
 from tests.servers.kube_training import TrainingKubeEmulator
 
 API = "modelferry.io/v1alpha1"
@@ -20,14 +20,8 @@ POD = f"{JOB}-abcde"
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    emu = TrainingKubeEmulator(garbage_collect=False)
-    await emu.start()
-    h = Harness(emu)
-    try:
+    async with running(TrainingKubeEmulator(garbage_collect=False)) as h:
         yield h
-    finally:
-        await h.close()
-        await emu.stop()
 
 
 def emu(h: Harness) -> TrainingKubeEmulator:

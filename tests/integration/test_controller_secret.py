@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.servers.kube import KubeEmulator
-from tests.servers.kube_controller import NS, Harness, eventually
+from tests.servers.kube_controller import NS, Harness, eventually, running
 
 DEST = {
     "apiVersion": "v1",
@@ -40,14 +40,8 @@ S3_SOURCE = {
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    emu = KubeEmulator()
-    await emu.start()
-    h = Harness(emu)
-    try:
+    async with running(KubeEmulator()) as h:
         yield h
-    finally:
-        await h.close()
-        await emu.stop()
 
 
 def env_of(job: dict[str, Any]) -> dict[str, Any]:
@@ -207,19 +201,13 @@ async def test_late_data_connection_triggers_job(harness: Harness) -> None:
 
 @pytest.mark.parametrize("gc", [True, False])
 async def test_deleting_secret_removes_job(gc: bool) -> None:
-    emu = KubeEmulator(garbage_collect=gc)
-    await emu.start()
-    h = Harness(emu)
-    try:
+    async with running(KubeEmulator(garbage_collect=gc)) as h:
         await h.apply(DEST)
         await h.apply(source_secret(S3_SOURCE))
         await h.start()
         await eventually(h.job)
-        await emu.remove("v1", "secrets", NS, "model-source")
+        await h.emu.remove("v1", "secrets", NS, "model-source")
         await eventually(lambda: h.job() is None)
-    finally:
-        await h.close()
-        await emu.stop()
 
 
 async def test_labelled_secret_counts_as_model_source(harness: Harness) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from controller.kube.client import Kube, build_api_client
@@ -26,6 +27,18 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(emulator: KubeEmulator) -> AsyncIterator[Harness]:
+    """Start ``emulator`` and a harness over it; stop the controllers, then the emulator."""
+    await emulator.start()
+    harness = Harness(emulator)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+        await emulator.stop()
 
 
 class Harness:
