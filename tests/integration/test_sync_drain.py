@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.socket_body import CAN_SPLICE
 from tests.integration.test_sync_lifecycle import big_model, journaled_parts
 from tests.servers.hfhub import HubRepo
-from tests.servers.lifecycle import StallingHub, finish, spawn, wait_for
+from tests.servers.lifecycle import StallingHub, spawn, terminate, wait_for
 
 MiB = 1 << 20
 MANIFEST = Path(".modelferry") / "manifest.json"
@@ -116,13 +115,10 @@ def _sigterm_scenario(hub: StallingHub, tmp_path: Path) -> None:
         assert wait_for(lambda: hub.stalled >= 2, proc), "the workers never hit the silent server"
         assert proc.poll() is None, "the copy ended before it could be signalled"
         time.sleep(0.3)  # both workers are now blocked in a read with a 60 s stall timeout
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        code = finish(proc, timeout=30)
+        code, drained_in = terminate(proc, timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    drained_in = time.monotonic() - signalled
     err = (tmp_path / "stderr").read_text()
     assert code == 1, err
     # The silent server holds a read for 20 s and the stall timeout is 60 s: only the interrupt is this quick.

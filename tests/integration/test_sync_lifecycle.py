@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import threading
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from modelferry.transfer.sync import SyncResult, sync
 from modelferry.uri import parse_uri
 from tests.integration.test_hf_sync import MiB, assert_tree, hf_sync, model_files
 from tests.servers.hfhub import CHUNK, HubRepo
-from tests.servers.lifecycle import NullBucket, StallingHub, finish, journaled_parts, spawn, wait_for
+from tests.servers.lifecycle import NullBucket, StallingHub, finish, journaled_parts, spawn, terminate, wait_for
 
 TOKEN = "sekrit-gated-token-0123456789"  # not hf_-shaped: only register_secret can keep it out of logs
 MANIFEST = Path(".modelferry") / "manifest.json"
@@ -71,13 +70,10 @@ def test_sigterm_drains_exits_1_keeps_partials_and_a_rerun_resumes(hub: Stalling
     try:
         assert wait_for(lambda: len(journaled_parts(out)) >= 2, proc), "no part was journaled"
         assert proc.poll() is None, "the copy finished before it could be signalled"
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        code = finish(proc, timeout=15)
+        code, drained_in = terminate(proc, timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
-    drained_in = time.monotonic() - signalled
     err = (tmp_path / "stderr").read_text()
     assert code == 1, err
     assert drained_in < 10, f"took {drained_in:.1f}s to drain"  # generous: a hang, not a timing, fails this

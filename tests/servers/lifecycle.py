@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +95,14 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
+    """SIGTERM ``proc`` and wait for it: (exit code, seconds it took to drain)."""
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = finish(proc, timeout=timeout)
+    return code, time.monotonic() - signalled
 
 
 def journaled_parts(out: Path) -> set[int]:
