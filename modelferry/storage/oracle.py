@@ -130,11 +130,7 @@ class OracleUpload(ObjectUpload):
         return etag
 
     def _abort_id(self, upload_id: str) -> None:
-        store = self.store
-        try:
-            store.client.abort_multipart_upload(store.namespace, store.bucket, self.key, upload_id)
-        except Exception as exc:  # best effort: a leftover only costs storage until a lifecycle rule
-            log.debug("could not abort the multipart upload of %s: %s", self.describe, exc)
+        self.store.abort_upload(self.path, upload_id)
 
 
 class OracleStore(Store):
@@ -294,6 +290,13 @@ class OracleStore(Store):
         except Exception as exc:
             raise translate(exc, self.describe(path)) from exc
 
+    def abort_upload(self, path: str, upload_id: str) -> None:
+        """Abort a multipart upload of ``path`` (best effort: a leftover only costs storage until cleared)."""
+        try:
+            self.client.abort_multipart_upload(self.namespace, self.bucket, self.uri.key(path), upload_id)
+        except Exception as exc:
+            log.debug("could not abort the multipart upload of %s: %s", self.describe(path), exc)
+
     def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
         """Abort the multipart uploads whose resume record belongs to no file of the finished plan.
 
@@ -304,10 +307,6 @@ class OracleStore(Store):
             return
         wanted = record_stems(keep)
         root = f"{self.uri.prefix}/" if self.uri.prefix else ""
-
-        def abort(path: str, upload_id: str) -> None:
-            with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(self.namespace, self.bucket, self.uri.key(path), upload_id)
 
         try:
             response = self.call(
@@ -322,7 +321,7 @@ class OracleStore(Store):
                 if stale_record(obj.name, wanted)
                 and (older_than is None or obj.time_created is None or obj.time_created.timestamp() < older_than)
             ]
-            drop_records(self, stale, abort)
+            drop_records(self, stale, self.abort_upload)
         except Exception as exc:
             log.warning("could not clean up unfinished uploads under %s: %s", self.describe(PARTIAL_DIR), exc)
 

@@ -14,7 +14,6 @@ import base64
 import builtins
 import collections
 import concurrent.futures
-import contextlib
 import hashlib
 import logging
 import os
@@ -330,12 +329,20 @@ class S3Store(Store):
                 MultipartUpload={"Parts": parts},
             )
         except BaseException:
-            try:
-                self.call("abort_multipart_upload", dst_path, Bucket=self.uri.bucket, Key=key, UploadId=upload_id)
-            except ModelferryError as exc:
-                log.warning("could not abort the multipart copy of %s: %s", self.describe(dst_path), exc)
+            self.abort_upload(dst_path, upload_id)
             raise
         return clean_etag(resp.get("ETag"))
+
+    def abort_upload(self, path: str, upload_id: str) -> None:
+        """Abort a multipart upload of ``path`` (best effort: a leftover only costs storage until cleared)."""
+        try:
+            self.call(
+                "abort_multipart_upload", path, Bucket=self.uri.bucket, Key=self.uri.key(path), UploadId=upload_id
+            )
+        except NotFoundError:
+            log.debug("the multipart upload of %s was already gone", self.describe(path))
+        except ModelferryError as exc:
+            log.warning("could not abort the multipart upload of %s: %s", self.describe(path), exc)
 
     def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
         """Abort the multipart uploads whose resume record belongs to no file of the finished plan.
@@ -349,12 +356,6 @@ class S3Store(Store):
         root = self._list_prefix()
         paginator = self.client.get_paginator("list_objects_v2")
 
-        def abort(path: str, upload_id: str) -> None:
-            with contextlib.suppress(NotFoundError):
-                self.call(
-                    "abort_multipart_upload", path, Bucket=self.uri.bucket, Key=self.uri.key(path), UploadId=upload_id
-                )
-
         try:
             stale = [
                 str(obj["Key"])[len(root) :]
@@ -363,7 +364,7 @@ class S3Store(Store):
                 if stale_record(str(obj["Key"]), wanted)
                 and (older_than is None or obj["LastModified"].timestamp() < older_than)
             ]
-            drop_records(self, stale, abort)
+            drop_records(self, stale, self.abort_upload)
         except Exception as exc:
             log.warning("could not clean up unfinished uploads under %s: %s", self.describe(PARTIAL_DIR), exc)
 

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from modelferry.errors import ModelferryError, NotFoundError, RetryableError
+from modelferry.errors import RetryableError
 from modelferry.storage.object_upload import ObjectUpload
 from modelferry.transfer.verify import clean_etag
 
@@ -102,11 +102,4 @@ class S3Upload(ObjectUpload):
         return clean_etag(resp.get("ETag"))
 
     def _abort_id(self, upload_id: str) -> None:
-        try:
-            self.store.call(
-                "abort_multipart_upload", self.path, Bucket=self.store.uri.bucket, Key=self.key, UploadId=upload_id
-            )
-        except NotFoundError:
-            log.debug("the multipart upload of %s was already gone", self.describe)
-        except ModelferryError as exc:
-            log.warning("could not abort the multipart upload of %s: %s", self.describe, exc)
+        self.store.abort_upload(self.path, upload_id)
