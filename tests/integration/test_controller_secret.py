@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 DEST = {
@@ -39,8 +38,8 @@ S3_SOURCE = {
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    async with running(KubeEmulator()) as h:
+async def harness(kube_backend: Callable[..., Any]) -> AsyncIterator[Harness]:
+    async with running(kube_backend()) as h:
         yield h
 
 
@@ -200,8 +199,8 @@ async def test_late_data_connection_triggers_job(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("gc", [True, False])
-async def test_deleting_secret_removes_job(gc: bool) -> None:
-    async with running(KubeEmulator(garbage_collect=gc)) as h:
+async def test_deleting_secret_removes_job(gc: bool, kube_backend: Callable[..., Any]) -> None:
+    async with running(kube_backend(garbage_collect=gc)) as h:
         await h.apply(DEST)
         await h.apply(source_secret(S3_SOURCE))
         await h.start()

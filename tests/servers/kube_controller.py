@@ -12,6 +12,7 @@ from controller.kube.client import Kube, build_api_client
 from controller.operator.runtime import Controller
 from controller.operator.settings import ControllerSettings
 from tests.servers.kube import KubeEmulator
+from tests.servers.kube_real import RealKube
 
 NS = "demo"
 
@@ -30,7 +31,7 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any
 
 
 @contextlib.asynccontextmanager
-async def running(emulator: KubeEmulator) -> AsyncIterator[Harness]:
+async def running(emulator: KubeEmulator | RealKube) -> AsyncIterator[Harness]:
     """Start ``emulator`` and a harness over it; stop the controllers, then the emulator."""
     await emulator.start()
     harness = Harness(emulator)
@@ -42,7 +43,7 @@ async def running(emulator: KubeEmulator) -> AsyncIterator[Harness]:
 
 
 class Harness:
-    def __init__(self, emulator: KubeEmulator) -> None:
+    def __init__(self, emulator: KubeEmulator | RealKube) -> None:
         self.emu = emulator
         self.controllers: list[tuple[Controller, Kube, asyncio.Task[int]]] = []
 
