@@ -21,6 +21,7 @@ import yaml
 from tests.servers.envtest import ControlPlane, assets_or_reason
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_real import RealKube
+from tests.servers.kube_training import TrainingKubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_NS = "modelferry"
@@ -96,10 +97,12 @@ def kube_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
     get the leader-election RBAC the controller has in its own namespace.
     """
     if request.param == "emulator":
-        return lambda role="controller", namespaces=(), **kw: KubeEmulator(**kw)
+        return lambda role="controller", namespaces=(), training=False, **kw: (
+            TrainingKubeEmulator(**kw) if training else KubeEmulator(**kw)
+        )
     cl: Cluster = request.getfixturevalue("cluster")
 
-    def make(role: str = "controller", namespaces: tuple[str, ...] = ("demo",), **kw: Any) -> RealKube:
+    def make(role: str = "controller", namespaces: tuple[str, ...] = ("demo",), training: bool = False, **kw: Any) -> RealKube:
         for ns in namespaces:
             cl.plane.ensure_namespace(ns)
         if role == "controller":

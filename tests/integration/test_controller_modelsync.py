@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -48,8 +48,8 @@ def modelsync(name: str = "granite", **spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    async with running(KubeEmulator(garbage_collect=False)) as h:
+async def harness(kube_backend: Callable[..., Any]) -> AsyncIterator[Harness]:
+    async with running(kube_backend(garbage_collect=False)) as h:
         yield h
 
 

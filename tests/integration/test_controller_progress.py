@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from modelferry.transfer.progress import format_progress_line
 from tests.integration.test_controller_modelsync import DEST, HF, modelsync, ms_status
 from tests.servers.kube_controller import NS, Harness, eventually, running
+from tests.servers.kube_real import RealKube
 from tests.servers.kube_training import TrainingKubeEmulator
 
 API = "modelferry.io/v1alpha1"
@@ -19,13 +20,13 @@ POD = f"{JOB}-abcde"
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    async with running(TrainingKubeEmulator(garbage_collect=False)) as h:
+async def harness(kube_backend: Callable[..., Any]) -> AsyncIterator[Harness]:
+    async with running(kube_backend(training=True, garbage_collect=False)) as h:
         yield h
 
 
-def emu(h: Harness) -> TrainingKubeEmulator:
-    assert isinstance(h.emu, TrainingKubeEmulator)
+def emu(h: Harness) -> TrainingKubeEmulator | RealKube:
+    assert isinstance(h.emu, TrainingKubeEmulator | RealKube)
     return h.emu
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from tests.servers.kube_controller import NS, Harness, eventually
+from tests.servers.kube_real import RealKube
 from tests.servers.kube_training import TrainingKubeEmulator
 
 API = "modelferry.io/v1alpha1"
@@ -37,8 +38,9 @@ async def make_harness(**kw: Any) -> Harness:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    h = await make_harness()
+async def harness(kube_backend: Callable[..., Any]) -> AsyncIterator[Harness]:
+    h = Harness(kube_backend(training=True, garbage_collect=False))
+    await h.emu.start()
     try:
         yield h
     finally:
@@ -64,8 +66,8 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
 
 
-def emu(h: Harness) -> TrainingKubeEmulator:
-    assert isinstance(h.emu, TrainingKubeEmulator)
+def emu(h: Harness) -> TrainingKubeEmulator | RealKube:
+    assert isinstance(h.emu, TrainingKubeEmulator | RealKube)
     return h.emu
 
 

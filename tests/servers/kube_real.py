@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.servers.envtest import ApiError, ControlPlane
+from tests.servers.kube_training import log_text
 
 CLUSTER_SCOPED = {"nodes", "namespaces", "clusterbasemodels"}
 CLEANED = {
@@ -67,9 +68,12 @@ def as_kubelet(pod: dict[str, Any]) -> None:
             status["phase"] = "Succeeded" if not any(codes) else "Failed"
 
 
-def as_job_controller(status: dict[str, Any]) -> dict[str, Any]:
-    """A terminal Job status the way the Job controller writes it (the API server enforces the sequence)."""
+def as_job_controller(status: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """A Job status the way the Job controller writes it (the API server enforces the sequence and keeps
+    ``startTime`` once set)."""
     out = copy.deepcopy(status)
+    if current.get("startTime"):
+        out["startTime"] = current["startTime"]
     conditions = out.get("conditions") or []
     for c in conditions:
         c.setdefault("lastProbeTime", now())
@@ -113,6 +117,8 @@ class RealKube:
         self.garbage_collect = garbage_collect
         self.requests: list[tuple[str, str]] = []
         self.gone_next: set[str] = set()
+        self.logs: dict[tuple[str, str, str], str] = {}  # what the kubelet would serve for pods/{pod}/log
+        self.log_requests: list[str] = []
         self.url = ""
         self._baseline: set[str] = set()
         self._runner: web.AppRunner | None = None
@@ -200,6 +206,13 @@ class RealKube:
             async with upstream:
                 raw = await upstream.read()
                 ctype = upstream.headers.get("Content-Type", "application/json")
+                parts = request.path.strip("/").split("/")
+                if len(parts) == 7 and parts[-1] == "log" and upstream.status == 400:
+                    # Authorised, but no kubelet runs the Pod: answer as the kubelet would.
+                    self.log_requests.append(request.path_qs)
+                    q = request.query
+                    text = log_text(self.logs, parts[3], parts[5], q.get("container", ""), q.get("tailLines"))
+                    return web.Response(text=text, content_type="text/plain")
                 return web.Response(body=raw, status=upstream.status, headers={"Content-Type": ctype})
         self._streams.add(upstream)
         resp = web.StreamResponse(status=upstream.status, headers={"Content-Type": "application/json"})
@@ -258,12 +271,12 @@ class RealKube:
     async def set_status(self, api: str, plural: str, namespace: str, name: str, status_: dict[str, Any]) -> None:
         obj = self.get(api, plural, namespace, name)
         assert obj is not None, f"{plural} {namespace}/{name} does not exist"
-        obj["status"] = as_job_controller(status_) if plural == "jobs" else status_
+        obj["status"] = as_job_controller(status_, obj.get("status") or {}) if plural == "jobs" else status_
         self.plane.request("PUT", path_of(api, plural, namespace, name, "status"), obj)
 
     async def remove(self, api: str, plural: str, namespace: str, name: str) -> None:
-        # Without garbage collection the emulator drops dependents nowhere; the server's default policy is the
-        # same as far as the component can tell. With it, dependents go in the background, as kubectl does.
-        body = {"propagationPolicy": "Background"} if self.garbage_collect else None
+        # As kubectl and the TTL controller delete: the object goes now, dependents in the background (a Job's
+        # own default would orphan its Pods and linger until the garbage collector clears the finalizer).
+        body = {"propagationPolicy": "Background"}
         with contextlib.suppress(ApiError):
             self.plane.request("DELETE", path_of(api, plural, namespace, name), body)

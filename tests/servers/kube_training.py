@@ -9,6 +9,13 @@ from aiohttp import web
 from tests.servers.kube import KubeEmulator, status
 
 
+def log_text(logs: dict[tuple[str, str, str], str], ns: str, pod: str, container: str, tail_lines: str | None) -> str:
+    """What the kubelet would stream for ``pods/{pod}/log`` from ``logs``, honouring ``tailLines``."""
+    text = logs.get((ns, pod, container), "")
+    tail = int(tail_lines or 0)
+    return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+
 class TrainingKubeEmulator(KubeEmulator):
     """``logs[(namespace, pod, container)]`` answers ``pods/{pod}/log``; ``kubeflow`` serves PyTorchJobs."""
 
@@ -34,9 +41,6 @@ class TrainingKubeEmulator(KubeEmulator):
             self.log_requests.append(request.path_qs)
             if self.get("v1", "pods", ns, pod) is None:
                 return status(404, "NotFound", f'pods "{pod}" not found')
-            text = self.logs.get((ns, pod, container), "")
-            tail = int(request.query.get("tailLines") or 0)
-            if tail:
-                text = "\n".join(text.splitlines()[-tail:])
+            text = log_text(self.logs, ns, pod, container, request.query.get("tailLines"))
             return web.Response(text=text, content_type="text/plain")
         return await super()._handle(request)
