@@ -100,6 +100,9 @@ def kube_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
         return lambda role="controller", namespaces=(), training=False, **kw: (
             TrainingKubeEmulator(**kw) if training else KubeEmulator(**kw)
         )
+    marker = request.node.get_closest_marker("emulator_only")
+    if marker is not None:
+        pytest.skip(f"emulator only: {marker.args[0]}")
     cl: Cluster = request.getfixturevalue("cluster")
 
     def make(role: str = "controller", namespaces: tuple[str, ...] = ("demo",), training: bool = False, **kw: Any) -> RealKube:

@@ -207,7 +207,7 @@ class RealKube:
                 raw = await upstream.read()
                 ctype = upstream.headers.get("Content-Type", "application/json")
                 parts = request.path.strip("/").split("/")
-                if len(parts) == 7 and parts[-1] == "log" and upstream.status == 400:
+                if len(parts) == 7 and parts[-1] == "log" and upstream.status in (200, 204, 400):
                     # Authorised, but no kubelet runs the Pod: answer as the kubelet would.
                     self.log_requests.append(request.path_qs)
                     q = request.query
