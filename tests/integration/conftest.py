@@ -39,7 +39,7 @@ class Cluster:
     overlay: list[dict[str, Any]]
 
     def token(self, role: str) -> str:
-        return {"controller": self.controller_token, "agent": self.agent_token}[role]
+        return {"controller": self.controller_token, "agent": self.agent_token, "admin": self.plane.admin_token}[role]
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -112,7 +112,8 @@ def kube_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
             rbac = [o for ns in namespaces for o in leader_election_rbac_in(cl.overlay, ns)]
             if rbac:
                 apply(cl.plane, rbac)
-        return RealKube(cl.plane, token=cl.token(role), namespaces=namespaces, **kw)
+        identities = {r: cl.token(r) for r in ("controller", "agent", "admin")}
+        return RealKube(cl.plane, token=cl.token(role), namespaces=namespaces, identities=identities, **kw)
 
     return make
 

@@ -24,6 +24,7 @@ from controller.agent.tasks import ModelRef, TaskQueue
 from controller.kube.client import Kube, build_api_client
 from modelferry.settings import Credentials
 from tests.servers.kube import KubeEmulator
+from tests.servers.kube_real import RealKube
 
 NS = "modelferry"
 API = "modelferry.io/v1alpha1"
@@ -66,8 +67,12 @@ async def eventually(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 
 class Rig:
-    def __init__(self, emu: KubeEmulator, kube: Kube, agent: NodeAgent, root: Path, src: Path) -> None:
-        self.emu, self.kube, self.agent, self.root, self.src = emu, kube, agent, root, src
+    """``kube`` acts as the agent's ServiceAccount, ``ctl`` as the controller's (the BaseModel status roll-up)."""
+
+    def __init__(
+        self, emu: KubeEmulator | RealKube, kube: Kube, ctl: Kube, agent: NodeAgent, root: Path, src: Path
+    ) -> None:
+        self.emu, self.kube, self.ctl, self.agent, self.root, self.src = emu, kube, ctl, agent, root, src
 
     def cm(self) -> dict[str, Any] | None:
         return self.emu.get("v1", "configmaps", NS, "node-1")
@@ -92,8 +97,8 @@ def basemodel(name: str, uri: str, ns: str = "team", **storage: Any) -> dict[str
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    emu = KubeEmulator()
+async def rig(tmp_path: Path, kube_backend: Callable[..., Any]) -> AsyncIterator[Rig]:
+    emu = kube_backend(role="agent", namespaces=(NS, "team"))
     await emu.start()
     await emu.put_object("v1", "nodes", {"metadata": {"name": "node-1", "labels": {"zone": "a"}}})
     src = tmp_path / "src"
@@ -112,17 +117,20 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     )
     settings.transfer.free_space_margin = 0
     kube = Kube(await build_api_client(api_url=emu.url))
+    ctl_url = await emu.url_as("controller") if isinstance(emu, RealKube) else emu.url
+    ctl = Kube(await build_api_client(api_url=ctl_url))
     metrics = AgentMetrics()
     gopher = Gopher(settings, TaskQueue(), sink=None, metrics=metrics)  # type: ignore[arg-type]
     agent = NodeAgent(settings, kube, gopher, metrics)
     stop = asyncio.Event()
     runner = asyncio.create_task(agent.run(stop))
     try:
-        yield Rig(emu, kube, agent, root, src)
+        yield Rig(emu, kube, ctl, agent, root, src)
     finally:
         stop.set()
         await asyncio.wait_for(runner, 30)
         await kube.close()
+        await ctl.close()
         await emu.stop()
 
 
@@ -179,12 +187,12 @@ async def test_download_heal_override_delete_and_aggregate(rig: Rig) -> None:
     await eventually(lambda: (rig.entry("team.basemodel.tiny") or {}).get("status") == "Ready")
 
     # Controller-side aggregation into BaseModel status.
-    assert await aggregate_once(rig.kube, NS) >= 2
+    assert await aggregate_once(rig.ctl, NS) >= 2
     status = emu.get(API, "basemodels", "team", "tiny")["status"]  # type: ignore[index]
     assert status["nodesReady"] == ["node-1"] and status["nodesFailed"] == [] and status["state"] == "Ready"
     assert status["modelInfo"]["modelArchitecture"] == "LlamaForCausalLM"
     assert status["modelInfo"]["parameters"] == 2 * 64 * 64
-    assert await aggregate_once(rig.kube, NS) == 0  # nothing changed: no writes
+    assert await aggregate_once(rig.ctl, NS) == 0  # nothing changed: no writes
     assert emu.get(API, "basemodels", "team", "elsewhere")["status"]["state"] == "Pending"  # type: ignore[index]
     assert emu.get(API, "clusterbasemodels", "", "shared")["status"]["nodesReady"] == ["node-1"]  # type: ignore[index]
 
@@ -243,7 +251,7 @@ async def test_aggregator_loop_stops(rig: Rig) -> None:
 
     await rig.emu.put_object(API, "basemodels", basemodel("agg", f"file://{rig.src}/v1"))
     stop = asyncio.Event()
-    loop = asyncio.create_task(run_aggregator(rig.kube, NS, stop, interval=0.05))
+    loop = asyncio.create_task(run_aggregator(rig.ctl, NS, stop, interval=0.05))
     await eventually(
         lambda: ((rig.emu.get(API, "basemodels", "team", "agg") or {}).get("status") or {}).get("state") == "Ready"
     )

@@ -108,20 +108,23 @@ class RealKube:
         *,
         token: str,
         namespaces: tuple[str, ...],
+        identities: dict[str, str] | None = None,
         garbage_collect: bool = True,
         **_: Any,
     ) -> None:
         self.plane = plane
         self.token = token
+        self.identities = identities or {}
         self.namespaces = namespaces
         self.garbage_collect = garbage_collect
         self.requests: list[tuple[str, str]] = []
+        self.denied: list[tuple[str, str, str]] = []  # 401/403 answers: (method, path, message)
         self.gone_next: set[str] = set()
         self.logs: dict[tuple[str, str, str], str] = {}  # what the kubelet would serve for pods/{pod}/log
         self.log_requests: list[str] = []
         self.url = ""
         self._baseline: set[str] = set()
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._streams: set[aiohttp.ClientResponse] = set()
 
@@ -131,24 +134,37 @@ class RealKube:
             self.plane.ensure_namespace(ns)
         self._baseline = {o["metadata"]["uid"] for o in self._leftovers()}
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.plane.ssl))
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = await self._serve(self.token)
         return self.url
 
+    async def url_as(self, role: str) -> str:
+        """A second proxy presenting another component's token (the controller beside the agent)."""
+        return await self._serve(self.identities[role])
+
+    async def _serve(self, token: str) -> str:
+        async def forward(request: web.Request) -> web.StreamResponse:
+            return await self._forward(request, token)
+
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
     async def stop(self) -> None:
+        """End the proxies, clean up, and fail if any request of the component was refused (RBAC)."""
         for resp in list(self._streams):
             resp.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
         if self._session is not None:
             await self._session.close()
         self.cleanup()
+        assert not self.denied, f"the API server refused the component's own ServiceAccount: {self.denied}"
 
     def _leftovers(self) -> list[dict[str, Any]]:
         found = []
@@ -182,7 +198,7 @@ class RealKube:
         return {"ClusterBaseModel": "clusterbasemodels", "BaseModel": "basemodels"}.get(kind, kind.lower() + "s")
 
     # --- the proxy ----------------------------------------------------------------------------------------
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, token: str) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
         assert self._session is not None
         watch = request.method == "GET" and request.query.get("watch") in ("true", "True", "1")
@@ -193,7 +209,7 @@ class RealKube:
                     "message": "too old resource version"}  # fmt: skip
             return web.Response(text=json.dumps({"type": "ERROR", "object": gone}) + "\n", content_type="application/json")
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
-        headers["Authorization"] = f"Bearer {self.token}"
+        headers["Authorization"] = f"Bearer {token}"
         body = await request.read() if request.can_read_body else None
         try:
             upstream = await self._session.request(
@@ -205,6 +221,8 @@ class RealKube:
         if not watch:
             async with upstream:
                 raw = await upstream.read()
+                if upstream.status in (401, 403):
+                    self.denied.append((request.method, request.path_qs, raw.decode(errors="replace")[:300]))
                 ctype = upstream.headers.get("Content-Type", "application/json")
                 parts = request.path.strip("/").split("/")
                 if len(parts) == 7 and parts[-1] == "log" and upstream.status in (200, 204, 400):
