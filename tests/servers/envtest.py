@@ -151,7 +151,8 @@ class ControlPlane:
         self.ssl.load_verify_locations(cafile=str(self.dir / "ca.crt"))
         (self.dir / "tokens.csv").write_text(
             f'{self.admin_token},envtest-admin,envtest-admin,"system:masters"\n'
-            f"{self.kcm_token},system:kube-controller-manager,kcm\n"
+            # One identity for all of the controller-manager's loops (clusters use one per loop).
+            f'{self.kcm_token},system:kube-controller-manager,kcm,"system:masters"\n'
         )
         try:
             peer = free_port()

@@ -45,6 +45,13 @@ def path_of(api: str, plural: str, namespace: str | None = None, name: str | Non
     return base + (f"/{sub}" if sub else "")
 
 
+def message_of(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("message"))
+    except (ValueError, AttributeError):
+        return raw.decode(errors="replace")[:300]
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -216,13 +223,13 @@ class RealKube:
                 request.method, self.plane.url + request.path_qs, data=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=None if watch else 60),
             )  # fmt: skip
-        except aiohttp.ClientError as exc:
-            return web.json_response({"kind": "Status", "code": 503, "message": str(exc)}, status=503)
+        except aiohttp.ClientError:
+            return self._drop(request)  # the server is down: the component sees the connection fail
         if not watch:
             async with upstream:
                 raw = await upstream.read()
                 if upstream.status in (401, 403):
-                    self.denied.append((request.method, request.path_qs, raw.decode(errors="replace")[:300]))
+                    self.denied.append((request.method, request.path_qs, message_of(raw)))
                 ctype = upstream.headers.get("Content-Type", "application/json")
                 parts = request.path.strip("/").split("/")
                 if len(parts) == 7 and parts[-1] == "log" and upstream.status in (200, 204, 400):
@@ -238,12 +245,20 @@ class RealKube:
             await resp.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await resp.write(chunk)
-        except (aiohttp.ClientError, ConnectionResetError, asyncio.CancelledError):
+        except aiohttp.ClientError:
+            return self._drop(request)  # the server went away mid-watch: so does the connection
+        except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self._streams.discard(upstream)
             upstream.close()
         return resp
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=502)
 
     # --- the emulator's direct state access, as the admin ---------------------------------------------------
     def get(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
