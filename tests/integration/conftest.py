@@ -105,7 +105,9 @@ def kube_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
         pytest.skip(f"emulator only: {marker.args[0]}")
     cl: Cluster = request.getfixturevalue("cluster")
 
-    def make(role: str = "controller", namespaces: tuple[str, ...] = ("demo",), training: bool = False, **kw: Any) -> RealKube:
+    def make(
+        role: str = "controller", namespaces: tuple[str, ...] = ("demo",), training: bool = False, **kw: Any
+    ) -> RealKube:
         for ns in namespaces:
             cl.plane.ensure_namespace(ns)
         if role == "controller":

@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 API = "modelferry.io/v1alpha1"

@@ -86,7 +86,9 @@ async def test_running_status_follows_the_progress_log(harness: Harness) -> None
     assert status["bytesDone"] == 400 and "etaSeconds" not in status and "percent" not in status
 
 
-@pytest.mark.emulator_only("a running Job's startTime is immutable on a real server; this test moves it to see reconciles")
+@pytest.mark.emulator_only(
+    "a running Job's startTime is immutable on a real server; this test moves it to see reconciles"
+)
 async def test_log_is_read_at_most_once_per_interval(harness: Harness) -> None:
     e = emu(harness)
     e.logs[(NS, POD, "sync")] = line(2, 200, None)

@@ -28,7 +28,10 @@ from tests.servers.kube_real import RealKube
 pytestmark = pytest.mark.envtest
 API = "modelferry.io/v1alpha1"
 INSTALL_NS = "modelferry"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 
 def in_ns(obj: dict[str, Any], ns: str) -> dict[str, Any]:
@@ -66,7 +69,9 @@ def without_verb(rules: list[dict[str, Any]], resource: str, verb: str) -> list[
 
 async def test_controller_role_missing_a_verb_is_refused(cluster: Cluster) -> None:
     """The suites prove the shipped ClusterRole suffices (any 403 fails them); this proves they would notice."""
-    role = next(o for o in cluster.overlay if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "modelferry-controller")
+    role = next(
+        o for o in cluster.overlay if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "modelferry-controller"
+    )
     name = "modelferry-controller-no-job-create"
     subject = [{"kind": "ServiceAccount", "name": name, "namespace": INSTALL_NS}]
     apply(cluster.plane, [
@@ -83,7 +88,7 @@ async def test_controller_role_missing_a_verb_is_refused(cluster: Cluster) -> No
         await h.apply(in_ns(source_secret(S3_SOURCE), ns))
         await h.start(namespaces=[ns], leader_election=False)
         denied = await eventually(lambda: [d for d in real(h).denied if d[0] == "POST" and "/jobs" in d[1]])
-        assert "cannot create resource \"jobs\"" in denied[0][2]
+        assert 'cannot create resource "jobs"' in denied[0][2]
         assert real(h).get("batch/v1", "jobs", ns, "synchronize-model") is None
         real(h).denied.clear()  # expected here; any other refusal still fails the test at teardown
 
@@ -107,8 +112,10 @@ async def test_every_rendered_pod_passes_restricted(cluster: Cluster) -> None:
         await h.start(namespaces=[ns], leader_election=False)
         names = ("synchronize-model", "modelsync-granite", "qwen-lora-train", "dist-train")
         jobs = await eventually(
-            lambda: all(real(h).get("batch/v1", "jobs", ns, n) for n in names)
-            and [real(h).get("batch/v1", "jobs", ns, n) for n in names],
+            lambda: (
+                all(real(h).get("batch/v1", "jobs", ns, n) for n in names)
+                and [real(h).get("batch/v1", "jobs", ns, n) for n in names]
+            ),
             timeout=30,
         )
         for job in jobs:

@@ -283,7 +283,11 @@ class ControlPlane:
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
         """A bound token of ``namespace/name`` through the TokenRequest API."""
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}}
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds},
+        }
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
         return str(self.request("POST", path, body)["status"]["token"])
 

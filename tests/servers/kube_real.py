@@ -214,7 +214,9 @@ class RealKube:
             self.gone_next.discard(plural)
             gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
                     "message": "too old resource version"}  # fmt: skip
-            return web.Response(text=json.dumps({"type": "ERROR", "object": gone}) + "\n", content_type="application/json")
+            return web.Response(
+                text=json.dumps({"type": "ERROR", "object": gone}) + "\n", content_type="application/json"
+            )
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
         headers["Authorization"] = f"Bearer {token}"
         body = await request.read() if request.can_read_body else None
