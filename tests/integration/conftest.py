@@ -78,6 +78,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         overlay = render(ROOT / "kustomize" / "overlays" / "dev")
         install(plane, overlay)
+        plane.start_controller_manager()
         plane.ensure_namespace(INSTALL_NS)
         yield Cluster(
             plane,
@@ -132,3 +133,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _outcomes:
         line = ", ".join(f"{b} {o}: {n}" for (b, o), n in sorted(_outcomes.items()))
         terminalreporter.write_line(f"kube backends: {line}")
+    _, reason = assets_or_reason()
+    if reason and _outcomes[("apiserver", "skipped")]:
+        terminalreporter.write_line(f"real API server tier skipped: {reason}")

@@ -257,7 +257,7 @@ async def test_apiserver_restart_mid_watch_resumes_without_duplicate_job(cluster
         await eventually(lambda: real(h).get("batch/v1", "jobs", ns, "modelsync-granite"))
         cluster.plane.restart_apiserver()  # every watch breaks; the server comes back on the same port
         await h.apply(in_ns(modelsync("second"), ns), API, "modelsyncs")
-        await eventually(lambda: real(h).get("batch/v1", "jobs", ns, "modelsync-second"), timeout=60)
+        await eventually(lambda: real(h).get("batch/v1", "jobs", ns, "modelsync-second"), timeout=30)
         posts = [p for m, p, *_ in h.emu.requests if m == "POST" and p.endswith("/jobs")]
         assert len(posts) == 2, posts  # one per ModelSync: the first Job was not created again
         assert controller.ready()

@@ -167,8 +167,6 @@ class ControlPlane:
                  "--quota-backend-bytes", str(1 << 30)],
             )  # fmt: skip
             self.start_apiserver()
-            if self.want_kcm:
-                self.start_controller_manager()
         except BaseException:
             self.stop()
             raise
@@ -195,6 +193,9 @@ class ControlPlane:
         self.wait_ready("kube-apiserver", "/readyz", 90)
 
     def start_controller_manager(self) -> None:
+        """After the CRDs are installed, so the garbage collector watches their kinds from its first sync."""
+        if not self.want_kcm:
+            return
         kubeconfig = self.kubeconfig(self.kcm_token, "kcm")
         self._spawn(
             "kube-controller-manager",
