@@ -1,25 +1,39 @@
-"""End to end on a real cluster (kind): the dev overlay, an S3 server pod, a model-source Secret.
+"""End to end on a real cluster (kind): every kind the project ships, each to its completion check.
 
-Needs a reachable cluster (current kubeconfig context) with the image ``localhost/modelferry:dev``
-loaded (``podman build -t localhost/modelferry:dev -f Containerfile . && kind load docker-image ...``)
-and the ``motoserver/moto`` image pullable. Run with ``pytest -m e2e tests/e2e/test_kind.py``.
+Needs a reachable cluster (the current kubeconfig context) with the image ``localhost/modelferry:dev``
+loaded and ``motoserver/moto`` pullable; it skips with the reason otherwise. Set ``E2E_IMAGE_COMMAND`` to
+the one command that builds and loads the image and the suite runs it first, for example::
+
+    E2E_IMAGE_COMMAND='podman build -t localhost/modelferry:dev -f Containerfile . && \
+      podman save localhost/modelferry:dev -o /tmp/mf.tar && kind load image-archive /tmp/mf.tar'
+
+The TrainingRun test also needs an image with the ``train`` extra (``E2E_TRAIN_IMAGE``, loaded likewise).
+Run with ``pytest -m e2e tests/e2e/test_kind.py`` (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "demo"
 IMAGE = "localhost/modelferry:dev"
+# Read at import: the hermetic-environment fixture clears MODELFERRY_* names, not these.
+IMAGE_COMMAND = os.environ.get("E2E_IMAGE_COMMAND", "")
+TRAIN_IMAGE = os.environ.get("E2E_TRAIN_IMAGE", "")
+MOTO_URL = "http://moto.demo.svc:5000"
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_S3_ENDPOINT": MOTO_URL,
+           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
 SEED = textwrap.dedent(
     """
@@ -31,9 +45,20 @@ SEED = textwrap.dedent(
             s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket="source", Key="granite/config.json", Body=b'{"model_type": "granite"}')
         s3.put_object(Bucket="source", Key="granite/model.safetensors", Body=b"x" * 1_000_000)
+    elif sys.argv[1] == "seed-training":
+        import pathlib, subprocess
+        out = pathlib.Path("/tmp/tiny")
+        subprocess.run([sys.executable, "-m", "sidecar.trainers.peft_lora", "--build-tiny-model", str(out / "model"),
+                        "--dataset", str(out / "train.jsonl")], check=True)
+        s3.create_bucket(Bucket="training")
+        for path in (out / "model").iterdir():
+            s3.upload_file(str(path), "training", f"tiny/{path.name}")
+        s3.upload_file(str(out / "train.jsonl"), "training", "data/train.jsonl")
     else:
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="demo-models", Prefix="models/").get("Contents", [])}
-        assert {"models/config.json", "models/model.safetensors"} <= keys, keys
+        prefix = sys.argv[2]
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=sys.argv[3], Prefix=prefix).get("Contents", [])}
+        want = set(sys.argv[4].split(","))
+        assert {prefix + k for k in want} <= keys, keys
     """
 )
 
@@ -44,6 +69,7 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subproc
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
+    """The dev overlay, the moto S3 server and the seeded source bucket (once per module)."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
     probe = subprocess.run(
@@ -51,11 +77,44 @@ def cluster() -> Iterator[None]:
     )
     if probe.returncode != 0:
         pytest.skip(f"no Kubernetes cluster reachable with the current kubeconfig: {probe.stderr.strip()[:200]}")
+    if IMAGE_COMMAND:
+        subprocess.run(["sh", "-c", IMAGE_COMMAND], check=True, timeout=3600)
+    kubectl("apply", "-k", str(ROOT / "kustomize" / "overlays" / "dev"))
+    kubectl("create", "namespace", NS, check=False)
+    kubectl("apply", "-f", "-", stdin=MOTO)
+    kubectl("-n", NS, "rollout", "status", "deployment/moto", "--timeout=180s")
+    kubectl("-n", "modelferry", "rollout", "status", "deployment/modelferry-controller", "--timeout=180s")
+    run_job("seed", "seed")
+    apply(secret("demo-models", {**S3_KEYS, "AWS_S3_BUCKET": "demo-models"}))
     yield
     kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
 
 
-def python_job(name: str, mode: str) -> str:
+def apply(obj: dict[str, Any]) -> None:
+    kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": data}
+
+
+def run_job(name: str, *args: str, image: str = IMAGE) -> None:
+    """A one-off Python Job in the cluster (seeding and checking the bucket); waits for it to complete."""
+    kubectl("-n", NS, "delete", "job", name, "--ignore-not-found", "--wait=true")
+    kubectl("apply", "-f", "-", stdin=python_job(name, *args, image=image))
+    kubectl("-n", NS, "wait", "--for=condition=complete", f"job/{name}", "--timeout=600s")
+
+
+def wait_for(*args: str, timeout: float = 120) -> None:
+    """``kubectl wait`` needs the object to exist: poll for it first (a real cluster, real time)."""
+    deadline = time.monotonic() + timeout
+    while kubectl("-n", NS, "get", *args[1:2], check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"{args[1]} did not appear"
+        time.sleep(2)
+    kubectl("-n", NS, "wait", *args, "--timeout=600s")
+
+
+def python_job(name: str, *args: str, image: str = IMAGE) -> str:
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -68,9 +127,9 @@ def python_job(name: str, mode: str) -> str:
                     "containers": [
                         {
                             "name": "run",
-                            "image": IMAGE,
+                            "image": image,
                             "imagePullPolicy": "Never",
-                            "command": ["python3", "-c", SEED, mode],
+                            "command": ["python3", "-c", SEED, *args],
                         }
                     ],
                 }
@@ -104,29 +163,61 @@ MOTO = textwrap.dedent(
 
 
 def test_model_source_secret_fills_the_bucket(cluster: None) -> None:
-    kubectl("apply", "-k", str(ROOT / "kustomize" / "overlays" / "dev"))
-    kubectl("create", "namespace", NS, check=False)
-    kubectl("apply", "-f", "-", stdin=MOTO)
-    kubectl("-n", NS, "rollout", "status", "deployment/moto", "--timeout=180s")
+    apply(secret("model-source", {"S3_SYNC_SRC__PATH": "s3://source/granite/"}))
+    wait_for("--for=condition=complete", "job/synchronize-model")
+    run_job("verify-secret", "verify", "models/", "demo-models", "config.json,model.safetensors")
+
+
+def test_modelsync_fills_the_bucket(cluster: None) -> None:
+    apply(secret("source-s3", S3_KEYS))
+    modelsync = {
+        "apiVersion": "modelferry.io/v1alpha1", "kind": "ModelSync", "metadata": {"name": "granite", "namespace": NS},
+        "spec": {"source": {"uri": "s3://source/granite/", "credentialsSecret": "source-s3"},
+                 "target": {"dataConnection": "demo-models", "path": "modelsync/granite/"}},
+    }  # fmt: skip
+    apply(modelsync)
+    wait_for("--for=jsonpath={.status.phase}=Succeeded", "modelsync/granite")
+    run_job("verify-modelsync", "verify", "modelsync/granite/", "demo-models", "config.json,model.safetensors")
+
+
+@pytest.mark.skipif(not TRAIN_IMAGE, reason="E2E_TRAIN_IMAGE is unset: no image with the train extra loaded")
+def test_trainingrun_with_the_built_in_trainer(cluster: None) -> None:
+    kubectl("-n", "modelferry", "set", "env", "deployment/modelferry-controller",
+            f"MODELFERRY_CONTROLLER__TRAINING__TRAIN_IMAGE={TRAIN_IMAGE}")  # fmt: skip
     kubectl("-n", "modelferry", "rollout", "status", "deployment/modelferry-controller", "--timeout=180s")
-    kubectl("apply", "-f", "-", stdin=python_job("seed", "seed"))
-    kubectl("-n", NS, "wait", "--for=condition=complete", "job/seed", "--timeout=180s")
-    data_connection = {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "demo-models", "namespace": NS},
-        "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_S3_ENDPOINT": "http://moto.demo.svc:5000", "AWS_S3_BUCKET": "demo-models",
-                       "AWS_DEFAULT_REGION": "us-east-1"},
+    run_job("seed-training", "seed-training", image=TRAIN_IMAGE)
+    apply(secret("training-s3", {**S3_KEYS, "AWS_S3_BUCKET": "training"}))
+    run = {
+        "apiVersion": "modelferry.io/v1alpha1", "kind": "TrainingRun", "metadata": {"name": "tiny-lora", "namespace": NS},
+        "spec": {"baseModel": {"uri": "s3://training/tiny/", "secretRef": "training-s3"},
+                 "dataset": {"uri": "s3://training/data/train.jsonl", "secretRef": "training-s3"},
+                 "trainer": {"runtime": "peft-lora"},
+                 "hyperparameters": {"num_train_epochs": 1, "train_batch_size": 2},
+                 "output": {"uri": "s3://training/out/tiny-lora/", "secretRef": "training-s3"}},
     }  # fmt: skip
-    source = {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "model-source", "namespace": NS},
-        "stringData": {"S3_SYNC_SRC__PATH": "s3://source/granite/"},
+    apply(run)
+    wait_for("--for=jsonpath={.status.phase}=Succeeded", "trainingrun/tiny-lora", timeout=300)
+    run_job("verify-training", "verify", "out/tiny-lora/", "training", "adapter_config.json")
+
+
+def test_agent_downloads_a_basemodel(cluster: None) -> None:
+    kubectl("-n", "modelferry", "rollout", "status", "daemonset/modelferry-agent", "--timeout=180s")
+    apply(secret("agent-s3", S3_KEYS))
+    model = {
+        "apiVersion": "modelferry.io/v1alpha1", "kind": "BaseModel", "metadata": {"name": "granite", "namespace": NS},
+        "spec": {"storage": {"storageUri": "s3://source/granite/", "key": "agent-s3"}},
     }  # fmt: skip
-    kubectl("apply", "-f", "-", stdin=json.dumps(data_connection))
-    kubectl("apply", "-f", "-", stdin=json.dumps(source))
-    for _ in range(60):
-        if kubectl("-n", NS, "get", "job", "synchronize-model", check=False).returncode == 0:
+    apply(model)
+    node = kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout.strip()
+    deadline = time.monotonic() + 300
+    while True:
+        cm = kubectl("-n", "modelferry", "get", "configmap", node, "-o", "json", check=False)
+        data = json.loads(cm.stdout).get("data", {}) if cm.returncode == 0 else {}
+        entry = json.loads(data.get(f"{NS}.basemodel.granite", "{}"))
+        if entry.get("status") == "Ready":
             break
+        assert entry.get("status") != "Failed", entry
+        assert time.monotonic() < deadline, f"the agent did not report the BaseModel Ready: {entry}"
         time.sleep(2)  # polling a real cluster
-    kubectl("-n", NS, "wait", "--for=condition=complete", "job/synchronize-model", "--timeout=300s")
-    kubectl("apply", "-f", "-", stdin=python_job("verify", "verify"))
-    kubectl("-n", NS, "wait", "--for=condition=complete", "job/verify", "--timeout=180s")
+    labels = json.loads(kubectl("get", "node", node, "-o", "json").stdout)["metadata"]["labels"]
+    assert labels.get(f"models.modelferry.io/{NS}.basemodel.granite") == "Ready"
