@@ -52,7 +52,15 @@ def parse_size(value: str | None) -> int | None:
     try:
         return int(float(number) * mult)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size (examples: 650GB, 64MiB, 0)") from None
+        raise click.BadParameter(f"{value!r} is not a size (examples: 64MiB, 650GB)") from None
+
+
+FLAGS = {  # dotted setting -> the option that sets it, named in validation errors
+    "transfer.concurrency": "--concurrency",
+    "transfer.part_size": "--part-size",
+    "transfer.size_limit": "--size-limit",
+    "transfer.retries": "--retries",
+}
 
 
 def credential_options(fn: Any) -> Any:
@@ -260,7 +268,7 @@ def sync_command(
         "termination_log": termination_log,
         **overrides_from(creds),
     }
-    settings = build_settings(overrides)
+    settings = build_settings(overrides, FLAGS)
     if size_limit is not None and not limit:
         settings.transfer.size_limit = None
     try:
