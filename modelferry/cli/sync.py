@@ -170,7 +170,7 @@ def run_sync(
     "--concurrency",
     type=int,
     default=None,
-    help="Connections in flight across and within files [16].",
+    help="Connections in flight across and within files [64].",
 )
 @click.option("--part-size", default=None, help="Bytes per ranged GET / multipart part, e.g. 64MiB.")
 @click.option(
