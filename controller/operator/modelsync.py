@@ -24,6 +24,7 @@ from controller.operator.jobs import (
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from modelferry.errors import InvalidURIError
+from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -137,8 +138,6 @@ def _credentials(
 
 
 def _transfer_env(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
-    from modelferry.cli.sync import parse_size
-
     env = []
     try:
         if transfer.get("concurrency") is not None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from controller.kube.client import JOBS, PODS, ConflictError, Resource
-from controller.kube.events import now_iso
+from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
+from controller.kube.events import EventRecorder, now_iso
 from controller.kube.watch import Informer, object_key
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
@@ -25,11 +25,10 @@ from controller.operator.jobs import (
     job_hash,
     secret_data,
 )
+from controller.operator.settings import ControllerSettings
+from controller.operator.workqueue import WorkQueue
 from controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
 from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
-
-if TYPE_CHECKING:
-    from controller.operator.reconcile import Operator
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +130,29 @@ def owned(obj: dict[str, Any] | None, run_name: str) -> bool:
 
 
 # --- the adapter ---------------------------------------------------------------------------------------
+class OperatorParts(Protocol):
+    """What the reconciler shares with :class:`controller.operator.reconcile.Operator`, which registers it."""
+
+    kube: Kube
+    settings: ControllerSettings
+    recorder: EventRecorder
+    queue: WorkQueue
+    informers: list[Informer]
+    secrets: dict[str | None, Informer]
+    jobs: dict[str | None, Informer]
+    modelsyncs: dict[str | None, Informer]
+    reconciles: dict[str, int]
+    _reported: dict[Key, tuple[str, ...]]
+
+    def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]: ...
+
+    async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None: ...
+
+
 class TrainingReconciler:
     """Level-triggered reconcile of TrainingRuns; registered on an :class:`Operator`."""
 
-    def __init__(self, op: Operator) -> None:
+    def __init__(self, op: OperatorParts) -> None:
         self.op = op
         self.kube = op.kube
         self.settings = op.settings.training

@@ -24,6 +24,7 @@ from modelferry.errors import (
     ModelferryError,
     RetryableError,
 )
+from modelferry.retry import Cancelled, retry_call
 from modelferry.settings import TransferSettings
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.transfer.jobs import (
@@ -38,7 +39,6 @@ from modelferry.transfer.manifest import Manifest, ManifestEntry, read_manifest
 from modelferry.transfer.part import copy_part
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
 from modelferry.transfer.progress import Progress
-from modelferry.transfer.retry import Cancelled, retry_call
 from modelferry.transfer.verify import InOrderHasher, check
 
 log = logging.getLogger(__name__)
