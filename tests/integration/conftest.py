@@ -11,7 +11,7 @@ import json
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,16 @@ class Cluster:
     controller_token: str
     agent_token: str
     overlay: list[dict[str, Any]]
+
+    prepared: set[str] = field(default_factory=set)
+
+    def prepare(self, namespace: str) -> None:
+        """The namespace, and the leader-election RBAC the controller has in its own, once per session."""
+        if namespace in self.prepared:
+            return
+        self.plane.ensure_namespace(namespace)
+        apply(self.plane, leader_election_rbac_in(self.overlay, namespace))
+        self.prepared.add(namespace)
 
     def token(self, role: str) -> str:
         return {"controller": self.controller_token, "agent": self.agent_token, "admin": self.plane.admin_token}[role]
@@ -110,11 +120,7 @@ def kube_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
         role: str = "controller", namespaces: tuple[str, ...] = ("demo",), training: bool = False, **kw: Any
     ) -> RealKube:
         for ns in namespaces:
-            cl.plane.ensure_namespace(ns)
-        if role == "controller":
-            rbac = [o for ns in namespaces for o in leader_election_rbac_in(cl.overlay, ns)]
-            if rbac:
-                apply(cl.plane, rbac)
+            cl.prepare(ns)
         identities = {r: cl.token(r) for r in ("controller", "agent", "admin")}
         return RealKube(cl.plane, token=cl.token(role), namespaces=namespaces, identities=identities, **kw)
 
