@@ -255,9 +255,12 @@ async def test_apiserver_restart_mid_watch_resumes_without_duplicate_job(cluster
         await h.apply(in_ns(modelsync(), ns), API, "modelsyncs")
         controller = await h.start(namespaces=[ns], leader_election=False, watch_timeout_seconds=300)
         await eventually(lambda: real(h).get("batch/v1", "jobs", ns, "modelsync-granite"))
-        cluster.plane.restart_apiserver()  # every watch breaks; the server comes back on the same port
+        await asyncio.to_thread(cluster.plane.restart_apiserver)  # every watch breaks; back on the same port
         await h.apply(in_ns(modelsync("second"), ns), API, "modelsyncs")
-        await eventually(lambda: real(h).get("batch/v1", "jobs", ns, "modelsync-second"), timeout=30)
+        task = h.controllers[-1][2]
+        second = await eventually(lambda: task.done() or real(h).get("batch/v1", "jobs", ns, "modelsync-second"), 30)
+        assert not task.done(), f"the controller ended on the restart: {task.exception()!r}"
+        assert second
         posts = [p for m, p, *_ in h.emu.requests if m == "POST" and p.endswith("/jobs")]
         assert len(posts) == 2, posts  # one per ModelSync: the first Job was not created again
         assert controller.ready()
