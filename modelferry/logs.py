@@ -51,6 +51,17 @@ def scrub(text: str) -> str:
     return text
 
 
+def scrub_record(value: Any) -> Any:
+    """:func:`scrub` every string in a JSON-like record (summaries, failure records, termination messages)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: scrub_record(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_record(v) for v in value]
+    return value
+
+
 class SecretFilter(logging.Filter):
     """Renders the message once, scrubbed, so no handler can leak it."""
 
@@ -108,6 +119,8 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: Any = None) ->
         "s3transfer",
         "httpx",
         "httpcore",
+        "httpx2",  # huggingface_hub 2.x: one INFO line per Hub request otherwise
+        "httpcore2",
         "huggingface_hub",
         "oci",
         "aiohttp.access",

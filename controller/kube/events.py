@@ -9,6 +9,7 @@ from typing import Any
 
 from controller.kube.client import EVENTS, Kube
 from modelferry.errors import ModelferryError
+from modelferry.logs import scrub
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, compon
         },
         "type": kind,
         "reason": reason,
-        "message": message[:1000],
+        "message": scrub(message)[:1000],  # messages can quote a pod's failure record
         "source": {"component": component},
         "reportingComponent": component,
         "firstTimestamp": now,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.operator.settings import JobSettings
+from modelferry.logs import register_secret
 
 GROUP = "modelferry.io"
 VERSION = "v1alpha1"
@@ -46,6 +47,46 @@ def secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
     for key, value in (secret.get("stringData") or {}).items():
         out[key] = str(value)
     return out
+
+
+# Secret keys whose values are credentials: registered with the log scrubber when the controller reads them,
+# so a value that comes back in a failure record, status or Event is masked (bucket names and regions are not).
+CREDENTIAL_KEY_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSCODE", "CREDENTIAL")
+
+
+def register_credentials(values: dict[str, str]) -> None:
+    """Tell the scrubber (:mod:`modelferry.logs`) about the credential values of a Secret just read."""
+    for key, value in values.items():
+        if any(marker in key.upper() for marker in CREDENTIAL_KEY_MARKERS):
+            register_secret(value)
+
+
+def literal(text: str) -> str:
+    """``text`` as a container's ``command``/``args``/env ``value`` must hold it to reach the process unchanged.
+
+    Kubernetes expands ``$(VAR)`` there (a tenant's ``$(MODELFERRY_SOURCE__HF__TOKEN)`` would become the
+    token) and turns ``$$`` into ``$``: doubling every ``$`` makes a user string literal.
+    """
+    return text.replace("$", "$$")
+
+
+def undecodable_keys(secret: dict[str, Any] | None) -> list[str]:
+    """Keys of a Secret's ``data`` that are not base64 of UTF-8 text (:func:`secret_data` reads them as "")."""
+    bad = []
+    for key, value in ((secret or {}).get("data") or {}).items():
+        try:
+            base64.b64decode(value or "").decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            bad.append(key)
+    return sorted(bad)
+
+
+def not_text_finding(secret_name: str, keys: list[str]) -> str:
+    """The message for a Secret whose values modelferry cannot read as text."""
+    return (
+        f"Secret {secret_name!r}: the value of {', '.join(keys)} is not UTF-8 text (binary or another encoding); "
+        "store it as text (stringData, or base64 of UTF-8 in data)"
+    )
 
 
 def inputs_hash(*parts: Any) -> str:
@@ -153,6 +194,8 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # `modelferry sync` never talks to the Kubernetes API: no token in the pod for a tenant to take.
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}],

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from controller.training.validate import Problem
+from modelferry.logs import scrub
 
 PROGRESS_PREFIX = "MODELFERRY_PROGRESS "
 
@@ -50,7 +51,7 @@ def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict
         "type": kind,
         "status": "True" if ok else "False",
         "reason": reason,
-        "message": message,
+        "message": scrub(str(message)),  # reports come from the pod: scrubbed like a log line
         "lastTransitionTime": now,
     }
 
@@ -99,7 +100,7 @@ def compute_status(
     for key in ("mlflowRunId", "outputUri"):
         value = report.get(key) or old.get(key)
         if value:
-            status[key] = value
+            status[key] = scrub(str(value))
     conditions = [_condition("Ready", True, "JobCreated", "the training workload exists", now)]
     if phase == "Succeeded":
         conditions.append(
