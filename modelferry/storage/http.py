@@ -296,13 +296,14 @@ class RangedHTTPClient:
             if direct is not None:  # plain HTTP: one recv per chunk (see socket_body)
                 yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
                 return
+            # read1: what has arrived, so a trickling body still reaches the low-speed check (transfer.speed)
             while remaining_skip:
-                data = resp.read(min(self.chunk_size, remaining_skip))
+                data = resp.read1(min(self.chunk_size, remaining_skip))
                 if not data:
                     raise RetryableError(f"{what}: body ended before the requested range", obj=what)
                 remaining_skip -= len(data)
             while remaining:
-                data = resp.read(min(self.chunk_size, remaining))
+                data = resp.read1(min(self.chunk_size, remaining))
                 if not data:
                     raise RetryableError(
                         f"{what}: connection closed after {length - remaining} of {length} bytes", obj=what

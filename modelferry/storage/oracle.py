@@ -243,14 +243,15 @@ class OracleStore(Store):
             what,
         )
         try:
-            stream = response.data.raw.stream(READ_CHUNK, decode_content=False)
+            raw = response.data.raw
             while True:
                 try:
-                    chunk = next(stream)
-                except StopIteration:
-                    return
+                    # read1: what has arrived, so a trickling body still reaches the low-speed check
+                    chunk = raw.read1(READ_CHUNK, decode_content=False)
                 except Exception as exc:
                     raise RetryableError(f"reading {what} failed mid-stream: {exc}", obj=what) from exc
+                if not chunk:
+                    return
                 yield chunk
         finally:
             with contextlib.suppress(Exception):

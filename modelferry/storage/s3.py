@@ -246,7 +246,7 @@ class S3Store(Store):
         resp = self.call("get_object", path, **kwargs)
         body = resp["Body"]
         try:
-            yield from body.iter_chunks(READ_CHUNK)
+            yield from _arrived_chunks(body)
         except Exception as exc:
             raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
         finally:
@@ -377,3 +377,17 @@ class S3Store(Store):
         if self.fast_reader is not None:
             self._http.close()
         self.client.close()
+
+
+def _arrived_chunks(body: Any) -> Iterator[bytes]:
+    """A botocore body in chunks of what has arrived (so a trickle reaches the low-speed check).
+
+    botocore's own ``iter_chunks`` waits for whole chunks; its urllib3 response can hand out what it
+    has. Content-Length is checked by the caller (the part must be exactly as long as asked).
+    """
+    raw = getattr(body, "_raw_stream", None)
+    if raw is None or not hasattr(raw, "read1"):
+        yield from body.iter_chunks(READ_CHUNK)
+        return
+    while chunk := raw.read1(READ_CHUNK):
+        yield chunk

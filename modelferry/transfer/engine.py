@@ -38,6 +38,7 @@ from modelferry.transfer.part import copy_part
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
 from modelferry.transfer.progress import Progress
 from modelferry.transfer.retry import Cancelled, retry_call
+from modelferry.transfer.speed import LowSpeedGuard
 from modelferry.transfer.verify import InOrderHasher, check
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Engine:
         self.target_files: dict[str, ObjectInfo] = {}
         self._hash_budget = settings.memory_budget
         self.server_copy = bool(target.features.server_side_copy and source.identity() == target.identity())
+        self.speed = LowSpeedGuard(settings.speed_limit, settings.speed_time)
 
     # -- planning ---------------------------------------------------------------
 
@@ -297,6 +299,7 @@ class Engine:
             progress=self.progress,
             stopped=lambda: self.cancel.is_set() or self._error is not None,
             after_chunk=lambda: self._release_hashed(job),
+            speed=self.speed,
         )
 
     def _finish_file(self, job: FileJob) -> None:
