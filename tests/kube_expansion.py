@@ -27,7 +27,7 @@ def expand(text: str, env: Mapping[str, str]) -> str:
                 close = text.find(")", i + 2)
                 if close != -1:
                     name = text[i + 2 : close]
-                    out.append(env[name] if name in env else f"$({name})")
+                    out.append(env.get(name, f"$({name})"))
                     i = close + 1
                     continue
                 out.append("$(")

@@ -16,10 +16,7 @@ ENV = "MODELFERRY_CONTROLLER__JOB_POLICY__"
 
 
 def _allowed(value: str, allowed: list[str]) -> bool:
-    for entry in allowed:
-        if entry == "*" or entry == value or (entry.endswith("*") and value.startswith(entry[:-1])):
-            return True
-    return False
+    return any(entry in ("*", value) or (entry.endswith("*") and value.startswith(entry[:-1])) for entry in allowed)
 
 
 def check_job_overrides(job: dict[str, Any], policy: JobPolicySettings, defaults: JobSettings) -> Finding | None:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.operator.jobpolicy import check_job_overrides
 from controller.operator.jobs import (
     GROUP,
     VERSION,
@@ -25,7 +26,6 @@ from controller.operator.jobs import (
     secret_ref,
     undecodable_keys,
 )
-from controller.operator.jobpolicy import check_job_overrides
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from modelferry.errors import InvalidURIError

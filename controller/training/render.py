@@ -96,7 +96,10 @@ def sidecar_env(spec: dict[str, Any], base_uri: str, *, rank_zero_only: bool) ->
         {"name": f"{p}BASE_MODEL_URI", "value": literal(base_uri)},
         {"name": f"{p}DATASET_URI", "value": literal(dataset["uri"])},
         {"name": f"{p}OUTPUT_URI", "value": literal(output["uri"])},
-        {"name": f"{p}HYPERPARAMETERS", "value": literal(json.dumps(spec.get("hyperparameters") or {}, sort_keys=True))},
+        {
+            "name": f"{p}HYPERPARAMETERS",
+            "value": literal(json.dumps(spec.get("hyperparameters") or {}, sort_keys=True)),
+        },
         {"name": "MODELFERRY_LOG_FORMAT", "value": "json"},
         {"name": "HOME", "value": "/tmp/home"},  # noqa: S108 - an emptyDir
     ]

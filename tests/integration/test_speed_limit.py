@@ -40,7 +40,9 @@ def hub() -> Iterator[FakeHub]:
         server.faults.trickle, server.faults.slow_delay = 0, 0.0  # let abandoned responses finish
 
 
-def test_trickling_hub_fails_cli_sync_as_too_slow(hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_trickling_hub_fails_cli_sync_as_too_slow(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Hub -> local directory (bytes spliced into the file) through the CLI flags."""
     log = tmp_path / "termination-log"
     code = run_cli("sync", "hf://org/model", str(tmp_path / "out"), "--hf-endpoint", hub.url,

@@ -130,7 +130,11 @@ def test_failure_record_quoting_a_credential_is_scrubbed_from_status() -> None:
     [
         ({"image": "evil.example.com/steal:1"}, {}, "JobPolicyAllowedImages"),
         ({"serviceAccountName": "builder"}, {}, "JobPolicyAllowServiceAccountName"),
-        ({"tolerations": [{"operator": "Exists"}]}, {"allowed_toleration_keys": ["gpu"]}, "JobPolicyAllowedTolerationKeys"),
+        (
+            {"tolerations": [{"operator": "Exists"}]},
+            {"allowed_toleration_keys": ["gpu"]},
+            "JobPolicyAllowedTolerationKeys",
+        ),
         ({"tolerations": [{"key": "node-role.kubernetes.io/control-plane"}]}, {}, "JobPolicyAllowedTolerationKeys"),
         ({"nodeSelector": {"kubernetes.io/hostname": "etcd-0"}}, {}, "JobPolicyAllowedNodeSelectorKeys"),
     ],
@@ -143,9 +147,10 @@ def test_tenant_cannot_choose_job_image_identity_or_nodes(
     assert plan.job is None and plan.error is not None
     assert plan.error.reason == reason
     setting = reason.removeprefix("JobPolicy")
-    env = "MODELFERRY_CONTROLLER__JOB_POLICY__" + "".join(
-        "_" + c if c.isupper() and i else c for i, c in enumerate(setting)
-    ).upper()
+    env = (
+        "MODELFERRY_CONTROLLER__JOB_POLICY__"
+        + "".join("_" + c if c.isupper() and i else c for i, c in enumerate(setting)).upper()
+    )
     assert env in plan.error.message
 
 
@@ -194,7 +199,9 @@ def test_binary_model_source_value_is_named_in_the_event() -> None:
     assert "S3_SYNC_SRC__PATH" in plan.error.message and "UTF-8" in plan.error.message
 
 
-@pytest.mark.parametrize(("transfer", "field"), [({"concurrency": 100000}, "concurrency"), ({"partSize": "4KiB"}, "part_size")])
+@pytest.mark.parametrize(
+    ("transfer", "field"), [({"concurrency": 100000}, "concurrency"), ({"partSize": "4KiB"}, "part_size")]
+)
 def test_transfer_tuning_beyond_engine_limits_never_makes_a_failing_job(transfer: dict[str, Any], field: str) -> None:
     obj = modelsync(source={"uri": "hf://org/repo"}, target={"uri": "s3://dst/q"}, transfer=transfer)
     plan = plan_modelsync_job(obj, {}, SETTINGS)
