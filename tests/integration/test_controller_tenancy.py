@@ -75,3 +75,18 @@ async def test_tenant_chosen_job_image_is_refused_with_the_setting_named(harness
     assert "MODELFERRY_CONTROLLER__JOB_POLICY__ALLOWED_IMAGES" in ready["message"]
     assert await eventually(lambda: harness.events("JobPolicyAllowedImages"))
     assert harness.job("modelsync-granite") is None
+
+
+async def test_namespaced_controller_never_asks_for_cluster_wide_tenant_objects(harness: Harness) -> None:
+    """With --namespace, every request for Secrets, Jobs, Pods, Events and the namespaced kinds names a
+    watched namespace, so the Roles of kustomize/components/namespaced are enough."""
+    await harness.apply(CREDS)
+    await harness.apply(modelsync(), API, "modelsyncs")
+    await harness.start(namespaces=[NS])
+    await eventually(lambda: harness.job("modelsync-granite"))
+    await eventually(lambda: ms_status(harness).get("phase"))
+    tenant = ("secrets", "jobs", "pods", "events", "services", "modelsyncs", "trainingruns", "pytorchjobs")
+    paths = [r[1] for r in harness.emu.requests if r[1].rstrip("/").split("?")[0].split("/")[-1] in tenant
+             or any(f"/{kind}/" in r[1] for kind in tenant)]  # fmt: skip
+    assert paths
+    assert all(f"/namespaces/{NS}/" in p for p in paths), [p for p in paths if f"/namespaces/{NS}/" not in p]

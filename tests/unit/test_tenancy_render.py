@@ -218,3 +218,18 @@ def test_hub_requests_are_not_logged_at_info() -> None:
     logging.getLogger("modelferry.test").info("kept")
     assert "private-repo" not in stream.getvalue() and "send_request" not in stream.getvalue()
     assert "kept" in stream.getvalue()
+
+
+def test_crd_concurrency_maximum_is_the_engine_maximum() -> None:
+    """The API server refuses what the engine would refuse (the CRD and TransferSettings never drift)."""
+    from pathlib import Path
+
+    import yaml
+    from annotated_types import Le
+
+    from modelferry.settings import TransferSettings
+
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "manifests" / "crds" / "modelsync.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    engine_max = next(m.le for m in TransferSettings.model_fields["concurrency"].metadata if isinstance(m, Le))
+    assert props["transfer"]["properties"]["concurrency"]["maximum"] == engine_max
