@@ -22,6 +22,7 @@ def now_iso() -> str:
 def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, component: str, now: str) -> dict[str, Any]:
     """The Event for ``obj`` (pure); the name is stable per object, reason and message so repeats count up."""
     meta = obj.get("metadata") or {}
+    message = scrub(message)  # messages can quote a pod's failure record
     digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}".encode()).hexdigest()[:10]
     return {
         "apiVersion": "v1",
@@ -37,7 +38,7 @@ def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, compon
         },
         "type": kind,
         "reason": reason,
-        "message": scrub(message)[:1000],  # messages can quote a pod's failure record
+        "message": message[:1000],
         "source": {"component": component},
         "reportingComponent": component,
         "firstTimestamp": now,

@@ -98,13 +98,20 @@ def test_token_reference_in_trainingrun_fields_is_never_expanded() -> None:
         assert trainer["env"]["LEAK"] == "$(MLFLOW_TRACKING_TOKEN)"
 
 
-def test_secret_value_in_model_source_reaches_noop_job_literally() -> None:
-    """A Secret-mode value copied into args (the data connection name in the noop reason) is literal."""
-    src = secret("model-source", S3_SYNC_LOCAL_UPLOAD_COMPLETE="true", S3_SYNC_DATA_CONNECTION=REF)
-    plan = plan_secret_job(src, None, SETTINGS)
-    assert plan.job is not None
-    seen = expanded_container(sync_container(plan.job), {})
-    assert REF in seen["args"][2]
+def test_secret_mode_values_reach_the_job_literally() -> None:
+    """Secret-mode values (by reference, or copied into args like the noop reason) are never expanded."""
+    path = "s3://src-bucket/$(MODELFERRY_SOURCE__S3__SECRET_ACCESS_KEY)/"
+    src = secret("model-source", S3_SYNC_SRC__PATH=path, S3_SYNC_SRC__SECRET_KEY=TOKEN, S3_SYNC_SRC__ACCESS_KEY="AKIA")
+    dest = secret("demo-models", AWS_S3_BUCKET="dst-bucket", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
+    plan = plan_secret_job(src, dest, SETTINGS)
+    assert plan.job is not None, plan.error
+    values = {"model-source": src["stringData"], "demo-models": dest["stringData"]}
+    seen = expanded_container(sync_container(plan.job), values)
+    assert seen["args"][1] == path and not any(TOKEN in a for a in seen["args"])
+    noop = plan_secret_job(secret("model-source", S3_SYNC_LOCAL_UPLOAD_COMPLETE="true", S3_SYNC_DATA_CONNECTION=REF),
+                           None, SETTINGS).job  # fmt: skip
+    assert noop is not None
+    assert REF in expanded_container(sync_container(noop), {})["args"][2]
 
 
 def test_failure_record_quoting_a_credential_is_scrubbed_from_status() -> None:
