@@ -89,6 +89,18 @@ def not_text_finding(secret_name: str, keys: list[str]) -> str:
     )
 
 
+def bounded_name(name: str, limit: int = 63) -> str:
+    """``name`` if it fits in ``limit`` characters (the label value limit), else cut and ended by a hash.
+
+    The hash covers the whole name, so two long names that share their first characters never get the
+    same object name (and never replace each other's Job).
+    """
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - 11].rstrip('-.')}-{digest}"
+
+
 def inputs_hash(*parts: Any) -> str:
     """A short stable digest of everything a Job depends on (never its values in clear)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

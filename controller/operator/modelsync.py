@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from controller.operator.jobs import (
     VERSION,
     JobOverrides,
     JobRequest,
+    bounded_name,
     inputs_hash,
     job_condition,
     job_hash,
@@ -277,11 +277,7 @@ def job_name(ms_name: str) -> str:
     A name that does not fit is cut and ends in a hash of the whole name, so two ModelSyncs whose
     names share their first 50 characters never share (and replace) one Job.
     """
-    name = f"modelsync-{ms_name}"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(ms_name.encode()).hexdigest()[:10]
-    return f"{name[:52].rstrip('-.')}-{digest}"
+    return bounded_name(f"modelsync-{ms_name}")
 
 
 def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from controller.operator.jobs import (
     LABEL_OWNER_KIND,
     LABEL_OWNER_NAME,
     MANAGED_BY,
+    bounded_name,
     inputs_hash,
     literal,
     owner_reference,
@@ -215,6 +216,11 @@ def _user_env(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def workload_name(run_name: str) -> str:
+    """The Job / Service / PyTorchJob name of TrainingRun ``run_name`` (hash-suffixed when too long)."""
+    return bounded_name(f"{run_name or 'run'}-train")
+
+
 def _meta(tr: dict[str, Any], name: str) -> dict[str, Any]:
     meta = tr.get("metadata") or {}
     labels = {
@@ -284,7 +290,7 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
     base = spec["baseModel"]
     base_uri = base.get("uri") or ctx.model_syncs[base["modelSyncRef"]["name"]]
     meta = tr.get("metadata") or {}
-    name = f"{meta.get('name', 'run')}-train"[:63].rstrip("-")
+    name = workload_name(meta.get("name", "run"))
     namespace = meta.get("namespace", "default")
     dist = spec.get("distributed") or {}
     workers, gpus = int(dist.get("workers", 1)), int(dist.get("gpusPerWorker", 0))

@@ -12,7 +12,7 @@ import pytest
 from controller.operator.modelsync import job_name, job_status, plan_modelsync_job
 from controller.operator.secretmode import plan_secret_job
 from controller.operator.settings import ControllerSettings, JobPolicySettings
-from controller.training.render import RenderContext, render
+from controller.training.render import RenderContext, render, workload_name
 from modelferry.logs import setup_logging
 from tests.kube_expansion import expand, expanded_container
 
@@ -193,6 +193,8 @@ def test_long_modelsync_names_never_share_a_job() -> None:
     assert a != b
     assert len(a) <= 63 and len(b) <= 63
     assert job_name("short") == "modelsync-short"
+    assert workload_name(stem + "-a") != workload_name(stem + "-b")  # TrainingRun workloads too
+    assert len(workload_name(stem + "-a")) <= 63 and workload_name("short") == "short-train"
 
 
 def test_binary_model_source_value_is_named_in_the_event() -> None:
