@@ -77,11 +77,13 @@ def test_controller_lists_configmaps_only_in_the_agent_namespace() -> None:
 # -- the agent's node-label admission policy ---------------------------------------------------------------
 
 
-def policy() -> dict[str, Any]:
+def policy(name: str = "modelferry-agent-node-labels") -> dict[str, Any]:
     objects = kustomize(ROOT / "kustomize" / "base")
-    vap = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")
-    binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"] == {"policyName": vap["metadata"]["name"], "validationActions": ["Deny"]}
+    vap = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy" and o["metadata"]["name"] == name)
+    binding = next(
+        o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding" and o["metadata"]["name"] == name
+    )
+    assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
     assert (ROOT / "manifests" / "agent" / "node-label-policy.yaml").exists()
     return vap
 
@@ -119,9 +121,16 @@ def node(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
-def request(user: str = AGENT, bound: str | None = "node-1") -> dict[str, Any]:
+def request(
+    user: str = AGENT,
+    bound: str | None = "node-1",
+    *,
+    operation: str = "UPDATE",
+    resource: str = "nodes",
+    name: str = "",
+) -> dict[str, Any]:
     extra = {NODE_KEY: [bound]} if bound else {}
-    return {"operation": "UPDATE", "resource": "nodes", "userInfo": {"username": user, "extra": extra}}
+    return {"operation": operation, "resource": resource, "name": name, "userInfo": {"username": user, "extra": extra}}
 
 
 BASE = {"kubernetes.io/hostname": "node-1", "models.modelferry.io/demo.basemodel.old": "Ready"}
@@ -149,6 +158,9 @@ def test_agent_changes_its_own_model_labels() -> None:
          node("node-1", {"models.modelferry.io/demo.basemodel.old": "Ready"}), "only labels under"),
         ("untaint its node", request(), node("node-1", BASE, taints=[{"key": "gpu", "effect": "NoSchedule"}]),
          node("node-1", BASE), "not spec, taints"),
+        ("block node deletion", request(), node("node-1", BASE),
+         {**node("node-1", BASE), "metadata": {**node("node-1", BASE)["metadata"], "finalizers": ["x/y"]}},
+         "finalizers"),
     ],
 )  # fmt: skip
 def test_agent_token_cannot_touch_other_nodes_or_labels(
@@ -165,3 +177,17 @@ def test_policy_leaves_other_users_alone() -> None:
     broken = copy.deepcopy(vap)
     broken["spec"]["matchConditions"][0]["expression"] = "true"
     assert admit(broken, request(user="kubernetes-admin", bound=None), old, new) is not None  # the test can fail
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE", "DELETE"])
+def test_agent_writes_only_its_own_nodes_configmap(operation: str) -> None:
+    """Each node's agent reports in the ConfigMap named after its node: it cannot rewrite another node's report."""
+    vap = policy("modelferry-agent-node-configmap")
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "node-1"}, "data": {}}
+    own = request(operation=operation, resource="configmaps", name="node-1")
+    assert admit(vap, own, cm, cm) is None
+    other = request(bound="node-2", operation=operation, resource="configmaps", name="node-1")
+    message = admit(vap, other, cm, cm)
+    assert message is not None and "may write only the ConfigMap named after its node" in message
+    unbound = request(bound=None, operation=operation, resource="configmaps", name="node-1")
+    assert admit(vap, unbound, cm, cm) is not None
