@@ -13,11 +13,12 @@ from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 SECRET_KEY = "tenantSecretKeyValue-5f2c"  # no well-known token shape: only the registered value masks it
+HF_TOKEN = "tenantHubToken-7d1e9a"
 CREDS = {
     "apiVersion": "v1",
     "kind": "Secret",
     "metadata": {"name": "src-creds", "namespace": NS},
-    "stringData": {"AWS_ACCESS_KEY_ID": "AKIATENANT", "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+    "stringData": {"AWS_ACCESS_KEY_ID": "AKIATENANT", "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "HF_TOKEN": HF_TOKEN},
 }
 
 
@@ -38,20 +39,21 @@ def leaked(h: Harness) -> list[str]:
     """Every place the secret value shows up in what tenants can read (status, Events)."""
     places = []
     obj = h.emu.get(API, "modelsyncs", NS, "granite") or {}
-    if SECRET_KEY in json.dumps(obj.get("status") or {}):
-        places.append("status")
-    places += [f"Event {e['reason']}" for e in h.emu.all("v1", "events", NS) if SECRET_KEY in json.dumps(e)]
+    for value in (SECRET_KEY, HF_TOKEN):
+        if value in json.dumps(obj.get("status") or {}):
+            places.append(f"status: {value}")
+        places += [f"Event {e['reason']}: {value}" for e in h.emu.all("v1", "events", NS) if value in json.dumps(e)]
     return places
 
 
 async def test_credential_expanded_into_failure_record_never_reaches_status_or_events(harness: Harness) -> None:
-    """What `$(MODELFERRY_SOURCE__S3__SECRET_ACCESS_KEY)` in a field did on main: the pod's failure record and the
-    Job's Failed condition quote the secret; the controller must mask it everywhere it copies them."""
+    """What `$(MODELFERRY_SOURCE__HF__TOKEN)` in a field did on main: the pod's failure record and the Job's
+    Failed condition quote the secret; the controller must mask it everywhere it copies them."""
     await harness.apply(CREDS)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
     await eventually(lambda: harness.job("modelsync-granite"))
-    quote = f"s3://src-bucket/model-{SECRET_KEY}: not found"
+    quote = f"s3://src-bucket/model-{SECRET_KEY}/{HF_TOKEN}: not found"
     await finish_pod(harness, "modelsync-granite",
                      {"status": "failed", "reason": "SourceNotFound", "message": quote, "exit_code": 3}, 3)  # fmt: skip
     await harness.emu.set_status(
@@ -61,7 +63,7 @@ async def test_credential_expanded_into_failure_record_never_reaches_status_or_e
     )  # fmt: skip
     status = await eventually(lambda: (s := ms_status(harness)).get("phase") == "Failed" and s)
     await eventually(lambda: harness.events("SyncFailed"))
-    assert condition(status, "Synced")["message"] == "s3://src-bucket/model-***: not found"
+    assert condition(status, "Synced")["message"] == "s3://src-bucket/model-***/***: not found"
     assert leaked(harness) == []
 
 
