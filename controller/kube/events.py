@@ -22,7 +22,7 @@ def now_iso() -> str:
 def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, component: str, now: str) -> dict[str, Any]:
     """The Event for ``obj`` (pure); the name is stable per object, reason and message so repeats count up."""
     meta = obj.get("metadata") or {}
-    message = scrub(message)  # messages can quote a pod's failure record
+    message = scrub(message, meta.get("namespace"))  # messages can quote a pod's failure record
     digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}".encode()).hexdigest()[:10]
     return {
         "apiVersion": "v1",

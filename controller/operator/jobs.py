@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.operator.settings import JobSettings
-from modelferry.logs import register_secret
+from modelferry.logs import register_scoped_secrets
 
 GROUP = "modelferry.io"
 VERSION = "v1alpha1"
@@ -54,11 +54,21 @@ def secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
 CREDENTIAL_KEY_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSCODE", "CREDENTIAL")
 
 
-def register_credentials(values: dict[str, str]) -> None:
-    """Tell the scrubber (:mod:`modelferry.logs`) about the credential values of a Secret just read."""
-    for key, value in values.items():
-        if any(marker in key.upper() for marker in CREDENTIAL_KEY_MARKERS):
-            register_secret(value)
+def register_credentials(secret: dict[str, Any] | None) -> None:
+    """Tell the scrubber (:mod:`modelferry.logs`) the credential values of a Secret just read.
+
+    They are masked in text about the Secret's namespace only (``scrub(text, namespace)``): a tenant's
+    values never mask anything in another namespace, nor in the controller's own logs.
+    """
+    if not secret:
+        return
+    meta = secret.get("metadata") or {}
+    values = {
+        value
+        for key, value in secret_data(secret).items()
+        if any(marker in key.upper() for marker in CREDENTIAL_KEY_MARKERS)
+    }
+    register_scoped_secrets(str(meta.get("namespace") or ""), str(meta.get("name") or ""), values)
 
 
 def literal(text: str) -> str:

@@ -176,7 +176,7 @@ def plan_modelsync_job(
     source = spec.get("source") or {}
     target = spec.get("target") or {}
     for secret_name, secret in secrets.items():
-        register_credentials(secret_data(secret))
+        register_credentials(secret)
         bad = undecodable_keys(secret)
         if bad:
             return SyncPlan(error=Finding("SecretValueNotText", not_text_finding(secret_name, bad)))
@@ -309,7 +309,7 @@ def _condition(
 def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
     """Status for bad input: Ready=False with what to fix; no Job exists."""
     old = (ms.get("status") or {}).get("conditions") or []
-    message = scrub(finding.message)
+    message = scrub(finding.message, (ms.get("metadata") or {}).get("namespace"))
     return {
         "phase": "Failed",
         "observedGeneration": (ms.get("metadata") or {}).get("generation"),
@@ -355,6 +355,7 @@ def job_status(
     """
     old_status = ms.get("status") or {}
     old = old_status.get("conditions") or []
+    namespace = (ms.get("metadata") or {}).get("namespace")
     phase = job_phase(job)
     summary = termination_summary(pods) or {}
     jstatus = (job or {}).get("status") or {}
@@ -373,7 +374,7 @@ def job_status(
         status["filesDone"] = int(summary.get("files_copied", 0)) + int(summary.get("files_skipped", 0))
         status["bytesDone"] = int(summary.get("bytes_copied", 0)) + int(summary.get("bytes_skipped", 0))
     if summary.get("revision"):
-        status["resolvedRevision"] = scrub(str(summary["revision"]))
+        status["resolvedRevision"] = scrub(str(summary["revision"]), namespace)
     if phase == "Running":
         status.update(live_progress(live))
     ready = _condition("Ready", True, "JobCreated", "the sync Job exists", now, old)
@@ -383,8 +384,8 @@ def job_status(
     elif phase == "Failed":
         failed = job_condition(job, "Failed") or job_condition(job, "FailureTarget") or {}
         # The failure record comes from the pod: scrubbed like a log line before it reaches status.
-        reason = scrub(str(summary.get("reason") or failed.get("reason") or "JobFailed"))
-        message = scrub(str(summary.get("message") or failed.get("message") or "the sync Job failed"))
+        reason = scrub(str(summary.get("reason") or failed.get("reason") or "JobFailed"), namespace)
+        message = scrub(str(summary.get("message") or failed.get("message") or "the sync Job failed"), namespace)
         synced = _condition("Synced", False, reason, message, now, old)
     elif phase == "Running":
         message = "the sync Job is running"

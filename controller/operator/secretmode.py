@@ -223,8 +223,8 @@ def plan_secret_job(
     source = secret_data(secret)
     dest_name = data_connection_name(source, settings)
     dest = secret_data(destination) if destination is not None else None
-    register_credentials(source)
-    register_credentials(dest or {})
+    register_credentials(secret)
+    register_credentials(destination)
     warnings = []
     stray = sorted(k for k in source if k.startswith("AWS_"))
     if stray:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from controller.training.validate import Problem
-from modelferry.logs import scrub
+from modelferry.logs import scrub_record
 
 PROGRESS_PREFIX = "MODELFERRY_PROGRESS "
 
@@ -51,7 +51,7 @@ def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict
         "type": kind,
         "status": "True" if ok else "False",
         "reason": reason,
-        "message": scrub(str(message)),  # reports come from the pod: scrubbed like a log line
+        "message": message,
         "lastTransitionTime": now,
     }
 
@@ -80,15 +80,20 @@ def compute_status(
     report: dict[str, Any] | None = None,
     now: str = "",
 ) -> dict[str, Any]:
-    """The TrainingRun's ``status`` (phase, conditions, progress, mlflowRunId, outputUri)."""
+    """The TrainingRun's ``status`` (phase, conditions, progress, mlflowRunId, outputUri).
+
+    Reports come from the pod: every string is scrubbed like a log line before it reaches the status.
+    """
     old = tr.get("status") or {}
     generation = (tr.get("metadata") or {}).get("generation")
+    namespace = (tr.get("metadata") or {}).get("namespace")
     if problem is not None:
-        return {
+        failed = {
             "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
             "observedGeneration": generation,
             "conditions": [_condition("Ready", False, problem.reason, problem.message, now)],
         }
+        return dict(scrub_record(failed, namespace))
     phase = _workload_phase(workload)
     status: dict[str, Any] = {"phase": phase, "observedGeneration": generation}
     if workload is not None:
@@ -100,7 +105,7 @@ def compute_status(
     for key in ("mlflowRunId", "outputUri"):
         value = report.get(key) or old.get(key)
         if value:
-            status[key] = scrub(str(value))
+            status[key] = value
     conditions = [_condition("Ready", True, "JobCreated", "the training workload exists", now)]
     if phase == "Succeeded":
         conditions.append(
@@ -119,4 +124,4 @@ def compute_status(
         if prev and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
             cond["lastTransitionTime"] = prev["lastTransitionTime"]
     status["conditions"] = conditions
-    return status
+    return dict(scrub_record(status, namespace))

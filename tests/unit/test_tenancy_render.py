@@ -242,3 +242,18 @@ def test_crd_concurrency_maximum_is_the_engine_maximum() -> None:
     props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     engine_max = next(m.le for m in TransferSettings.model_fields["concurrency"].metadata if isinstance(m, Le))
     assert props["transfer"]["properties"]["concurrency"]["maximum"] == engine_max
+
+
+def test_one_tenants_secret_values_never_mask_another_tenants_status() -> None:
+    """A tenant whose "token" is a common word must not blank out words in other namespaces' statuses."""
+    from controller.kube.events import event_body
+
+    evil = {"metadata": {"name": "creds", "namespace": "evil"}, "stringData": {"HF_TOKEN": "synchronized"}}
+    obj = modelsync(source={"uri": "hf://org/repo", "credentialsSecret": "creds"}, target={"uri": "s3://dst/q"})
+    obj["metadata"]["namespace"] = "evil"
+    assert plan_modelsync_job(obj, {"creds": evil}, SETTINGS).job is not None
+    job = {"metadata": {"name": "modelsync-m"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    other = modelsync()
+    assert job_status(other, job, [], "now")["message"] == "the model is synchronized"
+    assert event_body(other, "Normal", "SyncSucceeded", "synchronized", "c", "now")["message"] == "synchronized"
+    assert event_body(obj, "Normal", "SyncSucceeded", "synchronized", "c", "now")["message"] == "***"
