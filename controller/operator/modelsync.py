@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.operator.claims import claim_mounts
 from controller.operator.jobpolicy import check_job_overrides
 from controller.operator.jobs import (
     GROUP,
@@ -31,6 +32,7 @@ from controller.operator.settings import ControllerSettings
 from modelferry.errors import InvalidURIError
 from modelferry.logs import scrub
 from modelferry.settings import TransferSettings
+from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -146,8 +148,6 @@ def _credentials(
 def _transfer_env(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
     from pydantic import ValidationError
 
-    from modelferry.cli.sync import parse_size
-
     values: dict[str, int | None] = {}
     try:
         if transfer.get("concurrency") is not None:
@@ -234,6 +234,12 @@ def plan_modelsync_job(
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env
+    claims = claim_mounts(
+        [("spec.source.uri", source["uri"], False), ("spec.target.uri", target.get("uri") or "", True)],
+        meta.get("namespace", ""),
+    )
+    if claims.error:
+        return SyncPlan(error=Finding("ClaimNotMountable", claims.error))
     # Every user string is passed literally: Kubernetes would expand $(VAR) in it (see jobs.literal).
     args = ["sync", literal(source["uri"]), target_arg, "--json"]
     if spec.get("decrypt") is not None:
@@ -266,6 +272,8 @@ def plan_modelsync_job(
             active_deadline_seconds=job_spec.get("activeDeadlineSeconds"),
             backoff_limit=job_spec.get("backoffLimit"),
         ),
+        volumes=claims.volumes,
+        volume_mounts=claims.mounts,
     )
     digests = {name: inputs_hash(secret_data(secret)) for name, secret in sorted(secrets.items()) if secret}
     return SyncPlan(job=render_job(request, settings.job, extra_hash=digests))
