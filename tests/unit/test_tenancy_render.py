@@ -77,16 +77,20 @@ def test_token_reference_in_trainingrun_fields_is_never_expanded() -> None:
     tr = {"apiVersion": "modelferry.io/v1alpha1", "kind": "TrainingRun",
           "metadata": {"name": "t", "namespace": "demo", "uid": "u"}, "spec": spec}  # fmt: skip
     secrets = {"data": {"AWS_SECRET_ACCESS_KEY": TOKEN}, "ml": {"MLFLOW_TRACKING_TOKEN": TOKEN}}
-    for workers, pytorch in ((1, False), (2, False), (2, True)):
+    for workers, kind in ((1, "Job"), (2, "Job"), (2, "PyTorchJob"), (2, "TrainJob")):
         spec["distributed"] = {"workers": workers}
-        result = render(tr, RenderContext(has_pytorchjob=pytorch))
+        ctx = RenderContext(has_pytorchjob=kind == "PyTorchJob", has_trainjob=kind == "TrainJob")
+        result = render(tr, ctx)
         assert result.problem is None, result.problem
+        assert result.kind == kind
         workload = result.objects[0]
-        pods = (
-            [r["template"]["spec"] for r in workload["spec"]["pytorchReplicaSpecs"].values()]
-            if pytorch
-            else [workload["spec"]["template"]["spec"]]
-        )
+        if kind == "PyTorchJob":
+            pods = [r["template"]["spec"] for r in workload["spec"]["pytorchReplicaSpecs"].values()]
+        elif kind == "TrainJob":
+            runtime = result.objects[1]["spec"]["template"]["spec"]["replicatedJobs"]
+            pods = [r["template"]["spec"]["template"]["spec"] for r in runtime]
+        else:
+            pods = [workload["spec"]["template"]["spec"]]
         for pod in pods:
             for container in pod["containers"]:
                 seen = expanded_container(container, secrets)
