@@ -29,7 +29,7 @@ from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, FileSink, InPlace, ObjectInfo, Store, StoreFeatures, Upload
-from modelferry.storage.http import RangedHTTPClient
+from modelferry.storage.http import RangedHTTPClient, read_arrived
 from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, tls_verify
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
@@ -99,6 +99,7 @@ class S3Store(S3Calls):
                 connect_timeout=transfer.connect_timeout,
                 stall_timeout=transfer.stall_timeout,
                 pool_size=transfer.concurrency,
+                speed=(transfer.speed_limit, transfer.speed_time),
             )
             presigner: Any = self.client
             if not creds.anonymous:
@@ -389,5 +390,5 @@ def _arrived_chunks(body: Any) -> Iterator[bytes]:
     if raw is None or not hasattr(raw, "read1"):
         yield from body.iter_chunks(READ_CHUNK)
         return
-    while chunk := raw.read1(READ_CHUNK):
+    while chunk := read_arrived(raw.read1, READ_CHUNK):
         yield chunk

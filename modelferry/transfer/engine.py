@@ -26,6 +26,7 @@ from modelferry.errors import (
 )
 from modelferry.retry import Cancelled, retry_call
 from modelferry.settings import TransferSettings
+from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.transfer.jobs import (
     FileJob,
@@ -39,7 +40,6 @@ from modelferry.transfer.manifest import Manifest, ManifestEntry, read_manifest
 from modelferry.transfer.part import copy_part
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
 from modelferry.transfer.progress import Progress
-from modelferry.transfer.speed import LowSpeedGuard
 from modelferry.transfer.verify import InOrderHasher, check
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from modelferry.errors import RetryableError
 from modelferry.retry import Cancelled
+from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FilePartWriter, InPlace, Store
 from modelferry.transfer.jobs import FileJob
 from modelferry.transfer.progress import Progress
-from modelferry.transfer.speed import LowSpeedGuard
 
 MARK_EVERY = 4 << 20  # spliced bytes go to the hasher in runs of this size (fewer, larger read-backs)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from modelferry.errors import TooSlowError
-from modelferry.settings import HFCredentials, OCICredentials
+from modelferry.settings import HFCredentials, OCICredentials, TransferSettings
 from modelferry.storage.hf import HFStore
 from modelferry.storage.local import LocalStore
 from modelferry.storage.oracle import OracleStore
@@ -56,6 +56,21 @@ def test_trickling_hub_fails_cli_sync_as_too_slow(
     gets = hub.file_gets("model.safetensors")
     assert len(gets) >= 2  # retried before giving up
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_trickling_hub_fails_sync_on_the_buffered_read_path(hub: FakeHub, tmp_path: Path) -> None:
+    """A server that ignores Range answers 200 with the whole body: read through urllib3, not the socket."""
+    hub.faults.ignore_range = True
+    hub.add(HubRepo("org/big", {"model.safetensors": WEIGHTS * 3}))
+    settings = TransferSettings.model_validate({"part_size": MiB, "concurrency": 2, **LIMITS})
+    source = HFStore(parse_uri("hf://org/big"), HFCredentials(endpoint=hub.url), settings)
+    out = tmp_path / "out"
+    try:
+        with pytest.raises(TooSlowError, match="low-speed limit"):
+            sync(source, LocalStore(parse_uri(str(out)), out), settings, SyncOptions())
+    finally:
+        source.close()
+    assert len(hub.file_gets("model.safetensors")) >= 2
 
 
 def test_trickling_hub_fails_sync_into_a_bucket(hub: FakeHub, oci_config: Path) -> None:  # noqa: F811
