@@ -29,10 +29,9 @@ from controller.operator.jobs import (
 )
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
+from controller.operator.transferspec import transfer_env_for
 from modelferry.errors import InvalidURIError
 from modelferry.logs import scrub
-from modelferry.settings import TransferSettings
-from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -145,28 +144,6 @@ def _credentials(
     return env, None
 
 
-def _transfer_env(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
-    from pydantic import ValidationError
-
-    values: dict[str, int | None] = {}
-    try:
-        if transfer.get("concurrency") is not None:
-            values["concurrency"] = int(transfer["concurrency"])
-        if transfer.get("partSize") is not None:
-            values["part_size"] = parse_size(str(transfer["partSize"]))
-        if transfer.get("sizeLimit") is not None:
-            values["size_limit"] = parse_size(str(transfer["sizeLimit"]))
-    except Exception:
-        return [], Finding("InvalidTransfer", "spec.transfer.partSize/sizeLimit must be sizes such as 64MiB or 650GB")
-    try:  # the engine's own bounds: refused here (Ready=False), never by a Job that fails with exit 2
-        TransferSettings(**values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return [], Finding("InvalidTransfer", f"spec.transfer is outside the engine's limits ({problems}); fix it")
-    env = [{"name": f"MODELFERRY_TRANSFER__{key.upper()}", "value": str(value)} for key, value in values.items()]
-    return env, None
-
-
 def plan_modelsync_job(
     ms: dict[str, Any], secrets: dict[str, dict[str, Any] | None], settings: ControllerSettings
 ) -> SyncPlan:
@@ -230,7 +207,7 @@ def plan_modelsync_job(
     tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
     if err:
         return SyncPlan(error=err)
-    transfer_env, err = _transfer_env(spec.get("transfer") or {})
+    transfer_env, err = transfer_env_for(spec.get("transfer") or {})
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env
