@@ -29,6 +29,30 @@ class JobSettings(BaseModel):
     scratch_size: str = Field("1Gi", description="sizeLimit of the /tmp and HOME emptyDir")
 
 
+class JobPolicySettings(BaseModel):
+    """What a ModelSync's ``spec.job`` may choose (env ``MODELFERRY_CONTROLLER__JOB_POLICY__*``).
+
+    The defaults trust tenants with nothing: the sync image is the controller's own, the pod runs under
+    the namespace's default ServiceAccount, and no toleration or nodeSelector key is accepted.
+    """
+
+    allowed_images: list[str] = Field(
+        default_factory=list,
+        description="Images spec.job.image may name besides job.image (JSON list; an entry ending in '*' is a "
+        "prefix, e.g. 'registry.example.com/modelferry/*')",
+    )
+    allow_service_account_name: bool = Field(
+        False, description="Whether spec.job.serviceAccountName may be set (the pod then runs with that identity)"
+    )
+    allowed_toleration_keys: list[str] = Field(
+        default_factory=list,
+        description="Taint keys spec.job.tolerations may tolerate (JSON list; '*' allows any, incl. a keyless toleration)",
+    )
+    allowed_node_selector_keys: list[str] = Field(
+        default_factory=list, description="Label keys spec.job.nodeSelector may use (JSON list; '*' allows any)"
+    )
+
+
 class TrainingSettings(BaseModel):
     """TrainingRun reconciling (env ``MODELFERRY_CONTROLLER__TRAINING__*``)."""
 
@@ -66,6 +90,9 @@ class ControllerSettings(BaseSettings):
     secret_job_name: str = Field("synchronize-model", description="Name of the Job created in Secret mode")
     target_prefix: str = Field("models/", description="Prefix in the destination bucket in Secret mode")
     job: JobSettings = Field(default_factory=JobSettings, description="Defaults for created Jobs")
+    job_policy: JobPolicySettings = Field(
+        default_factory=JobPolicySettings, description="What a ModelSync's spec.job may override"
+    )
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="TrainingRun reconciling")
     workers: int = Field(4, ge=1, description="Reconciles running at once (one per object at a time)")
     resync_seconds: float = Field(300.0, gt=0, description="Requeue every object this often (level triggering)")

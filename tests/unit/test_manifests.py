@@ -17,9 +17,18 @@ import yaml
 from modelferry.cli.main import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ["base", "overlays/dev", "overlays/openshift", "overlays/rhoai-poc"]
+OVERLAYS = ["base", "overlays/dev", "overlays/openshift", "overlays/rhoai-poc", "overlays/namespaced"]
 K8S = "1.33.0"
-BUILTIN_GROUPS = ("", "v1", "apps", "batch", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "coordination.k8s.io")
+BUILTIN_GROUPS = (
+    "",
+    "v1",
+    "apps",
+    "batch",
+    "rbac.authorization.k8s.io",
+    "apiextensions.k8s.io",
+    "coordination.k8s.io",
+    "admissionregistration.k8s.io",
+)
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
