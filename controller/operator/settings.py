@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.serving.settings import ServingSettings
+
 
 class JobSettings(BaseModel):
     """Defaults for the synchronize Jobs the controller creates."""
@@ -57,6 +59,7 @@ class ControllerSettings(BaseSettings):
     target_prefix: str = Field("models/", description="Prefix in the destination bucket in Secret mode")
     job: JobSettings = Field(default_factory=JobSettings, description="Defaults for created Jobs")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="TrainingRun reconciling")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="ModelServer reconciling")
     workers: int = Field(4, ge=1, description="Reconciles running at once (one per object at a time)")
     resync_seconds: float = Field(300.0, gt=0, description="Requeue every object this often (level triggering)")
     watch_timeout_seconds: int = Field(240, ge=1, description="Server-side timeout of one watch; then reconnect")

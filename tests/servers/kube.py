@@ -34,8 +34,11 @@ KINDS = {
     "basemodels": "BaseModel",
     "clusterbasemodels": "ClusterBaseModel",
     "nodes": "Node",
+    "deployments": "Deployment",
+    "services": "Service",
+    "modelservers": "ModelServer",
 }
-WITH_GENERATION = {"jobs", "modelsyncs", "trainingruns", "basemodels", "clusterbasemodels"}
+WITH_GENERATION = {"jobs", "modelsyncs", "trainingruns", "basemodels", "clusterbasemodels", "deployments", "modelservers"}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -1,0 +1,22 @@
+"""``ServingSettings``: ModelServer reconciling (env ``MODELFERRY_CONTROLLER__SERVING__*``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ServingSettings(BaseModel):
+    """Defaults for the Deployments the controller renders from ModelServers."""
+
+    enabled: bool = Field(True, description="Watch ModelServer resources (turn off where the CRD is not installed)")
+    image: str | None = Field(
+        None, description="Image of `modelferry serve` and the fetch init containers; job.image when unset"
+    )
+    models_root: str = Field("/mnt/models", description="The node agent's models root (its hostPath)")
+    label_prefix: str = Field("models.modelferry.io", description="Prefix of the agent's per-model node labels")
+    run_as_user: int | None = Field(
+        1000,
+        ge=1,
+        description="UID for engine images whose default user is root (restricted PSA); unset on OpenShift, which assigns one",
+    )
+    cluster_domain: str = Field("cluster.local", description="Cluster DNS domain used in status.url")
