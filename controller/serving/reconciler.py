@@ -209,12 +209,21 @@ class ServingReconciler:
             return live
         try:
             if live is None:
-                created = await self.kube.create(resource, ns, desired)
-                await self.op.recorder.emit(ms, "Normal", f"{resource.kind}Created", f"created {resource.kind} {name}")
-                return created
+                try:
+                    created = await self.kube.create(resource, ns, desired)
+                except ConflictError:
+                    live = await self.kube.get(resource, ns, name)  # not in the label-selected cache: not ours?
+                    if live is None or owned(live, name):
+                        raise
+                else:
+                    await self.op.recorder.emit(
+                        ms, "Normal", f"{resource.kind}Created", f"created {resource.kind} {name}"
+                    )
+                    return created
             if not owned(live, name):
                 message = f"{resource.kind} {name!r} exists and was not created by modelferry; delete or rename it"
                 await self.op._report(key, ms, [("Warning", "NotManaged", message)])
+                self.op.queue.add(key, 30.0)  # its removal is not watched (label-selected informers): look again
                 return None
             body = {
                 **desired,

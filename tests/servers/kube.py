@@ -38,7 +38,15 @@ KINDS = {
     "services": "Service",
     "modelservers": "ModelServer",
 }
-WITH_GENERATION = {"jobs", "modelsyncs", "trainingruns", "basemodels", "clusterbasemodels", "deployments", "modelservers"}
+WITH_GENERATION = {
+    "jobs",
+    "modelsyncs",
+    "trainingruns",
+    "basemodels",
+    "clusterbasemodels",
+    "deployments",
+    "modelservers",
+}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
