@@ -272,3 +272,27 @@ def test_crd_has_the_cel_rules_and_printer_columns() -> None:
     assert ".size() == 1" in rule["rule"]
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
     assert {"Engine", "Phase", "Ready", "URL"} <= columns
+
+
+def test_rbac_covers_serving() -> None:
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "controller" / "rbac.yaml").read_text()) if d]
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    watched = {"get", "list", "watch"}
+    needed = {
+        ("modelferry.io", "modelservers"): watched,
+        ("modelferry.io", "modelservers/status"): {"patch"},
+        ("apps", "deployments"): watched | {"create", "update", "delete"},
+        ("", "services"): watched | {"create", "update", "delete"},
+        ("", "pods"): watched,
+        ("modelferry.io", "basemodels"): watched,
+        ("modelferry.io", "clusterbasemodels"): watched,
+        ("modelferry.io", "modelsyncs"): watched,
+        ("modelferry.io", "trainingruns"): watched,
+    }
+    for key, verbs in needed.items():
+        assert verbs <= granted.get(key, set()), key
