@@ -35,6 +35,7 @@ from modelferry.uri import parse_uri
 KIND = "ModelServer"
 SHM = "/dev/shm"  # noqa: S108 - a memory emptyDir (engines share tensors through it)
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
+ANNOTATION_METRICS = "modelferry.io/metrics-path"
 LABEL_SERVER = "modelferry.io/modelserver"
 PULL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "HF_TOKEN")  # fmt: skip
 SECURITY: dict[str, Any] = {
@@ -300,7 +301,14 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": int(spec.get("startupSeconds") or 1800) + 600,
-            "template": {"metadata": {"labels": labels, "annotations": {ANNOTATION_HASH: hashed}}, "spec": pod},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    # the PodMonitor scrapes each engine on its own metrics path
+                    "annotations": {ANNOTATION_HASH: hashed, ANNOTATION_METRICS: cmd.metrics_path},
+                },
+                "spec": pod,
+            },
         },
     }
     service = {

@@ -296,3 +296,48 @@ def test_rbac_covers_serving() -> None:
     }
     for key, verbs in needed.items():
         assert verbs <= granted.get(key, set()), key
+
+
+def test_every_alert_names_a_runbook_section_that_exists() -> None:
+    rules = yaml.safe_load((ROOT / "kustomize" / "components" / "monitoring" / "prometheusrule.yaml").read_text())
+    alerts = [r for g in rules["spec"]["groups"] for r in g["rules"]]
+    assert {a["alert"] for a in alerts} >= {
+        "ModelferryEngineDown",
+        "ModelferryEngineRestarting",
+        "ModelferryModelDownloadFailing",
+        "ModelferrySyncJobFailed",
+        "ModelferryModelsDiskHigh",
+    }
+    doc = (ROOT / "docs" / "serving.md").read_text()
+    anchors = {
+        "-".join("".join(ch for ch in line.lstrip("#").strip().lower() if ch.isalnum() or ch in " -").split())
+        for line in doc.splitlines()
+        if line.startswith("#")
+    }
+    for alert in alerts:
+        page, _, anchor = alert["annotations"]["runbook_url"].partition("#")
+        assert page == "docs/serving.md" and anchor in anchors, alert["alert"]
+
+
+def test_dashboard_is_valid_json_with_panels_for_each_component() -> None:
+    import json
+
+    dash = json.loads((ROOT / "kustomize" / "components" / "monitoring" / "modelferry-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    for prefix in ("modelferry_serve_", "modelferry_agent_", "modelferry_controller_", "vllm:"):
+        assert prefix in exprs
+
+
+def test_engine_pods_carry_their_metrics_path_for_the_pod_monitor() -> None:
+    dep = render(server("custom", {"uri": "s3://models/x"}), CTX).objects[0]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["modelferry.io/metrics-path"] == "/metrics"
+    monitor = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "kustomize" / "components" / "monitoring" / "podmonitor.yaml").read_text())
+        if d["metadata"]["name"] == "modelferry-engines"
+    )
+    relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_annotation_modelferry_io_metrics_path"]
+    assert set(monitor["spec"]["selector"]["matchLabels"].items()) <= set(
+        dep["spec"]["template"]["metadata"]["labels"].items()
+    )
