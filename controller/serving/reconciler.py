@@ -141,6 +141,7 @@ class ServingReconciler:
         s = self.settings
         return ServingContext(
             image=s.image or self.op.settings.job.image,
+            serve_image=s.serve_image,
             models_root=s.models_root,
             label_prefix=s.label_prefix,
             run_as_user=s.run_as_user,

@@ -59,7 +59,8 @@ class Problem:
 class ServingContext:
     """Facts about the cluster, the controller's defaults, and the objects the ModelServer names."""
 
-    image: str = "quay.io/modelferry/modelferry:latest"  # `modelferry serve` and `modelferry sync`
+    image: str = "quay.io/modelferry/modelferry:latest"  # `modelferry sync` in the fetch init containers
+    serve_image: str = "quay.io/modelferry/modelferry-train:latest"  # `modelferry serve` (needs torch)
     models_root: str = "/mnt/models"  # the agent's hostPath
     label_prefix: str = "models.modelferry.io"  # the agent's node labels
     run_as_user: int | None = 1000  # for engine images whose user is root; None on OpenShift (it assigns one)
@@ -279,7 +280,7 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
             raise _Stop(
                 Problem("InvalidFile", f"{file!r} must be a relative path inside the model or adapter directory")
             )
-    cmd = engine_command(spec, facts, ctx.image)
+    cmd = engine_command(spec, facts, ctx.serve_image)
     init, volumes, mounts = _volumes(spec, name, source, mounted, adapter, ctx)
     pod = _pod(spec, cmd, init, volumes, mounts, source, ctx)
     hashed = inputs_hash(pod, source.uri)

@@ -10,7 +10,11 @@ class ServingSettings(BaseModel):
 
     enabled: bool = Field(True, description="Watch ModelServer resources (turn off where the CRD is not installed)")
     image: str | None = Field(
-        None, description="Image of `modelferry serve` and the fetch init containers; job.image when unset"
+        None, description="Image of the fetch init containers (`modelferry sync`); job.image when unset"
+    )
+    serve_image: str = Field(
+        "quay.io/modelferry/modelferry-train:latest",
+        description="Image of the transformers engine (`modelferry serve`): torch, transformers, peft and the serve extra",
     )
     models_root: str = Field("/mnt/models", description="The node agent's models root (its hostPath)")
     label_prefix: str = Field("models.modelferry.io", description="Prefix of the agent's per-model node labels")

@@ -28,6 +28,7 @@ BASE = {
 }
 CTX = ServingContext(
     image="quay.io/modelferry/modelferry:1.0",
+    serve_image="quay.io/modelferry/modelferry-train:1.0",
     base_models={"llama": BASE},
     cluster_base_models={"shared": {"metadata": {"name": "shared"}, "spec": {"storage": {"path": "shared/x"}}}},
     model_syncs={"tiny": "s3://models/tiny"},
@@ -158,7 +159,8 @@ def test_custom_engine_uses_its_image_command_port_and_health_path() -> None:
 def test_transformers_runs_modelferry_serve_without_a_fixed_uid() -> None:
     pod = pod_of(render(server("transformers", {"modelSync": "tiny"}), CTX))
     container = pod["containers"][0]
-    assert container["image"] == CTX.image and container["command"] == ["modelferry"]
+    assert container["image"] == CTX.serve_image and container["command"] == ["modelferry"]
+    assert pod["initContainers"][0]["image"] == CTX.image
     assert container["args"][:2] == ["serve", MODEL_PATH] and "runAsUser" not in pod["securityContext"]
     vllm = pod_of(render(server("vllm", {"modelSync": "tiny"}), CTX))
     assert vllm["securityContext"]["runAsUser"] == 1000  # the vLLM image runs as root by default
