@@ -233,7 +233,7 @@ def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bo
     """Sync, fine-tune and serve a tiny model on loopback: S3 + MLflow + modelferry serve, no network.
 
     \b
-    Needs the training extras:  pip install 'modelferry[train,sidecar]' 'moto[server]'
+    Needs the training extras, installed from a checkout:  pip install -e '.[demo]'
     """
     missing = missing_packages()
     if missing:
