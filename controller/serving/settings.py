@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from modelferry import __version__
+
 
 class ServingSettings(BaseModel):
     """Defaults for the Deployments the controller renders from ModelServers."""
@@ -13,7 +15,7 @@ class ServingSettings(BaseModel):
         None, description="Image of the fetch init containers (`modelferry sync`); job.image when unset"
     )
     serve_image: str = Field(
-        "quay.io/modelferry/modelferry-train:latest",
+        f"quay.io/modelferry/modelferry-train:{__version__}",  # Containerfile.train, tagged per release
         description="Image of the transformers engine (`modelferry serve`): torch, transformers, peft and the serve extra",
     )
     models_root: str = Field("/mnt/models", description="The node agent's models root (its hostPath)")
