@@ -21,8 +21,10 @@ from controller.kube.events import now_iso
 from controller.kube.watch import Informer, object_key
 from controller.operator.jobs import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, job_hash
 from controller.operator.training import keep_transition_times, synced_models
-from controller.serving.render import KIND, LABEL_SERVER, ServingContext, render, service_url
+from controller.serving.render import KIND, LABEL_SERVER, Problem, RenderResult, ServingContext, render, service_url
 from controller.serving.status import compute_status
+from modelferry.errors import ModelferryError
+from modelferry.logs import scrub
 
 if TYPE_CHECKING:
     from controller.operator.reconcile import Operator
@@ -174,8 +176,14 @@ class ServingReconciler:
         deployment = self._cached(DEPLOYMENTS, ns, name)
         if result.problem is None:
             desired_dep, desired_svc = result.objects
-            deployment = await self._ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)
-            await self._ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
+            try:
+                deployment = await self._ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)
+                await self._ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
+            except ModelferryError as exc:
+                if exc.retryable:
+                    raise
+                refused = Problem("Rejected", f"the API server refused the rendered objects: {scrub(str(exc))}")
+                result = RenderResult(problem=refused, source=result.source, port=result.port)
         elif deployment is not None and not owned(deployment, name):
             deployment = None
         pods = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,42 @@ class RenderResult:
     problem: Problem | None = None
     source: ModelSource | None = None
     port: int = 0
+
+
+QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$")
+ENV_SOURCES = {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"}
+
+
+def check_env_and_resources(spec: dict[str, Any]) -> None:
+    """What the API server would reject in the Deployment, said on the ModelServer instead."""
+    for i, item in enumerate((spec.get("engine") or {}).get("env") or []):
+        extra = set(item) - {"name", "value", "valueFrom"}
+        source = item.get("valueFrom")
+        if (
+            extra
+            or not isinstance(item.get("name"), str)
+            or not item["name"]
+            or ("value" in item and not isinstance(item["value"], str))
+            or (source is not None and (not isinstance(source, dict) or len(source) != 1 or set(source) - ENV_SOURCES))
+        ):
+            raise _Stop(
+                Problem(
+                    "InvalidEnv",
+                    f"engine.env[{i}] must be {{name, value}} or {{name, valueFrom: one of {', '.join(sorted(ENV_SOURCES))}}}",
+                )
+            )
+    resources = spec.get("resources") or {}
+    for part, values in resources.items():
+        if part not in ("requests", "limits", "claims") or (part != "claims" and not isinstance(values, dict)):
+            raise _Stop(Problem("InvalidResources", f"resources.{part} is not requests or limits"))
+        for key, value in values.items() if isinstance(values, dict) else []:
+            if not QUANTITY.match(str(value)):
+                raise _Stop(
+                    Problem(
+                        "InvalidResources",
+                        f"resources.{part}.{key}: {str(value)[:40]!r} is not a quantity (e.g. 4, 500m, 16Gi)",
+                    )
+                )
 
 
 def escape(value: str) -> str:
@@ -261,6 +298,7 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
     engine = spec.get("engine") or {}
     model = spec.get("model") or {}
+    check_env_and_resources(spec)
     source, mounted = resolve_model(ms, ctx)
     adapter = resolve_adapter(spec, ctx)
     resources = dict(spec.get("resources") or {})

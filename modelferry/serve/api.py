@@ -110,6 +110,9 @@ class ServeApp:
         except RequestError as exc:
             status = 400
             return web.json_response(oai.error_body(scrub(str(exc))), status=400)
+        except (ConnectionResetError, asyncio.CancelledError):
+            status = 499  # the client went away (nginx's code for it)
+            raise
         except Busy:
             status = 503
             self.metrics.rejected.inc()

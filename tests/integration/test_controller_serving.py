@@ -281,3 +281,18 @@ async def test_a_deployment_it_did_not_create_is_left_alone(harness: Harness) ->
     [event] = await eventually(lambda: harness.events("NotManaged"))
     assert "was not created by modelferry" in event["message"]
     assert deployment(harness) == foreign | {"metadata": deployment(harness)["metadata"]}  # type: ignore[index]
+
+
+async def test_objects_the_api_server_refuses_fail_the_modelserver(harness: Harness) -> None:
+    harness.emu.invalid["deployments"] = (
+        'Deployment.apps "chat" is invalid: spec.template.spec.containers[0].image: Required'
+    )
+    await put_basemodel(harness, ["node-a"])
+    await harness.apply(modelserver(), API, "modelservers")
+    await harness.start(**SETTINGS)
+    st = await phase(harness, "Failed", Degraded="True/Rejected")
+    assert "containers[0].image: Required" in st["message"] and deployment(harness) is None
+    # fixed (here: admission lets it through): the next change of the ModelServer creates it
+    del harness.emu.invalid["deployments"]
+    await harness.apply(modelserver(replicas=2), API, "modelservers")
+    await phase(harness, "Loading")

@@ -218,6 +218,32 @@ def test_problems_name_the_reason(
     assert result.problem.waiting is waiting and not result.objects
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("env", [{"name": "A", "value": 5}], "InvalidEnv"),
+        ("env", [{"value": "x"}], "InvalidEnv"),
+        ("env", [{"name": "A", "valueFrom": {"secretKeyRef": {}, "fieldRef": {}}}], "InvalidEnv"),
+        ("env", [{"name": "A", "command": "x"}], "InvalidEnv"),
+        ("resources", {"limits": {"memory": "lots"}}, "InvalidResources"),
+        ("resources", {"maximum": {}}, "InvalidResources"),
+    ],
+)
+def test_what_the_api_server_would_reject_is_a_spec_problem(field: str, value: Any, reason: str) -> None:
+    ms = server("vllm", {"baseModel": "llama"})
+    if field == "env":
+        ms["spec"]["engine"]["env"] = value
+    else:
+        ms["spec"][field] = value
+    result = render(ms, CTX)
+    assert result.problem is not None and result.problem.reason == reason and not result.problem.waiting
+    ok = server(
+        "vllm", {"baseModel": "llama"}, resources={"limits": {"memory": "1.5Gi", "cpu": "500m", "nvidia.com/gpu": 1}}
+    )
+    ok["spec"]["engine"]["env"] = [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+    assert render(ok, CTX).problem is None
+
+
 def test_a_namespaced_base_model_cannot_point_into_another_namespace() -> None:
     other = copy.deepcopy(BASE)
     other["spec"]["storage"]["path"] = "victim/their-model"
