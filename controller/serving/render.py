@@ -30,6 +30,7 @@ from controller.operator.jobs import (
     secret_ref,
 )
 from controller.serving.presets import ADAPTER_PATH, MODEL_PATH, TMP, EngineCommand, Facts, engine_command, gpu_count
+from controller.training.render import SECURITY  # the restricted container securityContext of every workload
 from modelferry.errors import ModelferryError
 from modelferry.uri import parse_uri
 
@@ -39,12 +40,6 @@ ANNOTATION_HASH = "modelferry.io/inputs-hash"
 ANNOTATION_METRICS = "modelferry.io/metrics-path"
 LABEL_SERVER = "modelferry.io/modelserver"
 PULL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "HF_TOKEN")  # fmt: skip
-SECURITY: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 @dataclass(frozen=True)

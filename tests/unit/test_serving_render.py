@@ -14,6 +14,7 @@ import yaml
 
 from controller.serving.presets import ADAPTER_PATH, MODEL_PATH
 from controller.serving.render import ServingContext, escape, render
+from tests.unit.test_operator_training import controller_grants
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("modelserver-*.yaml"))
@@ -303,13 +304,7 @@ def test_crd_has_the_cel_rules_and_printer_columns() -> None:
 
 
 def test_rbac_covers_serving() -> None:
-    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "controller" / "rbac.yaml").read_text()) if d]
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
-    granted: dict[tuple[str, str], set[str]] = {}
-    for rule in role["rules"]:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    granted = controller_grants()
     watched = {"get", "list", "watch"}
     needed = {
         ("modelferry.io", "modelservers"): watched,
