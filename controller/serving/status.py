@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controller.serving.render import RenderResult
+from controller.serving.render import LABEL_SERVER, RenderResult
 from modelferry.logs import scrub
 
 FAILING = ("OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "ModelDownloadFailed", "CreateContainerConfigError")
@@ -180,7 +180,8 @@ def compute_status(
     status: dict[str, Any] = {
         "phase": phase,
         "message": _short(message),
-        "replicas": desired,
+        "replicas": int(dep_status.get("replicas") or 0),  # pods that exist (the scale subresource reads it)
+        "selector": f"{LABEL_SERVER}={(ms.get('metadata') or {}).get('name', '')}",
         "readyReplicas": ready,
         "updatedReplicas": updated,
         "restarts": restarts(pods),

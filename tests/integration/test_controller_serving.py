@@ -174,7 +174,7 @@ async def test_a_crash_looping_engine_fails_then_degrades(harness: Harness) -> N
     )
     await set_deployment(harness, ready=1)
     st = await phase(harness, "Degraded", Available="True", Degraded="True/CrashLoopBackOff")
-    assert st["readyReplicas"] == 1 and st["replicas"] == 2
+    assert st["readyReplicas"] == 1 and st["selector"] == f"modelferry.io/modelserver={NAME}"
 
 
 @pytest.mark.parametrize(
@@ -296,3 +296,15 @@ async def test_objects_the_api_server_refuses_fail_the_modelserver(harness: Harn
     del harness.emu.invalid["deployments"]
     await harness.apply(modelserver(replicas=2), API, "modelservers")
     await phase(harness, "Loading")
+
+
+async def test_a_rollout_past_its_deadline_is_reported(harness: Harness) -> None:
+    await put_basemodel(harness, ["node-a"])
+    await harness.apply(modelserver(), API, "modelservers")
+    await harness.start(**SETTINGS)
+    await eventually(lambda: deployment(harness))
+    stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": 'ReplicaSet "chat-5d8f" has timed out progressing.'}  # fmt: skip
+    await set_deployment(harness, ready=1, updated=0, conditions=[stuck])
+    st = await phase(harness, "Ready", Progressing="False/ProgressDeadlineExceeded", Available="True")
+    assert "timed out progressing" in cond(st, "Progressing")["message"]
