@@ -146,7 +146,7 @@ class ServingReconciler:
             serve_image=s.serve_image,
             models_root=s.models_root,
             label_prefix=s.label_prefix,
-            run_as_user=s.run_as_user,
+            run_as_user=s.run_as_user or None,
             cluster_domain=s.cluster_domain,
             base_models={object_key(b)[1]: b for b in self._all(BASEMODELS, ns)},
             cluster_base_models={object_key(b)[1]: b for b in self._all(CLUSTERBASEMODELS)},

@@ -20,9 +20,9 @@ class ServingSettings(BaseModel):
     )
     models_root: str = Field("/mnt/models", description="The node agent's models root (its hostPath)")
     label_prefix: str = Field("models.modelferry.io", description="Prefix of the agent's per-model node labels")
-    run_as_user: int | None = Field(
+    run_as_user: int = Field(
         1000,
-        ge=1,
-        description="UID for engine images whose default user is root (restricted PSA); unset on OpenShift, which assigns one",
+        ge=0,
+        description="UID for engine images whose default user is root (restricted PSA); 0 leaves it to the platform (OpenShift restricted-v2 assigns one)",
     )
     cluster_domain: str = Field("cluster.local", description="Cluster DNS domain used in status.url")

@@ -364,3 +364,28 @@ def test_engine_pods_carry_their_metrics_path_for_the_pod_monitor() -> None:
     assert set(monitor["spec"]["selector"]["matchLabels"].items()) <= set(
         dep["spec"]["template"]["metadata"]["labels"].items()
     )
+
+
+def test_openshift_leaves_the_engine_uid_to_the_platform() -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: cannot render kustomize overlays")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "kustomize" / "overlays" / "openshift")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    controller = next(
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "modelferry-controller"
+    )
+    env = {e["name"]: e.get("value") for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELFERRY_CONTROLLER__SERVING__RUN_AS_USER"] == "0"
+    pod = pod_of(
+        render(server("vllm", {"modelSync": "tiny"}), ServingContext(model_syncs=CTX.model_syncs, run_as_user=None))
+    )
+    assert "runAsUser" not in pod["securityContext"] and pod["securityContext"]["runAsNonRoot"] is True
