@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.servers.kube import KubeEmulator
-from tests.servers.kube_controller import NS, Harness, eventually
+from tests.servers.kube_controller import NS, Harness, eventually, running
 
 API = "modelferry.io/v1alpha1"
 APPS = "apps/v1"
@@ -23,14 +23,8 @@ SETTINGS: dict[str, Any] = {"training": {"enabled": False}, "aggregate_seconds":
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    emu = KubeEmulator(garbage_collect=False)
-    await emu.start()
-    h = Harness(emu)
-    try:
+    async with running(KubeEmulator(garbage_collect=False)) as h:
         yield h
-    finally:
-        await h.close()
-        await emu.stop()
 
 
 def modelserver(model: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
