@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.serving.settings import ServingSettings
 from modelferry import __version__
 
 IMAGE = f"quay.io/modelferry/modelferry:{__version__}"  # Containerfile: controller, agent, sync Jobs, sidecar
@@ -94,6 +95,7 @@ class ControllerSettings(BaseSettings):
         default_factory=JobPolicySettings, description="What a ModelSync's spec.job may override"
     )
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="TrainingRun reconciling")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="ModelServer reconciling")
     workers: int = Field(4, ge=1, description="Reconciles running at once (one per object at a time)")
     resync_seconds: float = Field(300.0, gt=0, description="Requeue every object this often (level triggering)")
     watch_timeout_seconds: int = Field(240, ge=1, description="Server-side timeout of one watch; then reconnect")

@@ -127,6 +127,10 @@ def test_monitoring_component_renders(tmp_path: Path) -> None:
         o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "modelferry-controller-metrics"
     )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    kinds = {o["kind"] for o in objects}
+    assert {"PodMonitor", "PrometheusRule"} <= kinds
+    dashboard = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "modelferry-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_every_example_validates() -> None:
