@@ -34,8 +34,10 @@ KINDS = {
     "basemodels": "BaseModel",
     "clusterbasemodels": "ClusterBaseModel",
     "nodes": "Node",
+    "daemonsets": "DaemonSet",
+    "nodeagents": "NodeAgent",
 }
-WITH_GENERATION = {"jobs", "modelsyncs", "trainingruns", "basemodels", "clusterbasemodels"}
+WITH_GENERATION = {"jobs", "modelsyncs", "trainingruns", "basemodels", "clusterbasemodels", "daemonsets", "nodeagents"}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
