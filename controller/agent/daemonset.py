@@ -165,9 +165,17 @@ def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
             "args": ["agent"],
             "env": env,
             "ports": [{"name": "http", "containerPort": 8080}],
-            "startupProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 60},
+            "startupProbe": {
+                "httpGet": {"path": "/healthz", "port": "http"},
+                "periodSeconds": 5,
+                "failureThreshold": 60,
+            },
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 15},
-            "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 30, "failureThreshold": 4},
+            "livenessProbe": {
+                "httpGet": {"path": "/livez", "port": "http"},
+                "periodSeconds": 30,
+                "failureThreshold": 4,
+            },
             "resources": json.loads(json.dumps(spec.get("resources", DEFAULT_RESOURCES))),
             "securityContext": {
                 "allowPrivilegeEscalation": False,

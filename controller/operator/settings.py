@@ -56,7 +56,9 @@ class NodeAgentSettings(BaseModel):
     enabled: bool = Field(
         True, description="Watch NodeAgent resources and run their DaemonSets (turn off where the CRD is not installed)"
     )
-    image: str = Field(AGENT_IMAGE, description="Agent image of a NodeAgent that names none (the image of this release)")
+    image: str = Field(
+        AGENT_IMAGE, description="Agent image of a NodeAgent that names none (the image of this release)"
+    )
 
 
 class ControllerSettings(BaseSettings):

@@ -50,7 +50,9 @@ async def roll_out(h: Harness, nodes: int, name: str = DS) -> None:
     assert ds is not None
     generation = ds["metadata"]["generation"]
     status = {"observedGeneration": generation, "desiredNumberScheduled": nodes}
-    await h.emu.set_status("apps/v1", "daemonsets", NS, name, {**status, "numberReady": nodes, "updatedNumberScheduled": nodes})
+    await h.emu.set_status(
+        "apps/v1", "daemonsets", NS, name, {**status, "numberReady": nodes, "updatedNumberScheduled": nodes}
+    )
 
 
 async def test_nodeagent_runs_the_daemonset_and_reports_the_nodes(harness: Harness) -> None:

@@ -57,7 +57,7 @@ def test_default_nodeagent_renders_the_plain_manifest() -> None:
 def test_default_image_is_the_release_image() -> None:
     from modelferry import __version__
 
-    assert IMAGE == f"quay.io/modelferry/modelferry:{__version__}"
+    assert f"quay.io/modelferry/modelferry:{__version__}" == IMAGE
 
 
 def test_owner_reference_labels_and_hash() -> None:
@@ -155,7 +155,11 @@ def test_the_crd_schema_refuses_them_too(spec: dict[str, Any]) -> None:
 
 
 def ds_with(desired: int, ready: int, updated: int, observed: int | None = 1) -> dict[str, Any]:
-    status: dict[str, Any] = {"desiredNumberScheduled": desired, "numberReady": ready, "updatedNumberScheduled": updated}
+    status: dict[str, Any] = {
+        "desiredNumberScheduled": desired,
+        "numberReady": ready,
+        "updatedNumberScheduled": updated,
+    }
     if observed is not None:
         status["observedGeneration"] = observed
     return {"metadata": {"generation": 1}, "status": status}
