@@ -16,6 +16,7 @@ from tools.bundle.layout import ANNOTATIONS, BUNDLE, CONTAINERFILE, CSV_FILE, RO
 
 __all__ = ["BUNDLE", "ROOT", "generate", "stale"]
 
+
 def generate(root: Path = ROOT) -> dict[str, str]:
     """Path relative to the checkout -> text, for every file of the bundle."""
     files: dict[str, str] = {}

@@ -27,9 +27,12 @@ ANNOTATIONS = {
 }
 
 
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where built: OLM's CSV CRD is 800 kB
+
+
 def load_all(path: Path) -> list[dict[str, Any]]:
     """The YAML documents of a file (empty ones dropped)."""
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return [d for d in yaml.load_all(path.read_text(), Loader=LOADER) if d]
 
 
 class _Dumper(yaml.SafeDumper):

@@ -10,6 +10,7 @@ CRD is in the bundle with the same name, version and kind, descriptors point at 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ def olm_schema_path(root: Path = ROOT) -> Path:
     return root.parent / "shared" / OLM_CRD
 
 
+@functools.cache
 def csv_schema(path: Path) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of OLM's ClusterServiceVersion CRD (version v1alpha1)."""
     (crd,) = [d for d in load_all(path) if d.get("kind") == "CustomResourceDefinition"]
@@ -156,9 +158,7 @@ def _grants(rules: list[dict[str, Any]]) -> Iterator[tuple[str, str, str, str]]:
 
 
 def _covered(want: tuple[str, str, str, str], rules: list[dict[str, Any]]) -> bool:
-    return any(
-        all(have in (need, "*") for have, need in zip(grant, want, strict=True)) for grant in _grants(rules)
-    )
+    return any(all(have in (need, "*") for have, need in zip(grant, want, strict=True)) for grant in _grants(rules))
 
 
 def permission_errors(csv: dict[str, Any], root: Path) -> list[str]:
