@@ -225,7 +225,7 @@ def build_csv(root: Path) -> dict[str, Any]:
     return {
         "apiVersion": "operators.coreos.com/v1alpha1",
         "kind": "ClusterServiceVersion",
-        "metadata": {"name": f"{PACKAGE}.v{__version__}", "namespace": "placeholder", "annotations": annotations},
+        "metadata": {"name": f"{PACKAGE}.v{__version__}", "annotations": annotations},
         "spec": {
             "displayName": "modelferry",
             "description": DESCRIPTION,
