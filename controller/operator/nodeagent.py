@@ -53,7 +53,7 @@ class NodeAgentReconciler:
         self.op = op
         self.kube = op.kube
         self.namespace = op.settings.agent_namespace
-        self.image = op.settings.node_agent.image
+        self.image = op.settings.node_agent.image or op.settings.job.image
         timeout = op.settings.watch_timeout_seconds
         self.agents = Informer(self.kube, NODEAGENTS, self._on_agent, timeout_seconds=timeout)
         self.daemonsets = Informer(

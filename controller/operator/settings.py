@@ -56,7 +56,10 @@ class NodeAgentSettings(BaseModel):
     enabled: bool = Field(
         True, description="Watch NodeAgent resources and run their DaemonSets (turn off where the CRD is not installed)"
     )
-    image: str = Field(IMAGE, description="Agent image of a NodeAgent that names none (the image of this release)")
+    image: str | None = Field(
+        None,
+        description="Agent image of a NodeAgent that names none; job.image (the controller's own image) when unset",
+    )
 
 
 class ControllerSettings(BaseSettings):

@@ -20,7 +20,7 @@ from controller.agent.daemonset import (
 from controller.operator.settings import ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = ControllerSettings().node_agent.image
+IMAGE = ControllerSettings().job.image  # a NodeAgent without an image runs the controller's own
 
 
 def agent(spec: dict[str, Any] | None = None, name: str = "default") -> dict[str, Any]:
