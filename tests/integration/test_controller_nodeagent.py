@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from controller.agent.daemonset import render_daemonset
 from tests.servers.kube import KubeEmulator
@@ -133,3 +134,31 @@ async def test_someone_deleting_the_daemonset_gets_it_back(harness: Harness) -> 
     again = await eventually(lambda: daemonset(harness))
     assert again["metadata"]["uid"] != first["metadata"]["uid"]
     assert controller.operator.reconciles["NodeAgent"] > before
+
+
+class RacingEmulator(KubeEmulator):
+    """Answers the first DaemonSet create and the first replace with 409, as when another writer got there first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if "/daemonsets" in request.path and request.method in ("POST", "PUT") and request.method not in self.refused:
+            self.refused.append(request.method)
+            return web.json_response(
+                {"kind": "Status", "code": 409, "reason": "Conflict", "message": "raced"}, status=409
+            )
+        return await super()._handle(request)
+
+
+async def test_conflicts_on_create_and_replace_are_retried() -> None:
+    emu = RacingEmulator()
+    async with running(emu) as h:
+        await start(h)
+        await h.apply(nodeagent(), API, "nodeagents")
+        await eventually(lambda: daemonset(h))
+        await h.apply(nodeagent(workers=7), API, "nodeagents")
+        ds = await eventually(lambda: (d := daemonset(h)) and env(d)["MODELFERRY_AGENT__WORKERS"] == "7" and d)
+        assert emu.refused == ["POST", "PUT"]
+        assert ds["metadata"]["labels"]["modelferry.io/owner-name"] == "default"
