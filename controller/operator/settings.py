@@ -75,6 +75,18 @@ class TrainingSettings(BaseModel):
     service_account_name: str | None = Field(None, description="ServiceAccount of training pods (namespace default)")
 
 
+class NodeAgentSettings(BaseModel):
+    """NodeAgent reconciling: the node agent's DaemonSet run from a NodeAgent resource (``MODELFERRY_CONTROLLER__NODE_AGENT__*``)."""
+
+    enabled: bool = Field(
+        True, description="Watch NodeAgent resources and run their DaemonSets (turn off where the CRD is not installed)"
+    )
+    image: str | None = Field(
+        None,
+        description="Agent image of a NodeAgent that names none; job.image (the controller's own image) when unset",
+    )
+
+
 class ControllerSettings(BaseSettings):
     """Settings of ``modelferry controller``."""
 
@@ -96,6 +108,9 @@ class ControllerSettings(BaseSettings):
     )
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="TrainingRun reconciling")
     serving: ServingSettings = Field(default_factory=ServingSettings, description="ModelServer reconciling")
+    node_agent: NodeAgentSettings = Field(
+        default_factory=NodeAgentSettings, description="NodeAgent reconciling (the agent DaemonSet, for OLM installs)"
+    )
     workers: int = Field(4, ge=1, description="Reconciles running at once (one per object at a time)")
     resync_seconds: float = Field(300.0, gt=0, description="Requeue every object this often (level triggering)")
     watch_timeout_seconds: int = Field(240, ge=1, description="Server-side timeout of one watch; then reconnect")
@@ -111,7 +126,9 @@ class ControllerSettings(BaseSettings):
     metrics_port: int = Field(8080, ge=0, le=65535, description="Port of that server (0 picks a free port)")
     shutdown_seconds: float = Field(20.0, gt=0, description="How long SIGTERM waits for running reconciles")
     agent_namespace: str = Field(
-        "modelferry", description="Namespace of the node agents' ConfigMaps rolled up into BaseModel status"
+        "modelferry",
+        description="Namespace of the node agents: their ConfigMaps rolled up into BaseModel status, and the "
+        "DaemonSets run for NodeAgent resources",
     )
     sync_progress_seconds: float = Field(
         15.0, gt=0, description="How often a running ModelSync's progress is read from its sync container's log"

@@ -37,6 +37,8 @@ KINDS = {
     "deployments": "Deployment",
     "services": "Service",
     "modelservers": "ModelServer",
+    "daemonsets": "DaemonSet",
+    "nodeagents": "NodeAgent",
 }
 WITH_GENERATION = {
     "jobs",
@@ -46,6 +48,8 @@ WITH_GENERATION = {
     "clusterbasemodels",
     "deployments",
     "modelservers",
+    "daemonsets",
+    "nodeagents",
 }
 
 
