@@ -25,6 +25,7 @@ from tests.servers.kube_training import TrainingKubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_NS = "modelferry"
+AGENT_NODE = "node-1"  # the node the agent suites' agent runs on
 BACKENDS = ("emulator", "apiserver")
 _outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -89,11 +90,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         overlay = render(ROOT / "kustomize" / "overlays" / "dev")
         install(plane, overlay)
         plane.start_controller_manager()
+        agent_pod = plane.pod_on_node(INSTALL_NS, "modelferry-agent-envtest", "modelferry-agent", AGENT_NODE)
         plane.ensure_namespace(INSTALL_NS)
         yield Cluster(
             plane,
             plane.service_account_token(INSTALL_NS, "modelferry-controller"),
-            plane.service_account_token(INSTALL_NS, "modelferry-agent"),
+            # As on a node: the agent's token is bound to its pod, so it names the node (the node-label policy).
+            plane.service_account_token(INSTALL_NS, "modelferry-agent", pod=agent_pod),
             overlay,
         )
     finally:

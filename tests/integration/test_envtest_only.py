@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import ROOT, Cluster, apply
+from tests.integration.conftest import AGENT_NODE, ROOT, Cluster, apply
 from tests.integration.test_controller_modelsync import DEST as MS_DEST
 from tests.integration.test_controller_modelsync import HF, modelsync
 from tests.integration.test_controller_secret import DEST, S3_SOURCE, source_secret
@@ -205,44 +205,36 @@ async def test_owner_references_let_the_garbage_collector_remove_jobs_and_servic
 
 
 # --- admission policy ---------------------------------------------------------------------------------------
-def admission_policies() -> list[dict[str, Any]]:
-    found = []
-    for path in sorted((ROOT / "manifests").rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
-                found.append(doc)
-    return found
+def agent_policies(cluster: Cluster) -> list[dict[str, Any]]:
+    return [o for o in cluster.overlay if o["kind"] == "ValidatingAdmissionPolicy" and "agent" in o["metadata"]["name"]]
 
 
-async def test_agent_may_only_touch_its_own_node_labels(cluster: Cluster) -> None:
-    policies = admission_policies()
-    if not policies:
-        pytest.skip("no ValidatingAdmissionPolicy for the agent's node labels under manifests/ yet")
-    apply(cluster.plane, policies)
-    plane = cluster.plane
-    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "vap-node", "labels": {"zone": "a"}}}
-    with contextlib.suppress(ApiError):
-        plane.request("POST", "/api/v1/nodes", node)
-    merge = "application/merge-patch+json"
-    own = {"metadata": {"labels": {"models.modelferry.io/team.basemodel.tiny": "Ready"}}}
-    foreign = {"metadata": {"labels": {"zone": "b"}}}
+def test_agent_may_only_touch_its_own_node_labels(cluster: Cluster) -> None:
+    """The agent's token is bound to a pod on ``AGENT_NODE``: that Node's ``models.modelferry.io/`` labels only."""
+    if not agent_policies(cluster):
+        pytest.skip("no ValidatingAdmissionPolicy for the agent's node labels in the dev overlay yet")
+    plane, merge = cluster.plane, "application/merge-patch+json"
+    for name in (AGENT_NODE, "other-node"):
+        with contextlib.suppress(ApiError):
+            plane.request("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
 
-    def patch(body: dict[str, Any]) -> Any:
-        return plane.request("PATCH", "/api/v1/nodes/vap-node", body, token=cluster.agent_token, content_type=merge)
+    def patch(node: str, labels: dict[str, Any], token: str | None = cluster.agent_token) -> Any:
+        body = {"metadata": {"labels": labels}}
+        return plane.request("PATCH", f"/api/v1/nodes/{node}", body, token=token, content_type=merge)
 
-    # The policy may take a moment to be loaded by the admission plugin.
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        try:
-            patch(foreign)
-        except ApiError as exc:
-            assert exc.code in (403, 422)
-            break
-        assert asyncio.get_running_loop().time() < deadline, "the agent changed a node label it does not own"
-        plane.request("PATCH", "/api/v1/nodes/vap-node", {"metadata": {"labels": {"zone": "a"}}}, content_type=merge)
-        await asyncio.sleep(0.5)
-    patch(own)
-    plane.request("DELETE", "/api/v1/nodes/vap-node")
+    own = {"models.modelferry.io/team.basemodel.vap": "Ready"}
+    patch(AGENT_NODE, own)  # its own node, its own prefix
+    refusals = {
+        "another node": lambda: patch("other-node", own),
+        "a label outside the prefix": lambda: patch(AGENT_NODE, {"zone": "b"}),
+    }
+    for what, attempt in refusals.items():
+        with pytest.raises(ApiError) as refused:
+            attempt()
+        assert refused.value.code in (403, 422), what
+        assert "modelferry agent" in str(refused.value), what
+    patch(AGENT_NODE, dict.fromkeys(own), token=None)  # the admin tidies up
+    plane.request("DELETE", "/api/v1/nodes/other-node")
 
 
 # --- an API server restart ------------------------------------------------------------------------------------

@@ -282,15 +282,34 @@ class ControlPlane:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
         return out.stdout
 
-    def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
-        """A bound token of ``namespace/name`` through the TokenRequest API."""
-        body = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": seconds},
-        }
+    def service_account_token(
+        self, namespace: str, name: str, seconds: int = 3600, pod: dict[str, Any] | None = None
+    ) -> str:
+        """A token of ``namespace/name`` through the TokenRequest API; bound to ``pod`` when given (it then
+        names the pod's node, as a kubelet-mounted token does)."""
+        spec: dict[str, Any] = {"expirationSeconds": seconds}
+        if pod is not None:
+            meta = pod["metadata"]
+            spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
         return str(self.request("POST", path, body)["status"]["token"])
+
+    def pod_on_node(self, namespace: str, name: str, service_account: str, node: str) -> dict[str, Any]:
+        """A Pod scheduled to ``node`` (and the Node), for tokens bound to it; no kubelet will run it."""
+        with contextlib.suppress(ApiError):
+            self.request("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": service_account,
+                "containers": [{"name": "agent", "image": "registry.invalid/envtest:1"}],
+            },
+        }
+        return dict(self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod))
 
     def ensure_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         """The namespace and its ``default`` ServiceAccount (no ServiceAccount controller needed)."""
