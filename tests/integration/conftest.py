@@ -42,11 +42,11 @@ class Cluster:
     prepared: set[str] = field(default_factory=set)
 
     def prepare(self, namespace: str) -> None:
-        """The namespace, and the leader-election RBAC the controller has in its own, once per session."""
+        """The namespace, and the Roles the controller has in its own namespace, once per session."""
         if namespace in self.prepared:
             return
         self.plane.ensure_namespace(namespace)
-        apply(self.plane, leader_election_rbac_in(self.overlay, namespace))
+        apply(self.plane, controller_roles_in(self.overlay, namespace))
         self.prepared.add(namespace)
 
     def token(self, role: str) -> str:
@@ -68,11 +68,12 @@ def install(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
     plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
-def leader_election_rbac_in(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
-    """The overlay's leader-election Role and RoleBinding, for a controller whose Lease lives in ``namespace``."""
+def controller_roles_in(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The overlay's namespaced Roles of the controller (leader election, the agent DaemonSets) and their
+    bindings, for a controller whose own namespace is ``namespace`` (the suites use ``demo``)."""
     out = []
     for obj in objects:
-        if obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"].endswith("leader-election"):
+        if obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["name"].startswith("modelferry-controller"):
             copy = json.loads(json.dumps(obj))
             copy["metadata"]["namespace"] = namespace
             out.append(copy)
@@ -120,7 +121,7 @@ def kube_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
     cl: Cluster = request.getfixturevalue("cluster")
 
     def make(
-        role: str = "controller", namespaces: tuple[str, ...] = ("demo",), training: bool = False, **kw: Any
+        role: str = "controller", namespaces: tuple[str, ...] = ("demo", INSTALL_NS), training: bool = False, **kw: Any
     ) -> RealKube:
         for ns in namespaces:
             cl.prepare(ns)

@@ -7,12 +7,11 @@ and pods (crash loops, OOM kills, image pulls, failed model downloads, unschedul
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 API = "modelferry.io/v1alpha1"
@@ -22,8 +21,8 @@ SETTINGS: dict[str, Any] = {"training": {"enabled": False}, "aggregate_seconds":
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    async with running(KubeEmulator(garbage_collect=False)) as h:
+async def harness(kube_backend: Callable[..., Any]) -> AsyncIterator[Harness]:
+    async with running(kube_backend(garbage_collect=False)) as h:
         yield h
 
 
@@ -228,6 +227,7 @@ async def test_a_spec_change_rolls_the_deployment_in_place(harness: Harness) -> 
     await phase(harness, "Ready", Progressing="False/RolloutComplete")
 
 
+@pytest.mark.emulator_only("a real server refuses the TrainingRun with an empty spec the test plants")
 async def test_an_adapter_waits_for_its_training_run(harness: Harness) -> None:
     run = {"apiVersion": API, "kind": "TrainingRun", "metadata": {"name": "lora", "namespace": NS},
            "spec": {}, "status": {"phase": "Running"}}  # fmt: skip
@@ -265,6 +265,7 @@ async def test_deleting_the_modelserver_removes_its_objects(harness: Harness) ->
     await eventually(lambda: deployment(harness) is None and harness.emu.get("v1", "services", NS, NAME) is None)
 
 
+@pytest.mark.emulator_only("a real server refuses the bare Deployment (no selector, no containers) the test plants")
 async def test_a_deployment_it_did_not_create_is_left_alone(harness: Harness) -> None:
     foreign = {"apiVersion": APPS, "kind": "Deployment", "metadata": {"name": NAME, "namespace": NS},
                "spec": {"replicas": 1, "template": {"spec": {"containers": []}}}}  # fmt: skip
@@ -277,6 +278,7 @@ async def test_a_deployment_it_did_not_create_is_left_alone(harness: Harness) ->
     assert deployment(harness) == foreign | {"metadata": deployment(harness)["metadata"]}  # type: ignore[index]
 
 
+@pytest.mark.emulator_only("injects refusals with the emulator's invalid map")
 async def test_objects_the_api_server_refuses_fail_the_modelserver(harness: Harness) -> None:
     harness.emu.invalid["deployments"] = (
         'Deployment.apps "chat" is invalid: spec.template.spec.containers[0].image: Required'

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from tests.integration.test_controller_modelsync import API, condition, finish_pod, ms_status
-from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 SECRET_KEY = "tenantSecretKeyValue-5f2c"  # no well-known token shape: only the registered value masks it
@@ -30,8 +29,8 @@ def modelsync(**spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    async with running(KubeEmulator(garbage_collect=False)) as h:
+async def harness(kube_backend: Callable[..., Any]) -> AsyncIterator[Harness]:
+    async with running(kube_backend(garbage_collect=False)) as h:
         yield h
 
 

@@ -25,14 +25,15 @@ from aiohttp import web
 from tests.servers.envtest import ApiError, ControlPlane
 from tests.servers.kube_training import log_text
 
-CLUSTER_SCOPED = {"nodes", "namespaces", "clusterbasemodels"}
+CLUSTER_SCOPED = {"nodes", "namespaces", "clusterbasemodels", "nodeagents"}
 CLEANED = {
     "v1": ("pods", "secrets", "configmaps", "events", "services"),
     "batch/v1": ("jobs",),
+    "apps/v1": ("deployments", "daemonsets"),
     "coordination.k8s.io/v1": ("leases",),
-    "modelferry.io/v1alpha1": ("modelsyncs", "trainingruns", "basemodels"),
+    "modelferry.io/v1alpha1": ("modelsyncs", "trainingruns", "basemodels", "modelservers"),
 }
-CLEANED_CLUSTER = {"v1": ("nodes",), "modelferry.io/v1alpha1": ("clusterbasemodels",)}
+CLEANED_CLUSTER = {"v1": ("nodes",), "modelferry.io/v1alpha1": ("clusterbasemodels", "nodeagents")}
 
 
 def path_of(api: str, plural: str, namespace: str | None = None, name: str | None = None, sub: str = "") -> str:
@@ -201,8 +202,7 @@ class RealKube:
 
     @staticmethod
     def _plural(obj: dict[str, Any]) -> str:
-        kind = obj["kind"]
-        return {"ClusterBaseModel": "clusterbasemodels", "BaseModel": "basemodels"}.get(kind, kind.lower() + "s")
+        return str(obj["kind"]).lower() + "s"  # true of every kind these suites create
 
     # --- the proxy ----------------------------------------------------------------------------------------
     async def _forward(self, request: web.Request, token: str) -> web.StreamResponse:
