@@ -10,7 +10,6 @@ from pydantic_settings import SettingsConfigDict
 
 from modelferry.settings import SyncSettings
 
-
 OME_LABEL_PREFIX = "models.ome.io"
 # OME's model agent defaults, applied with watch_ome where the user set nothing (seed: Configuration Reference).
 OME_DEFAULTS: dict[str, Any] = {"namespace": "ome", "workers": 5, "reconcile_interval": 30.0}

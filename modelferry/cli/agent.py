@@ -29,9 +29,7 @@ def build_agent_settings(overrides: dict[str, Any]) -> Any:
             f"the agent needs the controller extra ({exc.name} is missing)",
             hint="pip install 'modelferry[controller]'",
         ) from exc
-    from controller.agent.settings import AgentOptions, AgentSettings
-
-    from controller.agent.settings import OME_DEFAULTS
+    from controller.agent.settings import OME_DEFAULTS, AgentOptions, AgentSettings
 
     given = {k: v for k, v in overrides.items() if v is not None}
     files, parts = given.pop("concurrency", None), given.pop("multipart_concurrency", None)
@@ -142,7 +140,8 @@ def normalize_bool_flags(args: list[str]) -> list[str]:
             truth = value.strip().lower()
             if truth not in ("true", "false", "1", "0", "t", "f"):
                 raise click.BadParameter(f"{value!r} is not a boolean (true or false)", param_hint=name)
-            arg = name if truth in ("true", "1", "t") else "--no-" + name[2:]
+            out.append(name if truth in ("true", "1", "t") else "--no-" + name[2:])
+            continue
         out.append(arg)
     return out
 
