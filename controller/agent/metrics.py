@@ -154,6 +154,8 @@ class AgentMetrics:
         self.download_bytes.inc(nbytes)
         self.verifications.labels("success").inc(files)
         self.ome.downloads_success.labels(*labels).inc()
+        self.ome.downloads_failed.labels(*labels)  # present at 0, as in OME's examples
+        self.ome.md5_checksum_failed.labels(*labels)
         self.ome.download_duration.labels(*labels).observe(seconds)
         self.ome.download_bytes.labels(*labels).inc(nbytes)
         self.ome.verifications.labels(*labels, "success").inc()
@@ -163,6 +165,7 @@ class AgentMetrics:
         labels = ome_labels(ref)
         self.downloads_failed.labels(ref.kind, reason).inc()
         self.ome.downloads_failed.labels(*labels).inc()
+        self.ome.md5_checksum_failed.labels(*labels)
         if reason == "IntegrityCheckFailed":
             self.verifications.labels("failure").inc()
             self.ome.verifications.labels(*labels, "failure").inc()

@@ -162,6 +162,14 @@ def _duration(value: str | None) -> float | None:
         raise click.BadParameter(str(exc)) from exc
 
 
+def settings_from_options(options: dict[str, Any]) -> Any:
+    """AgentSettings from the parsed command-line options (Go durations converted)."""
+    options = dict(options)
+    for key in ("reconcile_interval", "resync_interval"):
+        options[key] = _duration(options.get(key))
+    return build_agent_settings(options)
+
+
 @click.command("agent", cls=AgentCommand)
 @click.option("--node-name", envvar="NODE_NAME", default=None, help="This node (env NODE_NAME, downward API).")
 @click.option("--namespace", envvar="POD_NAMESPACE", default=None, help="Namespace of the per-node ConfigMaps.")
@@ -196,9 +204,7 @@ def agent_command(kubeconfig: str | None, api_url: str | None, **options: Any) -
     Example (outside a cluster, against kubectl proxy):
       modelferry agent --node-name worker-1 --models-root /tmp/models --api-url http://127.0.0.1:8001
     """
-    options["reconcile_interval"] = _duration(options["reconcile_interval"])
-    options["resync_interval"] = _duration(options["resync_interval"])
-    settings = build_agent_settings(options)
+    settings = settings_from_options(options)
     if not settings.agent.read_only:
         Path(settings.agent.models_root).mkdir(parents=True, exist_ok=True)
     asyncio.run(run_agent(settings, kubeconfig=kubeconfig, api_url=api_url))
