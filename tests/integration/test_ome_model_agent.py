@@ -56,7 +56,7 @@ groups:
     for: 2m
     annotations:
       summary: "Model download failure detected"
-      
+
   - alert: ModelAgentDown
     expr: up{job="model-agent"} == 0
     for: 1m
