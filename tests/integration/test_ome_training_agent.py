@@ -107,7 +107,7 @@ def test_cohere_lora_seed_command_line_end_to_end(
     config = write_config(tmp_path / "config.yaml", {**COHERE_LORA, "model_directory": str(tiny_model)})
     # The seed's command line, verbatim after the program name.
     argv = ["training-agent", "--config", str(config), "--debug"]
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
         [sys.executable, "-m", "modelferry", *argv, "--workspace", str(tmp_path / "ws")],
         env=child_env(server, oci_config, tmp_path),
         capture_output=True,
@@ -145,7 +145,7 @@ def test_vanilla_trains_only_the_last_layers(tiny_model: Path, tmp_path: Path) -
     (tmp_path / "ws" / "data" / "train.jsonl").write_bytes(DATA)
     (tmp_path / "ws" / "model").symlink_to(tiny_model)
     argv = runtime_command("peft-lora", tmp_path / "ws", tmp_path / "out", hyper)
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
         argv, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -181,7 +181,7 @@ def test_cohere_commandr_runs_the_given_trainer_with_every_key_and_the_obo_token
     }
     config = write_config(tmp_path / "config.yaml", data)
     argv = ["training-agent", "--config", str(config), "--debug", "--workspace", str(tmp_path / "ws")]
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
         [sys.executable, "-m", "modelferry", *argv, "--", sys.executable, str(trainer), "--debug"],
         env=child_env(server, oci_config, tmp_path),
         capture_output=True,
