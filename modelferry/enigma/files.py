@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelferry.enigma import omeformat
 from modelferry.enigma.crypto import (
     ChunkCipher,
     chunk_lengths,
@@ -119,8 +120,47 @@ def encrypt(source: Source, make_sink: SinkFactory, provider: KeyProvider, chunk
     return FileResult(source.describe, "encrypted", source.size, total)
 
 
+def encryption_of(source: Source, providers: ProviderCache) -> str | None:
+    """``"modelferry"`` (our chunked format), ``"ome"`` (OME's one GCM message) or None (clear).
+
+    OME's files have no header: a file without our magic counts as OME ciphertext only when an OCI
+    vault data key is configured and its first bytes are no clear format (safetensors, text, zip...).
+    """
+    if looks_encrypted(source):
+        return "modelferry"
+    if not providers.ome_configured() or source.size < omeformat.OVERHEAD:
+        return None
+    head = source.read_exact(0, min(source.size, 512))
+    return None if omeformat.looks_plain(head, source.size) else "ome"
+
+
+def decrypt_ome(source: Source, make_sink: SinkFactory, key: bytes) -> FileResult:
+    """Decrypt an OME-encrypted file in one streaming pass: the tag is read first (a ranged read at the
+    end), the sink is committed only after the tag verified."""
+    plain = omeformat.plaintext_size(source.size, obj=source.describe)
+    nonce = source.read_exact(0, omeformat.NONCE_SIZE)
+    tag = source.read_exact(source.size - omeformat.TAG_SIZE, omeformat.TAG_SIZE)
+    stream = omeformat.GCMStream(key, nonce, tag, obj=source.describe)
+    sink = make_sink(plain)
+    try:
+        for piece in source.read(omeformat.NONCE_SIZE, plain):
+            sink.write(stream.update(piece))
+        stream.finish()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    log.info("decrypted OME-encrypted %s (%d bytes)", source.describe, plain)
+    return FileResult(source.describe, "decrypted", source.size, plain)
+
+
 def decrypt(source: Source, make_sink: SinkFactory, providers: ProviderCache, workers: int) -> FileResult:
-    """Decrypt ``source``; the sink is committed only after every chunk authenticated."""
+    """Decrypt ``source`` (either format); the sink is committed only after every byte authenticated."""
+    if encryption_of(source, providers) == "ome":
+        key = providers.ome_data_key()
+        if key is None:
+            raise UsageError("OME-encrypted files need the OCI vault data key", obj=source.describe)
+        return decrypt_ome(source, make_sink, key)
     header = read_header(source)
     plain, _count = body_layout(header, source.size, obj=source.describe)
     data_key = providers.get(header.key_block.provider).unwrap(header.key_block)
