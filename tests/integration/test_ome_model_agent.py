@@ -23,9 +23,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from controller.agent.aggregate import aggregate_once
 from controller.kube.client import Kube, build_api_client
+from controller.operator.settings import ControllerSettings
 from modelferry.cli.agent import agent_command, apply_ome_environment, settings_from_options
 from modelferry.cli.main import cli, hoist_global_options
 from modelferry.errors import UsageError
@@ -247,11 +249,19 @@ def agent_argv(api_url: str, root: Path, port: int, metrics_port: int) -> list[s
 
 
 async def _aggregate(url: str) -> int:
+    """One pass of the controller's status roll-up, configured for OME's objects."""
+    settings = ControllerSettings(aggregate_api="ome.io/v1beta1", agent_namespace="ome")
+    group, version = settings.aggregate_api.split("/")
     kube = Kube(await build_api_client(api_url=url))
     try:
-        return await aggregate_once(kube, "ome", "ome.io", "v1beta1")
+        return await aggregate_once(kube, settings.agent_namespace, group, version)
     finally:
         await kube.close()
+
+
+def test_aggregate_api_is_validated() -> None:
+    with pytest.raises(ValidationError):
+        ControllerSettings(aggregate_api="ome.io")
 
 
 def test_watch_ome_end_to_end(hub: FakeHub, tmp_path: Path) -> None:
