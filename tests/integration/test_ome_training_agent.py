@@ -76,6 +76,14 @@ def child_env(oracle: OracleServer, oci_config: Path, tmp_path: Path) -> dict[st
     return env
 
 
+def modelferry(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m modelferry ARGV`` as a real child process; it must succeed."""
+    cmd = [sys.executable, "-m", "modelferry", *argv]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
@@ -107,15 +115,7 @@ def test_cohere_lora_seed_command_line_end_to_end(
     config = write_config(tmp_path / "config.yaml", {**COHERE_LORA, "model_directory": str(tiny_model)})
     # The seed's command line, verbatim after the program name.
     argv = ["training-agent", "--config", str(config), "--debug"]
-    proc = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
-        [sys.executable, "-m", "modelferry", *argv, "--workspace", str(tmp_path / "ws")],
-        env=child_env(server, oci_config, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = modelferry([*argv, "--workspace", str(tmp_path / "ws")], child_env(server, oci_config, tmp_path), tmp_path)
     assert " DEBUG " in proc.stderr  # --debug reached the logging, not the trainer's command line
     weights = server.buckets["fine-tuned-model-weights"]
     assert "ft-cohere-1/adapter/adapter_config.json" in weights
@@ -181,15 +181,8 @@ def test_cohere_commandr_runs_the_given_trainer_with_every_key_and_the_obo_token
     }
     config = write_config(tmp_path / "config.yaml", data)
     argv = ["training-agent", "--config", str(config), "--debug", "--workspace", str(tmp_path / "ws")]
-    proc = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
-        [sys.executable, "-m", "modelferry", *argv, "--", sys.executable, str(trainer), "--debug"],
-        env=child_env(server, oci_config, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    trainer_argv = ["--", sys.executable, str(trainer), "--debug"]
+    proc = modelferry([*argv, *trainer_argv], child_env(server, oci_config, tmp_path), tmp_path)
     seen = json.loads((tmp_path / "ws" / "output" / "seen.json").read_text())
     assert seen["argv"] == ["--debug"] and seen["data"] == ["train.jsonl"]
     env = seen["env"]

@@ -9,31 +9,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelferry.cli.upload import cluster_service, route_url
+from tests.integration import test_controller_upload as upload_tests
 from tests.integration.test_controller_upload import run
 from tests.servers.kube import ThreadedKubeEmulator
-from tests.servers.moto_session import clean_moto
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, list_keys
+
+moto = upload_tests.moto  # the same fixtures: a clean moto S3 and the API emulator
+kube = upload_tests.kube
 
 BUCKET = "demo-64d3c912-dd41-4ec5-bf3a-cff4895655b0"  # the seed's
 IN_CLUSTER = "https://s3.openshift-storage.svc:443"
-
-
-@pytest.fixture
-def moto() -> Iterator[MotoS3]:
-    yield from clean_moto()
-
-
-@pytest.fixture
-def kube() -> Iterator[ThreadedKubeEmulator]:
-    threaded = ThreadedKubeEmulator()
-    with threaded:
-        yield threaded
 
 
 @pytest.fixture
