@@ -32,8 +32,10 @@ from modelferry.cli.agent import agent_command, apply_ome_environment, settings_
 from modelferry.cli.main import cli, hoist_global_options
 from modelferry.errors import UsageError
 from tests.integration.test_agent_kube import write_model
+from tests.integration.test_oracle import write_oci_config
 from tests.servers.hfhub import FakeHub, HubRepo
 from tests.servers.kube import KubeEmulator, ThreadedKubeEmulator
+from tests.servers.oracle import OracleServer
 
 ROOT = Path(__file__).resolve().parents[2]
 OME = "ome.io/v1beta1"
@@ -264,13 +266,25 @@ def test_aggregate_api_is_validated() -> None:
         ControllerSettings(aggregate_api="ome.io")
 
 
-def test_watch_ome_end_to_end(hub: FakeHub, tmp_path: Path) -> None:
+@pytest.fixture
+def oracle(tmp_path: Path) -> Iterator[OracleServer]:
+    with OracleServer(namespace="idqj093njucb") as server:
+        server.create_bucket("model-store")
+        write_model(tmp_path / "cr", 40)
+        for path in sorted((tmp_path / "cr").iterdir()):
+            server.put("model-store", f"cohere/command-r/{path.name}", path.read_bytes())
+        yield server
+
+
+def test_watch_ome_end_to_end(hub: FakeHub, oracle: OracleServer, tmp_path: Path) -> None:
     schemas = crd_schemas()
     root = tmp_path / "models"
     port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "NODE_NAME": "gpu-1",
+        "OCI_CONFIG_FILE": str(write_oci_config(tmp_path)),  # OME's variable
+        "MODELFERRY_SOURCE__OCI__ENDPOINT": oracle.endpoint,
         "HUGGINGFACE_TOKEN": "hf_ome_secret",  # OME's variable: the repos are gated
         "MODELFERRY_SOURCE__HF__ENDPOINT": hub.url,
         "HF_HUB_DISABLE_XET": "1",
@@ -291,18 +305,21 @@ def test_watch_ome_end_to_end(hub: FakeHub, tmp_path: Path) -> None:
             else:
                 jsonschema.validate(doc, schemas[(doc["apiVersion"], doc["kind"])])
                 threaded.call(emu.put_object(OME, doc["kind"].lower() + "s", doc))
-        proc = subprocess.Popen(
-            agent_argv(emu.url, root, port, metrics_port), env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
-        )
-        try:
-            _check_agent(emu, threaded, proc, root, metrics_port)
-        finally:
-            proc.terminate()
-            _, err = proc.communicate(timeout=60)
-    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]  # --log-format=json
+        log = tmp_path / "agent.log"
+        with log.open("wb") as sink:
+            argv = agent_argv(emu.url, root, port, metrics_port)
+            proc = subprocess.Popen(argv, env=env, stderr=sink, stdout=subprocess.DEVNULL)
+            try:
+                _check_agent(emu, threaded, proc, root, metrics_port)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    err = log.read_text()
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # --log-format=json
     assert any(line["level"] == "debug" for line in lines)  # --log-level=debug
     assert proc.returncode == 0
-    assert "hf_ome_secret" not in err.decode()
+    assert "hf_ome_secret" not in err
+    assert ("GET", "/n/idqj093njucb/b/model-store/o/cohere%2Fcommand-r%2Fmodel.safetensors") in oracle.requests
 
 
 def _check_agent(
@@ -312,6 +329,7 @@ def _check_agent(
         return dict(((emu.get("v1", "nodes", "", "gpu-1") or {}).get("metadata") or {}).get("labels") or {})
 
     want = {
+        "models.ome.io/clusterbasemodel.command-r": "Ready",
         "models.ome.io/clusterbasemodel.llama-3-8b": "Ready",
         "models.ome.io/default.basemodel.llama-70b": "Ready",
         "models.ome.io/default.basemodel.broken": "Failed",
@@ -332,11 +350,11 @@ def _check_agent(
     assert json.loads(cm["data"]["default.basemodel.broken"])["status"] == "Failed"
 
     # The bytes are on the node.
-    placed = [p for p in root.rglob("model.safetensors") if "llama-3-8b" in str(p) or "llama-70b" in str(p)]
-    assert len(placed) == 2
+    placed = [p for p in root.rglob("model.safetensors") if ".modelferry" not in str(p)]
+    assert len(placed) == 3
 
     # Status on OME's objects, rolled up from the ConfigMaps.
-    assert asyncio.run(_aggregate(emu.url)) == 3
+    assert asyncio.run(_aggregate(emu.url)) == 4
     cbm = emu.get(OME, "clusterbasemodels", "", "llama-3-8b") or {}
     assert cbm["status"]["nodesReady"] == ["gpu-1"] and cbm["status"]["state"] == "Ready"
     broken = emu.get(OME, "basemodels", "default", "broken") or {}
@@ -363,7 +381,7 @@ def _check_agent(
     assert value("model_agent_download_duration_seconds_bucket", **based, le="43200.0") == 1
     assert (value("model_agent_download_bytes_total", **based) or 0) > 1000
     assert value("model_agent_verifications_total", **based, result="success") == 1
-    assert value("model_agent_verification_duration_seconds_count") == 2
+    assert value("model_agent_verification_duration_seconds_count") == 3
     assert value("model_agent_md5_checksum_failed_total", **broken) == 0
     assert value("model_agent_active_workers") == 0 and value("model_agent_task_queue_depth") == 0
     assert (value("model_agent_configmap_operations_total", operation="create", result="success")) == 1
