@@ -179,8 +179,15 @@ def settings_from_options(options: dict[str, Any]) -> Any:
 )
 @click.option("--download-retry", "download_retries", type=int, default=None, help="Whole-model retries [3].")
 @click.option("--node-label-retry", "label_retries", type=int, default=None, help="Label/ConfigMap retries [5].")
-@click.option("--concurrency", type=int, default=None, help="OME: files at once per model (x multipart) [engine: 64].")
-@click.option("--multipart-concurrency", type=int, default=None, help="OME: ranged parts at once per file.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="OME: files at once per model (x multipart) [engine: 64].",
+)
+@click.option(
+    "--multipart-concurrency", type=click.IntRange(min=1), default=None, help="OME: ranged parts at once per file."
+)
 @click.option("--temp-dir", default=None, help="OME --temp-dir: accepted; downloads stage beside the model.")
 @click.option("--cleanup-temp/--no-cleanup-temp", default=None, help="Remove a failed download's staging [true].")
 @click.option("--read-only/--no-read-only", default=None, help="Never download; report what the root holds.")
