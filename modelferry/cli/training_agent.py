@@ -72,8 +72,10 @@ def _runtime(config: Any, *, has_command: bool, pod: bool) -> tuple[str | None, 
                     "the trainer container",
                 )
             return None, cohere.flat(config.cohere_ft), env
-        hyper = cohere.trainer_hyperparameters(config.cohere_ft)
-        return (None if has_command else "peft-lora"), hyper, env
+        if has_command:  # your own trainer: it gets every key, nothing is mapped
+            return None, cohere.flat(config.cohere_ft), env
+        cohere.check_builtin(config.cohere_ft)
+        return "peft-lora", cohere.trainer_hyperparameters(config.cohere_ft), env
     if runtime not in PEFT_RUNTIMES and not has_command:
         raise UsageError(
             f"unknown training runtime {config.runtime!r}", hint="Use runtime: peft, cohere or cohere-commandr"

@@ -76,14 +76,18 @@ def check(runtime: str, ft: Any) -> None:
                 obj=f"cohere_ft.{key}",
                 hint=f"Set cohere_ft.{key} in the config file or {env} (see OME-Agent's table)",
             )
+
+
+def check_builtin(ft: Any) -> None:
+    """What the built-in trainer (``runtime: cohere`` without a command of your own) can do."""
     strategy = str(ft.strategy).lower()
-    if runtime == "cohere" and strategy not in STRATEGIES:
+    if strategy not in STRATEGIES:
         raise UsageError(
             f"cohere_ft.strategy {ft.strategy!r} is not supported by the built-in cohere trainer",
             obj="cohere_ft.strategy",
-            hint="Use lora or vanilla",
+            hint="Use lora or vanilla, or give your own trainer command after --",
         )
-    if runtime == "cohere" and strategy == "vanilla" and int(ft.n_last_layers) < 1:
+    if strategy == "vanilla" and int(ft.n_last_layers) < 1:
         raise UsageError("cohere_ft.n_last_layers must be at least 1", obj="cohere_ft.n_last_layers")
 
 
