@@ -233,6 +233,8 @@ class Gopher:
                 return
 
     def _discard_staging(self, task: Task) -> None:
+        if not self.settings.agent.cleanup_temp:
+            return  # kept for inspection (OME --cleanup-temp=false); the next attempt resumes from it
         try:
             staging = self.placement(task.ref, task.obj).staging
         except ModelferryError:
@@ -241,9 +243,7 @@ class Gopher:
 
     def _failed(self, task: Task, exc: ModelferryError) -> None:
         log.error("model %s failed on this node: %s", task.ref, exc)
-        self.metrics.downloads_failed.labels(task.ref.kind, exc.reason).inc()
-        if exc.reason == "IntegrityCheckFailed":
-            self.metrics.verifications.labels("failure").inc()
+        self.metrics.model_failed(task.ref, exc.reason)
         self.sink.publish(ModelEntry(task.ref, ModelStatus.FAILED, reason=exc.reason, message=str(exc)))
 
     def download(self, task: Task) -> None:
@@ -287,8 +287,7 @@ class Gopher:
             result = sync(source, target, transfer, SyncOptions(exclude=exclude), cancel=self.cancel)
         finally:
             source.close()
-        self.metrics.download_bytes.inc(result.bytes_transferred)
-        self.metrics.verifications.labels("success").inc(result.files_copied)
+        transferred = time.monotonic()
         if result.refetched:
             self.metrics.verifications.labels("refetched").inc(len(result.refetched))
         (place.staging / AGENT_MARKER).write_text(
@@ -304,8 +303,10 @@ class Gopher:
             )
         )
         swap_in(place)
-        self.metrics.download_duration.observe(time.monotonic() - started)
-        self.metrics.downloads_succeeded.labels(ref.kind).inc()
+        self.metrics.ome.verification_duration.observe(time.monotonic() - transferred)
+        self.metrics.model_downloaded(
+            ref, seconds=time.monotonic() - started, nbytes=result.bytes_transferred, files=result.files_copied
+        )
         log.info(
             "model %s ready at %s (%s files copied, %s skipped)",
             ref,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import shutil
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,17 @@ CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 SECRETS = Resource("", "v1", "secrets", "Secret")
 CONFIGMAP_LABELS = {"app.kubernetes.io/name": "modelferry", "app.kubernetes.io/component": "model-agent"}
 CONFIGMAP_SELECTOR = "app.kubernetes.io/component=model-agent"
+# What OME's model agent puts on its per-node ConfigMap (OME's controller lists them by the first label).
+OME_CONFIGMAP_LABELS = {"models.ome/basemodel-status": "true"}
+OME_CONFIGMAP_ANNOTATIONS = {"models.ome.io/managed-by": "model-agent"}
+
+
+def configmap_meta(node: str, watch_ome: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels and annotations of the node's ConfigMap: ours, plus OME's with ``watch_ome``."""
+    if not watch_ome:
+        return dict(CONFIGMAP_LABELS), {}
+    labels = {**CONFIGMAP_LABELS, **OME_CONFIGMAP_LABELS, "node": node}
+    return labels, {**OME_CONFIGMAP_ANNOTATIONS, "models.ome.io/node-name": node}
 
 
 def model_resources(group: str, version: str) -> tuple[Resource, Resource]:
@@ -190,34 +203,50 @@ class NodeAgent:
 
     async def _reconcile_configmap(self, desired: dict[str, str]) -> None:
         name, ns = self.opts.node_name, self.opts.namespace
+        want_labels, want_annotations = configmap_meta(name, self.opts.watch_ome)
         current = await self.kube.get(CONFIGMAPS, ns, name)
         if current is None:
             created = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": ns, "labels": CONFIGMAP_LABELS},
+                "metadata": {"name": name, "namespace": ns, "labels": want_labels, "annotations": want_annotations},
                 "data": desired,
             }
-            await self.kube.create(CONFIGMAPS, ns, created)
+            async with self._counted("create"):
+                await self.kube.create(CONFIGMAPS, ns, created)
             log.info("created ConfigMap %s/%s", ns, name)
             return
         patch = data_patch(current.get("data"), desired)
-        labels = (current.get("metadata") or {}).get("labels") or {}
-        meta_patch = {k: v for k, v in CONFIGMAP_LABELS.items() if labels.get(k) != v}
-        if patch or meta_patch:
-            rv = (current.get("metadata") or {}).get("resourceVersion")
-            meta: dict[str, Any] = {"resourceVersion": rv}
+        meta_now = current.get("metadata") or {}
+        labels, annotations = meta_now.get("labels") or {}, meta_now.get("annotations") or {}
+        meta_patch = {k: v for k, v in want_labels.items() if labels.get(k) != v}
+        annotations_patch = {k: v for k, v in want_annotations.items() if annotations.get(k) != v}
+        if patch or meta_patch or annotations_patch:
+            meta: dict[str, Any] = {"resourceVersion": meta_now.get("resourceVersion")}
             if meta_patch:
                 meta["labels"] = meta_patch
-            await self.kube.patch(CONFIGMAPS, ns, name, {"metadata": meta, "data": patch or {}})
+            if annotations_patch:
+                meta["annotations"] = annotations_patch
+            async with self._counted("update"):
+                await self.kube.patch(CONFIGMAPS, ns, name, {"metadata": meta, "data": patch or {}})
             log.info("healed ConfigMap %s/%s (%s keys changed)", ns, name, len(patch or {}))
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, operation: str) -> AsyncIterator[None]:
+        """Count a ConfigMap call as OME's model_agent_configmap_operations_total{operation,result}."""
+        try:
+            yield
+        except BaseException:
+            self.metrics.configmap_operation(operation, ok=False)
+            raise
+        self.metrics.configmap_operation(operation, ok=True)
 
     async def _reconcile_labels(self, states: dict[ModelRef, ModelStatus]) -> None:
         node = await self.kube.get(NODES, None, self.opts.node_name)
         if node is None:
             return
         self.node = node
-        patch = labels_patch(self.opts.label_prefix, (node.get("metadata") or {}).get("labels"), states)
+        patch = labels_patch(self.settings.label_prefix(), (node.get("metadata") or {}).get("labels"), states)
         if patch:
             rv = (node.get("metadata") or {}).get("resourceVersion")
             await self.kube.patch(

@@ -136,6 +136,11 @@ class ControllerSettings(BaseSettings):
     sync_log_tail_lines: int = Field(50, ge=1, description="Lines of the sync container's log read for progress")
     aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")
     aggregate_seconds: float = Field(15.0, gt=0, description="How often the BaseModel status roll-up runs")
+    aggregate_api: str = Field(
+        "modelferry.io/v1alpha1",
+        pattern=r"^[a-z0-9.-]+/v[0-9a-z]+$",
+        description="group/version of the BaseModel kinds whose status is rolled up (ome.io/v1beta1 for OME's)",
+    )
     kubeconfig: str | None = Field(
         None, description="Kubeconfig file; in-cluster config, then ~/.kube/config when unset"
     )

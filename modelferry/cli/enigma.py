@@ -194,7 +194,7 @@ def enigma_command(ctx: click.Context, config: str | None) -> None:
 def _decrypt_item(
     item: WorkItem, cache: ProviderCache, settings: EnigmaSettings, *, skip_plain: bool
 ) -> files.FileResult | None:
-    if skip_plain and not files.looks_encrypted(item.source):
+    if skip_plain and files.encryption_of(item.source, cache) is None:
         log.info("%s is not encrypted: left as it is", item.source.describe)
         return None
     return files.decrypt(item.source, item.make_sink, cache, workers_of(settings))

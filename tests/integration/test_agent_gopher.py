@@ -232,7 +232,8 @@ def test_worker_pool_runs_queue(tmp_path: Path, source: Path) -> None:
     assert not gopher.alive()
     assert sorted(e.ref.name for e in sink.entries if e.status == ModelStatus.READY) == ["a", "b", "c"]
     assert metrics.downloads_succeeded.labels("BaseModel")._value.get() == 3
-    assert metrics.active_workers._value.get() == 0
+    assert metrics.registry.get_sample_value("modelferry_agent_active_workers") == 0
+    assert metrics.registry.get_sample_value("model_agent_active_workers") == 0
 
 
 def test_corrupt_source_bytes_fail_verification(tmp_path: Path) -> None:
