@@ -32,6 +32,11 @@ class AgentOptions(BaseModel):
         8080, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /livez (0: any free port)"
     )
     label_retries: int = Field(5, ge=0, description="Retries of node label and ConfigMap updates on conflicts")
+    allowed_local_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories in the agent's pod that a storageUri may name as file:// (JSON list); empty "
+        "refuses every file:// and pvc:// source (the agent would read them with its own rights)",
+    )
 
 
 class AgentSettings(SyncSettings):

@@ -22,7 +22,8 @@ from controller.operator.jobs import (
 )
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
-from modelferry.errors import InvalidURIError
+from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -162,9 +163,13 @@ def plan_modelsync_job(
     source = spec.get("source") or {}
     target = spec.get("target") or {}
     try:
-        parse_uri(source.get("uri") or "", revision=source.get("revision"))
+        src = parse_uri(source.get("uri") or "", revision=source.get("revision"))
     except InvalidURIError as exc:
         return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
+    try:
+        check_cluster_source(src, allowed_local_roots=settings.allowed_local_roots, where="spec.source.uri")
+    except SourceNotAllowedError as exc:
+        return SyncPlan(error=Finding(exc.reason, f"{exc}; fix the ModelSync"))
     env: list[dict[str, Any]] = []
     src_env, err = _credentials("SOURCE", source.get("credentialsSecret"), secrets)
     if err:

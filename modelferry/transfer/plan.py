@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from modelferry.errors import NotFoundError, SizeLimitError, UsageError
 from modelferry.storage.base import MANIFEST_DIR, ObjectInfo
+from modelferry.storage.tempfiles import is_temp_path
 from modelferry.transfer.manifest import ManifestEntry
 from modelferry.transfer.verify import Expectation, clean_etag
 from modelferry.uri import safe_relpath
@@ -100,11 +101,11 @@ def _match(path: str, pattern: str) -> bool:
 def select(
     paths: Iterable[ObjectInfo], include: Sequence[str], exclude: Sequence[str]
 ) -> tuple[list[ObjectInfo], list[str]]:
-    """Apply include/exclude globs; our own ``.modelferry/`` is never copied."""
+    """Apply include/exclude globs; our own ``.modelferry/`` and temp files of interrupted runs are never copied."""
     kept: list[ObjectInfo] = []
     dropped: list[str] = []
     for info in paths:
-        if info.path == MANIFEST_DIR or info.path.startswith(MANIFEST_DIR + "/"):
+        if info.path == MANIFEST_DIR or info.path.startswith(MANIFEST_DIR + "/") or is_temp_path(info.path):
             continue
         if (include and not any(_match(info.path, p) for p in include)) or any(_match(info.path, p) for p in exclude):
             dropped.append(info.path)
