@@ -11,14 +11,15 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from modelferry.cli.outcome import failure_record
 from modelferry.cli.runtime import _set, build_settings
 from modelferry.enigma import files
 from modelferry.enigma.crypto import default_workers
 from modelferry.enigma.kms import ProviderCache, make_provider
-from modelferry.enigma.locations import Location, WorkItem, open_location, work_items
+from modelferry.enigma.locations import Location, WorkItem, open_location, sweep_local, work_items
 from modelferry.enigma.omeconfig import load_ome_config
 from modelferry.enigma.settings import EnigmaEnv, EnigmaSettings
-from modelferry.errors import UsageError
+from modelferry.errors import ModelferryError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import SyncSettings, warn_unknown_env
 from modelferry.storage.base import Store
@@ -139,18 +140,24 @@ def run_each(
     if bool(output) == in_place:
         raise UsageError("give exactly one of --output and --in-place", hint="e.g. --output ./decrypted/ or --in-place")
     sync_settings = build_settings({})
-    src = open_location(path, sync_settings, side="source")
-    dst: Location | None = open_location(output, sync_settings, side="target") if output else None
     results: list[files.FileResult] = []
     try:
-        for item in work_items(src, dst, sync_settings):
-            result = op(item)
-            if result is not None:
-                results.append(result)
-    finally:
-        src.close()
-        if dst is not None:
-            dst.close()
+        src = open_location(path, sync_settings, side="source")
+        dst: Location | None = open_location(output, sync_settings, side="target") if output else None
+        sweep_local(dst or src)
+        try:
+            for item in work_items(src, dst, sync_settings):
+                result = op(item)
+                if result is not None:
+                    results.append(result)
+        finally:
+            src.close()
+            if dst is not None:
+                dst.close()
+    except ModelferryError as exc:
+        if json_output:
+            sys.stdout.write(json.dumps({**failure_record(exc), "files": [r.to_dict() for r in results]}) + "\n")
+        raise
     summary = {"status": "complete", "files": [r.to_dict() for r in results]}
     if json_output:
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
