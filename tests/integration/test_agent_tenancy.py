@@ -71,7 +71,9 @@ async def test_basemodel_path_cannot_reach_other_namespace(rig: Rig) -> None:
     assert len([e for e in rig.emu.all("v1", "events", "tenant-a") if e["involvedObject"]["name"] == "climb"]) == 1
 
 
-def test_agent_never_replaces_or_deletes_another_models_directory(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_agent_never_replaces_or_deletes_another_models_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = tmp_path / "bucket" / "minilm"
     shutil.copytree(minilm(), source)
     root = tmp_path / "models"
@@ -141,9 +143,11 @@ async def test_agent_survives_non_utf8_secret_and_masks_only_credentials(rig: Ri
             "picture": encode(b"\xff\xfe\x00binary"),  # not used by the agent: ignored
         },
     }
-    creds = credentials_from_secret(secret, Credentials(), where="team/creds")
+    creds = credentials_from_secret(secret, Credentials())
     assert creds.s3.region == "eu-de-frankfurt"
-    line = scrub("region eu-de-frankfurt endpoint https://minio.team-bucket.example key s3cr3t-value-xyz AKIAEXAMPLEKEY")
+    line = scrub(
+        "region eu-de-frankfurt endpoint https://minio.team-bucket.example key s3cr3t-value-xyz AKIAEXAMPLEKEY"
+    )
     assert "eu-de-frankfurt" in line and "minio.team-bucket.example" in line
     assert "s3cr3t-value-xyz" not in line and "AKIAEXAMPLEKEY" not in line
 
