@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -179,3 +180,15 @@ def test_300_character_file_name_fails_as_unsafe_path(tmp_path: Path) -> None:
     make_plan([ObjectInfo(path=f"dir/{long_name}", size=1)], {}, options=PlanOptions(target_is_local=False))
     with pytest.raises(UnsafePathError):
         store.put_bytes(long_name, b"x")  # and the filesystem's own refusal is UnsafePath, not Failed
+
+
+def test_file_names_with_control_characters_or_undecodable_bytes_are_refused(tmp_path: Path) -> None:
+    for raw in (b"a\nforged log line.bin", b"\xff\xfe.bin"):
+        src = tmp_path / "src"
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir()
+        with open(os.path.join(os.fsencode(src), raw), "wb") as fh:
+            fh.write(b"x")
+        code, record = run_sync(str(src), str(tmp_path / "dst"))
+        assert code == 3 and record["reason"] == "UnsafePath", record
+        assert "\n" not in str(record["message"]).replace("\\n", "")
