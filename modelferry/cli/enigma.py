@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -129,6 +130,17 @@ def output_options(fn: Any) -> Any:
     return fn
 
 
+@contextlib.contextmanager
+def json_failure(json_output: bool, done: Callable[[], dict[str, Any]] = dict) -> Iterator[None]:
+    """With ``--json``, a failure prints its record (reason, message, exit code, what was done) on stdout."""
+    try:
+        yield
+    except ModelferryError as exc:
+        if json_output:
+            sys.stdout.write(json.dumps({**failure_record(exc), **done()}, indent=1) + "\n")
+        raise
+
+
 def run_each(
     path: str,
     output: str | None,
@@ -141,7 +153,7 @@ def run_each(
         raise UsageError("give exactly one of --output and --in-place", hint="e.g. --output ./decrypted/ or --in-place")
     sync_settings = build_settings({})
     results: list[files.FileResult] = []
-    try:
+    with json_failure(json_output, lambda: {"files": [r.to_dict() for r in results]}):
         src = open_location(path, sync_settings, side="source")
         dst: Location | None = open_location(output, sync_settings, side="target") if output else None
         sweep_local(dst or src)
@@ -154,10 +166,6 @@ def run_each(
             src.close()
             if dst is not None:
                 dst.close()
-    except ModelferryError as exc:
-        if json_output:
-            sys.stdout.write(json.dumps({**failure_record(exc), "files": [r.to_dict() for r in results]}) + "\n")
-        raise
     summary = {"status": "complete", "files": [r.to_dict() for r in results]}
     if json_output:
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
@@ -294,16 +302,17 @@ def rewrap_command(path_or_uri: str, output: str | None, in_place: bool, json_ou
 def inspect_command(path_or_uri: str, json_output: bool) -> None:
     """Show the header of encrypted files (provider, key id, sizes); needs no key."""
     sync_settings = build_settings({})
-    src = open_location(path_or_uri, sync_settings, side="source")
     out: list[dict[str, Any]] = []
-    try:
-        for item in work_items(src, None, sync_settings, need_output=False):
-            if files.looks_encrypted(item.source):
-                out.append(files.inspect(item.source))
-            else:
-                out.append({"path": item.source.describe, "encrypted": False, "size": item.source.size})
-    finally:
-        src.close()
+    with json_failure(json_output):
+        src = open_location(path_or_uri, sync_settings, side="source")
+        try:
+            for item in work_items(src, None, sync_settings, need_output=False):
+                if files.looks_encrypted(item.source):
+                    out.append(files.inspect(item.source))
+                else:
+                    out.append({"path": item.source.describe, "encrypted": False, "size": item.source.size})
+        finally:
+            src.close()
     if json_output:
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return

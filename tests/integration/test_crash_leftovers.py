@@ -99,6 +99,17 @@ def test_enigma_json_prints_a_failure_record(tmp_path: Path, key: Path) -> None:
     assert record["status"] == "failed" and record["exit_code"] == 3 and record["reason"] and record["message"]
     assert not temps(plain)  # and no temp left behind
 
+    inspect = subprocess.run(
+        [sys.executable, "-m", "modelferry", "enigma", "inspect", str(tmp_path / "missing"), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert inspect.returncode == 3 and json.loads(inspect.stdout)["reason"] == "SourceNotFound", inspect.stderr
+
 
 def test_manifest_removal_and_rename_fsync_the_modelferry_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
