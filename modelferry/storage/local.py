@@ -140,7 +140,10 @@ class LocalStore(Store):
                 return None
             raise
         with open(fd, "rb") as fh:
-            return fh.read()
+            try:
+                return fh.read()
+            except OSError as exc:  # a directory planted at a file's name, an I/O error
+                raise translate_os_error(exc, self.describe(path)) from exc
 
     def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
         return LocalUpload(self, path, size, part_size, fingerprint)

@@ -121,11 +121,13 @@ def fsync_dir(dir_fd: int) -> None:
 
 
 def rename_durably(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
-    """Rename (replacing ``dst``; a link there is replaced, not followed) and fsync both directories."""
+    """Rename (replacing ``dst``; a link there is replaced, not followed) and fsync the new name's directory.
+
+    Only the destination directory is synced, as :func:`~modelferry.storage.durable_rename.replace_durably`
+    does: the new entry is what must survive; a temp name that reappears after a crash is swept.
+    """
     os.replace(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
     fsync_dir(dst_dir)
-    if not os.path.samestat(os.fstat(src_dir), os.fstat(dst_dir)):
-        fsync_dir(src_dir)
 
 
 def split_rel(path: str) -> tuple[list[str], str]:
