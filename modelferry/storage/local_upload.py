@@ -234,7 +234,8 @@ class LocalUpload(Upload):
         except FileNotFoundError:
             self._done = set()
             return None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link to someone's file is not resumed into
             os.close(fd)
             self._done = set()
             return None

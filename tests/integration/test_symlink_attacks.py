@@ -104,8 +104,19 @@ def test_partial_files_have_unpredictable_names_and_still_resume(tmp_path: Path)
         assert first.temp.name != f"{partial_stem('model.bin')}.part"  # type: ignore[attr-defined]
         assert len(first.temp.name) == 24 + 1 + 16 + len(".part")  # type: ignore[attr-defined]
     finally:
-        again.abort()
+        again.abort(keep_partial=True)
         other.abort()
+    # A hard link planted as the recorded partial file: the next run starts over instead of writing into it.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"0123456789")
+    first.temp.unlink()  # type: ignore[attr-defined]
+    os.link(victim, first.temp)  # type: ignore[attr-defined]
+    third = store.open_upload("model.bin", 10, 5, fingerprint="v1")
+    try:
+        assert third.finished_parts() == set()
+    finally:
+        third.abort()
+    assert victim.read_bytes() == b"0123456789"
 
 
 def test_local_source_link_out_of_its_root_is_refused(tmp_path: Path, source: Path) -> None:
