@@ -19,7 +19,7 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from modelferry.errors import (
     AccessDeniedError,
@@ -42,8 +42,16 @@ from modelferry.storage.nofollow import (
 )
 from modelferry.storage.writeback import start_writeback
 
-if TYPE_CHECKING:
-    from modelferry.storage.local import LocalStore
+
+class TargetDir(Protocol):
+    """What an upload needs of its store (:class:`~modelferry.storage.local.LocalStore`)."""
+
+    root: Path
+
+    def describe(self, path: str = "") -> str: ...
+
+    def local_path(self, path: str) -> Path: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +133,7 @@ class LocalUpload(Upload):
     and every directory on the way is opened without following links.
     """
 
-    def __init__(self, store: LocalStore, path: str, size: int, part_size: int, fingerprint: str) -> None:
+    def __init__(self, store: TargetDir, path: str, size: int, part_size: int, fingerprint: str) -> None:
         self.store = store
         self.path = path
         self.size = size

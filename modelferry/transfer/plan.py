@@ -13,11 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from modelferry.checksums import clean_etag
 from modelferry.errors import NotFoundError, SizeLimitError, UnsafePathError, UsageError
 from modelferry.storage.base import MANIFEST_DIR, ObjectInfo
 from modelferry.storage.tempfiles import is_temp_path
 from modelferry.transfer.manifest import ManifestEntry
-from modelferry.transfer.verify import Expectation, clean_etag
+from modelferry.transfer.verify import Expectation
 from modelferry.uri import safe_relpath
 
 
