@@ -167,7 +167,12 @@ def plan_modelsync_job(
     except InvalidURIError as exc:
         return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
     try:
-        check_cluster_source(src, allowed_local_roots=settings.allowed_local_roots, where="spec.source.uri")
+        check_cluster_source(
+            src,
+            allowed_local_roots=settings.allowed_local_roots,
+            mounted_claims=[src.bucket] if src.scheme == "pvc" else [],  # claim_mounts below mounts it, or refuses
+            where="spec.source.uri",
+        )
     except SourceNotAllowedError as exc:
         return SyncPlan(error=Finding(exc.reason, f"{exc}; fix the ModelSync"))
     env: list[dict[str, Any]] = []

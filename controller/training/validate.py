@@ -35,8 +35,11 @@ def _source_problem(value: Any, where: str, roots: Sequence[str]) -> Problem | N
     """A URI the sidecar stages from: also one the cluster side may read (no local paths in the pod)."""
     if (p := _uri_problem(value, where)) is not None:
         return p
+    uri = parse_uri(value)
+    # The Job mounts every claim its spec names (claim_mounts refuses other namespaces' claims itself).
+    claims = [uri.bucket] if uri.scheme == "pvc" else []
     try:
-        check_cluster_source(parse_uri(value), allowed_local_roots=roots, where=where)
+        check_cluster_source(uri, allowed_local_roots=roots, mounted_claims=claims, where=where)
     except ModelferryError as exc:
         return Problem(exc.reason, str(exc))
     return None

@@ -42,9 +42,11 @@ def test_modelsync_trainingrun_and_secret_mode_cannot_read_a_local_path_in_the_p
     allowed = ControllerSettings(allowed_local_roots=["/srv/shared"])
     assert plan_modelsync_job(modelsync("file:///srv/shared/llama"), {}, allowed).job is not None
 
-    for spec in ({"baseModel": {"uri": TOKEN}}, {"dataset": {"uri": "pvc://other-claim/data"}}):
+    for spec in ({"baseModel": {"uri": TOKEN}}, {"dataset": {"uri": "file:///etc/data.jsonl"}}):
         result = render(tr_with(**spec), RenderContext())
         assert result.problem is not None and result.problem.reason == "SourceNotAllowed", result.problem
+    # A claim of the run's namespace is mounted into the Job, so it may be read.
+    assert render(tr_with(dataset={"uri": "pvc://data/train.jsonl"}), RenderContext()).problem is None
     via_sync = tr_with(baseModel={"modelSyncRef": {"name": "local"}})
     result = render(via_sync, RenderContext(model_syncs={"local": "file:///var/run/secrets/x"}))
     assert result.problem is not None and result.problem.reason == "SourceNotAllowed"
