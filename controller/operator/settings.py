@@ -7,13 +7,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelferry import __version__
 
+IMAGE = f"quay.io/modelferry/modelferry:{__version__}"  # Containerfile: controller, agent, sync Jobs, sidecar
 TRAIN_IMAGE = f"quay.io/modelferry/modelferry-train:{__version__}"  # Containerfile.train, tagged per release
 
 
 class JobSettings(BaseModel):
     """Defaults for the synchronize Jobs the controller creates."""
 
-    image: str = Field("quay.io/modelferry/modelferry:latest", description="Image that runs `modelferry sync`")
+    image: str = Field(IMAGE, description="Image that runs `modelferry sync` (the controller's own image)")
     image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the sync container")
     service_account_name: str | None = Field(None, description="ServiceAccount of sync pods (namespace default)")
     backoff_limit: int = Field(3, ge=0, description="Retries of a sync pod after a retryable failure (exit 1)")

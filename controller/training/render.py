@@ -28,7 +28,7 @@ from controller.operator.jobs import (
     owner_reference,
     secret_ref,
 )
-from controller.operator.settings import TRAIN_IMAGE
+from controller.operator.settings import IMAGE, TRAIN_IMAGE
 from controller.training.trainjob import train_job, training_runtime
 from controller.training.validate import Problem, validate
 from controller.training.wrapper import wrapped_command
@@ -65,7 +65,7 @@ SECURITY = {
 class RenderContext:
     """Facts about the cluster and the controller's defaults."""
 
-    sidecar_image: str = "quay.io/modelferry/modelferry:latest"
+    sidecar_image: str = IMAGE
     train_image: str = TRAIN_IMAGE  # Containerfile.train: the [train] extra and the peft-lora trainer
     has_pytorchjob: bool = False
     has_trainjob: bool = False  # Kubeflow Trainer v2 (trainer.kubeflow.org TrainJob) is served

@@ -22,6 +22,7 @@ from modelferry.storage.tempfiles import is_temp_name
 from modelferry.transfer.manifest import Manifest, remove_manifest, write_manifest
 from modelferry.transfer.sync import sync
 from modelferry.uri import parse_uri
+from tests.servers.lifecycle import run_modelferry
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
@@ -99,15 +100,7 @@ def test_enigma_json_prints_a_failure_record(tmp_path: Path, key: Path) -> None:
     assert record["status"] == "failed" and record["exit_code"] == 3 and record["reason"] and record["message"]
     assert not temps(plain)  # and no temp left behind
 
-    inspect = subprocess.run(
-        [sys.executable, "-m", "modelferry", "enigma", "inspect", str(tmp_path / "missing"), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    inspect = run_modelferry("enigma", "inspect", str(tmp_path / "missing"), "--json", timeout=120)
     assert inspect.returncode == 3 and json.loads(inspect.stdout)["reason"] == "SourceNotFound", inspect.stderr
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +17,14 @@ from modelferry.storage.base import PARTIAL_DIR, partial_stem
 from modelferry.transfer.sync import sync
 from modelferry.uri import parse_uri
 from tests.servers.hfhub import FakeHub, HubRepo
+from tests.servers.lifecycle import run_modelferry
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_sync(*args: str) -> tuple[int, dict[str, object]]:
     """``modelferry sync ... --json`` in a child process: (exit code, the JSON record it printed)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "modelferry", "sync", *args, "--json"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = run_modelferry("sync", *args, "--json", timeout=120)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return proc.returncode, json.loads("\n".join(lines)) if lines else {}
 

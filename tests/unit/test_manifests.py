@@ -168,7 +168,8 @@ def test_containerfile_entry_points_exist() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f"{entry.group(1)} = " in pyproject, "the ENTRYPOINT must be a console script"
     assert cmd.group(1) in SUBCOMMANDS
-    extras = re.search(r'install --no-cache-dir "\.\[([^\]]+)\]"', text)
+    assert re.search(r'install --no-cache-dir "\.\[\$\{EXTRAS\}\]"', text), "the image installs the EXTRAS argument"
+    extras = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M)
     assert extras
     for extra in extras.group(1).split(","):
         assert re.search(rf"^{extra} = \[", pyproject, re.M), f"extra {extra} is not in pyproject.toml"
