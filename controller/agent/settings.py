@@ -67,6 +67,11 @@ class AgentOptions(BaseModel):
     max_concurrent_reconciles: int = Field(
         10, ge=1, description="OME --max-concurrent-reconciles; accepted: one node has one reconcile loop"
     )
+    allowed_local_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories in the agent's pod that a storageUri may name as file:// (JSON list); empty "
+        "refuses every file:// and pvc:// source (the agent would read them with its own rights)",
+    )
 
 
 class AgentSettings(SyncSettings):

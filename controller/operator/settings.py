@@ -102,6 +102,11 @@ class ControllerSettings(BaseSettings):
     data_connection: str = Field("demo-models", description="Default destination data connection Secret")
     secret_job_name: str = Field("synchronize-model", description="Name of the Job created in Secret mode")
     target_prefix: str = Field("models/", description="Prefix in the destination bucket in Secret mode")
+    allowed_local_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories (inside the Jobs' pods) that a ModelSync or TrainingRun source may name as "
+        "file:// (JSON list); empty refuses every file:// source",
+    )
     job: JobSettings = Field(default_factory=JobSettings, description="Defaults for created Jobs")
     job_policy: JobPolicySettings = Field(
         default_factory=JobPolicySettings, description="What a ModelSync's spec.job may override"

@@ -50,6 +50,7 @@ def source(tmp_path: Path) -> Path:
 
 def settings_for(root: Path, **agent: Any) -> AgentSettings:
     s = AgentSettings()
+    agent.setdefault("allowed_local_roots", [str(root.parent)])  # the tests' file:// sources live beside the root
     s.agent = AgentOptions(node_name="node-1", models_root=str(root), workers=2, retry_backoff=0.01, **agent)
     s.transfer.free_space_margin = 0
     return s
