@@ -190,9 +190,11 @@ class TrainingReconciler:
             self._served = (await self.kube.served(PYTORCHJOBS), now)
         return self._served[0]
 
-    def _context(self, ns: str, pytorchjob: bool) -> RenderContext:
-        secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
+    async def _context(self, ns: str, pytorchjob: bool) -> RenderContext:
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
+        names = {str(dc) for m in modelsyncs if (dc := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))}
+        found = await self.op.refs.many(ns, names)  # the ModelSyncs index their data connections
+        secrets = {n: s for n, s in found.items() if s is not None}
         return RenderContext(
             sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
             train_image=self.settings.train_image,
@@ -217,7 +219,7 @@ class TrainingReconciler:
             return
         tr.setdefault("apiVersion", TRAININGRUNS.api_version)
         tr.setdefault("kind", KIND)
-        result = render(tr, self._context(ns, await self.has_pytorchjob()))
+        result = render(tr, await self._context(ns, await self.has_pytorchjob()))
         now = now_iso()
         if result.problem is not None:
             problem = result.problem
@@ -231,7 +233,7 @@ class TrainingReconciler:
         await self._delete_owned(ns, name, keep=(resource, *(SERVICES for _ in extras)))
         old = tr.get("status") or {}
         wname = desired["metadata"]["name"]
-        live = await self.kube.get(resource, ns, wname)
+        live = await self._lookup(resource, ns, wname)
         if (
             live is None
             and old.get("phase") == "Succeeded"
@@ -240,7 +242,7 @@ class TrainingReconciler:
             return  # finished and its workload removed by someone: a succeeded run is never re-run
         workload = await self._ensure(key, tr, resource, desired, live)
         for extra in extras:
-            await self._ensure(key, tr, SERVICES, extra, await self.kube.get(SERVICES, ns, extra["metadata"]["name"]))
+            await self._ensure(key, tr, SERVICES, extra, await self._lookup(SERVICES, ns, extra["metadata"]["name"]))
         status = compute_status(tr, workload, now=now)
         report = await self._report_of(ns, result.kind, workload, status["phase"])
         if report:
@@ -258,8 +260,10 @@ class TrainingReconciler:
         if workload is None or phase == "Pending":
             return None
         wname = workload["metadata"]["name"]
-        selector = f"job-name={wname}" if kind == "Job" else f"training.kubeflow.org/job-name={wname}"
-        pods, _ = await self.kube.list(PODS, ns, label_selector=selector)
+        if kind == "Job":
+            pods = self.op.pods_of(ns, wname)  # the operator's one Pod watch
+        else:  # a PyTorchJob's pods do not carry our labels: ask for them
+            pods, _ = await self.kube.list(PODS, ns, label_selector=f"training.kubeflow.org/job-name={wname}")
         pod = rank_zero_pod(pods)
         if phase in ("Succeeded", "Failed"):
             report = termination_report(pod)
@@ -289,15 +293,36 @@ class TrainingReconciler:
                 return None
             log.info("inputs of TrainingRun %s/%s changed: replacing %s %s", ns, run_name, kind, name)
             await self.kube.delete(resource, ns, name)
+            self._remember(resource, ns, name, None)
             await self.op.recorder.emit(owner, "Normal", "JobReplaced", f"inputs changed; {kind} {name} replaced")
         try:
             created = await self.kube.create(resource, ns, desired)
         except ConflictError:
-            self.op.queue.add(key, 1.0)  # the old one is still being deleted
+            # Our caches hold only what we manage: a conflict is someone else's object, or one being deleted.
+            other = await self.kube.get(resource, ns, name)
+            if other is not None and not owned(other, run_name):
+                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
+                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
+                return None
+            self.op.queue.add(key, 1.0)
             return None
+        self._remember(resource, ns, name, created)
         self._phases.pop(key, None)
         await self.op.recorder.emit(owner, "Normal", "JobCreated", f"created {kind} {name}")
         return created
+
+    def _remember(self, resource: Resource, ns: str, name: str, obj: dict[str, Any] | None) -> None:
+        """Keep a cache current after our own write (the watch event follows)."""
+        caches = {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs}
+        informer = caches[resource].get(ns) or caches[resource].get(None)
+        if informer is None:
+            return
+        if obj is None or not obj.get("metadata"):
+            informer.cache.pop((ns, name), None)
+        else:
+            obj.setdefault("apiVersion", resource.api_version)
+            obj.setdefault("kind", resource.kind)
+            informer.cache[(ns, name)] = obj
 
     async def _delete_owned(self, ns: str, run_name: str, keep: tuple[Resource, ...]) -> None:
         """Delete this run's objects of every kind not in ``keep`` (garbage collection may be absent or slow)."""
@@ -309,6 +334,7 @@ class TrainingReconciler:
             if live is not None and owned(live, run_name):
                 log.info("removing %s %s/%s of TrainingRun %s", resource.kind, ns, name, run_name)
                 await self.kube.delete(resource, ns, name)
+                self._remember(resource, ns, name, None)
 
     async def _lookup(self, resource: Resource, ns: str, name: str) -> dict[str, Any] | None:
         """An owned object from the informer caches (a GET only for PyTorchJobs nobody watches).

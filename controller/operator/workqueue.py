@@ -82,3 +82,8 @@ class WorkQueue:
     def close(self) -> None:
         self.closed = True
         self._wakeup.set()
+
+    def reopen(self) -> None:
+        """Hand out keys again (a replica that leads again after standing by)."""
+        self.closed = False
+        self._wakeup.set()

@@ -71,7 +71,7 @@ def emu(h: Harness) -> TrainingKubeEmulator:
 
 async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index: str | None = None) -> str:
     name = f"{JOB}-abcde"
-    labels = {"job-name": JOB}
+    labels = h.pod_labels(JOB)
     if index is not None:
         labels["batch.kubernetes.io/job-completion-index"] = index
     state = {"terminated": terminated} if terminated else {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
