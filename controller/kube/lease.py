@@ -93,6 +93,7 @@ class LeaderElector:
         self.acquired = 0  # times leadership was gained
         self.lost = 0  # times leadership was given up
         self.failed_attempts = 0  # acquire/renew attempts that failed on an error
+        self.renewals = 0  # renewals of a held Lease that went through
         self.failed_renewals = 0  # renewals of a held Lease that did not go through
         self.other_holder: str | None = None
         self._observed: tuple[tuple[Any, ...], float] | None = None
@@ -161,6 +162,7 @@ class LeaderElector:
             deadline = last_ok + self.renew_deadline
             if await self._attempt(deadline - self._now()):
                 last_ok = self._now()
+                self.renewals += 1
                 continue
             self.failed_renewals += 1
             if self.other_holder:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.kube.client import JOBS, PODS, ConflictError, Resource
 from controller.kube.events import now_iso
-from controller.kube.watch import Informer, object_key
+from controller.kube.watch import Backoff, Informer, object_key
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -142,7 +142,11 @@ class TrainingReconciler:
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         namespaces: list[str | None] = list(op.settings.namespaces) or [None]
         for ns in namespaces:
-            common: dict[str, Any] = {"namespace": ns, "timeout_seconds": op.settings.watch_timeout_seconds}
+            common: dict[str, Any] = {
+                "namespace": ns,
+                "timeout_seconds": op.settings.watch_timeout_seconds,
+                "backoff": Backoff(op.settings.watch_backoff_seconds, op.settings.watch_backoff_max_seconds),
+            }
             self.runs[ns] = Informer(self.kube, TRAININGRUNS, self._on_run, **common)
             self.services[ns] = Informer(self.kube, SERVICES, self._on_owned, label_selector=owned_selector, **common)
             op.informers += [self.runs[ns], self.services[ns]]

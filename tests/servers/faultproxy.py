@@ -31,7 +31,7 @@ class Rule:
     hits: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Conn:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
@@ -94,6 +94,10 @@ class FaultProxy:
             count += 1
         self.cuts += count
         return count
+
+    def streams(self, needle: str = "watch=true") -> int:
+        """Responses being streamed now for requests containing ``needle`` (plain HTTP)."""
+        return sum(1 for c in self._conns if c.streaming and needle in c.request_line)
 
     def fail(
         self, method: str, needle: str, status: int, *, times: int = 1, retry_after: float | None = None
