@@ -296,10 +296,10 @@ class NodeAgent:
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(self.gopher.stop)
 
-    async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
+    async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.create_task(self._dirty.wait()), asyncio.create_task(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -169,7 +169,9 @@ class Kube:
             try:
                 text = await resp.text()
                 if not 200 <= resp.status <= 299:
-                    _raise_for(resp.status, text, f"{method} {path}", retry_after_seconds(resp.headers.get("Retry-After")))
+                    _raise_for(
+                        resp.status, text, f"{method} {path}", retry_after_seconds(resp.headers.get("Retry-After"))
+                    )
                 data: dict[str, Any] = json.loads(text) if text else {}
             except STREAM_ERRORS as exc:
                 raise RetryableError(f"reading the answer to {method} {path} failed: {exc!r}", obj=path) from exc

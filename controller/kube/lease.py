@@ -112,17 +112,18 @@ class LeaderElector:
         wall = datetime.now(UTC)
         lease = await self.kube.get(LEASES, self.namespace, self.name)
         if lease is None:
+            spec0 = next_spec({}, self.identity, wall, self.lease_duration)
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": next_spec({}, self.identity, wall, self.lease_duration),
+                "spec": spec0,
             }
             try:
                 created = await self.kube.create(LEASES, self.namespace, body)
             except ConflictError:
                 return False
-            self._observe(created.get("spec") or body["spec"])
+            self._observe(created.get("spec") or spec0)
             self.other_holder = None
             return True
         spec = lease.get("spec") or {}
@@ -139,9 +140,9 @@ class LeaderElector:
         self._observe(updated.get("spec") or lease["spec"])
         return True
 
-    async def _attempt(self, timeout: float) -> bool:
+    async def _attempt(self, seconds: float) -> bool:
         try:
-            async with asyncio.timeout(max(0.05, timeout)):
+            async with asyncio.timeout(max(0.05, seconds)):
                 return await self.try_acquire_or_renew()
         except (ModelferryError, TimeoutError) as exc:
             self.failed_attempts += 1

@@ -47,7 +47,7 @@ class Backoff:
     jitter: float = 1.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        wait = min(self.maximum, self.base * (2 ** min(attempt, 30)))
+        wait = min(self.maximum, self.base * float(2 ** min(attempt, 30)))
         wait = min(self.maximum, wait * (1 + self.jitter * random.random()))  # noqa: S311 - not cryptography
         return max(wait, retry_after or 0.0)
 

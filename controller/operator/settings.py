@@ -40,8 +40,7 @@ class TrainingSettings(BaseModel):
     progress_seconds: float = Field(
         15.0,
         gt=0,
-        description="At most how often a TrainingRun's sidecar log is read for progress, only while its pod "
-        "is Running",
+        description="At most how often a TrainingRun's sidecar log is read for progress, only while its pod is Running",
     )
     log_tail_lines: int = Field(200, ge=1, description="Lines of the sidecar's log read for its progress report")
     service_account_name: str | None = Field(None, description="ServiceAccount of training pods (namespace default)")
@@ -110,8 +109,10 @@ class ControllerSettings(BaseSettings):
         "modelferry", description="Namespace of the node agents' ConfigMaps rolled up into BaseModel status"
     )
     sync_progress_seconds: float = Field(
-        15.0, gt=0, description="At most how often a ModelSync's sync container log is read for progress, only while "
-        "its pod is Running"
+        15.0,
+        gt=0,
+        description="At most how often a ModelSync's sync container log is read for progress, only while "
+        "its pod is Running",
     )
     sync_log_tail_lines: int = Field(50, ge=1, description="Lines of the sync container's log read for progress")
     aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")

@@ -196,7 +196,9 @@ class TrainingReconciler:
 
     async def _context(self, ns: str, pytorchjob: bool) -> RenderContext:
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
-        names = {str(dc) for m in modelsyncs if (dc := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))}
+        names = {
+            str(dc) for m in modelsyncs if (dc := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))
+        }
         found = await self.op.refs.many(ns, names)  # the ModelSyncs index their data connections
         secrets = {n: s for n, s in found.items() if s is not None}
         return RenderContext(

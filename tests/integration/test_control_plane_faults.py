@@ -83,9 +83,8 @@ def alive(h: Harness) -> bool:
 
 
 async def readyz(controller: Controller) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{controller.port}/readyz") as resp:
-            return resp.status, await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{controller.port}/readyz") as resp:
+        return resp.status, await resp.text()
 
 
 # --- the controller ------------------------------------------------------------------------------------
@@ -176,9 +175,7 @@ async def test_lease_taken_by_another_identity_is_lost_then_regained(rig: Rig) -
     elector = controller.elector
     lease = copy.deepcopy(rig.h.emu.get(LEASES, "leases", NS, "modelferry-controller"))
     assert lease is not None
-    lease["spec"].update(
-        holderIdentity="intruder", leaseDurationSeconds=2, renewTime=micro_time(datetime.now(UTC))
-    )
+    lease["spec"].update(holderIdentity="intruder", leaseDurationSeconds=2, renewTime=micro_time(datetime.now(UTC)))
     await rig.h.emu.put_object(LEASES, "leases", lease)
     await eventually(lambda: elector.lost == 1 and not controller.acting.is_set())
     status, text = await readyz(controller)

@@ -99,9 +99,7 @@ class FaultProxy:
         """Responses being streamed now for requests containing ``needle`` (plain HTTP)."""
         return sum(1 for c in self._conns if c.streaming and needle in c.request_line)
 
-    def fail(
-        self, method: str, needle: str, status: int, *, times: int = 1, retry_after: float | None = None
-    ) -> Rule:
+    def fail(self, method: str, needle: str, status: int, *, times: int = 1, retry_after: float | None = None) -> Rule:
         """Answer the next ``times`` matching requests with ``status`` (and ``Retry-After``)."""
         rule = Rule(method.upper(), needle, status, times, retry_after)
         self.rules.append(rule)

@@ -255,9 +255,11 @@ class KubeEmulator:
             return False
         for term in (query.get("fieldSelector") or "").split(","):
             field, _, value = term.replace("==", "=").partition("=")
-            if field.strip() in ("metadata.name", "metadata.namespace"):
-                if str(meta.get(field.strip()[9:]) or "") != value.strip():
-                    return False
+            if (
+                field.strip() in ("metadata.name", "metadata.namespace")
+                and str(meta.get(field.strip()[9:]) or "") != value.strip()
+            ):
+                return False
         return True
 
     def _matching(self, api: str, plural: str, ns: str | None, query: Any) -> Iterator[dict[str, Any]]:
@@ -378,18 +380,23 @@ class KubeEmulator:
                         continue
                     if ns is not None and obj["metadata"].get("namespace") != ns:
                         continue
+                    change = kind
                     if not self._selected(request.query, obj["metadata"]):
                         if old_meta is None or not self._selected(request.query, old_meta):
                             continue
-                        kind = "DELETED"  # it left the selection: what the API server reports
-                    await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+                        change = "DELETED"  # it left the selection: what the API server reports
+                    await resp.write(json.dumps({"type": change, "object": obj}).encode() + b"\n")
                 async with self._changed:
                     try:
                         await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, deadline - loop.time()))
                     except TimeoutError:
                         break
             if bookmarks:  # the newest resourceVersion, so a filtered watch resumes from a recent point
-                mark = {"kind": KINDS.get(plural, plural), "apiVersion": api, "metadata": {"resourceVersion": str(sent)}}
+                mark = {
+                    "kind": KINDS.get(plural, plural),
+                    "apiVersion": api,
+                    "metadata": {"resourceVersion": str(sent)},
+                }
                 await resp.write(json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             return resp
