@@ -34,6 +34,10 @@ def object_key(obj: dict[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+def uid(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
+
+
 def resource_version(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -160,6 +164,9 @@ class Informer:
         """One watch event: update the cache (through ``keep``) and report it."""
         key = object_key(obj)
         if kind == "DELETED":
+            cached = self.cache.get(key)
+            if cached is not None and uid(cached) and uid(obj) and uid(cached) != uid(obj):
+                return  # a late event about an object we already replaced (and cached) under the same name
             if self.cache.pop(key, None) is not None or self.keep is None:
                 await self._emit(kind, obj)
             return
