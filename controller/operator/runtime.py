@@ -262,7 +262,7 @@ async def serve(settings: ControllerSettings) -> int:
     """Entry point of ``modelferry controller``: SIGTERM/SIGINT stop it gracefully."""
     # Imported on first use by the Job renderers and the roll-up (a quarter of a second): import them now,
     # before the event loop has work, so the first reconcile does not stall it.
-    import controller.agent.aggregate  # noqa: F401
+    import controller.agent.aggregate
     import modelferry.cli.sync  # noqa: F401
 
     api = await build_api_client(kubeconfig=settings.kubeconfig, api_url=settings.api_url)
