@@ -7,8 +7,11 @@ against it and reports:
 
 - peak RSS of the child, polled from /proc/<pid>/status (VmRSS) every 20 ms;
 - initial sync: start of the child until every model-source has its Job;
-- longest event-loop stall: the slowest answer of the controller's /healthz, polled every 20 ms (the
-  health server runs on the controller's event loop, so a blocked loop shows as a slow answer);
+- longest event-loop stall, two ways: the slowest answer of the controller's /healthz, polled every
+  20 ms from a separate process (wall clock: on a loaded machine this includes CPU starvation), and the
+  controller's own gauges: the most CPU time its loop spent between two turns of a 50 ms timer
+  (``loop_busy_max_ms``: a stall, whatever the machine's load) and the timer's worst delay
+  (``loop_lag_max_ms``);
 - idle requests per second over a window after sync, with every Job still Pending, and again after
   every Job was marked Succeeded (resync is set to 10 s, so the window holds a full resync).
 
@@ -75,6 +78,32 @@ async def load(emu: KubeEmulator, unrelated: int, sources: int) -> None:
     emu.compact()  # the history of the load is not needed (and holds a copy of everything)
 
 
+async def settle(emu: KubeEmulator, reason: str, count: int, deadline: float) -> None:
+    """Until ``count`` Events with ``reason`` exist (the reaction to the last change is over), plus 2 s."""
+    while time.monotonic() < deadline:
+        if sum(1 for e in emu.all("v1", "events") if e.get("reason") == reason) >= count:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)
+
+
+async def loop_metrics(port: int) -> dict[str, Any]:
+    """The controller's own event-loop stall gauges (None from a controller without them)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, Any] = {"loop_busy_max_ms": None, "loop_lag_max_ms": None}
+    for line in text.splitlines():
+        for metric, key in (
+            ("event_loop_busy_seconds_max", "loop_busy_max_ms"),
+            ("event_loop_lag_seconds_max", "loop_lag_max_ms"),
+        ):
+            if line.startswith(f"modelferry_controller_{metric} "):
+                out[key] = round(float(line.split()[1]) * 1000)
+    return out
+
+
 def jobs(emu: KubeEmulator) -> int:
     return len(emu.all("batch/v1", "jobs"))
 
@@ -118,7 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["jobs"] = jobs(emu)
         result["exit_code"] = child.poll()
         if synced and child.poll() is None:
-            await asyncio.sleep(2)  # let the last status writes and Events settle
+            await settle(emu, "JobCreated", args.sources, deadline)
             before = len(emu.requests)
             await asyncio.sleep(args.idle)
             result["idle_rps_pending"] = round((len(emu.requests) - before) / args.idle, 2)
@@ -126,10 +155,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 meta = job["metadata"]
                 await emu.set_status("batch/v1", "jobs", meta["namespace"], meta["name"],
                                      {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})  # fmt: skip
-            await asyncio.sleep(5)
+            await settle(emu, "SyncSucceeded", args.sources, time.monotonic() + args.timeout)
             before = len(emu.requests)
             await asyncio.sleep(args.idle)
             result["idle_rps_succeeded"] = round((len(emu.requests) - before) / args.idle, 2)
+            result.update(await loop_metrics(port))
     finally:
         child.terminate()  # the emulator keeps serving while it drains and releases the Lease
         try:

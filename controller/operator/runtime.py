@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +48,16 @@ class Metrics:
         self.queue_depth = Gauge("modelferry_controller_queue_depth", "Keys waiting", registry=self.registry)
         self.jobs = Gauge("modelferry_controller_jobs", "Managed Jobs by phase", ["phase"], registry=self.registry)
         self.leader = Gauge("modelferry_controller_leader", "1 while this replica leads", registry=self.registry)
+        self.loop_busy = Gauge(
+            "modelferry_controller_event_loop_busy_seconds_max",
+            "Longest CPU time the event loop spent without a 50 ms timer getting its turn (a stall), since start",
+            registry=self.registry,
+        )
+        self.loop_lag = Gauge(
+            "modelferry_controller_event_loop_lag_seconds_max",
+            "Longest wall-clock delay of a 50 ms timer on the event loop since start (includes CPU starvation)",
+            registry=self.registry,
+        )
 
 
 class Controller:
@@ -139,6 +150,18 @@ class Controller:
             finally:
                 queue.done(key)
 
+    async def _watch_loop(self, interval: float = 0.05) -> None:
+        """Record event-loop stalls: CPU spent (a stall) and wall delay (a stall or a starved process)."""
+        loop = asyncio.get_running_loop()
+        busy_max = lag_max = 0.0
+        while True:
+            wall, cpu = loop.time(), time.thread_time()
+            await asyncio.sleep(interval)
+            busy_max = max(busy_max, time.thread_time() - cpu)
+            lag_max = max(lag_max, loop.time() - wall - interval)
+            self.metrics.loop_busy.set(busy_max)
+            self.metrics.loop_lag.set(lag_max)
+
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
@@ -196,11 +219,18 @@ class Controller:
         self.acting.set()
         return tasks
 
+    def _start_watches(self, tasks: list[asyncio.Task[None]], informers: list[Any]) -> None:
+        running = {t.get_name() for t in tasks}
+        for informer in informers:
+            name = f"watch-{informer.name}-{id(informer)}"
+            if name not in running:
+                tasks.append(asyncio.create_task(informer.run(), name=name))
+
     async def run(self) -> int:
         """Until :attr:`stop` (SIGTERM): lead, act, stand by when the Lease is lost, campaign again. Returns 0."""
         await self.start_server()
         lease_task: asyncio.Task[None] | None = None
-        watches: list[asyncio.Task[None]] = []
+        watches: list[asyncio.Task[None]] = [asyncio.create_task(self._watch_loop(), name="loop-monitor")]
         try:
             self.started.set()
             if self.settings.leader_election:
@@ -210,14 +240,13 @@ class Controller:
                     await self._first(self.elector.is_leader, self.stop)
                     if self.stop.is_set():
                         break
-                if not watches:  # started at the first leadership; kept (with their caches) when it is lost
-                    watches = [asyncio.create_task(i.run(), name=f"watch-{i.name}") for i in self.operator.informers]
+                # Watches start at the first leadership and are kept (with their caches) when it is lost.
+                self._start_watches(watches, self.operator.informers)
                 # Decisions read the caches: act only once every informer has listed. Referenced Secrets are
                 # listed after the objects that name them, so the list fills the index in one pass.
                 if not await self._wait_synced(self.operator.informers):
                     continue
-                if len(watches) == len(self.operator.informers):
-                    watches += [asyncio.create_task(i.run(), name=f"watch-{i.name}") for i in self.operator.dependent]
+                self._start_watches(watches, self.operator.dependent)
                 if not await self._wait_synced(self.operator.dependent):
                     continue
                 tasks = self._start_acting()
