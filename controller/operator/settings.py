@@ -7,6 +7,10 @@ from typing import Self
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelferry import __version__
+
+TRAIN_IMAGE = f"quay.io/modelferry/modelferry-train:{__version__}"  # Containerfile.train, tagged per release
+
 
 class JobSettings(BaseModel):
     """Defaults for the synchronize Jobs the controller creates."""
@@ -32,10 +36,15 @@ class TrainingSettings(BaseModel):
     enabled: bool = Field(True, description="Watch TrainingRun resources (turn off where the CRD is not installed)")
     sidecar_image: str | None = Field(None, description="Image of the training sidecar; job.image when unset")
     train_image: str = Field(
-        "quay.io/modelferry/modelferry-train:latest", description="Image of the built-in peft-lora trainer"
+        TRAIN_IMAGE, description="Image of the built-in peft-lora trainer (built from Containerfile.train)"
     )
     pytorchjob: bool | None = Field(
         None, description="Render Kubeflow PyTorchJobs for distributed runs: None asks API discovery, or force on/off"
+    )
+    trainjob: bool | None = Field(
+        None,
+        description="Render Kubeflow Trainer v2 TrainJobs (trainer.kubeflow.org) for distributed runs, preferred over "
+        "PyTorchJobs: None asks API discovery, or force on/off",
     )
     progress_seconds: float = Field(
         15.0,

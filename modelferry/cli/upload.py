@@ -161,7 +161,7 @@ def upload_paths(
 @click.option("--api-url", default=None, hidden=True, help="API server URL without authentication (tests).")
 @click.option("--endpoint", default=None, help="Override the data connection's AWS_S3_ENDPOINT (e.g. a route).")
 @click.option("--no-verify-tls", is_flag=True, help="Do not verify the endpoint's TLS certificate.")
-@click.option("--concurrency", type=int, default=None, help="Connections in flight [16].")
+@click.option("--concurrency", type=int, default=None, help="Connections in flight [64].")
 def upload_command(
     paths: tuple[str, ...],
     namespace: str,

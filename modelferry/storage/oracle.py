@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 import oci  # the [oci] extra; storage/__init__.py turns its absence into a UsageError
 
+from modelferry.checksums import b64_to_hex
 from modelferry.errors import RetryableError
 from modelferry.settings import OCICredentials, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.object_upload import ObjectUpload
 from modelferry.storage.oracle_client import call, make_client, translate
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
-from modelferry.transfer.verify import b64_to_hex
 from modelferry.uri import StorageURI, relative_key, under_prefix
 
 log = logging.getLogger(__name__)
