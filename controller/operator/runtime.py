@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -291,8 +292,8 @@ async def serve(settings: ControllerSettings) -> int:
     """Entry point of ``modelferry controller``: SIGTERM/SIGINT stop it gracefully."""
     # Imported on first use by the Job renderers and the roll-up (a quarter of a second): import them now,
     # before the event loop has work, so the first reconcile does not stall it.
-    import controller.agent.aggregate
-    import modelferry.cli.sync  # noqa: F401
+    for module in ("controller.agent.aggregate", "modelferry.cli.sync"):
+        importlib.import_module(module)
 
     api = await build_api_client(kubeconfig=settings.kubeconfig, api_url=settings.api_url)
     kube = Kube(api)
