@@ -20,15 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.agent.gopher import Gopher
 from controller.agent.kubeside import NodeAgent
-from controller.agent.metrics import AgentMetrics
-from controller.agent.settings import AgentOptions, AgentSettings
-from controller.agent.tasks import TaskQueue
-from controller.kube.client import Kube, build_api_client
 from controller.kube.lease import micro_time
 from controller.operator.runtime import Controller
-from tests.integration.test_agent_kube import basemodel, write_model
+from tests.integration.test_agent_kube import basemodel, running_agent
 from tests.servers.faultproxy import FaultProxy
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
@@ -226,35 +221,17 @@ async def agent_rig(tmp_path: Path) -> AsyncIterator[AgentRig]:
     await emu.put_object("v1", "nodes", {"metadata": {"name": "node-1", "labels": {"zone": "a"}}})
     proxy = FaultProxy(emu.url)
     await proxy.start()
-    src = tmp_path / "src"
-    write_model(src / "v1", 32)
-    root = tmp_path / "models"
-    root.mkdir()
-    settings = AgentSettings()
-    settings.agent = AgentOptions(
-        node_name="node-1",
-        namespace="modelferry",
-        models_root=str(root),
-        reconcile_interval=300,  # a retry must come from the backoff, not from the periodic pass
-        resync_interval=300,
-        retry_backoff=0.01,
-        api_backoff_seconds=0.05,
-        api_backoff_max_seconds=0.5,
-    )
-    settings.transfer.free_space_margin = 0
-    kube = Kube(await build_api_client(api_url=proxy.url))
-    metrics = AgentMetrics()
-    gopher = Gopher(settings, TaskQueue(), sink=None, metrics=metrics)  # type: ignore[arg-type]
-    agent = NodeAgent(settings, kube, gopher, metrics)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(agent.run(stop))
+    options = {
+        "reconcile_interval": 300,  # a retry must come from the backoff, not from the periodic pass
+        "resync_interval": 300,
+        "retry_backoff": 0.01,
+        "api_backoff_seconds": 0.05,
+        "api_backoff_max_seconds": 0.5,
+    }
     try:
-        yield AgentRig(emu, proxy, agent, src)
-        assert not runner.done(), "the agent ended"
+        async with running_agent(tmp_path, proxy.url, hidden=32, **options) as (_, agent, _, src):
+            yield AgentRig(emu, proxy, agent, src)
     finally:
-        stop.set()
-        await asyncio.wait_for(runner, 30)
-        await kube.close()
         await proxy.stop()
         await emu.stop()
 
