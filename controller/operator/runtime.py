@@ -290,10 +290,8 @@ def _pod_namespace() -> str:
 
 async def serve(settings: ControllerSettings) -> int:
     """Entry point of ``modelferry controller``: SIGTERM/SIGINT stop it gracefully."""
-    # Imported on first use by the Job renderers and the roll-up (a quarter of a second): import them now,
-    # before the event loop has work, so the first reconcile does not stall it.
-    for module in ("controller.agent.aggregate", "modelferry.cli.sync"):
-        importlib.import_module(module)
+    # Imported on first use by the status roll-up: import it now, before the event loop has work.
+    importlib.import_module("controller.agent.aggregate")
 
     api = await build_api_client(kubeconfig=settings.kubeconfig, api_url=settings.api_url)
     kube = Kube(api)
