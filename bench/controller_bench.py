@@ -187,12 +187,12 @@ def probe(pid: int, port: int) -> None:
         peak = max(peak, rss_kib(pid))
         t = time.monotonic()
         try:
-            conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=600)
             conn.request("GET", "/healthz")
             conn.getresponse().read()
-            stall = max(stall, time.monotonic() - t)
-        except OSError:
+        except OSError:  # refused (not up yet): at once; timed out or cut by the exit: a stall all the same
             conn = None
+        stall = max(stall, time.monotonic() - t)
         time.sleep(0.02)
     print(json.dumps({"peak_kib": peak, "stall_s": stall}))
 
