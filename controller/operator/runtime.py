@@ -131,6 +131,9 @@ class Controller:
     async def _worker(self) -> None:
         queue = self.operator.queue
         while True:
+            # A reconcile served from the caches never suspends: without this a worker would run every due
+            # key (a resync: all of them) in one turn of the event loop and stall it.
+            await asyncio.sleep(0)
             key = await queue.get()
             kind = str(key[0]) if isinstance(key, tuple) else "unknown"
             try:
