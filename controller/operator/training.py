@@ -164,6 +164,7 @@ class TrainingReconciler:
         self.pytorchjobs: dict[str | None, Informer] = {}
         self.trainjobs: dict[str | None, Informer] = {}
         self._phases: dict[Key, str] = {}
+        self._live: dict[Key, tuple[float, dict[str, Any] | None]] = {}  # last progress report and when read
         self._served: dict[Resource, tuple[bool, float]] = {}
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         namespaces: list[str | None] = list(op.settings.namespaces) or [None]
@@ -259,6 +260,7 @@ class TrainingReconciler:
         if tr is None:
             await self._delete_owned(ns, name, keep=())
             self._phases.pop(key, None)
+            self._live.pop(key, None)
             self.op._reported.pop(key, None)
             return
         if (tr.get("metadata") or {}).get("deletionTimestamp"):
@@ -292,7 +294,8 @@ class TrainingReconciler:
             await self._ensure(key, tr, extra_resource, extra, extra_live)
         workload = await self._ensure(key, tr, resource, desired, live)
         status = compute_status(tr, workload, now=now)
-        report = await self._report_of(ns, result.kind, workload, status["phase"])
+        settled = old.get("phase") == status["phase"]
+        report = await self._report_of(key, result.kind, workload, status["phase"], settled=settled)
         if report:
             status = compute_status(tr, workload, report=report, now=now)
         watched = {"Job": True, "PyTorchJob": bool(self.pytorchjobs), "TrainJob": bool(self.trainjobs)}
@@ -303,9 +306,16 @@ class TrainingReconciler:
         await self._write_status(tr, status)
 
     async def _report_of(
-        self, ns: str, kind: str, workload: dict[str, Any] | None, phase: str
+        self, key: Key, kind: str, workload: dict[str, Any] | None, phase: str, *, settled: bool = True
     ) -> dict[str, Any] | None:
-        """The sidecar's report: its termination message at the end, its newest progress line while running."""
+        """The sidecar's report: its termination message at the end, its newest progress line while running.
+
+        The log is read only while the pod is Running, and at most every ``progress_seconds`` per run
+        (pod events requeue the run far more often than that).
+        """
+        ns = key[1]
+        if phase != "Running":
+            self._live.pop(key, None)
         if workload is None or phase == "Pending":
             return None
         wname = workload["metadata"]["name"]
@@ -316,11 +326,21 @@ class TrainingReconciler:
         pod = rank_zero_pod(pods)
         if phase in ("Succeeded", "Failed"):
             report = termination_report(pod)
+            if report is None and kind == "Job" and not settled:
+                # The Job's watch can run ahead of the Pod's: at the transition, ask once for the final pod.
+                pods, _ = await self.kube.list(PODS, ns, label_selector=f"{POD_SELECTORS[kind]}={wname}")
+                report = termination_report(rank_zero_pod(pods))
             return report if report else (failure_report(workload) if phase == "Failed" else None)
-        if pod is None:
-            return None
+        cached = self._live.get(key)
+        now = time.monotonic()
+        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+            return cached[1] if cached else None
+        if cached is not None and now - cached[0] < self.settings.progress_seconds:
+            return cached[1]
         text = await self.kube.pod_log(ns, pod["metadata"]["name"], "sidecar", tail_lines=self.settings.log_tail_lines)
-        return progress_from_log(text)
+        report = progress_from_log(text) or (cached[1] if cached else None)
+        self._live[key] = (now, report)
+        return report
 
     async def _ensure(
         self,
