@@ -16,7 +16,6 @@ import bisect
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +94,10 @@ def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def object_key_of(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
+
+
 def status(code: int, reason: str, message: str) -> web.Response:
     body = {
         "kind": "Status",
@@ -115,6 +118,7 @@ class KubeEmulator:
         # (rv, resource, type, object, the previous version's metadata: to report objects leaving a selector)
         self.history: list[tuple[int, tuple[str, str], str, dict[str, Any], dict[str, Any] | None]] = []
         self._history_rvs: list[int] = []
+        self._sorted: dict[tuple[str, str], list[tuple[str, str]]] = {}  # sorted keys per resource, for lists
         self.rv = 100
         self.garbage_collect = garbage_collect
         self.gone_next: set[str] = set()  # plurals whose next watch answers 410 Gone
@@ -204,6 +208,8 @@ class KubeEmulator:
             obj.setdefault("kind", KINDS[plural])
         obj.setdefault("apiVersion", api)
         meta["resourceVersion"] = self._next_rv()
+        if old is None:
+            self._sorted.pop((api, plural), None)
         self._bucket(api, plural)[key] = obj
         await self._notify(api, plural, kind, obj, (old or {}).get("metadata"))
         return obj
@@ -220,6 +226,7 @@ class KubeEmulator:
         obj = self._bucket(api, plural).pop(key, None)
         if obj is None:
             return None
+        self._sorted.pop((api, plural), None)
         obj["metadata"]["resourceVersion"] = self._next_rv()
         await self._notify(api, plural, "DELETED", obj)
         if self.garbage_collect:
@@ -261,13 +268,6 @@ class KubeEmulator:
             ):
                 return False
         return True
-
-    def _matching(self, api: str, plural: str, ns: str | None, query: Any) -> Iterator[dict[str, Any]]:
-        for (o_ns, _name), obj in sorted(self._bucket(api, plural).items()):
-            if ns is not None and o_ns != ns:
-                continue
-            if self._selected(query, obj["metadata"]):
-                yield obj
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route = self._route(request.path)
@@ -328,24 +328,39 @@ class KubeEmulator:
             return web.json_response(await self._store(api, plural, key, new, "MODIFIED", current))
         return status(405, "MethodNotAllowed", request.method)
 
+    def _sorted_keys(self, api: str, plural: str) -> list[tuple[str, str]]:
+        keys = self._sorted.get((api, plural))
+        if keys is None:
+            keys = self._sorted[(api, plural)] = sorted(self._bucket(api, plural))
+        return keys
+
     def _list(self, api: str, plural: str, ns: str | None, q: Any) -> web.Response:
         """A list, in pages when ``limit`` is given (the continue token holds the snapshot's rv and last key)."""
-        items = self._matching(api, plural, ns, q)
-        rv, after = str(self.rv), ""
+        keys = self._sorted_keys(api, plural)
+        bucket = self._bucket(api, plural)
+        rv, start = str(self.rv), 0
         if q.get("continue"):
-            rv, _, after = base64.b64decode(q["continue"]).decode().partition("|")
+            rv, after = json.loads(base64.b64decode(q["continue"]))
+            start = bisect.bisect_right(keys, tuple(after))
+        elif ns is not None:
+            start = bisect.bisect_left(keys, (ns, ""))
         limit = int(q.get("limit") or 0)
         page: list[dict[str, Any]] = []
-        token = last = ""
-        for obj in items:
-            key = f"{obj['metadata'].get('namespace') or ''}/{obj['metadata']['name']}"
-            if after and key <= after:
+        token = ""
+        for i in range(start, len(keys)):
+            key = keys[i]
+            if ns is not None and key[0] != ns:
+                if key[0] > ns:
+                    break
+                continue
+            obj = bucket.get(key)
+            if obj is None or not self._selected(q, obj["metadata"]):
                 continue
             if limit and len(page) == limit:
-                token = base64.b64encode(f"{rv}|{last}".encode()).decode()
+                last = object_key_of(page[-1])
+                token = base64.b64encode(json.dumps([rv, last]).encode()).decode()
                 break
             page.append(obj)
-            last = key
         meta = {"resourceVersion": rv, **({"continue": token} if token else {})}
         kind = KINDS.get(plural, plural) + "List"
         body = json.dumps({"kind": kind, "apiVersion": api, "metadata": meta, "items": page})
