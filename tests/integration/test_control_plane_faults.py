@@ -53,7 +53,7 @@ class Rig:
 
     async def start(self, **kw: Any) -> Controller:
         controller = await self.h.start(api_url=self.proxy.url, **kw)
-        await eventually(controller.acting.is_set)
+        await eventually(controller.ready)  # leading, caches filled, workers running
         return controller
 
     async def apply_source(self, suffix: str = "") -> None:
