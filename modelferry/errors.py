@@ -73,6 +73,12 @@ class StalledError(RetryableError):
     reason = "Stalled"
 
 
+class TooSlowError(RetryableError):
+    """Bytes arrive, but slower than the low-speed limit (``--speed-limit`` for ``--speed-time``)."""
+
+    reason = "TooSlow"
+
+
 class PermanentError(ModelferryError):
     """Will fail again until something changes."""
 

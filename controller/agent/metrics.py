@@ -51,6 +51,18 @@ class AgentMetrics:
         self.memory_bytes = Gauge("modelferry_agent_memory_bytes", "Node memory", ["kind"], registry=r)
         self.cpu_count = Gauge("modelferry_agent_cpus", "CPUs on the node", registry=r)
         self.gpu_count = Gauge("modelferry_agent_gpus", "GPUs visible through NVML", registry=r)
+        self.gpu_utilization = Gauge(
+            "modelferry_agent_gpu_utilization_ratio", "GPU busy time over the last sample (NVML)", ["gpu"], registry=r
+        )
+        self.gpu_memory = Gauge(
+            "modelferry_agent_gpu_memory_bytes", "GPU memory (NVML), by kind: total, used", ["gpu", "kind"], registry=r
+        )
+        self.network_bytes = Gauge(
+            "modelferry_agent_network_bytes",
+            "Bytes through the node's interfaces since boot, loopback excluded (use rate())",
+            ["direction"],
+            registry=r,
+        )
 
     def record_resources(self, res: dict[str, Any]) -> None:
         for kind, key in (
@@ -64,6 +76,16 @@ class AgentMetrics:
         self.memory_bytes.labels("available").set(res.get("memoryAvailableBytes", 0))
         self.cpu_count.set(res.get("cpuCount", 0))
         self.gpu_count.set(len(res.get("gpus") or []))
+        for gpu in res.get("gpus") or []:
+            index = str(gpu.get("index", ""))
+            if "utilizationPercent" in gpu:
+                self.gpu_utilization.labels(index).set(gpu["utilizationPercent"] / 100)
+            for kind, key in (("total", "memoryTotalBytes"), ("used", "memoryUsedBytes")):
+                if key in gpu:
+                    self.gpu_memory.labels(index, kind).set(gpu[key])
+        for direction, key in (("receive", "networkReceiveBytes"), ("transmit", "networkTransmitBytes")):
+            if key in res:
+                self.network_bytes.labels(direction).set(res[key])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -25,10 +25,16 @@ from controller.operator.jobs import (
     job_hash,
     secret_data,
 )
-from controller.operator.secretindex import ReferencedSecrets
 from controller.operator.settings import ControllerSettings
 from controller.operator.workqueue import WorkQueue
-from controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
+from controller.training import (
+    RenderContext,
+    compute_status,
+    progress_from_log,
+    render,
+    termination_report,
+    workload_name,
+)
 from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
 
 log = logging.getLogger(__name__)
@@ -47,11 +53,6 @@ Key = tuple[str, str, str]
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
-def workload_name(run_name: str) -> str:
-    """The Job / Service / PyTorchJob name of TrainingRun ``run_name`` (what :func:`render` uses)."""
-    return f"{run_name or 'run'}-train"[:63].rstrip("-")
-
-
 def modelsync_ref(tr: dict[str, Any]) -> str | None:
     """The ModelSync a TrainingRun takes its base model from, if any."""
     base = ((tr.get("spec") or {}).get("baseModel")) or {}
@@ -139,7 +140,6 @@ class OperatorParts(Protocol):
     recorder: EventRecorder
     queue: WorkQueue
     informers: list[Informer]
-    refs: ReferencedSecrets
     jobs: dict[str | None, Informer]
     modelsyncs: dict[str | None, Informer]
     reconciles: dict[str, int]
@@ -148,6 +148,8 @@ class OperatorParts(Protocol):
     def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]: ...
 
     def pods_of(self, ns: str, job: str) -> list[dict[str, Any]]: ...
+
+    async def data_connections(self, ns: str) -> dict[str, dict[str, Any]]: ...
 
     async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None: ...
 
@@ -236,11 +238,7 @@ class TrainingReconciler:
 
     async def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
-        names = {
-            str(dc) for m in modelsyncs if (dc := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))
-        }
-        found = await self.op.refs.many(ns, names)  # the ModelSyncs index their data connections
-        secrets = {n: s for n, s in found.items() if s is not None}
+        secrets = await self.op.data_connections(ns)
         return RenderContext(
             sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
             train_image=self.settings.train_image,

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sample": "modelferry.cli.sample:sample_command",
     "sidecar": "modelferry.cli.sidecar:sidecar_group",
     "demo": "modelferry.cli.demo:demo_command",
+    "serve": "modelferry.cli.serve:serve_command",
     "training-agent": "modelferry.cli.training_agent:training_agent_command",
     "inspect": "modelferry.cli.inspect:inspect_command",
     "agent": "modelferry.cli.agent:agent_command",

@@ -188,6 +188,17 @@ def run_sync(
 )
 @click.option("--retries", type=int, default=None, help="Retries per part [5].")
 @click.option(
+    "--speed-limit",
+    default=None,
+    help="Low-speed limit per second, e.g. 10KiB (like curl): slower for --speed-time is retried, then fails; 0: off.",
+)
+@click.option(
+    "--speed-time",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds the transfer may stay under --speed-limit [60].",
+)
+@click.option(
     "--trust-size",
     is_flag=True,
     default=None,
@@ -212,6 +223,8 @@ def sync_command(
     part_size: str | None,
     size_limit: str | None,
     retries: int | None,
+    speed_limit: str | None,
+    speed_time: float | None,
     trust_size: bool | None,
     dry_run: bool,
     decrypt: bool,
@@ -237,6 +250,8 @@ def sync_command(
         "transfer.part_size": part_bytes,
         "transfer.size_limit": (limit or None) if size_limit is not None else None,
         "transfer.retries": retries,
+        "transfer.speed_limit": parse_size(speed_limit),
+        "transfer.speed_time": speed_time,
         "transfer.trust_size": trust_size,
         "termination_log": termination_log,
         **overrides_from(creds),

@@ -150,6 +150,7 @@ class HFStore(Store):
             stall_timeout=transfer.stall_timeout,
             pool_size=transfer.concurrency,
             user_agent=f"modelferry/{__version__}",
+            speed=(transfer.speed_limit, transfer.speed_time),
         )
         self._sha: str | None = None
         self._files: list[ObjectInfo] | None = None

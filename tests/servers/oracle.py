@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,6 +60,7 @@ class OracleServer:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
         self.fail_next: list[tuple[int, str]] = []  # (status, code) answered to the next requests
+        self.trickle: tuple[int, float] | None = None  # object bodies in (bytes, seconds apart) pieces
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -144,7 +146,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if body and self.command != "HEAD":
-            self.wfile.write(body)
+            trickle = self.store.trickle if status in (200, 206) and self.command == "GET" else None
+            if trickle is None or "/o/" not in self.path:
+                self.wfile.write(body)
+                return
+            size, pause = trickle
+            for start in range(0, len(body), size):  # a server that sends a few bytes at a time
+                self.wfile.write(body[start : start + size])
+                self.wfile.flush()
+                time.sleep(pause)
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
