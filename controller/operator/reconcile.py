@@ -28,6 +28,7 @@ from controller.operator.modelsync import (
     job_status,
     plan_modelsync_job,
     referenced_secrets,
+    termination_summary,
 )
 from controller.operator.nodeagent import NodeAgentReconciler
 from controller.operator.secretindex import ReferencedSecrets
@@ -401,6 +402,10 @@ class Operator:
         pods: list[dict[str, Any]] = []
         if job is not None and job_phase(job) in ("Succeeded", "Failed", "Running"):
             pods = self.pods_of(ns, job["metadata"]["name"])
+            finished = job_phase(job) in ("Succeeded", "Failed") and previous.get("phase") != job_phase(job)
+            if finished and termination_summary(pods) is None:
+                # The Job's watch can run ahead of the Pod's: at the transition, ask once for the final pod.
+                pods, _ = await self.kube.list(PODS, ns, label_selector=f"job-name={job['metadata']['name']}")
         live = None
         if job is not None and job_phase(job) == "Running":
             live = await self._live_progress(key, ns, pods)
