@@ -120,6 +120,18 @@ class UnsafePathError(PermanentError):
     reason = "UnsafePath"
 
 
+class PathInUseError(PermanentError):
+    """A directory belongs to another model (the node agent's marker there names it)."""
+
+    reason = "PathInUse"
+
+
+class SourceNotAllowedError(UsageError):
+    """A tenant named a source the cluster side may not read (a local path in our pod, an unmounted claim)."""
+
+    reason = "SourceNotAllowed"
+
+
 class SizeLimitError(PermanentError):
     """The plan exceeds the configured size limit."""
 

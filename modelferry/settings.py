@@ -70,6 +70,9 @@ class OCICredentials(BaseModel):
     profile: str = Field("DEFAULT", description="Profile in the OCI config file")
     region: str | None = Field(None, description="Region, e.g. us-chicago-1 (overrides the config file)")
     endpoint: str | None = Field(None, description="Object Storage service endpoint override")
+    obo_token: SecretStr | None = Field(
+        None, description="On-behalf-of token sent signed as opc-obo-token (OME input_object_store.obo_token)"
+    )
 
 
 class Credentials(BaseModel):

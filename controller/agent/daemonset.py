@@ -162,7 +162,7 @@ def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
         container["imagePullPolicy"] = spec["imagePullPolicy"]
     container.update(
         {
-            "args": ["agent"],
+            "command": ["modelferry", "agent"],  # args stay free for flags, as in OME's pod spec
             "env": env,
             "ports": [{"name": "http", "containerPort": 8080}],
             "startupProbe": {

@@ -30,8 +30,9 @@ from controller.operator.jobs import (
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from controller.operator.transferspec import transfer_env_for
-from modelferry.errors import InvalidURIError
+from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.logs import scrub
+from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -162,9 +163,18 @@ def plan_modelsync_job(
     if refused is not None:
         return SyncPlan(error=refused)
     try:
-        parse_uri(source.get("uri") or "", revision=source.get("revision"))
+        src = parse_uri(source.get("uri") or "", revision=source.get("revision"))
     except InvalidURIError as exc:
         return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
+    try:
+        check_cluster_source(
+            src,
+            allowed_local_roots=settings.allowed_local_roots,
+            mounted_claims=[src.bucket] if src.scheme == "pvc" else [],  # claim_mounts below mounts it, or refuses
+            where="spec.source.uri",
+        )
+    except SourceNotAllowedError as exc:
+        return SyncPlan(error=Finding(exc.reason, f"{exc}; fix the ModelSync"))
     env: list[dict[str, Any]] = []
     src_env, err = _credentials("SOURCE", source.get("credentialsSecret"), secrets)
     if err:

@@ -216,8 +216,14 @@ class Controller:
         if self.settings.aggregate_models:
             from controller.agent.aggregate import run_aggregator
 
+            group, _, version = self.settings.aggregate_api.partition("/")
             aggregate = run_aggregator(
-                self.kube, self.settings.agent_namespace, self.stop, interval=self.settings.aggregate_seconds
+                self.kube,
+                self.settings.agent_namespace,
+                self.stop,
+                interval=self.settings.aggregate_seconds,
+                group=group,
+                version=version,
             )
             tasks.append(asyncio.create_task(aggregate, name="model-status"))
         self.acting.set()

@@ -26,7 +26,8 @@ from controller.operator.jobs import (
     undecodable_keys,
 )
 from controller.operator.settings import ControllerSettings
-from modelferry.errors import InvalidURIError
+from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.source_policy import check_cluster_source
 from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
@@ -156,8 +157,11 @@ def _s3_source(
         )
     try:
         uri = parse_uri(path)
+        check_cluster_source(uri, where="S3_SYNC_SRC__PATH")
     except InvalidURIError as exc:
         return [], Finding("InvalidSourceURI", f"S3_SYNC_SRC__PATH is not a valid URI: {exc}")
+    except SourceNotAllowedError as exc:
+        return [], Finding(exc.reason, str(exc))
     if uri.scheme not in ("s3", "hf"):
         return [], Finding(
             "InvalidSourceURI", f"S3_SYNC_SRC__PATH must be an s3:// (or hf://) URI, not {uri.scheme}://"

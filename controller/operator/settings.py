@@ -108,6 +108,11 @@ class ControllerSettings(BaseSettings):
     data_connection: str = Field("demo-models", description="Default destination data connection Secret")
     secret_job_name: str = Field("synchronize-model", description="Name of the Job created in Secret mode")
     target_prefix: str = Field("models/", description="Prefix in the destination bucket in Secret mode")
+    allowed_local_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories (inside the Jobs' pods) that a ModelSync or TrainingRun source may name as "
+        "file:// (JSON list); empty refuses every file:// source",
+    )
     job: JobSettings = Field(default_factory=JobSettings, description="Defaults for created Jobs")
     job_policy: JobPolicySettings = Field(
         default_factory=JobPolicySettings, description="What a ModelSync's spec.job may override"
@@ -173,6 +178,11 @@ class ControllerSettings(BaseSettings):
     sync_log_tail_lines: int = Field(50, ge=1, description="Lines of the sync container's log read for progress")
     aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")
     aggregate_seconds: float = Field(15.0, gt=0, description="How often the BaseModel status roll-up runs")
+    aggregate_api: str = Field(
+        "modelferry.io/v1alpha1",
+        pattern=r"^[a-z0-9.-]+/v[0-9a-z]+$",
+        description="group/version of the BaseModel kinds whose status is rolled up (ome.io/v1beta1 for OME's)",
+    )
     kubeconfig: str | None = Field(
         None, description="Kubeconfig file; in-cluster config, then ~/.kube/config when unset"
     )

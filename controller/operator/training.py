@@ -246,6 +246,7 @@ class TrainingReconciler:
             has_trainjob=trainjob,
             model_syncs=synced_models(modelsyncs, secrets),
             service_account_name=self.settings.service_account_name,
+            allowed_local_roots=tuple(self.op.settings.allowed_local_roots),
         )
 
     # --- reconcile -----------------------------------------------------------------------------------

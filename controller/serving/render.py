@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.agent.disk import model_dir
+from controller.agent.disk import OutsideNamespaceError, model_dir
 from controller.agent.entries import label_key
 from controller.agent.tasks import ModelRef
 from controller.operator.jobs import (
@@ -146,11 +146,11 @@ def _node_cached(ms: dict[str, Any], kind: str, name: str, ctx: ServingContext) 
     root = Path(ctx.models_root)
     try:
         rel = model_dir(root, ref, storage.get("path")).relative_to(root).as_posix()
+    except OutsideNamespaceError as exc:  # the agent refuses to place it there, so no node will hold it
+        message = f"BaseModel {name!r}: {exc.message}; serve it as a ClusterBaseModel or move it"
+        raise _Stop(Problem("ModelPathOutsideNamespace", message)) from None
     except (ModelferryError, ValueError) as exc:
         raise _Stop(Problem("ModelPathInvalid", f"{kind} {name!r}: {exc}")) from None
-    if kind == "BaseModel" and not rel.startswith(f"{ns}/"):
-        message = f"BaseModel {name!r} keeps its files at {rel!r}, outside this namespace's directory {ns}/"
-        raise _Stop(Problem("ModelPathOutsideNamespace", message + "; serve it as a ClusterBaseModel or move it"))
     uri = str(storage.get("storageUri") or "")
     source = ModelSource(kind, name, uri, _revision(uri), label_key(ctx.label_prefix, ref), ref)
     volume = {"name": "model", "hostPath": {"path": os.path.join(ctx.models_root, rel), "type": "Directory"}}

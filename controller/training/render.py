@@ -73,6 +73,7 @@ class RenderContext:
     has_trainjob: bool = False  # Kubeflow Trainer v2 (trainer.kubeflow.org TrainJob) is served
     model_syncs: dict[str, str] = field(default_factory=dict)  # ModelSync name -> its target URI
     service_account_name: str | None = None
+    allowed_local_roots: tuple[str, ...] = ()  # file:// sources the admin allows (ControllerSettings)
 
 
 @dataclass
@@ -296,7 +297,7 @@ def torchrun_env(name: str, namespace: str, workers: int, gpus: int) -> list[dic
 def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
     """What should exist for TrainingRun ``tr``; a problem (and no objects) for bad inputs."""
     spec = tr.get("spec") or {}
-    problem = validate(spec, ctx.model_syncs)
+    problem = validate(spec, ctx.model_syncs, ctx.allowed_local_roots)
     if problem is not None:
         return RenderResult(problem=problem)
     base = spec["baseModel"]

@@ -125,13 +125,14 @@ def run_sync(
     json_output: bool = False,
     quiet: bool = False,
     decrypt: bool = False,
+    follow_symlinks: bool = False,
 ) -> SyncResult:
     """Open both stores, run the engine, report. Raises ModelferryError on failure."""
     src_uri = parse_uri(source, revision=revision)
     dst_uri = parse_uri(target)
     if dst_uri.scheme == "hf":
         raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
-    src = open_store(src_uri, settings.source, settings=settings)
+    src = open_store(src_uri, settings.source, settings=settings, follow_symlinks=follow_symlinks)
     if decrypt:  # enigma: serve plaintext of encrypted files; keys from MODELFERRY_ENIGMA__*
         from modelferry.enigma.decrypting import decrypting_source
 
@@ -210,6 +211,11 @@ def run_sync(
     is_flag=True,
     help="Decrypt enigma-encrypted files while copying (keys: MODELFERRY_ENIGMA__*).",
 )
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Local source: also follow links that lead outside it (by default only links inside are followed).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--termination-log", default=None, help="Where to write the Kubernetes termination message.")
 @credential_options
@@ -228,6 +234,7 @@ def sync_command(
     trust_size: bool | None,
     dry_run: bool,
     decrypt: bool,
+    follow_symlinks: bool,
     json_output: bool,
     termination_log: str | None,
     **creds: Any,
@@ -270,6 +277,7 @@ def sync_command(
             dry_run=dry_run,
             json_output=json_output,
             decrypt=decrypt,
+            follow_symlinks=follow_symlinks,
         )
     except ModelferryError as exc:
         report_failure(settings.termination_log, exc, json_output=json_output)

@@ -151,18 +151,22 @@ class Image:
             buildah("rm", self.container, check=False)
 
     def command(
-        self, argv: list[str] | None = None, *, env: dict[str, str] | None = None, shell: str | None = None
+        self,
+        argv: list[str] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+        entrypoint: bool = True,
     ) -> list[str]:
-        """The host argv that runs ``argv`` (after the entry point) or a ``shell`` script in the image, pod-style."""
+        """The host argv that runs ``argv`` (after the entry point, unless ``entrypoint`` is off) or a ``shell``
+        script in the image, pod-style."""
         environment = dict(item.split("=", 1) for item in self.config.get("Env") or [])
         environment.update(env or {})
         if shell is not None:
             inner = ["/bin/sh", "-c", shell]
         else:
-            inner = [
-                *(self.config.get("Entrypoint") or []),
-                *(argv if argv is not None else self.config.get("Cmd") or []),
-            ]
+            head = (self.config.get("Entrypoint") or []) if entrypoint else []
+            inner = [*head, *(argv if argv is not None else self.config.get("Cmd") or [])]
         workdir = self.config.get("WorkingDir") or "/"
         root = shlex.quote(self.mountpoint)
         setup = " && ".join(
@@ -182,7 +186,8 @@ class Image:
         return ["unshare", "-m", "--", "/bin/sh", "-c", f"{setup} && {run}"]
 
     def run(self, argv: list[str] | None = None, *, env: dict[str, str] | None = None, shell: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+            entrypoint: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
         return subprocess.run(
-            self.command(argv, env=env, shell=shell), capture_output=True, text=True, timeout=timeout, check=False
-        )
+            self.command(argv, env=env, shell=shell, entrypoint=entrypoint),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip

@@ -79,6 +79,46 @@ def test_every_entry_point_the_manifests_use_starts(image: Image) -> None:
     assert sorted(re.findall(r"^ok (\S+)$", done.stdout, re.M)) == sorted("-".join(c) for c in commands)
 
 
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+optional = set(sys.argv[2].split(","))
+broken = {}
+for top in sys.argv[1].split(","):
+    try:
+        package = importlib.import_module(top)
+    except Exception as exc:
+        broken[top] = repr(exc)
+        continue
+    for module in pkgutil.walk_packages(package.__path__, top + "."):
+        if module.name.endswith(".__main__"):
+            continue  # running it is the CLI itself
+        try:
+            importlib.import_module(module.name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in optional:
+                broken[module.name] = repr(exc)
+        except Exception as exc:
+            broken[module.name] = repr(exc)
+print(json.dumps(broken))
+"""
+
+
+def test_every_module_of_the_package_imports_in_the_image(image: Image) -> None:
+    """A package the Containerfile forgot to copy, or a dependency its extras lack, fails here.
+
+    The image leaves out the heavy training and serving extras on purpose: modules that need them may
+    fail to import, but only for want of exactly those distributions.
+    """
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    tops = re.search(r"^include = \[([^\]]*)\]", pyproject, re.M)
+    assert tops
+    packages = [name.strip().strip('"').rstrip("*") for name in tops.group(1).split(",")]
+    optional = "torch,transformers,peft,datasets,accelerate,safetensors,pynvml"
+    done = image.run(["python3", "-c", IMPORT_ALL, ",".join(packages), optional], entrypoint=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

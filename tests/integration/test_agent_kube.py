@@ -102,7 +102,13 @@ async def running_agent(
     root = tmp_path / "models"
     root.mkdir()
     settings = AgentSettings()
-    settings.agent = AgentOptions(node_name="node-1", namespace=NS, models_root=str(root), **options)
+    settings.agent = AgentOptions(
+        node_name="node-1",
+        namespace=NS,
+        models_root=str(root),
+        allowed_local_roots=[str(src)],  # the file:// sources the tests' models name
+        **options,
+    )
     settings.transfer.free_space_margin = 0
     kube = Kube(await build_api_client(api_url=api_url))
     metrics = AgentMetrics()

@@ -59,6 +59,8 @@ class OracleServer:
         self.uploads: dict[str, PendingUpload] = {}
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
+        self.obo_tokens: list[str | None] = []  # the opc-obo-token header of each request (None: absent)
+        self.signed_headers: list[list[str]] = []  # the headers each request's signature covers
         self.fail_next: list[tuple[int, str]] = []  # (status, code) answered to the next requests
         self.trickle: tuple[int, float] | None = None  # object bodies in (bytes, seconds apart) pieces
         self._httpd: ThreadingHTTPServer | None = None
@@ -168,6 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         with store.lock:
             store.requests.append((self.command, url.path))
+            store.obo_tokens.append(self.headers.get("opc-obo-token"))
+            signed = re.search(r'headers="([^"]*)"', self.headers.get("Authorization") or "")
+            store.signed_headers.append(signed.group(1).split() if signed else [])
             injected = store.fail_next.pop(0) if store.fail_next else None
         body = self._body() if self.command in ("PUT", "POST") else b""
         if injected is not None:

@@ -28,7 +28,7 @@ from controller.agent.shape import (
     shape_from_labels,
 )
 from controller.agent.tasks import ModelRef
-from modelferry.errors import InsufficientSpaceError, UsageError
+from modelferry.errors import InsufficientSpaceError, UnsafePathError
 
 REF = ModelRef("BaseModel", "team", "llama")
 CREF = ModelRef("ClusterBaseModel", "", "mistral")
@@ -73,11 +73,12 @@ def test_is_trtllm() -> None:
 def test_model_dir(tmp_path: Path) -> None:
     assert model_dir(tmp_path, REF, None) == tmp_path / "team" / "llama"
     assert model_dir(tmp_path, CREF, None) == tmp_path / "_cluster" / "mistral"
-    assert model_dir(tmp_path, REF, "shared/llama-3") == tmp_path / "shared" / "llama-3"
-    assert model_dir(tmp_path, REF, str(tmp_path / "abs")) == tmp_path / "abs"
-    with pytest.raises(UsageError, match="outside the models root"):
+    assert model_dir(tmp_path, REF, "team/llama-3") == tmp_path / "team" / "llama-3"
+    assert model_dir(tmp_path, CREF, "shared/llama-3") == tmp_path / "shared" / "llama-3"
+    assert model_dir(tmp_path, REF, str(tmp_path / "team" / "abs")) == tmp_path / "team" / "abs"
+    with pytest.raises(UnsafePathError, match="outside the models root"):
         model_dir(tmp_path, REF, "/etc")
-    with pytest.raises(UsageError, match="outside the models root"):
+    with pytest.raises(UnsafePathError, match="outside the models root"):
         model_dir(tmp_path, REF, str(tmp_path))
     with pytest.raises(Exception, match=r"\.\."):
         model_dir(tmp_path, REF, "../escape")
