@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +85,15 @@ def forward_signals(stop: threading.Event) -> Iterator[None]:
 class Runner:
     """Drives one run. ``command`` is the trainer's argv (local mode); pod mode needs none."""
 
-    def __init__(self, settings: SidecarSettings, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        command: list[str] | None = None,
+        *,
+        on_records: Callable[[list[MetricRecord]], None] | None = None,
+    ) -> None:
+        """``on_records`` sees every new metric report once, in order (a display; the demo shows each step)."""
+        self.on_records = on_records
         self.s = settings
         self.ws = settings.workspace.resolve()
         self.ctl = self.ws / CONTROL_DIR
@@ -195,6 +203,8 @@ class Runner:
                 v = dog.observe(rec, now)
                 verdict = v if v is not Verdict.CONTINUE else verdict
             self._record(fresh)
+            if fresh and self.on_records is not None:
+                self.on_records(fresh)
             self.streamer.put(fresh)
             self._status(now)
             code = trainer.poll()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import shutil
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from controller.agent.selection import node_wants
 from controller.agent.settings import AgentSettings
 from controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
 from controller.kube.client import ConflictError, Kube, Resource
-from controller.kube.watch import Informer
-from modelferry.errors import ModelferryError, NotFoundError, UsageError
+from controller.kube.watch import Backoff, Informer
+from modelferry.errors import ModelferryError, NotFoundError, RetryableError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import Credentials
 
@@ -140,7 +140,10 @@ class NodeAgent:
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         bm, cbm = model_resources(*settings.group_version())
-        self.informers = [Informer(kube, bm, self.on_event), Informer(kube, cbm, self.on_event)]
+        self.backoff = Backoff(self.opts.api_backoff_seconds, self.opts.api_backoff_max_seconds)
+        common: dict[str, Any] = {"backoff": self.backoff, "timeout_seconds": self.opts.watch_timeout_seconds}
+        self.informers = [Informer(kube, bm, self.on_event, **common), Informer(kube, cbm, self.on_event, **common)]
+        self.failures = 0  # failed publishing passes in all (each is retried after a backoff)
         gopher.sink = self
         gopher.credentials_for = self.credentials_for
         self.api_ok = False
@@ -334,36 +337,63 @@ class NodeAgent:
     # --- main loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop``: watch, reconcile on change and periodically, resync, clean up."""
+        """Until ``stop``: watch, reconcile on change and periodically, resync, clean up.
+
+        API faults never end it: a failed pass is retried after a backoff with jitter (the server's
+        ``Retry-After`` when it sends one), and the watches resume on their own.
+        """
         self._loop = asyncio.get_running_loop()
-        await self.refresh_node()
+        if not await until_api(self.refresh_node, stop, self.backoff, "reading this node"):
+            return
         self.gopher.start()
         tasks = [asyncio.create_task(i.run()) for i in self.informers]
         next_resync = self._loop.time() + self.opts.resync_interval
         self._dirty.set()  # publish the node's state (and resources) at once
+        attempt = 0
+        wait = self.opts.reconcile_interval
         try:
             while not stop.is_set():
-                await self._wait(stop)
+                await self._wait(stop, wait)
                 self._dirty.clear()
                 try:
                     if self._loop.time() >= next_resync:
-                        next_resync = self._loop.time() + self.opts.resync_interval
                         await self.resync()
+                        next_resync = self._loop.time() + self.opts.resync_interval
                         await self.cleanup()
                     await self.reconcile()
+                    attempt, wait = 0, self.opts.reconcile_interval
                 except ModelferryError as exc:
                     self.api_ok = False
-                    log.warning("agent pass failed, retrying later: %s", exc)
+                    self.failures += 1
+                    wait = self.backoff.delay(attempt, getattr(exc, "retry_after", None))
+                    attempt += 1
+                    log.warning("agent pass failed, retrying in %.1fs: %s", wait, exc)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(self.gopher.stop)
 
-    async def _wait(self, stop: asyncio.Event) -> None:
+    async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.create_task(self._dirty.wait()), asyncio.create_task(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.opts.reconcile_interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+
+async def until_api(call: Callable[[], Awaitable[Any]], stop: asyncio.Event, backoff: Backoff, what: str) -> bool:
+    """Run ``call`` until it succeeds (retryable errors wait a backoff); False when ``stop`` came first."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await call()
+            return True
+        except RetryableError as exc:
+            delay = backoff.delay(attempt, exc.retry_after)
+            attempt += 1
+            log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+    return False

@@ -54,6 +54,16 @@ class AgentOptions(BaseModel):
         8080, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /livez (0: any free port)"
     )
     label_retries: int = Field(5, ge=0, description="Retries of node label and ConfigMap updates on conflicts")
+    api_backoff_seconds: float = Field(
+        0.8,
+        gt=0,
+        description="First wait after a failed Kubernetes API call (watch reconnect, ConfigMap or node write); "
+        "doubles per failure, with jitter",
+    )
+    api_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between retries of failed Kubernetes API calls"
+    )
+    watch_timeout_seconds: int = Field(240, ge=1, description="Server-side timeout of one watch; then it reconnects")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="A second port serving /metrics only (OME --metrics-port; None: --port)"
     )

@@ -7,6 +7,7 @@ modelferry error hierarchy at this boundary: 404 -> :class:`NotFoundError`, 409 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -68,7 +69,15 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
 
 
-def _raise_for(status: int, text: str, what: str) -> None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (None when absent or an HTTP date we do not parse)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _raise_for(status: int, text: str, what: str, retry_after: float | None = None) -> None:
     try:
         message = json.loads(text).get("message") or text
     except ValueError:
@@ -84,7 +93,12 @@ def _raise_for(status: int, text: str, what: str) -> None:
         raise AccessDeniedError(message, obj=what, hint="Check the controller's ServiceAccount and RBAC")
     if status in (400, 422):
         raise UsageError(message, obj=what)
-    raise RetryableError(f"{message} (HTTP {status})", obj=what)
+    raise RetryableError(f"{message} (HTTP {status})", obj=what, retry_after=retry_after)
+
+
+# What can go wrong while a response is being read: a cut connection, a truncated chunked body, a stalled
+# socket, a half-written JSON line. All of them are retryable: the caller reconnects.
+STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, asyncio.IncompleteReadError, ValueError)
 
 
 async def build_api_client(*, kubeconfig: str | None = None, api_url: str | None = None) -> k8s.ApiClient:
@@ -106,6 +120,13 @@ async def build_api_client(*, kubeconfig: str | None = None, api_url: str | None
                     hint="Run inside a cluster, set KUBECONFIG, or pass --kubeconfig",
                 ) from exc
     return k8s.ApiClient(configuration)
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
+    query = [("labelSelector", label_selector)] if label_selector else []
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    return query
 
 
 class Kube:
@@ -145,10 +166,15 @@ class Kube:
     async def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         resp = await self._call(method, path, **kw)
         async with resp:
-            text = await resp.text()
-            if not 200 <= resp.status <= 299:
-                _raise_for(resp.status, text, f"{method} {path}")
-            data: dict[str, Any] = json.loads(text) if text else {}
+            try:
+                text = await resp.text()
+                if not 200 <= resp.status <= 299:
+                    _raise_for(
+                        resp.status, text, f"{method} {path}", retry_after_seconds(resp.headers.get("Retry-After"))
+                    )
+                data: dict[str, Any] = json.loads(text) if text else {}
+            except STREAM_ERRORS as exc:
+                raise RetryableError(f"reading the answer to {method} {path} failed: {exc!r}", obj=path) from exc
             return data
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -171,25 +197,57 @@ class Kube:
         query = [("container", container), ("tailLines", str(tail_lines))]
         resp = await self._call("GET", PODS.path(namespace, pod, "log"), query=query)
         async with resp:
-            text: str = await resp.text()
+            try:
+                text: str = await resp.text()
+            except STREAM_ERRORS as exc:
+                raise RetryableError(f"reading the log of pod {pod} failed: {exc!r}", obj=pod) from exc
             if resp.status in (400, 404):  # not started yet, or already removed
                 return ""
             if not 200 <= resp.status <= 299:
                 _raise_for(resp.status, text, f"GET pods/{pod}/log")
             return text
 
+    async def list_pages(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = 0,
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """Pages of ``(items, resourceVersion)`` (``limit`` 0: one page); items get apiVersion and kind."""
+        query = _selectors(label_selector, field_selector)
+        if limit:
+            query.append(("limit", str(limit)))
+        token = ""
+        while True:
+            data = await self._json("GET", res.path(namespace), query=query + ([("continue", token)] if token else []))
+            items = []
+            for item in data.get("items") or []:
+                item.setdefault("apiVersion", res.api_version)
+                item.setdefault("kind", res.kind)
+                items.append(item)
+            meta = data.get("metadata") or {}
+            yield items, str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "")
+            if not limit or not token:
+                return
+
     async def list(
-        self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Items (with apiVersion and kind filled in) and the list's resourceVersion."""
-        query = [("labelSelector", label_selector)] if label_selector else []
-        data = await self._json("GET", res.path(namespace), query=query)
-        items = []
-        for item in data.get("items") or []:
-            item.setdefault("apiVersion", res.api_version)
-            item.setdefault("kind", res.kind)
-            items.append(item)
-        return items, str((data.get("metadata") or {}).get("resourceVersion") or "")
+        async for items, rv in self.list_pages(
+            res, namespace, label_selector=label_selector, field_selector=field_selector
+        ):
+            return items, rv
+        return [], ""
 
     async def watch(
         self,
@@ -199,28 +257,45 @@ class Kube:
         *,
         timeout_seconds: int,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Events ``(type, object)`` until the server ends the watch; raises :class:`GoneError` on 410."""
+        """Events ``(type, object)`` until the server ends the watch.
+
+        Raises :class:`GoneError` on 410 (relist) and :class:`RetryableError` for anything that breaks the
+        stream (a cut connection, a truncated body, a stall, 5xx, 429 with its ``Retry-After``).
+        """
         query = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(timeout_seconds)),
             ("resourceVersion", resource_version),
+            *_selectors(label_selector, field_selector),
         ]
-        if label_selector:
-            query.append(("labelSelector", label_selector))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+        what = f"watch {res.plural}"
         resp = await self._call("GET", res.path(namespace), query=query, request_timeout=timeout)
         async with resp:
             if not 200 <= resp.status <= 299:
-                _raise_for(resp.status, await resp.text(), f"watch {res.plural}")
-            async for line in resp.content:
-                if not line.strip():
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                try:
+                    text = await resp.text()
+                except STREAM_ERRORS:
+                    text = ""
+                _raise_for(resp.status, text, what, retry_after)
+            stream = resp.content.__aiter__()
+            while True:
+                try:
+                    line = await stream.__anext__()
+                    event = json.loads(line) if line.strip() else None
+                except StopAsyncIteration:
+                    return
+                except STREAM_ERRORS as exc:
+                    raise RetryableError(f"{what}: the stream broke: {exc!r}", obj=res.path(namespace)) from exc
+                if event is None:
                     continue
-                event = json.loads(line)
                 obj = event.get("object") or {}
                 if event.get("type") == "ERROR":
-                    _raise_for(int(obj.get("code") or 500), json.dumps(obj), f"watch {res.plural}")
+                    _raise_for(int(obj.get("code") or 500), json.dumps(obj), what)
                 obj.setdefault("apiVersion", res.api_version)
                 obj.setdefault("kind", res.kind)
                 yield str(event.get("type")), obj

@@ -1,13 +1,19 @@
-"""Kubernetes Events (core/v1) about the objects a controller manages, deduplicated by count."""
+"""Kubernetes Events (core/v1) about the objects a controller manages, deduplicated by count.
+
+An Event is created straight away (no GET first: a new Event is the common case). Only when the create
+conflicts (the same reason and message about the same object was recorded before) is the existing one
+patched to count up; the count comes from a bounded local memory, or one GET after a restart.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.kube.client import EVENTS, Kube
+from controller.kube.client import EVENTS, ConflictError, Kube
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub
 
@@ -50,9 +56,17 @@ def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, compon
 class EventRecorder:
     """Emits Events; a failure to record one is logged, never raised (Events are best effort)."""
 
-    def __init__(self, kube: Kube, component: str = "modelferry-controller") -> None:
+    def __init__(self, kube: Kube, component: str = "modelferry-controller", *, remember: int = 4096) -> None:
         self.kube = kube
         self.component = component
+        self.remember = remember
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def _count(self, key: tuple[str, str], count: int) -> None:
+        self._counts[key] = count
+        self._counts.move_to_end(key)
+        while len(self._counts) > self.remember:
+            self._counts.popitem(last=False)
 
     async def emit(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Record a ``Normal`` or ``Warning`` Event about ``obj``."""
@@ -60,11 +74,17 @@ class EventRecorder:
         body = event_body(obj, kind, reason, message, self.component, now)
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            existing = await self.kube.get(EVENTS, ns, name)
-            if existing is None:
+            try:
                 await self.kube.create(EVENTS, ns, body)
-            else:
-                count = int(existing.get("count") or 1) + 1
-                await self.kube.patch(EVENTS, ns, name, {"count": count, "lastTimestamp": now})
+                self._count((ns, name), 1)
+                return
+            except ConflictError:
+                pass
+            count = self._counts.get((ns, name))
+            if count is None:
+                existing = await self.kube.get(EVENTS, ns, name)
+                count = int((existing or {}).get("count") or 1)
+            await self.kube.patch(EVENTS, ns, name, {"count": count + 1, "lastTimestamp": now})
+            self._count((ns, name), count + 1)
         except ModelferryError as exc:
             log.warning("could not record event %s on %s/%s: %s", reason, ns, name, exc)

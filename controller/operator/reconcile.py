@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.kube.client import JOBS, MODELSYNCS, PODS, SECRETS, ConflictError, Kube
 from controller.kube.events import EventRecorder, now_iso
-from controller.kube.watch import Informer, object_key
+from controller.kube.watch import Backoff, Informer, object_key
 from controller.operator.jobs import CONTAINER as SYNC_CONTAINER
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
@@ -28,8 +28,10 @@ from controller.operator.modelsync import (
     job_status,
     plan_modelsync_job,
     referenced_secrets,
+    termination_summary,
 )
 from controller.operator.nodeagent import NodeAgentReconciler
+from controller.operator.secretindex import ReferencedSecrets
 from controller.operator.secretmode import data_connection_name, is_model_source, plan_secret_job
 from controller.operator.settings import ControllerSettings
 from controller.operator.training import KIND as TRAININGRUN
@@ -73,8 +75,9 @@ class Operator:
         self.recorder = recorder or EventRecorder(kube)
         self.queue = WorkQueue(backoff_base=settings.backoff_base, backoff_max=settings.backoff_max)
         self.informers: list[Informer] = []
-        self.secrets: dict[str | None, Informer] = {}
+        self.sources: dict[str | None, list[Informer]] = {}  # model-source Secrets: by name, by label
         self.jobs: dict[str | None, Informer] = {}
+        self.pods: dict[str | None, Informer] = {}
         self.modelsyncs: dict[str | None, Informer] = {}
         self._reported: dict[Key, tuple[str, ...]] = {}
         self._phases: dict[Key, str] = {}
@@ -83,14 +86,45 @@ class Operator:
         self._live: dict[Key, tuple[float, dict[str, Any] | None]] = {}
         self.reconciles: dict[str, int] = {}
         namespaces: list[str | None] = list(settings.namespaces) or [None]
+        backoff = Backoff(settings.watch_backoff_seconds, settings.watch_backoff_max_seconds)
+        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         for ns in namespaces:
-            common: dict[str, Any] = {"namespace": ns, "timeout_seconds": settings.watch_timeout_seconds}
-            self.secrets[ns] = Informer(kube, SECRETS, self._on_secret, **common)
-            self.jobs[ns] = Informer(
-                kube, JOBS, self._on_job, label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}", **common
-            )
+            common: dict[str, Any] = {
+                "namespace": ns,
+                "timeout_seconds": settings.watch_timeout_seconds,
+                "backoff": backoff,
+            }
+            self.sources[ns] = [
+                Informer(
+                    kube,
+                    SECRETS,
+                    self._on_source,
+                    field_selector=f"metadata.name={settings.model_source_secret}",
+                    **common,
+                ),
+                Informer(
+                    kube,
+                    SECRETS,
+                    self._on_source,
+                    label_selector=settings.model_source_label,
+                    keep=lambda obj: is_model_source(obj, settings),
+                    **common,
+                ),
+            ]
+            self.jobs[ns] = Informer(kube, JOBS, self._on_job, label_selector=managed, **common)
+            self.pods[ns] = Informer(kube, PODS, self._on_pod, label_selector=managed, **common)
             self.modelsyncs[ns] = Informer(kube, MODELSYNCS, self._on_modelsync, **common)
-            self.informers += [self.secrets[ns], self.jobs[ns], self.modelsyncs[ns]]
+            self.informers += [*self.sources[ns], self.jobs[ns], self.pods[ns], self.modelsyncs[ns]]
+        # Referenced Secrets are listed once the objects that name them are known (see runtime).
+        self.refs = ReferencedSecrets(
+            kube,
+            namespaces,
+            self._on_referenced,
+            timeout_seconds=settings.watch_timeout_seconds,
+            page_size=settings.secret_page_size,
+            backoff=backoff,
+        )
+        self.dependent: list[Informer] = list(self.refs.informers.values())
         self.training = TrainingReconciler(self) if settings.training.enabled else None
         self.serving = ServingReconciler(self) if settings.serving.enabled else None
         self.node_agents = NodeAgentReconciler(self) if settings.node_agent.enabled else None
@@ -103,25 +137,71 @@ class Operator:
     def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]:
         return [obj for inf in informers.values() for obj in inf.items()]
 
+    def model_source(self, ns: str, name: str) -> dict[str, Any] | None:
+        """A cached model-source Secret (named ``model-source``, or labelled as one)."""
+        for informer in self.sources.get(ns) or self.sources.get(None) or []:
+            obj = informer.get(ns, name)
+            if obj is not None and is_model_source(obj, self.settings):
+                return obj
+        return None
+
+    def model_sources(self) -> list[dict[str, Any]]:
+        seen = {}
+        for informers in self.sources.values():
+            for informer in informers:
+                for obj in informer.items():
+                    if is_model_source(obj, self.settings):
+                        seen[object_key(obj)] = obj
+        return list(seen.values())
+
+    async def data_connections(self, ns: str) -> dict[str, dict[str, Any]]:
+        """The data connections named by the ModelSyncs of ``ns`` (indexed by them; a GET the first time only)."""
+        names = {
+            str(dc)
+            for m in self._all(self.modelsyncs)
+            if object_key(m)[0] == ns and (dc := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))
+        }
+        found = await self.refs.many(ns, names)
+        return {n: s for n, s in found.items() if s is not None}
+
+    def pods_of(self, ns: str, job: str) -> list[dict[str, Any]]:
+        """The cached Pods of Job ``job`` (from the one label-selected Pod watch)."""
+        informer = self.pods.get(ns) or self.pods.get(None)
+        if informer is None:
+            return []
+        return [
+            p
+            for p in informer.items()
+            if object_key(p)[0] == ns and ((p.get("metadata") or {}).get("labels") or {}).get("job-name") == job
+        ]
+
+    def remember_job(self, ns: str, job: dict[str, Any] | None) -> None:
+        """Put a Job we just wrote into the cache (the watch event follows; a reconcile before it sees it)."""
+        informer = self.jobs.get(ns) or self.jobs.get(None)
+        if informer is not None and job and job.get("metadata"):
+            job.setdefault("apiVersion", JOBS.api_version)
+            job.setdefault("kind", JOBS.kind)
+            informer.cache[object_key(job)] = job
+
+    def forget_job(self, ns: str, name: str) -> None:
+        informer = self.jobs.get(ns) or self.jobs.get(None)
+        if informer is not None:
+            informer.cache.pop((ns, name), None)
+
     # --- event handlers: map every change to the keys it affects -----------------------------------
-    def _on_secret(self, kind: str, obj: dict[str, Any]) -> None:
+    def _on_source(self, kind: str, obj: dict[str, Any]) -> None:
         ns, name = object_key(obj)
-        if is_model_source(obj, self.settings) or kind == "DELETED":
-            self.queue.add((SECRET, ns, name))
-        # A data connection or credentials Secret changed: requeue whoever reads it.
-        for other in self._all(self.secrets):
-            o_ns, o_name = object_key(other)
-            if (
-                o_ns == ns
-                and o_name != name
-                and is_model_source(other, self.settings)
-                and data_connection_name(secret_data(other), self.settings) == name
-            ):
-                self.queue.add((SECRET, ns, o_name))
-        for ms in self._all(self.modelsyncs):
-            m_ns, m_name = object_key(ms)
-            if m_ns == ns and name in referenced_secrets(ms):
-                self.queue.add((MODELSYNC, ns, m_name))
+        key: Key = (SECRET, ns, name)
+        if kind == "DELETED" or self.model_source(ns, name) is None:
+            self.refs.drop(key)
+        else:
+            self.refs.set(key, ns, [data_connection_name(secret_data(obj), self.settings)])
+        self.queue.add(key)
+
+    def _on_referenced(self, ns: str, name: str) -> None:
+        """A data connection or credentials Secret changed: requeue exactly the objects that read it."""
+        for key in self.refs.index.readers(ns, name):
+            self.queue.add(key)
 
     def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
         ns, _ = object_key(obj)
@@ -132,17 +212,30 @@ class Operator:
         elif owner_kind == TRAININGRUN and self.training is not None:
             self.training.on_job(obj)
 
+    def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
+        ns, _ = object_key(obj)
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        owner_kind, owner_name = labels.get(LABEL_OWNER_KIND), labels.get(LABEL_OWNER_NAME)
+        if owner_kind == MODELSYNC and owner_name:
+            self.queue.add((MODELSYNC, ns, owner_name))
+        elif owner_kind == TRAININGRUN and self.training is not None:
+            self.training.on_job(obj)
+
     def _on_modelsync(self, kind: str, obj: dict[str, Any]) -> None:
         ns, name = object_key(obj)
-        self.queue.add((MODELSYNC, ns, name))
+        key: Key = (MODELSYNC, ns, name)
+        if kind == "DELETED":
+            self.refs.drop(key)
+        else:
+            self.refs.set(key, ns, referenced_secrets(obj))
+        self.queue.add(key)
         if self.training is not None:
             self.training.on_modelsync(ns, name)
 
     def resync(self) -> None:
         """Queue every known object (level triggering catches anything a watch missed)."""
-        for secret in self._all(self.secrets):
-            if is_model_source(secret, self.settings):
-                self.queue.add((SECRET, *object_key(secret)))
+        for secret in self.model_sources():
+            self.queue.add((SECRET, *object_key(secret)))
         for ms in self._all(self.modelsyncs):
             self.queue.add((MODELSYNC, *object_key(ms)))
         if self.training is not None:
@@ -183,7 +276,7 @@ class Operator:
         """Create the Job, or replace it when its inputs hash differs; returns the live Job."""
         kind, ns, owner_name = key
         name = desired["metadata"]["name"]
-        live = await self.kube.get(JOBS, ns, name)
+        live = self._cached(self.jobs, ns, name)  # a stale miss costs a 409 and a requeue, never a duplicate
         if live is not None and job_hash(live) == job_hash(desired):
             return live
         if live is None and self._succeeded.get(key) == job_hash(desired):
@@ -199,12 +292,20 @@ class Operator:
                 return live
             log.info("inputs of %s %s/%s changed: replacing Job %s", kind, ns, owner_name, name)
             await self.kube.delete(JOBS, ns, name)
+            self.forget_job(ns, name)
             await self.recorder.emit(owner, "Normal", "JobReplaced", f"inputs changed; Job {name} replaced")
         try:
             created = await self.kube.create(JOBS, ns, desired)
         except ConflictError:
-            self.queue.add(key, 1.0)  # the old Job is still being deleted
+            # The Job cache holds only managed Jobs: a conflict is someone else's Job, or ours being deleted.
+            other = await self.kube.get(JOBS, ns, name)
+            if other is not None and not owned_by(other, kind, owner_name):
+                message = f"Job {name!r} exists and was not created by modelferry; delete it"
+                await self._report(key, owner, [("Warning", "JobNotManaged", message)])
+                return other
+            self.queue.add(key, 1.0)
             return None
+        self.remember_job(ns, created)
         self._phases.pop(key, None)
         self._live.pop(key, None)
         await self.recorder.emit(owner, "Normal", "JobCreated", f"created Job {name}")
@@ -212,10 +313,11 @@ class Operator:
 
     async def _delete_owned(self, key: Key, name: str) -> None:
         kind, ns, owner_name = key
-        live = await self.kube.get(JOBS, ns, name)
+        live = self._cached(self.jobs, ns, name)
         if live is not None and owned_by(live, kind, owner_name):
             log.info("%s %s/%s is gone: deleting Job %s", kind, ns, owner_name, name)
             await self.kube.delete(JOBS, ns, name)
+            self.forget_job(ns, name)
         self._reported.pop(key, None)
         self._phases.pop(key, None)
         self._succeeded.pop(key, None)
@@ -237,15 +339,18 @@ class Operator:
     async def reconcile_secret(self, ns: str, name: str) -> None:
         key: Key = (SECRET, ns, name)
         self.reconciles[SECRET] = self.reconciles.get(SECRET, 0) + 1
-        secret = self._cached(self.secrets, ns, name)
-        if secret is None or not is_model_source(secret, self.settings):
+        secret = self.model_source(ns, name)
+        if secret is None:
+            self.refs.drop(key)
             # Garbage collection removes owned Jobs too; deleting here covers clusters or emulators without it.
             await self._delete_owned(key, self.settings.secret_job_name)
             return
         secret.setdefault("apiVersion", "v1")
         secret.setdefault("kind", "Secret")
         values = secret_data(secret)
-        dest = self._cached(self.secrets, ns, data_connection_name(values, self.settings))
+        dest_name = data_connection_name(values, self.settings)
+        self.refs.set(key, ns, [dest_name])
+        dest = await self.refs.get(ns, dest_name)
         plan = plan_secret_job(secret, dest, self.settings)
         findings = [("Warning", w.reason, w.message) for w in plan.warnings]
         if plan.error is not None or plan.job is None:
@@ -271,11 +376,14 @@ class Operator:
         self.reconciles[MODELSYNC] = self.reconciles.get(MODELSYNC, 0) + 1
         ms = self._cached(self.modelsyncs, ns, name)
         if ms is None:
+            self.refs.drop(key)
             await self._delete_owned(key, job_name(name))
             return
         if (ms.get("metadata") or {}).get("deletionTimestamp"):
             return
-        secrets = {n: self._cached(self.secrets, ns, n) for n in referenced_secrets(ms)}
+        names = referenced_secrets(ms)
+        self.refs.set(key, ns, names)
+        secrets = await self.refs.many(ns, names)
         plan = plan_modelsync_job(ms, secrets, self.settings)
         now = now_iso()
         if plan.error is not None or plan.job is None:
@@ -293,7 +401,11 @@ class Operator:
             return  # finished and cleaned up; the status already says Succeeded
         pods: list[dict[str, Any]] = []
         if job is not None and job_phase(job) in ("Succeeded", "Failed", "Running"):
-            pods, _ = await self.kube.list(PODS, ns, label_selector=f"job-name={job['metadata']['name']}")
+            pods = self.pods_of(ns, job["metadata"]["name"])
+            finished = job_phase(job) in ("Succeeded", "Failed") and previous.get("phase") != job_phase(job)
+            if finished and termination_summary(pods) is None:
+                # The Job's watch can run ahead of the Pod's: at the transition, ask once for the final pod.
+                pods, _ = await self.kube.list(PODS, ns, label_selector=f"job-name={job['metadata']['name']}")
         live = None
         if job is not None and job_phase(job) == "Running":
             live = await self._live_progress(key, ns, pods)

@@ -1,13 +1,20 @@
-"""The controller process: one asyncio TaskGroup of named tasks, a Lease, /metrics, /healthz, /readyz."""
+"""The controller process: watches, a Lease, workers while leading, /metrics, /healthz, /readyz.
+
+The watches start at the first leadership and run until SIGTERM, so a replica that loses the Lease keeps
+its caches warm; workers, the resync loop and the status roll-up run only while it leads. Nothing but
+SIGTERM/SIGINT ends the process: API faults make it wait, retry, stand by and campaign again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +49,16 @@ class Metrics:
         self.queue_depth = Gauge("modelferry_controller_queue_depth", "Keys waiting", registry=self.registry)
         self.jobs = Gauge("modelferry_controller_jobs", "Managed Jobs by phase", ["phase"], registry=self.registry)
         self.leader = Gauge("modelferry_controller_leader", "1 while this replica leads", registry=self.registry)
+        self.loop_busy = Gauge(
+            "modelferry_controller_event_loop_busy_seconds_max",
+            "Longest CPU time the event loop spent without a 50 ms timer getting its turn (a stall), since start",
+            registry=self.registry,
+        )
+        self.loop_lag = Gauge(
+            "modelferry_controller_event_loop_lag_seconds_max",
+            "Longest wall-clock delay of a 50 ms timer on the event loop since start (includes CPU starvation)",
+            registry=self.registry,
+        )
 
 
 class Controller:
@@ -62,19 +79,17 @@ class Controller:
             namespace,
             settings.lease_name,
             identity,
-            duration=settings.lease_duration_seconds,
-            renew=settings.renew_seconds,
+            lease_duration=settings.lease_duration_seconds,
+            renew_deadline=settings.renew_deadline_seconds,
+            retry_period=settings.retry_period_seconds,
         )
+        self.acting = asyncio.Event()  # set while this replica leads with synced caches and runs workers
         self._runner: web.AppRunner | None = None
 
     # --- health and metrics ----------------------------------------------------------------------
     def ready(self) -> bool:
-        """Ready once started: a standby replica is ready too; the leader once its caches are filled."""
-        if not self.started.is_set():
-            return False
-        if self.settings.leader_election and not self.elector.is_leader.is_set():
-            return True
-        return all(inf.synced.is_set() for inf in self.operator.informers)
+        """Ready while acting: leading (or leader election off) with every cache filled; a standby is not."""
+        return self.started.is_set() and self.acting.is_set()
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         self.metrics.queue_depth.set(len(self.operator.queue))
@@ -91,7 +106,12 @@ class Controller:
         return web.Response(text="ok")
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok") if self.ready() else web.Response(status=503, text="not ready")
+        if self.ready():
+            return web.Response(text="ok: leading" if self.settings.leader_election else "ok")
+        if self.settings.leader_election and not self.elector.is_leader.is_set():
+            holder = f" (held by {self.elector.other_holder})" if self.elector.other_holder else ""
+            return web.Response(status=503, text=f"standby: not the leader{holder}")
+        return web.Response(status=503, text="not ready: filling caches")
 
     async def start_server(self) -> None:
         app = web.Application()
@@ -111,6 +131,9 @@ class Controller:
     async def _worker(self) -> None:
         queue = self.operator.queue
         while True:
+            # A reconcile served from the caches never suspends: without this a worker would run every due
+            # key (a resync: all of them) in one turn of the event loop and stall it.
+            await asyncio.sleep(0)
             key = await queue.get()
             kind = str(key[0]) if isinstance(key, tuple) else "unknown"
             try:
@@ -131,24 +154,47 @@ class Controller:
             finally:
                 queue.done(key)
 
+    async def _watch_loop(self, interval: float = 0.05) -> None:
+        """Record event-loop stalls: CPU spent (a stall) and wall delay (a stall or a starved process)."""
+        loop = asyncio.get_running_loop()
+        busy_max = lag_max = 0.0
+        while True:
+            wall, cpu = loop.time(), time.thread_time()
+            await asyncio.sleep(interval)
+            busy_max = max(busy_max, time.thread_time() - cpu)
+            lag_max = max(lag_max, loop.time() - wall - interval)
+            self.metrics.loop_busy.set(busy_max)
+            self.metrics.loop_lag.set(lag_max)
+
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             self.operator.resync()
 
-    async def _watch_lease(self) -> None:
-        await self.elector.lost.wait()
-        self.stop.set()
+    async def _first(self, *events: asyncio.Event) -> None:
+        """Wait until any of ``events`` is set."""
+        waiters = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
-    async def _wait_synced(self) -> None:
-        waits = [asyncio.create_task(inf.synced.wait()) for inf in self.operator.informers]
-        stopper = asyncio.create_task(self.stop.wait())
-        pending: set[asyncio.Task[Any]] = {*waits}
-        while pending and not self.stop.is_set():
-            _, pending = await asyncio.wait({*pending, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            pending.discard(stopper)
-        for task in (*waits, stopper):
-            task.cancel()
+    def _interruptions(self) -> list[asyncio.Event]:
+        """What ends acting: SIGTERM, and the loss of the Lease."""
+        return [self.stop, self.elector.standby] if self.settings.leader_election else [self.stop]
+
+    def _leading(self) -> bool:
+        return not self.stop.is_set() and (not self.settings.leader_election or self.elector.is_leader.is_set())
+
+    async def _wait_synced(self, informers: list[Any]) -> bool:
+        """Until every informer has listed; False when stopped or no longer leading first."""
+        for inf in informers:
+            while not inf.synced.is_set():
+                if not self._leading():
+                    return False
+                await self._first(inf.synced, *self._interruptions())
+        return self._leading()
 
     async def _drain(self, tasks: list[asyncio.Task[Any]]) -> None:
         """Stop taking work, let running reconciles finish within the deadline, then cancel the rest."""
@@ -160,64 +206,86 @@ class Controller:
             log.warning(
                 "%d reconciles still running after %.0fs: cancelling", queue.busy, self.settings.shutdown_seconds
             )
-        for task in tasks:
-            task.cancel()
+        await _cancel(tasks)
+
+    def _start_acting(self) -> list[asyncio.Task[Any]]:
+        self.operator.queue.reopen()
+        self.operator.resync()  # level-triggered: whatever changed while standing by is looked at again
+        tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.settings.workers)]
+        tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        if self.settings.aggregate_models:
+            from controller.agent.aggregate import run_aggregator
+
+            group, _, version = self.settings.aggregate_api.partition("/")
+            aggregate = run_aggregator(
+                self.kube,
+                self.settings.agent_namespace,
+                self.stop,
+                interval=self.settings.aggregate_seconds,
+                group=group,
+                version=version,
+            )
+            tasks.append(asyncio.create_task(aggregate, name="model-status"))
+        self.acting.set()
+        return tasks
+
+    def _start_watches(self, tasks: list[asyncio.Task[None]], informers: list[Any]) -> None:
+        running = {t.get_name() for t in tasks}
+        for informer in informers:
+            name = f"watch-{informer.name}-{id(informer)}"
+            if name not in running:
+                tasks.append(asyncio.create_task(informer.run(), name=name))
 
     async def run(self) -> int:
-        """Until :attr:`stop` is set: 0 on a clean stop, 1 when the Lease was lost."""
+        """Until :attr:`stop` (SIGTERM): lead, act, stand by when the Lease is lost, campaign again. Returns 0."""
         await self.start_server()
         lease_task: asyncio.Task[None] | None = None
+        watches: list[asyncio.Task[None]] = [asyncio.create_task(self._watch_loop(), name="loop-monitor")]
         try:
             self.started.set()
             if self.settings.leader_election:
                 lease_task = asyncio.create_task(self.elector.run(), name="lease")
-                waiter = asyncio.create_task(self.elector.is_leader.wait())
-                stopper = asyncio.create_task(self.stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                if self.stop.is_set():
-                    return 0
-            async with asyncio.TaskGroup() as group:
-                tasks: list[asyncio.Task[Any]] = []
-                for inf in self.operator.informers:
-                    tasks.append(
-                        group.create_task(inf.run(), name=f"watch-{inf.resource.plural}-{inf.namespace or 'all'}")
-                    )
-                # Decisions read the caches: reconcile only once every informer has listed.
-                await self._wait_synced()
-                for i in range(self.settings.workers):
-                    tasks.append(group.create_task(self._worker(), name=f"worker-{i}"))
-                tasks.append(group.create_task(self._resync(), name="resync"))
-                if self.settings.aggregate_models:
-                    from controller.agent.aggregate import run_aggregator
-
-                    tasks.append(
-                        group.create_task(
-                            run_aggregator(
-                                self.kube,
-                                self.settings.agent_namespace,
-                                self.stop,
-                                interval=self.settings.aggregate_seconds,
-                                group=self.settings.aggregate_api.split("/")[0],
-                                version=self.settings.aggregate_api.split("/")[1],
-                            ),
-                            name="model-status",
-                        )
-                    )
+            while not self.stop.is_set():
                 if self.settings.leader_election:
-                    tasks.append(group.create_task(self._watch_lease(), name="lease-watch"))
-                await self.stop.wait()
-                await self._drain(tasks)
-            return 1 if self.elector.lost.is_set() else 0
+                    await self._first(self.elector.is_leader, self.stop)
+                    if self.stop.is_set():
+                        break
+                # Watches start at the first leadership and are kept (with their caches) when it is lost.
+                self._start_watches(watches, self.operator.informers)
+                # Decisions read the caches: act only once every informer has listed. Referenced Secrets are
+                # listed after the objects that name them, so the list fills the index in one pass.
+                if not await self._wait_synced(self.operator.informers):
+                    continue
+                self._start_watches(watches, self.operator.dependent)
+                if not await self._wait_synced(self.operator.dependent):
+                    continue
+                tasks = self._start_acting()
+                log.info("acting: %d workers", self.settings.workers)
+                await self._first(*self._interruptions())
+                self.acting.clear()
+                if self.stop.is_set():
+                    await self._drain(tasks)
+                else:
+                    log.warning("leadership lost: stopping work, keeping caches, campaigning again")
+                    self.operator.queue.close()
+                    await _cancel(tasks)
+            return 0
         finally:
+            self.acting.clear()
+            await _cancel(watches)
             if lease_task is not None:
-                lease_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lease_task
+                await _cancel([lease_task])
                 await self.elector.release()
             if self._runner is not None:
                 await self._runner.cleanup()
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _pod_namespace() -> str:
@@ -231,6 +299,9 @@ def _pod_namespace() -> str:
 
 async def serve(settings: ControllerSettings) -> int:
     """Entry point of ``modelferry controller``: SIGTERM/SIGINT stop it gracefully."""
+    # Imported on first use by the status roll-up: import it now, before the event loop has work.
+    importlib.import_module("controller.agent.aggregate")
+
     api = await build_api_client(kubeconfig=settings.kubeconfig, api_url=settings.api_url)
     kube = Kube(api)
     controller = Controller(kube, settings)

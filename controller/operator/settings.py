@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Self
+
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.serving.settings import ServingSettings
@@ -70,7 +72,11 @@ class TrainingSettings(BaseModel):
         description="Render Kubeflow Trainer v2 TrainJobs (trainer.kubeflow.org) for distributed runs, preferred over "
         "PyTorchJobs: None asks API discovery, or force on/off",
     )
-    progress_seconds: float = Field(15.0, gt=0, description="How often a running TrainingRun's progress is read")
+    progress_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="At most how often a TrainingRun's sidecar log is read for progress, only while its pod is Running",
+    )
     log_tail_lines: int = Field(200, ge=1, description="Lines of the sidecar's log read for its progress report")
     service_account_name: str | None = Field(None, description="ServiceAccount of training pods (namespace default)")
 
@@ -124,9 +130,37 @@ class ControllerSettings(BaseSettings):
     leader_election: bool = Field(True, description="Only one replica acts at a time (coordination.k8s.io Lease)")
     lease_name: str = Field("modelferry-controller", description="Name of the Lease")
     lease_namespace: str | None = Field(None, description="Namespace of the Lease; the pod's namespace when unset")
-    lease_duration_seconds: float = Field(15.0, gt=0, description="How long a Lease stays valid without renewal")
-    renew_seconds: float = Field(5.0, gt=0, description="How often the leader renews (and others retry)")
+    lease_duration_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="How long a standby waits, after it last saw the Lease change, before taking it over "
+        "(client-go LeaseDuration)",
+    )
+    renew_deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long the leader keeps retrying failed renewals before it stops acting "
+        "(client-go RenewDeadline; below lease_duration_seconds)",
+    )
+    retry_period_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often the leader renews and a standby tries to acquire (client-go RetryPeriod; "
+        "renew_deadline_seconds must exceed 1.2 times it)",
+    )
     identity: str | None = Field(None, description="This replica's identity in the Lease; hostname when unset")
+    watch_backoff_seconds: float = Field(
+        0.8, gt=0, description="First wait before reconnecting a failed watch (doubles per failure, with jitter)"
+    )
+    watch_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between watch reconnects (a 429's Retry-After may ask for more)"
+    )
+    secret_page_size: int = Field(
+        500,
+        ge=0,
+        description="Page size when listing Secrets for the name-indexed watch of referenced Secrets "
+        "(0: one request; pages keep memory flat however many Secrets the cluster holds)",
+    )
     metrics_host: str = Field("0.0.0.0", description="Address of the /metrics, /healthz, /readyz server")  # noqa: S104
     metrics_port: int = Field(8080, ge=0, le=65535, description="Port of that server (0 picks a free port)")
     shutdown_seconds: float = Field(20.0, gt=0, description="How long SIGTERM waits for running reconciles")
@@ -136,7 +170,10 @@ class ControllerSettings(BaseSettings):
         "DaemonSets run for NodeAgent resources",
     )
     sync_progress_seconds: float = Field(
-        15.0, gt=0, description="How often a running ModelSync's progress is read from its sync container's log"
+        15.0,
+        gt=0,
+        description="At most how often a ModelSync's sync container log is read for progress, only while "
+        "its pod is Running",
     )
     sync_log_tail_lines: int = Field(50, ge=1, description="Lines of the sync container's log read for progress")
     aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")
@@ -150,3 +187,11 @@ class ControllerSettings(BaseSettings):
         None, description="Kubeconfig file; in-cluster config, then ~/.kube/config when unset"
     )
     api_url: str | None = Field(None, description="API server URL without authentication (tests, kubectl proxy)")
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Self:
+        if self.renew_deadline_seconds >= self.lease_duration_seconds:
+            raise ValueError("renew_deadline_seconds must be below lease_duration_seconds")
+        if self.renew_deadline_seconds <= 1.2 * self.retry_period_seconds:
+            raise ValueError("renew_deadline_seconds must exceed 1.2 times retry_period_seconds")
+        return self

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
 from controller.kube.events import EventRecorder, now_iso
-from controller.kube.watch import Informer, object_key
+from controller.kube.watch import Backoff, Informer, object_key
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -140,13 +140,16 @@ class OperatorParts(Protocol):
     recorder: EventRecorder
     queue: WorkQueue
     informers: list[Informer]
-    secrets: dict[str | None, Informer]
     jobs: dict[str | None, Informer]
     modelsyncs: dict[str | None, Informer]
     reconciles: dict[str, int]
     _reported: dict[Key, tuple[str, ...]]
 
     def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]: ...
+
+    def pods_of(self, ns: str, job: str) -> list[dict[str, Any]]: ...
+
+    async def data_connections(self, ns: str) -> dict[str, dict[str, Any]]: ...
 
     async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None: ...
 
@@ -163,11 +166,16 @@ class TrainingReconciler:
         self.pytorchjobs: dict[str | None, Informer] = {}
         self.trainjobs: dict[str | None, Informer] = {}
         self._phases: dict[Key, str] = {}
+        self._live: dict[Key, tuple[float, dict[str, Any] | None]] = {}  # last progress report and when read
         self._served: dict[Resource, tuple[bool, float]] = {}
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         namespaces: list[str | None] = list(op.settings.namespaces) or [None]
         for ns in namespaces:
-            common: dict[str, Any] = {"namespace": ns, "timeout_seconds": op.settings.watch_timeout_seconds}
+            common: dict[str, Any] = {
+                "namespace": ns,
+                "timeout_seconds": op.settings.watch_timeout_seconds,
+                "backoff": Backoff(op.settings.watch_backoff_seconds, op.settings.watch_backoff_max_seconds),
+            }
             self.runs[ns] = Informer(self.kube, TRAININGRUNS, self._on_run, **common)
             self.services[ns] = Informer(self.kube, SERVICES, self._on_owned, label_selector=owned_selector, **common)
             op.informers += [self.runs[ns], self.services[ns]]
@@ -228,9 +236,9 @@ class TrainingReconciler:
             seen = self._served[resource] = (await self.kube.served(resource), now)
         return seen[0]
 
-    def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
-        secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
+    async def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
+        secrets = await self.op.data_connections(ns)
         return RenderContext(
             sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
             train_image=self.settings.train_image,
@@ -251,13 +259,14 @@ class TrainingReconciler:
         if tr is None:
             await self._delete_owned(ns, name, keep=())
             self._phases.pop(key, None)
+            self._live.pop(key, None)
             self.op._reported.pop(key, None)
             return
         if (tr.get("metadata") or {}).get("deletionTimestamp"):
             return
         tr.setdefault("apiVersion", TRAININGRUNS.api_version)
         tr.setdefault("kind", KIND)
-        result = render(tr, self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
+        result = render(tr, await self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
         now = now_iso()
         if result.problem is not None:
             problem = result.problem
@@ -271,7 +280,7 @@ class TrainingReconciler:
         await self._delete_owned(ns, name, keep=(resource, *(RESOURCES[extra["kind"]] for extra in extras)))
         old = tr.get("status") or {}
         wname = desired["metadata"]["name"]
-        live = await self.kube.get(resource, ns, wname)
+        live = await self._lookup(resource, ns, wname)
         if (
             live is None
             and old.get("phase") == "Succeeded"
@@ -280,11 +289,12 @@ class TrainingReconciler:
             return  # finished and its workload removed by someone: a succeeded run is never re-run
         for extra in extras:  # first: a TrainJob is refused while its TrainingRuntime does not exist
             extra_resource = RESOURCES[extra["kind"]]
-            extra_live = await self.kube.get(extra_resource, ns, extra["metadata"]["name"])
+            extra_live = await self._lookup(extra_resource, ns, extra["metadata"]["name"])
             await self._ensure(key, tr, extra_resource, extra, extra_live)
         workload = await self._ensure(key, tr, resource, desired, live)
         status = compute_status(tr, workload, now=now)
-        report = await self._report_of(ns, result.kind, workload, status["phase"])
+        settled = old.get("phase") == status["phase"]
+        report = await self._report_of(key, result.kind, workload, status["phase"], settled=settled)
         if report:
             status = compute_status(tr, workload, report=report, now=now)
         watched = {"Job": True, "PyTorchJob": bool(self.pytorchjobs), "TrainJob": bool(self.trainjobs)}
@@ -295,22 +305,41 @@ class TrainingReconciler:
         await self._write_status(tr, status)
 
     async def _report_of(
-        self, ns: str, kind: str, workload: dict[str, Any] | None, phase: str
+        self, key: Key, kind: str, workload: dict[str, Any] | None, phase: str, *, settled: bool = True
     ) -> dict[str, Any] | None:
-        """The sidecar's report: its termination message at the end, its newest progress line while running."""
+        """The sidecar's report: its termination message at the end, its newest progress line while running.
+
+        The log is read only while the pod is Running, and at most every ``progress_seconds`` per run
+        (pod events requeue the run far more often than that).
+        """
+        ns = key[1]
+        if phase != "Running":
+            self._live.pop(key, None)
         if workload is None or phase == "Pending":
             return None
         wname = workload["metadata"]["name"]
-        selector = f"{POD_SELECTORS[kind]}={wname}"
-        pods, _ = await self.kube.list(PODS, ns, label_selector=selector)
+        if kind == "Job":
+            pods = self.op.pods_of(ns, wname)  # the operator's one Pod watch
+        else:  # a PyTorchJob's or TrainJob's pods do not carry our labels: ask for them
+            pods, _ = await self.kube.list(PODS, ns, label_selector=f"{POD_SELECTORS[kind]}={wname}")
         pod = rank_zero_pod(pods)
         if phase in ("Succeeded", "Failed"):
             report = termination_report(pod)
+            if report is None and kind == "Job" and not settled:
+                # The Job's watch can run ahead of the Pod's: at the transition, ask once for the final pod.
+                pods, _ = await self.kube.list(PODS, ns, label_selector=f"{POD_SELECTORS[kind]}={wname}")
+                report = termination_report(rank_zero_pod(pods))
             return report if report else (failure_report(workload) if phase == "Failed" else None)
-        if pod is None:
-            return None
+        cached = self._live.get(key)
+        now = time.monotonic()
+        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+            return cached[1] if cached else None
+        if cached is not None and now - cached[0] < self.settings.progress_seconds:
+            return cached[1]
         text = await self.kube.pod_log(ns, pod["metadata"]["name"], "sidecar", tail_lines=self.settings.log_tail_lines)
-        return progress_from_log(text)
+        report = progress_from_log(text) or (cached[1] if cached else None)
+        self._live[key] = (now, report)
+        return report
 
     async def _ensure(
         self,
@@ -332,15 +361,36 @@ class TrainingReconciler:
                 return None
             log.info("inputs of TrainingRun %s/%s changed: replacing %s %s", ns, run_name, kind, name)
             await self.kube.delete(resource, ns, name)
+            self._remember(resource, ns, name, None)
             await self.op.recorder.emit(owner, "Normal", "JobReplaced", f"inputs changed; {kind} {name} replaced")
         try:
             created = await self.kube.create(resource, ns, desired)
         except ConflictError:
-            self.op.queue.add(key, 1.0)  # the old one is still being deleted
+            # Our caches hold only what we manage: a conflict is someone else's object, or one being deleted.
+            other = await self.kube.get(resource, ns, name)
+            if other is not None and not owned(other, run_name):
+                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
+                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
+                return None
+            self.op.queue.add(key, 1.0)
             return None
+        self._remember(resource, ns, name, created)
         self._phases.pop(key, None)
         await self.op.recorder.emit(owner, "Normal", "JobCreated", f"created {kind} {name}")
         return created
+
+    def _remember(self, resource: Resource, ns: str, name: str, obj: dict[str, Any] | None) -> None:
+        """Keep a cache current after our own write (the watch event follows)."""
+        informers = self._caches().get(resource) or {}
+        informer = informers.get(ns) or informers.get(None)
+        if informer is None:
+            return
+        if obj is None or not obj.get("metadata"):
+            informer.cache.pop((ns, name), None)
+        else:
+            obj.setdefault("apiVersion", resource.api_version)
+            obj.setdefault("kind", resource.kind)
+            informer.cache[(ns, name)] = obj
 
     async def _delete_owned(self, ns: str, run_name: str, keep: tuple[Resource, ...]) -> None:
         """Delete this run's objects of every kind not in ``keep`` (garbage collection may be absent or slow)."""
@@ -352,14 +402,17 @@ class TrainingReconciler:
             if live is not None and owned(live, run_name):
                 log.info("removing %s %s/%s of TrainingRun %s", resource.kind, ns, name, run_name)
                 await self.kube.delete(resource, ns, name)
+                self._remember(resource, ns, name, None)
+
+    def _caches(self) -> dict[Resource, dict[str | None, Informer]]:
+        return {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs, TRAINJOBS: self.trainjobs}
 
     async def _lookup(self, resource: Resource, ns: str, name: str) -> dict[str, Any] | None:
         """An owned object from the informer caches (a GET only for PyTorchJobs nobody watches).
 
         A stale miss is harmless: the object's own watch event requeues the run, which looks again.
         """
-        caches = {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs, TRAINJOBS: self.trainjobs}
-        informers = caches.get(resource)
+        informers = self._caches().get(resource)
         if not informers:
             return await self.kube.get(resource, ns, name)
         informer = informers.get(ns) or informers.get(None)

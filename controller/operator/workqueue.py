@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Hashable
 
@@ -14,7 +16,9 @@ class WorkQueue:
     def __init__(self, *, backoff_base: float = 1.0, backoff_max: float = 300.0) -> None:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self._due: dict[Hashable, float] = {}
+        self._due: dict[Hashable, float] = {}  # the authority; the heap may hold stale entries (skipped)
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._order = itertools.count()
         self._processing: set[Hashable] = set()
         self._dirty: dict[Hashable, float] = {}
         self._failures: dict[Hashable, int] = {}
@@ -32,7 +36,14 @@ class WorkQueue:
         if key in self._processing:
             self._dirty[key] = min(due, self._dirty.get(key, due))
             return
-        self._due[key] = min(due, self._due.get(key, due))
+        self._schedule(key, due)
+
+    def _schedule(self, key: Hashable, due: float) -> None:
+        current = self._due.get(key)
+        if current is not None and current <= due:
+            return
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, next(self._order), key))
         self._wakeup.set()
 
     def retry(self, key: Hashable) -> float:
@@ -48,19 +59,24 @@ class WorkQueue:
         self._failures.pop(key, None)
 
     async def get(self) -> Hashable:
-        """The next due key (marked processing until :meth:`done`)."""
+        """The next due key (marked processing until :meth:`done`); O(log n) per key."""
         while True:
             if self.closed:
                 raise asyncio.CancelledError
             now = time.monotonic()
-            ready = [(due, str(k), k) for k, due in self._due.items() if due <= now]
-            if ready:
-                _, _, key = min(ready, key=lambda r: (r[0], r[1]))
+            while self._heap:
+                due, _, key = self._heap[0]
+                if self._due.get(key) != due:  # superseded by an earlier due time, or handed out
+                    heapq.heappop(self._heap)
+                    continue
+                if due > now:
+                    break
+                heapq.heappop(self._heap)
                 del self._due[key]
                 self._processing.add(key)
                 self.idle.clear()
                 return key
-            wait = min((due - now for due in self._due.values()), default=None)
+            wait = self._heap[0][0] - now if self._heap else None
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
@@ -71,9 +87,7 @@ class WorkQueue:
         if not self._processing:
             self.idle.set()
         if key in self._dirty:
-            due = self._dirty.pop(key)
-            self._due[key] = min(due, self._due.get(key, due))
-            self._wakeup.set()
+            self._schedule(key, self._dirty.pop(key))
 
     @property
     def busy(self) -> int:
@@ -81,4 +95,9 @@ class WorkQueue:
 
     def close(self) -> None:
         self.closed = True
+        self._wakeup.set()
+
+    def reopen(self) -> None:
+        """Hand out keys again (a replica that leads again after standing by)."""
+        self.closed = False
         self._wakeup.set()

@@ -133,8 +133,8 @@ class ServingReconciler:
         inf = infs.get(ns) or infs.get(None)
         return inf.get(ns, name) if inf else None
 
-    def _context(self, ns: str) -> ServingContext:
-        secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
+    async def _context(self, ns: str) -> ServingContext:
+        secrets = await self.op.data_connections(ns)  # the Secret index: no cache of every Secret
         outputs = {
             object_key(tr)[1]: str((tr.get("status") or {}).get("outputUri"))
             for tr in self._all(TRAININGRUNS, ns)
@@ -171,7 +171,7 @@ class ServingReconciler:
             return
         ms.setdefault("apiVersion", MODELSERVERS.api_version)
         ms.setdefault("kind", KIND)
-        ctx = self._context(ns)
+        ctx = await self._context(ns)
         result = render(ms, ctx)
         deployment = self._cached(DEPLOYMENTS, ns, name)
         if result.problem is None:

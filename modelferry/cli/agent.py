@@ -72,17 +72,32 @@ async def run_agent(
     """Wire the pieces together and run until SIGTERM/SIGINT (or ``stop``)."""
     from controller.agent.gopher import Gopher
     from controller.agent.health import build_app, root_usable, serve
-    from controller.agent.kubeside import NODES, NodeAgent
+    from controller.agent.kubeside import NODES, NodeAgent, until_api
     from controller.agent.metrics import AgentMetrics
     from controller.agent.shape import detect_shape
     from controller.agent.tasks import TaskQueue
     from controller.kube.client import Kube, build_api_client
+    from controller.kube.watch import Backoff
 
     opts = settings.agent
     root = Path(opts.models_root)
     kube = Kube(await build_api_client(kubeconfig=kubeconfig, api_url=api_url))
     metrics = AgentMetrics()
-    node = await kube.get(NODES, None, opts.node_name) or {}
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    found: dict[str, Any] = {}
+
+    async def read_node() -> None:
+        found["node"] = await kube.get(NODES, None, opts.node_name) or {}
+
+    backoff = Backoff(opts.api_backoff_seconds, opts.api_backoff_max_seconds)
+    if not await until_api(read_node, stop, backoff, f"reading node {opts.node_name}"):  # the API may be down
+        await kube.close()
+        return
+    node = found["node"]
     shape = detect_shape(opts.gpu_shape, (node.get("metadata") or {}).get("labels") or {})
     gopher = Gopher(settings, TaskQueue(), sink=_NoSink(), metrics=metrics, shape=shape)
     agent = NodeAgent(settings, kube, gopher, metrics)
@@ -109,11 +124,6 @@ async def run_agent(
     if opts.temp_dir:
         log.info("--temp-dir %s accepted: downloads stage beside each model (one write, atomic swap)", opts.temp_dir)
     log.info("agent for node %s: models root %s, shape %s, port %s", opts.node_name, root, shape, port)
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
     try:
         await agent.run(stop)
     finally:

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from modelferry.cli.demo_display import DemoDisplay, human_bytes
 from modelferry.errors import ModelferryError, UsageError
 
 log = logging.getLogger("modelferry.demo")
@@ -75,10 +76,17 @@ def _warm_mlflow(url: str) -> None:
 
 
 def run_demo(
-    workdir: Path, *, keep: bool, epochs: float, echo: Any, inspect: Callable[[dict[str, Any]], None] | None = None
+    workdir: Path,
+    *,
+    keep: bool,
+    epochs: float,
+    echo: Callable[[str], None],
+    inspect: Callable[[dict[str, Any]], None] | None = None,
+    on_records: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the demo in ``workdir``; returns the summary. The servers stop when it returns.
 
+    ``echo`` gets one line per step, ``on_records`` every metric report of the trainer as it comes;
     ``inspect`` is called with the summary while the servers are still up (tests look around there).
     """
     import boto3
@@ -99,9 +107,8 @@ def run_demo(
     mlflow = EmbeddedMlflow(workdir / "mlflow")
     stack = contextlib.ExitStack()
     try:
-        echo(f"S3 (moto) on {endpoint}; starting MLflow ...")
         mlflow.start()
-        echo(f"MLflow on {mlflow.url}")
+        echo(f"S3 (moto) on {endpoint}, MLflow on {mlflow.url}")
         # The server creates its database on the first request: warm it while the model is built.
         warm = threading.Thread(target=_warm_mlflow, args=(mlflow.url,), daemon=True)
         warm.start()
@@ -114,7 +121,6 @@ def run_demo(
         )
         client.create_bucket(Bucket=BUCKET)
         model_dir, dataset = workdir / "tiny-llama", workdir / "dataset" / "train.jsonl"
-        echo("building a tiny Llama and a dataset ...")
         subprocess.run(
             [
                 sys.executable,
@@ -133,9 +139,13 @@ def run_demo(
         from modelferry.settings import Credentials
 
         model_uri, data_uri = f"s3://{BUCKET}/models/tiny-llama", f"s3://{BUCKET}/datasets/demo"
+        echo(f"built a tiny Llama and a dataset in {workdir}")
         synced = copy_tree(parse_uri(str(model_dir)), parse_uri(model_uri), Credentials(), creds, transfer)
         copy_tree(parse_uri(str(dataset.parent)), parse_uri(data_uri), Credentials(), creds, transfer)
-        echo(f"synced the model to {model_uri} ({synced.files_copied} files, verified)")
+        echo(
+            f"synced the model to {model_uri}: {synced.files_copied} files, {human_bytes(synced.bytes_copied)} "
+            f"in {synced.elapsed_s:.1f} s, sha256 verified, manifest written last"
+        )
         output_uri = f"s3://{BUCKET}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
         settings = SidecarSettings(
             workspace=workdir / "workspace",
@@ -150,8 +160,8 @@ def run_demo(
             target=creds,
             transfer=transfer,
         )
-        echo("fine-tuning with peft-lora under the sidecar ...")
-        result = Runner(settings).run()
+        echo("fine-tuning with peft-lora under the sidecar (metrics stream to MLflow):")
+        result = Runner(settings, on_records=on_records).run()
         if result.exit_code:
             raise ModelferryError(
                 f"the demo training failed: {result.message}", hint=f"See {workdir}/workspace/.modelferry/trainer.log"
@@ -160,10 +170,11 @@ def run_demo(
         objects = sorted(
             o["Key"][len(prefix) :] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
         )
-        echo("serving the adapter on the synced base model with modelferry serve ...")
+        adapter_files = sum(1 for key in objects if key.startswith("adapter/"))
+        echo(f"uploaded the adapter to {output_uri}/adapter/ ({adapter_files} files) with the run's logs and metrics")
         server = stack.enter_context(_serve(workdir, model_uri, f"{output_uri}/adapter", creds, transfer))
         answer = _ask(server.url, ADAPTER_NAME)
-        echo(f"modelferry serve on {server.url}/v1")
+        echo(f"modelferry serve answers on {server.url}/v1 (the adapter on the synced base model)")
         from mlflow.tracking import MlflowClient
 
         run = MlflowClient(mlflow.url).get_run(result.mlflow_run_id or "")
@@ -176,6 +187,8 @@ def run_demo(
             "s3_access_key": ACCESS_KEY,
             "output_uri": output_uri,
             "objects": objects,
+            "adapter_files": adapter_files,
+            "manifest_uri": f"{output_uri}/.modelferry/manifest.json",
             "steps": result.progress.get("step"),
             "mlflow_delivery": result.mlflow,
             "serve_url": f"{server.url}/v1",
@@ -241,34 +254,44 @@ def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bo
         parts = [f"'modelferry[{','.join(extras)}]'"] if extras else []
         parts += [m for m in missing if m.startswith("moto")]
         raise UsageError("the demo needs the training extras", hint=f"pip install {' '.join(parts)}")
-    echo = (lambda _msg: None) if json_output else (lambda msg: click.echo(msg, err=True))
+    display = DemoDisplay(json_output=json_output)
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="modelferry-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    out = sys.stdout  # the result goes here even while the run's chatter is redirected to stderr
+    out = sys.stdout  # the result goes here; the run's own chatter goes to <workdir>/demo.log
 
-    def show(summary: dict[str, Any]) -> None:
+    def show(summary: dict[str, Any], *, up: bool) -> None:
         if json_output:
             click.echo(json.dumps(summary, indent=2, default=str), file=out)
             return
         loss = summary["metrics"].get("loss")
-        click.echo("", file=out)
-        click.echo(f"done in {summary['elapsed_s']} s: {summary['steps']} steps, final loss {loss}", file=out)
-        click.echo(f"  MLflow run:   {summary['mlflow_run']}", file=out)
-        click.echo(
-            f"  adapter at:   {summary['output_uri']}/adapter/  ({len(summary['objects'])} objects, manifest last)",
-            file=out,
-        )
-        click.echo(f"  S3 endpoint:  {summary['s3_endpoint']}  (keys {ACCESS_KEY} / {SECRET_KEY})", file=out)
-        click.echo(f"  served at:    {summary['serve_url']}  (models: {', '.join(summary['served_models'])})", file=out)
-        click.echo(f"  asked:        {summary['question']}", file=out)
-        click.echo(f"  answer:       {summary['answer']!r}  (a tiny model tuned for seconds: expect babble)", file=out)
-        if summary.get("kept"):
-            click.echo("  kept up:      S3, MLflow and the model server stay up until Ctrl-C", file=out)
+        lines = [
+            "",
+            f"done in {summary['elapsed_s']} s: {summary['steps']} training steps, final loss {loss}",
+            f"  adapter:      {summary['output_uri']}/adapter/  ({summary['adapter_files']} files)",
+            f"  manifest:     {summary['manifest_uri']}  (written last: the upload is whole)",
+            f"  asked:        {summary['question']}",
+            f"  answer:       {summary['answer']!r}  (a tiny model tuned for seconds: expect babble)",
+        ]
+        links = [
+            f"  MLflow run:   {summary['mlflow_run']}",
+            f"  S3 endpoint:  {summary['s3_endpoint']}  (keys {ACCESS_KEY} / {SECRET_KEY})",
+            f"  served at:    {summary['serve_url']}  (models: {', '.join(summary['served_models'])})",
+        ]
+        if up:
+            lines += ["these answer until Ctrl-C:", *links]
+        else:
+            lines += [
+                "MLflow, S3 and the model server have stopped; run `modelferry demo --keep` to keep them up and open",
+                "the MLflow run, browse the bucket and send your own requests.",
+            ]
+            if not workdir:
+                lines.append("The work directory was temporary and is removed; `--workdir DIR` keeps it.")
+        for line in lines:
+            click.echo(line, file=out)
 
     def hold(summary: dict[str, Any]) -> None:
         """--keep: show where to look while the servers are still up, until Ctrl-C."""
-        show(summary)
-        click.echo("servers kept up; press Ctrl-C (or send SIGTERM) to stop them", err=True)
+        show(summary, up=True)
         done = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: done.set())
@@ -276,11 +299,17 @@ def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bo
             pass
 
     try:
-        # stdout carries only the result; the trainer's output and MLflow's notices go to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            summary = run_demo(root, keep=keep, epochs=epochs, echo=echo, inspect=hold if keep else None)
+        with display.quiet(root):
+            summary = run_demo(
+                root,
+                keep=keep,
+                epochs=epochs,
+                echo=display.say,
+                inspect=hold if keep else None,
+                on_records=display.training,
+            )
         if not keep:
-            show(summary)
+            show(summary, up=False)
     finally:
         if not workdir:
             shutil.rmtree(root, ignore_errors=True)

@@ -219,12 +219,12 @@ def upload_paths(
     settings.target.s3 = creds
     with tempfile.TemporaryDirectory(prefix="modelferry-upload-") as tmp:
         single = Path(paths[0]).expanduser().resolve() if len(paths) == 1 and contents_only(paths[0]) else None
-        if single is not None and single.is_dir():
-            root = single
-        else:
-            root = Path(tmp)
+        staged = single is None or not single.is_dir()
+        root = single if single is not None and not staged else Path(tmp)
+        if staged:
             stage_links(paths, root)
-        source = LocalStore(parse_uri(str(root)), root)
+        # the staging tree's links are ours, to files the user named on the command line: follow them
+        source = LocalStore(parse_uri(str(root)), root, follow_symlinks=staged)
         target = open_store(target_uri, settings.target, settings=settings)
         log.info("upload %s -> %s", ", ".join(paths), target_uri)
         try:

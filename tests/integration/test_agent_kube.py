@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import struct
@@ -96,13 +97,13 @@ def basemodel(name: str, uri: str, ns: str = "team", **storage: Any) -> dict[str
     }
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, kube_backend: Callable[..., Any]) -> AsyncIterator[Rig]:
-    emu = kube_backend(role="agent", namespaces=(NS, "team"))
-    await emu.start()
-    await emu.put_object("v1", "nodes", {"metadata": {"name": "node-1", "labels": {"zone": "a"}}})
+@contextlib.asynccontextmanager
+async def running_agent(
+    tmp_path: Path, api_url: str, *, hidden: int = 64, **options: Any
+) -> AsyncIterator[tuple[Kube, NodeAgent, Path, Path]]:
+    """A NodeAgent for node-1 over ``api_url`` with a local model under ``src``; yields (kube, agent, root, src)."""
     src = tmp_path / "src"
-    write_model(src / "v1", 64)
+    write_model(src / "v1", hidden)
     root = tmp_path / "models"
     root.mkdir()
     settings = AgentSettings()
@@ -110,27 +111,37 @@ async def rig(tmp_path: Path, kube_backend: Callable[..., Any]) -> AsyncIterator
         node_name="node-1",
         namespace=NS,
         models_root=str(root),
-        workers=2,
-        reconcile_interval=0.2,
-        resync_interval=0.5,
-        retry_backoff=0.01,
         allowed_local_roots=[str(src)],  # the file:// sources the tests' models name
+        **options,
     )
     settings.transfer.free_space_margin = 0
-    kube = Kube(await build_api_client(api_url=emu.url))
-    ctl_url = await emu.url_as("controller") if isinstance(emu, RealKube) else emu.url
-    ctl = Kube(await build_api_client(api_url=ctl_url))
+    kube = Kube(await build_api_client(api_url=api_url))
     metrics = AgentMetrics()
     gopher = Gopher(settings, TaskQueue(), sink=None, metrics=metrics)  # type: ignore[arg-type]
     agent = NodeAgent(settings, kube, gopher, metrics)
     stop = asyncio.Event()
     runner = asyncio.create_task(agent.run(stop))
     try:
-        yield Rig(emu, kube, ctl, agent, root, src)
+        yield kube, agent, root, src
+        assert not runner.done(), "the agent ended"
     finally:
         stop.set()
         await asyncio.wait_for(runner, 30)
         await kube.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, kube_backend: Callable[..., Any]) -> AsyncIterator[Rig]:
+    emu = kube_backend(role="agent", namespaces=(NS, "team"))
+    await emu.start()
+    await emu.put_object("v1", "nodes", {"metadata": {"name": "node-1", "labels": {"zone": "a"}}})
+    options = {"workers": 2, "reconcile_interval": 0.2, "resync_interval": 0.5, "retry_backoff": 0.01}
+    ctl_url = await emu.url_as("controller") if isinstance(emu, RealKube) else emu.url
+    ctl = Kube(await build_api_client(api_url=ctl_url))
+    try:
+        async with running_agent(tmp_path, emu.url, **options) as (kube, agent, root, src):
+            yield Rig(emu, kube, ctl, agent, root, src)
+    finally:
         await ctl.close()
         await emu.stop()
 

@@ -34,7 +34,7 @@ async def running_pod(h: Harness) -> None:
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": POD, "namespace": NS, "labels": {"job-name": JOB}},
+        "metadata": {"name": POD, "namespace": NS, "labels": h.pod_labels(JOB)},
         "status": {"phase": "Running", "containerStatuses": [{"name": "sync", "state": {"running": {}}}]},
     }
     await h.emu.put_object("v1", "pods", pod)

@@ -86,7 +86,7 @@ def emu(h: Harness) -> TrainingKubeEmulator | RealKube:
 
 async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index: str | None = None) -> str:
     name = f"{JOB}-abcde"
-    labels = {"job-name": JOB}
+    labels = h.pod_labels(JOB)
     if index is not None:
         labels["batch.kubernetes.io/job-completion-index"] = index
     state = {"terminated": terminated} if terminated else {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
@@ -94,7 +94,10 @@ async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NS, "labels": labels},
-        "status": {"containerStatuses": [{"name": "trainer", "state": {}}, {"name": "sidecar", "state": state}]},
+        "status": {
+            "phase": ("Succeeded" if terminated.get("exitCode") == 0 else "Failed") if terminated else "Running",
+            "containerStatuses": [{"name": "trainer", "state": {}}, {"name": "sidecar", "state": state}],
+        },
     }
     await h.emu.put_object("v1", "pods", pod)
     return name
@@ -345,3 +348,28 @@ async def test_trainjob_setting_off_falls_back_to_pytorchjob(trainer_v2: Harness
     await trainer_v2.start(training={**FAST, "trainjob": False})
     await eventually(lambda: trainer_v2.emu.get("kubeflow.org/v1", "pytorchjobs", NS, JOB))
     assert trainer_v2.emu.get(TRAINER, "trainjobs", NS, JOB) is None
+
+
+async def test_sidecar_log_read_only_while_running_and_at_most_once_per_interval(harness: Harness) -> None:
+    await harness.apply(trainingrun(), API, "trainingruns")
+    controller = await harness.start(training={"progress_seconds": 3600})
+    await eventually(lambda: harness.job(JOB))
+    pod_name = await put_pod(harness)
+    pod = harness.emu.get("v1", "pods", NS, pod_name) or {}
+    pod["status"]["phase"] = "Pending"  # scheduled, not started: no log to read
+    await harness.emu.put_object("v1", "pods", pod)
+    emu(harness).logs[(NS, pod_name, "sidecar")] = 'MODELFERRY_PROGRESS {"progress": {"step": 3}}'
+    await set_job(harness, {"active": 1, "startTime": "2026-01-01T00:00:00Z"})
+    await eventually(lambda: tr_status(harness).get("phase") == "Running")
+    assert emu(harness).log_requests == []
+    await put_pod(harness)  # Running now
+    await eventually(lambda: tr_status(harness).get("progress", {}).get("step") == 3)
+    assert len(emu(harness).log_requests) == 1
+    # Pod and Job events requeue the run; the cached report answers until the interval has passed.
+    op = controller.operator
+    before = op.reconciles["TrainingRun"]
+    for n in range(3):
+        await set_job(harness, {"active": 1, "startTime": f"2026-01-01T00:00:0{n}Z"})
+        await eventually(lambda n=n: op.reconciles["TrainingRun"] > before + n)
+    await eventually(op.queue.idle.is_set)
+    assert len(emu(harness).log_requests) == 1

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +109,10 @@ def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def object_key_of(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
+
+
 def status(code: int, reason: str, message: str) -> web.Response:
     body = {
         "kind": "Status",
@@ -126,10 +130,14 @@ class KubeEmulator:
 
     def __init__(self, *, garbage_collect: bool = True) -> None:
         self.objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
-        self.history: list[tuple[int, tuple[str, str], str, dict[str, Any]]] = []
+        # (rv, resource, type, object, the previous version's metadata: to report objects leaving a selector)
+        self.history: list[tuple[int, tuple[str, str], str, dict[str, Any], dict[str, Any] | None]] = []
+        self._history_rvs: list[int] = []
+        self._sorted: dict[tuple[str, str], list[tuple[str, str]]] = {}  # sorted keys per resource, for lists
         self.rv = 100
         self.garbage_collect = garbage_collect
         self.gone_next: set[str] = set()  # plurals whose next watch answers 410 Gone
+        self.compacted = 0  # watches from a resourceVersion below this answer 410 Gone
         self.requests: list[tuple[str, str]] = []
         self.invalid: dict[str, str] = {}  # plural -> message: creates and replaces answer 422 Invalid (admission)
         self._changed = asyncio.Condition()
@@ -183,6 +191,12 @@ class KubeEmulator:
         self.rv += 1
         return str(self.rv)
 
+    def compact(self) -> None:
+        """Forget the history (etcd compaction): a watch from an older resourceVersion gets 410 Gone."""
+        self.history.clear()
+        self._history_rvs.clear()
+        self.compacted = self.rv
+
     async def _store(
         self, api: str, plural: str, key: tuple[str, str], obj: dict[str, Any], kind: str, old: dict[str, Any] | None
     ) -> dict[str, Any]:
@@ -210,12 +224,17 @@ class KubeEmulator:
             obj.setdefault("kind", KINDS[plural])
         obj.setdefault("apiVersion", api)
         meta["resourceVersion"] = self._next_rv()
+        if old is None:
+            self._sorted.pop((api, plural), None)
         self._bucket(api, plural)[key] = obj
-        await self._notify(api, plural, kind, obj)
+        await self._notify(api, plural, kind, obj, (old or {}).get("metadata"))
         return obj
 
-    async def _notify(self, api: str, plural: str, kind: str, obj: dict[str, Any]) -> None:
-        self.history.append((self.rv, (api, plural), kind, copy.deepcopy(obj)))
+    async def _notify(
+        self, api: str, plural: str, kind: str, obj: dict[str, Any], old_meta: dict[str, Any] | None = None
+    ) -> None:
+        self.history.append((self.rv, (api, plural), kind, copy.deepcopy(obj), copy.deepcopy(old_meta)))
+        self._history_rvs.append(self.rv)
         async with self._changed:
             self._changed.notify_all()
 
@@ -223,6 +242,7 @@ class KubeEmulator:
         obj = self._bucket(api, plural).pop(key, None)
         if obj is None:
             return None
+        self._sorted.pop((api, plural), None)
         obj["metadata"]["resourceVersion"] = self._next_rv()
         await self._notify(api, plural, "DELETED", obj)
         if self.garbage_collect:
@@ -251,16 +271,19 @@ class KubeEmulator:
             return None
         return api, rest[0], ns, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
 
-    def _matching(self, api: str, plural: str, ns: str | None, query: Any) -> Iterator[dict[str, Any]]:
-        fields = dict(t.split("=", 1) for t in (query.get("fieldSelector") or "").split(",") if "=" in t)
-        for (o_ns, name), obj in sorted(self._bucket(api, plural).items()):
-            if ns is not None and o_ns != ns:
-                continue
-            if not selector_matches(query.get("labelSelector"), (obj["metadata"].get("labels") or {})):
-                continue
-            if "metadata.name" in fields and fields["metadata.name"] != name:
-                continue
-            yield obj
+    @staticmethod
+    def _selected(query: Any, meta: dict[str, Any]) -> bool:
+        """Label selector and the ``metadata.name`` / ``metadata.namespace`` field selectors."""
+        if not selector_matches(query.get("labelSelector"), meta.get("labels") or {}):
+            return False
+        for term in (query.get("fieldSelector") or "").split(","):
+            field, _, value = term.replace("==", "=").partition("=")
+            if (
+                field.strip() in ("metadata.name", "metadata.namespace")
+                and str(meta.get(field.strip()[9:]) or "") != value.strip()
+            ):
+                return False
+        return True
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route = self._route(request.path)
@@ -272,11 +295,7 @@ class KubeEmulator:
         if request.method == "GET" and name is None:
             if q.get("watch") in ("true", "True", "1"):
                 return await self._watch(request, api, plural, ns)
-            items = list(self._matching(api, plural, ns, q))
-            kind = KINDS.get(plural, plural) + "List"
-            return web.json_response(
-                {"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": str(self.rv)}, "items": items}
-            )
+            return self._list(api, plural, ns, q)
         key = (ns or "", name or "")
         current = self._bucket(api, plural).get(key)
         if request.method == "GET":
@@ -327,6 +346,44 @@ class KubeEmulator:
             return web.json_response(await self._store(api, plural, key, new, "MODIFIED", current))
         return status(405, "MethodNotAllowed", request.method)
 
+    def _sorted_keys(self, api: str, plural: str) -> list[tuple[str, str]]:
+        keys = self._sorted.get((api, plural))
+        if keys is None:
+            keys = self._sorted[(api, plural)] = sorted(self._bucket(api, plural))
+        return keys
+
+    def _list(self, api: str, plural: str, ns: str | None, q: Any) -> web.Response:
+        """A list, in pages when ``limit`` is given (the continue token holds the snapshot's rv and last key)."""
+        keys = self._sorted_keys(api, plural)
+        bucket = self._bucket(api, plural)
+        rv, start = str(self.rv), 0
+        if q.get("continue"):
+            rv, after = json.loads(base64.b64decode(q["continue"]))
+            start = bisect.bisect_right(keys, tuple(after))
+        elif ns is not None:
+            start = bisect.bisect_left(keys, (ns, ""))
+        limit = int(q.get("limit") or 0)
+        page: list[dict[str, Any]] = []
+        token = ""
+        for i in range(start, len(keys)):
+            key = keys[i]
+            if ns is not None and key[0] != ns:
+                if key[0] > ns:
+                    break
+                continue
+            obj = bucket.get(key)
+            if obj is None or not self._selected(q, obj["metadata"]):
+                continue
+            if limit and len(page) == limit:
+                last = object_key_of(page[-1])
+                token = base64.b64encode(json.dumps([rv, last]).encode()).decode()
+                break
+            page.append(obj)
+        meta = {"resourceVersion": rv, **({"continue": token} if token else {})}
+        kind = KINDS.get(plural, plural) + "List"
+        body = json.dumps({"kind": kind, "apiVersion": api, "metadata": meta, "items": page})
+        return web.Response(text=body, content_type="application/json")
+
     async def _watch(self, request: web.Request, api: str, plural: str, ns: str | None) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
@@ -337,27 +394,43 @@ class KubeEmulator:
             await resp.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
             return resp
         since = int(request.query.get("resourceVersion") or self.rv)
+        if since < self.compacted:
+            gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": f"too old resource version: {since} ({self.compacted})"}  # fmt: skip
+            await resp.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            return resp
         timeout = float(request.query.get("timeoutSeconds") or 30)
-        selector = request.query.get("labelSelector")
+        bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         sent = since
         try:
             while loop.time() < deadline:
-                for rv, res, kind, obj in self.history:
-                    if rv <= sent or res != (api, plural):
-                        continue
+                start = bisect.bisect_right(self._history_rvs, sent)
+                for rv, res, kind, obj, old_meta in self.history[start:]:
                     sent = rv
+                    if res != (api, plural):
+                        continue
                     if ns is not None and obj["metadata"].get("namespace") != ns:
                         continue
-                    if not selector_matches(selector, obj["metadata"].get("labels") or {}):
-                        continue
-                    await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+                    change = kind
+                    if not self._selected(request.query, obj["metadata"]):
+                        if old_meta is None or not self._selected(request.query, old_meta):
+                            continue
+                        change = "DELETED"  # it left the selection: what the API server reports
+                    await resp.write(json.dumps({"type": change, "object": obj}).encode() + b"\n")
                 async with self._changed:
                     try:
                         await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, deadline - loop.time()))
                     except TimeoutError:
                         break
+            if bookmarks:  # the newest resourceVersion, so a filtered watch resumes from a recent point
+                mark = {
+                    "kind": KINDS.get(plural, plural),
+                    "apiVersion": api,
+                    "metadata": {"resourceVersion": str(sent)},
+                }
+                await resp.write(json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             return resp
         return resp

@@ -54,8 +54,11 @@ class Harness:
             "metrics_port": 0,
             "namespaces": [NS],
             "lease_namespace": NS,
-            "lease_duration_seconds": 2.0,
-            "renew_seconds": 0.2,
+            "lease_duration_seconds": 3.0,
+            "renew_deadline_seconds": 2.0,
+            "retry_period_seconds": 0.2,
+            "watch_backoff_seconds": 0.05,
+            "watch_backoff_max_seconds": 0.5,
             "watch_timeout_seconds": 5,
             "resync_seconds": 60,
             "backoff_base": 0.05,
@@ -89,6 +92,12 @@ class Harness:
 
     def job(self, name: str = "synchronize-model") -> dict[str, Any] | None:
         return self.emu.get("batch/v1", "jobs", NS, name)
+
+    def pod_labels(self, job: str) -> dict[str, str]:
+        """The labels the Job controller gives a Job's Pods: its template's, plus ``job-name``."""
+        live = self.job(job) or {}
+        template = ((live.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        return {**(template.get("labels") or {}), "job-name": job}
 
     def events(self, reason: str) -> list[dict[str, Any]]:
         return [e for e in self.emu.all("v1", "events", NS) if e.get("reason") == reason]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from controller.kube.lease import lease_decision, micro_time
 from controller.operator.modelsync import (
     error_status,
     job_name,
@@ -112,21 +110,6 @@ def test_termination_summary_picks_newest_json() -> None:
             pod("not json", "2026-01-01T00:00:10Z")]  # fmt: skip
     assert termination_summary(pods) == {"status": "complete"}
     assert termination_summary([]) is None
-
-
-def test_lease_decision() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    ok, spec = lease_decision({}, "a", now, 15)
-    assert ok and spec["holderIdentity"] == "a"
-    ok, _ = lease_decision(spec, "b", now + timedelta(seconds=5), 15)
-    assert not ok
-    ok, taken = lease_decision(spec, "b", now + timedelta(seconds=16), 15)
-    assert ok and taken["holderIdentity"] == "b" and taken["leaseTransitions"] == 1
-    ok, renewed = lease_decision(spec, "a", now + timedelta(seconds=5), 15)
-    assert ok and renewed["acquireTime"] == spec["acquireTime"]
-    assert renewed["renewTime"] == micro_time(now + timedelta(seconds=5))
-    ok, _ = lease_decision({"holderIdentity": None}, "b", now, 15)
-    assert ok
 
 
 async def test_work_queue_serialises_and_backs_off() -> None:
