@@ -350,6 +350,9 @@ async def test_trainjob_setting_off_falls_back_to_pytorchjob(trainer_v2: Harness
     assert trainer_v2.emu.get(TRAINER, "trainjobs", NS, JOB) is None
 
 
+@pytest.mark.emulator_only(
+    "a running Job's startTime is immutable on a real server; this test moves it to see reconciles"
+)
 async def test_sidecar_log_read_only_while_running_and_at_most_once_per_interval(harness: Harness) -> None:
     await harness.apply(trainingrun(), API, "trainingruns")
     controller = await harness.start(training={"progress_seconds": 3600})
