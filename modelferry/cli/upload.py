@@ -161,6 +161,9 @@ def upload_paths(
 @click.option("--api-url", default=None, hidden=True, help="API server URL without authentication (tests).")
 @click.option("--endpoint", default=None, help="Override the data connection's AWS_S3_ENDPOINT (e.g. a route).")
 @click.option("--no-verify-tls", is_flag=True, help="Do not verify the endpoint's TLS certificate.")
+@click.option(
+    "--ca-bundle", default=None, help="PEM CA bundle file or directory for the endpoint [MODELFERRY_TLS__CA_BUNDLE]."
+)
 @click.option("--concurrency", type=int, default=None, help="Connections in flight [16].")
 def upload_command(
     paths: tuple[str, ...],
@@ -173,6 +176,7 @@ def upload_command(
     api_url: str | None,
     endpoint: str | None,
     no_verify_tls: bool,
+    ca_bundle: str | None,
     concurrency: int | None,
 ) -> int:
     """Upload PATHS flat under models/ of a namespace's data connection.
@@ -186,6 +190,10 @@ def upload_command(
     if not paths and not complete:
         raise UsageError("nothing to do", hint="Give paths to upload, --complete, or both")
     settings = SyncSettings()
+    if ca_bundle:
+        settings.tls.ca_bundle = ca_bundle
+    if no_verify_tls:
+        settings.tls.verify = False
     if concurrency:
         settings.transfer.concurrency = concurrency
     values = asyncio.run(_kube_io(kubeconfig, api_url, namespace, data_connection if paths else "", None))
@@ -193,8 +201,6 @@ def upload_command(
         creds, bucket = destination_from_secret(data_connection, values)
         if endpoint:
             creds.endpoint_url = endpoint
-        if no_verify_tls:
-            creds.verify_tls = False
         summary = upload_paths(paths, creds, bucket, prefix, settings)
         click.echo(
             f"uploaded {summary['files_copied']} files ({summary['bytes_copied']} bytes), "
