@@ -219,8 +219,9 @@ def failure_detail(detail: object) -> str:
         if id(current) in seen or not isinstance(current, BaseException):
             continue
         seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {current.verify_message}"
+        message = getattr(current, "verify_message", None)
+        if isinstance(current, ssl.SSLCertVerificationError) and isinstance(message, str):
+            return f"certificate verify failed: {message}"
         if isinstance(current, ssl.SSLError | ssl.CertificateError):
             return str(getattr(current, "reason", None) or current)
         todo.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))

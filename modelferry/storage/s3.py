@@ -150,7 +150,7 @@ class S3Store(Store):
         except Exception as exc:
             # HeadBucket answers a bare 404 without a code: name the bucket, not the prefix.
             raise translate(
-                exc, bucket=self.uri.bucket, what=f"s3://{self.uri.bucket}", endpoint=self.endpoint_name
+                exc, bucket=self.uri.bucket, what=f"s3://{self.uri.bucket}", endpoint=self.endpoint_name, tls=self.tls
             ) from exc
 
     def _list_prefix(self) -> str:
