@@ -30,6 +30,11 @@ class TLSSettings(BaseModel):
         "AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE, SSL_CERT_FILE or SSL_CERT_DIR when unset",
     )
     verify: bool = Field(True, description="Verify server certificates (off only for test endpoints)")
+    cluster_bundle: str | None = Field(
+        None,
+        description="Directory where the cluster's CA ConfigMap may be mounted (set by the controller); "
+        "trusted when it holds PEM files and nothing more specific is set",
+    )
 
 
 class S3Credentials(BaseModel):

@@ -8,7 +8,8 @@ Where the trust comes from, first match wins:
 3. a client's own variable: ``AWS_CA_BUNDLE`` for S3-compatible stores and AWS KMS, ``VAULT_CACERT``
    for Vault (an S3 CA then never hides the public Hub's roots);
 4. the process-wide variables, in this order: ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``;
-5. each library's default store.
+5. the cluster's CA ConfigMap (``MODELFERRY_TLS__CLUSTER_BUNDLE``, an optional mount), when it holds PEMs;
+6. each library's default store.
 
 A bundle may be a PEM file or a directory of PEM files (a mounted ConfigMap with several keys, e.g.
 OpenShift AI's ``odh-trusted-ca-bundle``). Clients that only take a file path (botocore, requests)
@@ -123,6 +124,10 @@ def resolve_tls(
         value = (env.get(name) or "").strip()
         if value:
             return _checked(value, name)
+    if settings.cluster_bundle and _pem_files(settings.cluster_bundle):
+        return TLSConfig(
+            ca=settings.cluster_bundle, origin="the cluster's CA ConfigMap, MODELFERRY_TLS__CLUSTER_BUNDLE"
+        )
     return TLSConfig()
 
 
@@ -131,7 +136,11 @@ def settings_from_env(environ: dict[str, str] | os._Environ[str] | None = None) 
     env = os.environ if environ is None else environ
     values = {
         key: env[name]
-        for key, name in (("ca_bundle", "MODELFERRY_TLS__CA_BUNDLE"), ("verify", "MODELFERRY_TLS__VERIFY"))
+        for key, name in (
+            ("ca_bundle", "MODELFERRY_TLS__CA_BUNDLE"),
+            ("verify", "MODELFERRY_TLS__VERIFY"),
+            ("cluster_bundle", "MODELFERRY_TLS__CLUSTER_BUNDLE"),
+        )
         if env.get(name)
     }
     try:
@@ -154,8 +163,27 @@ def combined_bundle(path: str) -> str:
     """``path`` itself for a file; for a directory, one file with every PEM certificate in it."""
     if not os.path.isdir(path):
         return path
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(Path(path).iterdir()) if p.is_file())
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in _pem_files(path))
     return _combine(path, stamp)
+
+
+def _pem_files(directory: str) -> list[Path]:
+    """Files of ``directory`` (not the ``..data`` entries of a mounted ConfigMap) that hold a certificate."""
+    try:
+        entries = sorted(Path(directory).iterdir())
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.startswith("..") or not entry.is_file():
+            continue
+        try:
+            with entry.open("rb") as fh:
+                if _PEM_BEGIN in fh.read(1 << 20):
+                    found.append(entry)
+        except OSError:
+            continue
+    return found
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.operator.cabundle import invalid_ca_reference
 from controller.operator.jobs import (
     GROUP,
     VERSION,
@@ -225,6 +226,12 @@ def plan_modelsync_job(
     for pattern in source.get("exclude") or []:
         args += ["--exclude", str(pattern)]
     job_spec = spec.get("job") or {}
+    ca_configmap = job_spec.get("caConfigMap")
+    problem = (
+        invalid_ca_reference(ca_configmap) if ca_configmap is None or isinstance(ca_configmap, str) else "not a string"
+    )
+    if problem:
+        return SyncPlan(error=Finding("InvalidCAConfigMap", f"spec.job.caConfigMap: {problem}; fix the ModelSync"))
     request = JobRequest(
         name=job_name(meta.get("name", "")),
         namespace=meta.get("namespace", ""),
@@ -242,6 +249,7 @@ def plan_modelsync_job(
             service_account_name=job_spec.get("serviceAccountName"),
             active_deadline_seconds=job_spec.get("activeDeadlineSeconds"),
             backoff_limit=job_spec.get("backoffLimit"),
+            ca_configmap=ca_configmap,
         ),
     )
     digests = {name: inputs_hash(secret_data(secret)) for name, secret in sorted(secrets.items()) if secret}

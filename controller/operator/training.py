@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from controller.kube.client import JOBS, PODS, ConflictError, Resource
 from controller.kube.events import now_iso
 from controller.kube.watch import Informer, object_key
+from controller.operator.cabundle import ca_source
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -193,12 +194,14 @@ class TrainingReconciler:
     def _context(self, ns: str, pytorchjob: bool) -> RenderContext:
         secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
+        job = self.op.settings.job
         return RenderContext(
             sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
             train_image=self.settings.train_image,
             has_pytorchjob=pytorchjob,
             model_syncs=synced_models(modelsyncs, secrets),
             service_account_name=self.settings.service_account_name,
+            ca=ca_source(job.ca_configmap, tuple(job.ca_configmap_keys), platform=job.platform_ca),
         )
 
     # --- reconcile -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.operator.cabundle import CASource, mount_ca
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -65,6 +66,7 @@ class RenderContext:
     has_pytorchjob: bool = False
     model_syncs: dict[str, str] = field(default_factory=dict)  # ModelSync name -> its target URI
     service_account_name: str | None = None
+    ca: CASource | None = None  # the trusted CA ConfigMap mounted into the trainer and the sidecar
 
 
 @dataclass
@@ -188,6 +190,9 @@ def pod_spec(
         "containers": containers,
         "volumes": [{"name": "workspace", **volume}, {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}}],
     }
+    for container in containers:
+        container["volumeMounts"] = list(container["volumeMounts"])  # not shared: each gets its own CA mount
+    mount_ca(pod, ctx.ca, containers)
     if ctx.service_account_name:
         pod["serviceAccountName"] = ctx.service_account_name
     return pod
