@@ -131,6 +131,22 @@ class SyncSettings(BaseSettings):
     progress_interval: float = Field(5.0, gt=0, description="Seconds between progress log lines off a terminal")
 
 
+def shown_default(model: type[BaseModel], dotted: str) -> str:
+    """The default of ``model``'s field ``a.b`` as ``--help`` shows it (64MiB, 650GB, 5): one source of truth."""
+    head, _, rest = dotted.partition(".")
+    info = model.model_fields[head]
+    value = info.get_default(call_default_factory=True)
+    if rest:
+        return shown_default(type(value), rest)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return str(value)
+    if value >= MiB and value % MiB == 0 and value < 1000**3:
+        return f"{value // MiB}MiB"
+    if value >= 1000**3 and value % 1000**3 == 0:
+        return f"{value // 1000**3}GB"
+    return str(value)
+
+
 def field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     """All nested field names as ``A__B__C`` (upper case) for unknown-variable checks."""
     paths: set[str] = set()

@@ -15,7 +15,7 @@ from modelferry.cli.runtime import (
     progress_for,
 )
 from modelferry.errors import ModelferryError
-from modelferry.settings import SyncSettings
+from modelferry.settings import SyncSettings, TransferSettings, shown_default
 from modelferry.storage import open_store
 from modelferry.transfer.plan import SyncOptions
 from modelferry.transfer.sync import SyncResult, sync
@@ -205,15 +205,21 @@ def run_sync(
     "--concurrency",
     type=int,
     default=None,
-    help="Connections in flight across and within files [16].",
+    help=f"Connections in flight across and within files [{shown_default(TransferSettings, 'concurrency')}].",
 )
-@click.option("--part-size", default=None, help="Bytes per ranged GET / multipart part, e.g. 64MiB.")
+@click.option(
+    "--part-size",
+    default=None,
+    help=f"Bytes per ranged GET / multipart part [{shown_default(TransferSettings, 'part_size')}].",
+)
 @click.option(
     "--size-limit",
     default=None,
-    help="Refuse sources larger than this (e.g. 650GB; 0 switches it off).",
+    help=f"Refuse sources larger than this; 0 switches it off [{shown_default(TransferSettings, 'size_limit')}].",
 )
-@click.option("--retries", type=int, default=None, help="Retries per part [5].")
+@click.option(
+    "--retries", type=int, default=None, help=f"Retries per part [{shown_default(TransferSettings, 'retries')}]."
+)
 @click.option(
     "--trust-size",
     is_flag=True,

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from modelferry.cli.runtime import cancel_on_signals, progress_for
 from modelferry.errors import NotFoundError, UsageError
 from modelferry.logs import register_secret
-from modelferry.settings import S3Credentials, SyncSettings
+from modelferry.settings import S3Credentials, SyncSettings, TransferSettings, shown_default
 from modelferry.transfer.plan import SyncOptions
 
 log = logging.getLogger("modelferry.upload")
@@ -164,7 +164,12 @@ def upload_paths(
 @click.option(
     "--ca-bundle", default=None, help="PEM CA bundle file or directory for the endpoint [MODELFERRY_TLS__CA_BUNDLE]."
 )
-@click.option("--concurrency", type=int, default=None, help="Connections in flight [16].")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help=f"Connections in flight [{shown_default(TransferSettings, 'concurrency')}].",
+)
 def upload_command(
     paths: tuple[str, ...],
     namespace: str,
