@@ -3,8 +3,11 @@
 Generates a model of safetensors shards (bench/data/, gitignored), serves it with nginx on
 two ports (one with a per-connection ``limit_rate``, one without), then runs each tool in its
 own subprocess into a fresh directory, ``--runs`` times, keeping the best wall time. Peak RSS
-is the child's ``ru_maxrss`` from ``wait4``. Every copy is checked byte for byte (sha256 of the
-target files against the generator's) outside the timed region.
+is the child's own high-water mark (``VmHWM`` in /proc/<pid>/status, polled every 20 ms):
+``ru_maxrss`` from ``wait4`` is not used because a forked child starts with its parent's peak and
+keeps it across exec. Every copy is checked byte for byte (sha256 of the target files against the
+generator's) outside the timed region. The ``https`` scenario is the unlimited port behind TLS with a
+private CA, which every tool is given through its usual variable (modelferry: ``--ca-bundle``).
 
     .venv/bin/python bench/sync_bench.py --size-gb 2
 """
@@ -20,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +33,6 @@ from nginx_server import run_nginx
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-VENV_BIN = Path(sys.executable).parent
 TOOLS = ("modelferry-hf", "modelferry-s3", "snapshot_download", "boto3")
 
 
@@ -48,14 +51,17 @@ class Run:
     note: str = ""
 
 
-def command(tool: str, url: str, target: Path) -> list[str]:
-    """The command line that runs ``tool`` against ``url`` into ``target``."""
+def command(tool: str, url: str, target: Path, ca_file: str | None = None) -> list[str]:
+    """The command line that runs ``tool`` against ``url`` into ``target`` (``ca_file``: trust for https)."""
     py = sys.executable
+    tls = ["--ca-bundle", ca_file] if ca_file and url.startswith("https:") else []
     if tool == "modelferry-hf":
-        return [str(VENV_BIN / "modelferry"), "sync", "hf://bench/model", str(target), "--hf-endpoint", url, "--json"]
+        return [py, "-m", "modelferry", "sync", "hf://bench/model", str(target), "--hf-endpoint", url, "--json", *tls]
     if tool == "modelferry-s3":
         return [
-            str(VENV_BIN / "modelferry"),
+            py,
+            "-m",
+            "modelferry",
             "sync",
             "s3://bench/model",
             str(target),
@@ -67,6 +73,7 @@ def command(tool: str, url: str, target: Path) -> list[str]:
             "--addressing-style",
             "path",
             "--json",
+            *tls,
         ]
     if tool == "snapshot_download":
         return [py, str(HERE / "competitors.py"), "hf", url, str(target)]
@@ -75,15 +82,43 @@ def command(tool: str, url: str, target: Path) -> list[str]:
     raise ValueError(tool)
 
 
+def high_water_mib(pid: int) -> float | None:
+    """The process's own peak RSS (VmHWM) in MiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float]:
     """Run ``argv``; returns (exit status, seconds, peak RSS in MiB, CPU seconds user+system)."""
+    peak = 0.0
+    done = threading.Event()
+
+    def poll(pid: int) -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            value = high_water_mib(pid)
+            if value is not None:
+                peak = max(peak, value)
+
     with open(log, "wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=env.get("MF_BENCH_CWD", REPO_ROOT)
+        )
+        watcher = threading.Thread(target=poll, args=(proc.pid,), daemon=True)
+        watcher.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
+        done.set()
+        watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
+    return proc.returncode, seconds, peak, usage.ru_utime + usage.ru_stime
 
 
 def verify(files: list[GeneratedFile], target: Path) -> str:
@@ -119,12 +154,32 @@ def bench(args: argparse.Namespace) -> list[Run]:
             AWS_EC2_METADATA_DISABLED="true",
         )
         env.pop("HF_TOKEN", None)
+        if args.modelferry_src:  # another checkout's modelferry (a "before" run); the competitors are unchanged
+            env["PYTHONPATH"] = str(args.modelferry_src)
+            env["MF_BENCH_CWD"] = str(args.modelferry_src)
         with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
             for scenario in args.scenarios:
                 url = getattr(endpoints, scenario)
+                scenario_env = dict(env)
+                if scenario == "https":  # each tool's usual way to trust a private CA
+                    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+                        scenario_env[name] = endpoints.ca_file
                 for tool in args.tools:
                     for n in range(args.runs):
-                        runs.append(_one(tool, scenario, url, n, files, total, scratch, env, args.keep_logs))
+                        runs.append(
+                            _one(
+                                tool,
+                                scenario,
+                                url,
+                                n,
+                                files,
+                                total,
+                                scratch,
+                                scenario_env,
+                                args.keep_logs,
+                                endpoints.ca_file,
+                            )
+                        )
     return runs
 
 
@@ -138,13 +193,14 @@ def _one(
     scratch: Path,
     env: dict[str, str],
     keep_logs: Path | None,
+    ca_file: str | None = None,
 ) -> Run:
     target = scratch / f"out-{tool}-{scenario}-{n}"
     shutil.rmtree(scratch / "hf-home", ignore_errors=True)  # no cache reuse between runs
     log = scratch / f"{tool}-{scenario}-{n}.log"
     os.sync()  # no run pays for writing back what an earlier run left dirty in the page cache
     load = os.getloadavg()[0]  # other work on the machine skews wall time; CPU seconds less so
-    code, seconds, rss, cpu = run_once(command(tool, url, target), env, log)
+    code, seconds, rss, cpu = run_once(command(tool, url, target, ca_file), env, log)
     problem = f"exit {code}" if code else verify(files, target)
     if keep_logs is not None:
         keep_logs.mkdir(parents=True, exist_ok=True)
@@ -215,11 +271,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs per tool and scenario; the best counts")
     parser.add_argument("--limit-rate", default="50m", help="nginx limit_rate per connection (default 50m)")
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
-    parser.add_argument("--scenarios", nargs="+", default=["limited", "unlimited"], choices=["limited", "unlimited"])
+    parser.add_argument(
+        "--scenarios", nargs="+", default=["limited", "unlimited"], choices=["limited", "unlimited", "https"]
+    )
     parser.add_argument("--data", type=Path, default=HERE / "data" / "model", help="where the model is generated")
     parser.add_argument("--scratch", type=Path, default=HERE / "data", help="where targets are written")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy each tool's output here")
     parser.add_argument("--json", type=Path, default=None, help="write every run as JSON here")
+    parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
     parser.add_argument("--delete-data", action="store_true", help="delete the generated model at the end")
     args = parser.parse_args()
     args.scratch.mkdir(parents=True, exist_ok=True)
