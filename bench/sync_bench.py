@@ -7,7 +7,8 @@ is the child's own high-water mark (``VmHWM`` in /proc/<pid>/status, polled ever
 ``ru_maxrss`` from ``wait4`` is not used because a forked child starts with its parent's peak and
 keeps it across exec. Every copy is checked byte for byte (sha256 of the target files against the
 generator's) outside the timed region. The ``https`` scenario is the unlimited port behind TLS with a
-private CA, which every tool is given through its usual variable (modelferry: ``--ca-bundle``).
+private CA, which each tool is given its own documented way: modelferry ``--ca-bundle``, boto3
+``AWS_CA_BUNDLE``, snapshot_download ``SSL_CERT_FILE`` (the only way its client honours).
 
     .venv/bin/python bench/sync_bench.py --size-gb 2
 """
@@ -46,6 +47,7 @@ class Run:
     mb_s: float
     peak_rss_mb: float
     cpu_s: float
+    wait4_maxrss_mb: float  # what ru_maxrss says (inherits the parent's peak): shown, never used
     load: float
     ok: bool
     note: str = ""
@@ -94,8 +96,8 @@ def high_water_mib(pid: int) -> float | None:
     return None
 
 
-def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float]:
-    """Run ``argv``; returns (exit status, seconds, peak RSS in MiB, CPU seconds user+system)."""
+def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float, float]:
+    """Run ``argv``: (exit status, seconds, peak RSS MiB, CPU seconds user+system, ru_maxrss MiB)."""
     peak = 0.0
     done = threading.Event()
 
@@ -118,7 +120,7 @@ def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, floa
         done.set()
         watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, seconds, peak, usage.ru_utime + usage.ru_stime
+    return proc.returncode, seconds, peak, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def verify(files: list[GeneratedFile], target: Path) -> str:
@@ -160,26 +162,17 @@ def bench(args: argparse.Namespace) -> list[Run]:
         with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
             for scenario in args.scenarios:
                 url = getattr(endpoints, scenario)
-                scenario_env = dict(env)
-                if scenario == "https":  # each tool's usual way to trust a private CA
-                    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-                        scenario_env[name] = endpoints.ca_file
                 for tool in args.tools:
+                    tool_env = dict(env)
+                    if scenario == "https":  # each tool's own documented way to trust a private CA
+                        variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
+                        if variable:
+                            tool_env[variable] = endpoints.ca_file
                     for n in range(args.runs):
-                        runs.append(
-                            _one(
-                                tool,
-                                scenario,
-                                url,
-                                n,
-                                files,
-                                total,
-                                scratch,
-                                scenario_env,
-                                args.keep_logs,
-                                endpoints.ca_file,
-                            )
+                        run = _one(
+                            tool, scenario, url, n, files, total, scratch, tool_env, args.keep_logs, endpoints.ca_file
                         )
+                        runs.append(run)
     return runs
 
 
@@ -200,7 +193,7 @@ def _one(
     log = scratch / f"{tool}-{scenario}-{n}.log"
     os.sync()  # no run pays for writing back what an earlier run left dirty in the page cache
     load = os.getloadavg()[0]  # other work on the machine skews wall time; CPU seconds less so
-    code, seconds, rss, cpu = run_once(command(tool, url, target, ca_file), env, log)
+    code, seconds, rss, cpu, maxrss = run_once(command(tool, url, target, ca_file), env, log)
     problem = f"exit {code}" if code else verify(files, target)
     if keep_logs is not None:
         keep_logs.mkdir(parents=True, exist_ok=True)
@@ -215,6 +208,7 @@ def _one(
         round(total / seconds / 1e6, 1),
         round(rss, 1),
         round(cpu, 2),
+        round(maxrss, 1),
         round(load, 1),
         not problem,
         problem,
