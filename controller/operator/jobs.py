@@ -104,6 +104,8 @@ class JobRequest:
     mode: str = "sync"
     labels: dict[str, str] = field(default_factory=dict)
     overrides: JobOverrides = field(default_factory=JobOverrides)
+    volumes: list[dict[str, Any]] = field(default_factory=list)  # beside the scratch emptyDir (claims)
+    volume_mounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _resources(settings: JobSettings) -> dict[str, Any]:
@@ -151,13 +153,13 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
         },
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],  # noqa: S108
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}, *request.volume_mounts],  # noqa: S108
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}, *request.volumes],
     }
     named = ov.ca_configmap or settings.ca_configmap
     keys = ("ca-bundle.crt",) if ov.ca_configmap else tuple(settings.ca_configmap_keys)

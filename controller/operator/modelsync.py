@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.operator.cabundle import invalid_ca_reference
+from controller.operator.claims import claim_mounts
 from controller.operator.jobs import (
     GROUP,
     VERSION,
@@ -24,6 +25,7 @@ from controller.operator.jobs import (
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from modelferry.errors import InvalidURIError
+from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -137,8 +139,6 @@ def _credentials(
 
 
 def _transfer_env(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
-    from modelferry.cli.sync import parse_size
-
     env = []
     try:
         if transfer.get("concurrency") is not None:
@@ -212,6 +212,12 @@ def plan_modelsync_job(
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env
+    claims = claim_mounts(
+        [("spec.source.uri", source["uri"], False), ("spec.target.uri", target.get("uri") or "", True)],
+        meta.get("namespace", ""),
+    )
+    if claims.error:
+        return SyncPlan(error=Finding("ClaimNotMountable", claims.error))
     args = ["sync", source["uri"], target_arg, "--json"]
     if spec.get("decrypt") is not None:
         decrypt_env, err = _decrypt_env(spec["decrypt"], secrets)
@@ -251,6 +257,8 @@ def plan_modelsync_job(
             backoff_limit=job_spec.get("backoffLimit"),
             ca_configmap=ca_configmap,
         ),
+        volumes=claims.volumes,
+        volume_mounts=claims.mounts,
     )
     digests = {name: inputs_hash(secret_data(secret)) for name, secret in sorted(secrets.items()) if secret}
     return SyncPlan(job=render_job(request, settings.job, extra_hash=digests))

@@ -23,6 +23,7 @@ from controller.operator.jobs import (
 )
 from controller.operator.settings import ControllerSettings
 from modelferry.errors import InvalidURIError
+from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 MiB = 1 << 20
@@ -71,8 +72,6 @@ def data_connection_name(source: dict[str, str], settings: ControllerSettings) -
 
 def _transfer_env(values: dict[str, str]) -> tuple[list[dict[str, Any]], Finding | None]:
     """S3_SYNC_TRANSFER_CONFIG__* tuning numbers (not credentials) -> MODELFERRY_TRANSFER__*."""
-    from modelferry.cli.sync import parse_size
-
     prefix = "S3_SYNC_TRANSFER_CONFIG__"
     try:
         files = int(values.get(prefix + "MAX_FILES", "1") or 1)

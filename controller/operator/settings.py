@@ -5,6 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelferry import __version__
+
+TRAIN_IMAGE = f"quay.io/modelferry/modelferry-train:{__version__}"  # Containerfile.train, tagged per release
+
 
 class JobSettings(BaseModel):
     """Defaults for the synchronize Jobs the controller creates."""
@@ -42,10 +46,15 @@ class TrainingSettings(BaseModel):
     enabled: bool = Field(True, description="Watch TrainingRun resources (turn off where the CRD is not installed)")
     sidecar_image: str | None = Field(None, description="Image of the training sidecar; job.image when unset")
     train_image: str = Field(
-        "quay.io/modelferry/modelferry-train:latest", description="Image of the built-in peft-lora trainer"
+        TRAIN_IMAGE, description="Image of the built-in peft-lora trainer (built from Containerfile.train)"
     )
     pytorchjob: bool | None = Field(
         None, description="Render Kubeflow PyTorchJobs for distributed runs: None asks API discovery, or force on/off"
+    )
+    trainjob: bool | None = Field(
+        None,
+        description="Render Kubeflow Trainer v2 TrainJobs (trainer.kubeflow.org) for distributed runs, preferred over "
+        "PyTorchJobs: None asks API discovery, or force on/off",
     )
     progress_seconds: float = Field(15.0, gt=0, description="How often a running TrainingRun's progress is read")
     log_tail_lines: int = Field(200, ge=1, description="Lines of the sidecar's log read for its progress report")

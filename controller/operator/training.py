@@ -1,20 +1,20 @@
-"""The TrainingRun reconciler: TrainingRun + ModelSyncs -> ``render`` -> Job/Service/PyTorchJob -> status.
+"""The TrainingRun reconciler: TrainingRun + ModelSyncs -> ``render`` -> Job/Service/PyTorchJob/TrainJob -> status.
 
 The decisions are the pure functions of :mod:`controller.training` (render, compute_status) and the
 small pure helpers here; :class:`TrainingReconciler` only reads caches, talks to the API and writes
 status. It is registered by :class:`controller.operator.reconcile.Operator`, shares its work queue,
 Event recorder and Job informer, and adds informers of its own (TrainingRuns, Services, and
-PyTorchJobs when they are known to be served).
+PyTorchJobs and TrainJobs when they are known to be served).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from controller.kube.client import JOBS, PODS, ConflictError, Resource
-from controller.kube.events import now_iso
+from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
+from controller.kube.events import EventRecorder, now_iso
 from controller.kube.watch import Informer, object_key
 from controller.operator.cabundle import ca_source
 from controller.operator.jobs import (
@@ -26,10 +26,10 @@ from controller.operator.jobs import (
     job_hash,
     secret_data,
 )
+from controller.operator.settings import ControllerSettings
+from controller.operator.workqueue import WorkQueue
 from controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
-
-if TYPE_CHECKING:
-    from controller.operator.reconcile import Operator
+from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ KIND = "TrainingRun"
 TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", KIND)
 SERVICES = Resource("", "v1", "services", "Service")
 PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
-WORKLOADS = {"Job": JOBS, "PyTorchJob": PYTORCHJOBS}
+TRAINJOBS = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainjobs", "TrainJob")
+TRAININGRUNTIMES = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainingruntimes", "TrainingRuntime")
+RESOURCES = {r.kind: r for r in (JOBS, PYTORCHJOBS, TRAINJOBS, SERVICES, TRAININGRUNTIMES)}
+POD_SELECTORS = {"Job": "job-name", "PyTorchJob": "training.kubeflow.org/job-name", "TrainJob": JOBSET_NAME_LABEL}
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 KUBEFLOW_REPLICA = "training.kubeflow.org/replica-type"
 Key = tuple[str, str, str]
@@ -128,18 +131,38 @@ def owned(obj: dict[str, Any] | None, run_name: str) -> bool:
 
 
 # --- the adapter ---------------------------------------------------------------------------------------
+class OperatorParts(Protocol):
+    """What the reconciler shares with :class:`controller.operator.reconcile.Operator`, which registers it."""
+
+    kube: Kube
+    settings: ControllerSettings
+    recorder: EventRecorder
+    queue: WorkQueue
+    informers: list[Informer]
+    secrets: dict[str | None, Informer]
+    jobs: dict[str | None, Informer]
+    modelsyncs: dict[str | None, Informer]
+    reconciles: dict[str, int]
+    _reported: dict[Key, tuple[str, ...]]
+
+    def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]: ...
+
+    async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None: ...
+
+
 class TrainingReconciler:
     """Level-triggered reconcile of TrainingRuns; registered on an :class:`Operator`."""
 
-    def __init__(self, op: Operator) -> None:
+    def __init__(self, op: OperatorParts) -> None:
         self.op = op
         self.kube = op.kube
         self.settings = op.settings.training
         self.runs: dict[str | None, Informer] = {}
         self.services: dict[str | None, Informer] = {}
         self.pytorchjobs: dict[str | None, Informer] = {}
+        self.trainjobs: dict[str | None, Informer] = {}
         self._phases: dict[Key, str] = {}
-        self._served: tuple[bool, float] | None = None
+        self._served: dict[Resource, tuple[bool, float]] = {}
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         namespaces: list[str | None] = list(op.settings.namespaces) or [None]
         for ns in namespaces:
@@ -152,6 +175,11 @@ class TrainingReconciler:
                     self.kube, PYTORCHJOBS, self._on_owned, label_selector=owned_selector, **common
                 )
                 op.informers.append(self.pytorchjobs[ns])
+            if self.settings.trainjob:
+                self.trainjobs[ns] = Informer(
+                    self.kube, TRAINJOBS, self._on_owned, label_selector=owned_selector, **common
+                )
+                op.informers.append(self.trainjobs[ns])
 
     # --- event handlers ----------------------------------------------------------------------------
     def _on_run(self, kind: str, obj: dict[str, Any]) -> None:
@@ -184,14 +212,22 @@ class TrainingReconciler:
     # --- inputs --------------------------------------------------------------------------------------
     async def has_pytorchjob(self) -> bool:
         """The setting, else API discovery (re-asked every resync period: the CRD may be installed later)."""
-        if self.settings.pytorchjob is not None:
-            return self.settings.pytorchjob
-        now = time.monotonic()
-        if self._served is None or now - self._served[1] > self.op.settings.resync_seconds:
-            self._served = (await self.kube.served(PYTORCHJOBS), now)
-        return self._served[0]
+        return await self._has(PYTORCHJOBS, self.settings.pytorchjob)
 
-    def _context(self, ns: str, pytorchjob: bool) -> RenderContext:
+    async def has_trainjob(self) -> bool:
+        """Kubeflow Trainer v2: the setting, else API discovery (as for PyTorchJobs)."""
+        return await self._has(TRAINJOBS, self.settings.trainjob)
+
+    async def _has(self, resource: Resource, setting: bool | None) -> bool:
+        if setting is not None:
+            return setting
+        now = time.monotonic()
+        seen = self._served.get(resource)
+        if seen is None or now - seen[1] > self.op.settings.resync_seconds:
+            seen = self._served[resource] = (await self.kube.served(resource), now)
+        return seen[0]
+
+    def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
         secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
         job = self.op.settings.job
@@ -199,6 +235,7 @@ class TrainingReconciler:
             sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
             train_image=self.settings.train_image,
             has_pytorchjob=pytorchjob,
+            has_trainjob=trainjob,
             model_syncs=synced_models(modelsyncs, secrets),
             service_account_name=self.settings.service_account_name,
             ca=ca_source(job.ca_configmap, tuple(job.ca_configmap_keys), platform=job.platform_ca),
@@ -220,7 +257,7 @@ class TrainingReconciler:
             return
         tr.setdefault("apiVersion", TRAININGRUNS.api_version)
         tr.setdefault("kind", KIND)
-        result = render(tr, self._context(ns, await self.has_pytorchjob()))
+        result = render(tr, self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
         now = now_iso()
         if result.problem is not None:
             problem = result.problem
@@ -229,9 +266,9 @@ class TrainingReconciler:
             await self._write_status(tr, compute_status(tr, None, problem=problem, now=now))
             return
         self.op._reported.pop(key, None)
-        resource = WORKLOADS[result.kind]
+        resource = RESOURCES[result.kind]
         desired, extras = result.objects[0], result.objects[1:]
-        await self._delete_owned(ns, name, keep=(resource, *(SERVICES for _ in extras)))
+        await self._delete_owned(ns, name, keep=(resource, *(RESOURCES[extra["kind"]] for extra in extras)))
         old = tr.get("status") or {}
         wname = desired["metadata"]["name"]
         live = await self.kube.get(resource, ns, wname)
@@ -241,14 +278,17 @@ class TrainingReconciler:
             and old.get("observedGeneration") == (tr.get("metadata") or {}).get("generation")
         ):
             return  # finished and its workload removed by someone: a succeeded run is never re-run
+        for extra in extras:  # first: a TrainJob is refused while its TrainingRuntime does not exist
+            extra_resource = RESOURCES[extra["kind"]]
+            extra_live = await self.kube.get(extra_resource, ns, extra["metadata"]["name"])
+            await self._ensure(key, tr, extra_resource, extra, extra_live)
         workload = await self._ensure(key, tr, resource, desired, live)
-        for extra in extras:
-            await self._ensure(key, tr, SERVICES, extra, await self.kube.get(SERVICES, ns, extra["metadata"]["name"]))
         status = compute_status(tr, workload, now=now)
         report = await self._report_of(ns, result.kind, workload, status["phase"])
         if report:
             status = compute_status(tr, workload, report=report, now=now)
-        unwatched = result.kind == "PyTorchJob" and not self.pytorchjobs  # discovered, so no informer on it
+        watched = {"Job": True, "PyTorchJob": bool(self.pytorchjobs), "TrainJob": bool(self.trainjobs)}
+        unwatched = not watched[result.kind]  # discovered, so no informer on it
         if status["phase"] == "Running" or (unwatched and status["phase"] == "Pending"):
             self.op.queue.add(key, self.settings.progress_seconds)  # progress lives in a log, not in a watch
         await self._phase_events(key, tr, status)
@@ -261,7 +301,7 @@ class TrainingReconciler:
         if workload is None or phase == "Pending":
             return None
         wname = workload["metadata"]["name"]
-        selector = f"job-name={wname}" if kind == "Job" else f"training.kubeflow.org/job-name={wname}"
+        selector = f"{POD_SELECTORS[kind]}={wname}"
         pods, _ = await self.kube.list(PODS, ns, label_selector=selector)
         pod = rank_zero_pod(pods)
         if phase in ("Succeeded", "Failed"):
@@ -305,8 +345,8 @@ class TrainingReconciler:
     async def _delete_owned(self, ns: str, run_name: str, keep: tuple[Resource, ...]) -> None:
         """Delete this run's objects of every kind not in ``keep`` (garbage collection may be absent or slow)."""
         name = workload_name(run_name)
-        for resource in (JOBS, PYTORCHJOBS, SERVICES):
-            if resource in keep or (resource is PYTORCHJOBS and not await self._pytorchjob_possible()):
+        for resource in (JOBS, PYTORCHJOBS, TRAINJOBS, TRAININGRUNTIMES, SERVICES):
+            if resource in keep or not await self._possible(resource):
                 continue
             live = await self._lookup(resource, ns, name)
             if live is not None and owned(live, run_name):
@@ -318,15 +358,20 @@ class TrainingReconciler:
 
         A stale miss is harmless: the object's own watch event requeues the run, which looks again.
         """
-        caches = {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs}
-        informers = caches[resource]
+        caches = {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs, TRAINJOBS: self.trainjobs}
+        informers = caches.get(resource)
         if not informers:
             return await self.kube.get(resource, ns, name)
         informer = informers.get(ns) or informers.get(None)
         return informer.get(ns, name) if informer else None
 
-    async def _pytorchjob_possible(self) -> bool:
-        return self.settings.pytorchjob is not False and await self.has_pytorchjob()
+    async def _possible(self, resource: Resource) -> bool:
+        """Whether this run may own objects of ``resource`` (an API that is not served holds none)."""
+        if resource is PYTORCHJOBS:
+            return await self.has_pytorchjob()
+        if resource in (TRAINJOBS, TRAININGRUNTIMES):
+            return await self.has_trainjob()
+        return True
 
     async def _phase_events(self, key: Key, tr: dict[str, Any], status: dict[str, Any]) -> None:
         phase = status["phase"]

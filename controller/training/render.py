@@ -5,9 +5,11 @@ its command wrapped by the POSIX-sh wrapper) and ``sidecar`` (``modelferry sidec
 Both are ordinary containers rather than a native sidecar, because the sidecar must outlive the
 trainer to upload the result, and the pod's outcome must be the sidecar's exit status.
 
-More workers: a Kubeflow ``PyTorchJob`` when that CRD is installed, else an Indexed Job with a
-headless Service, and torchrun's environment (``PET_*``) derived from the completion index.
-Only rank 0 streams metrics and uploads the output.
+More workers: a Kubeflow Trainer v2 ``TrainJob`` (with its own ``TrainingRuntime``) when that API is
+served, else a Kubeflow ``PyTorchJob`` (Training Operator v1) when that CRD is installed, else an Indexed
+Job with a headless Service and torchrun's environment (``PET_*``) derived from the completion index.
+Only rank 0 streams metrics and uploads the output. Claims named by ``pvc://`` URIs are mounted into
+the sidecar (which stages and uploads) where the sync engine looks for them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.operator.cabundle import CASource, mount_ca
+from controller.operator.claims import ClaimMounts, claim_mounts
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -26,6 +29,8 @@ from controller.operator.jobs import (
     owner_reference,
     secret_ref,
 )
+from controller.operator.settings import TRAIN_IMAGE
+from controller.training.trainjob import train_job, training_runtime
 from controller.training.validate import Problem, validate
 from controller.training.wrapper import wrapped_command
 
@@ -62,8 +67,9 @@ class RenderContext:
     """Facts about the cluster and the controller's defaults."""
 
     sidecar_image: str = "quay.io/modelferry/modelferry:latest"
-    train_image: str = "quay.io/modelferry/modelferry-train:latest"  # the [train] extra: peft-lora
+    train_image: str = TRAIN_IMAGE  # Containerfile.train: the [train] extra and the peft-lora trainer
     has_pytorchjob: bool = False
+    has_trainjob: bool = False  # Kubeflow Trainer v2 (trainer.kubeflow.org TrainJob) is served
     model_syncs: dict[str, str] = field(default_factory=dict)  # ModelSync name -> its target URI
     service_account_name: str | None = None
     ca: CASource | None = None  # the trusted CA ConfigMap mounted into the trainer and the sidecar
@@ -75,7 +81,7 @@ class RenderResult:
 
     objects: list[dict[str, Any]] = field(default_factory=list)
     problem: Problem | None = None
-    kind: str = "Job"  # Job | PyTorchJob
+    kind: str = "Job"  # Job | PyTorchJob | TrainJob
 
 
 def _secret_env(secret: str | None, prefix: str) -> list[dict[str, Any]]:
@@ -131,8 +137,10 @@ def pod_spec(
     *,
     extra_trainer_env: list[dict[str, Any]],
     rank_zero_only: bool,
+    claims: ClaimMounts | None = None,
 ) -> dict[str, Any]:
-    """The training pod: trainer + sidecar + the shared workspace."""
+    """The training pod: trainer + sidecar + the shared workspace (+ the claims the sidecar reads or writes)."""
+    claims = claims or ClaimMounts()
     trainer = spec.get("trainer") or {}
     dist = spec.get("distributed") or {}
     mount = [{"name": "workspace", "mountPath": WORKSPACE}, {"name": "scratch", "mountPath": "/tmp"}]  # noqa: S108
@@ -175,7 +183,7 @@ def pod_spec(
             "securityContext": {**SECURITY, "readOnlyRootFilesystem": True},
             "terminationMessagePath": "/dev/termination-log",
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": mount,
+            "volumeMounts": [*mount, *claims.mounts],
         },
     ]
     ws = spec.get("workspace") or {}
@@ -188,7 +196,11 @@ def pod_spec(
         "restartPolicy": "Never",
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": containers,
-        "volumes": [{"name": "workspace", **volume}, {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}}],
+        "volumes": [
+            {"name": "workspace", **volume},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
+            *claims.volumes,
+        ],
     }
     for container in containers:
         container["volumeMounts"] = list(container["volumeMounts"])  # not shared: each gets its own CA mount
@@ -271,15 +283,35 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
     namespace = meta.get("namespace", "default")
     dist = spec.get("distributed") or {}
     workers, gpus = int(dist.get("workers", 1)), int(dist.get("gpusPerWorker", 0))
+    claims = claim_mounts(
+        [
+            ("spec.baseModel.uri", base_uri, False),
+            ("spec.dataset.uri", spec["dataset"]["uri"], False),
+            ("spec.output.uri", spec["output"]["uri"], True),
+        ],
+        namespace,
+    )
+    if claims.error:
+        return RenderResult(problem=Problem("ClaimNotMountable", claims.error))
     digest = inputs_hash(spec, base_uri)
     if workers == 1:
-        job = _job(tr, name, pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False), 1)
+        pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False, claims=claims)
+        job = _job(tr, name, pod, 1)
         job["metadata"]["annotations"][ANNOTATION_HASH] = digest
         return RenderResult(objects=[job])
+    if ctx.has_trainjob:  # the Trainer sets PET_* itself; the node job is Indexed, so rank 0 is index 0
+        pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=True, claims=claims)
+        runtime_meta, job_meta = _meta(tr, name), _meta(tr, name)
+        for meta_ in (runtime_meta, job_meta):
+            meta_["annotations"][ANNOTATION_HASH] = digest
+        runtime = training_runtime(runtime_meta, pod, workers, gpus)
+        return RenderResult(objects=[train_job(job_meta, name, workers), runtime], kind="TrainJob")
     if ctx.has_pytorchjob:
-        return RenderResult(objects=[_pytorchjob(tr, name, spec, ctx, base_uri, workers, digest)], kind="PyTorchJob")
+        pytorchjob = _pytorchjob(tr, name, spec, ctx, base_uri, workers, digest, claims)
+        return RenderResult(objects=[pytorchjob], kind="PyTorchJob")
     env = torchrun_env(name, namespace, workers, gpus)
-    job = _job(tr, name, pod_spec(spec, ctx, base_uri, extra_trainer_env=env, rank_zero_only=True), workers)
+    pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=env, rank_zero_only=True, claims=claims)
+    job = _job(tr, name, pod, workers)
     job["metadata"]["annotations"][ANNOTATION_HASH] = digest
     service_meta = _meta(tr, name)
     service = {
@@ -297,12 +329,19 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
 
 
 def _pytorchjob(
-    tr: dict[str, Any], name: str, spec: dict[str, Any], ctx: RenderContext, base_uri: str, workers: int, digest: str
+    tr: dict[str, Any],
+    name: str,
+    spec: dict[str, Any],
+    ctx: RenderContext,
+    base_uri: str,
+    workers: int,
+    digest: str,
+    claims: ClaimMounts,
 ) -> dict[str, Any]:
     """Kubeflow's training operator sets MASTER_ADDR/RANK/WORLD_SIZE/PET_* itself; the container must be 'pytorch'."""
 
     def replica(count: int, rank_zero: bool) -> dict[str, Any]:
-        pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False)
+        pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False, claims=claims)
         pod["containers"][0]["name"] = "pytorch"
         if not rank_zero:  # workers stage and train; only the master streams and uploads
             pod["containers"][1]["env"].append({"name": "MODELFERRY_SIDECAR_RANK", "value": "1"})

@@ -68,7 +68,8 @@ def _workload_phase(workload: dict[str, Any] | None) -> str:
             return "Failed"
         if cond.get("type") == "Running":
             return "Running"
-    return "Running" if (status.get("active") or 0) > 0 else "Pending"
+    active = (status.get("active") or 0) + sum(j.get("active") or 0 for j in status.get("jobsStatus") or [])
+    return "Running" if active > 0 else "Pending"  # a TrainJob reports its JobSet's jobs in jobsStatus
 
 
 def compute_status(

@@ -189,7 +189,7 @@ def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bo
     """Run the whole training path on loopback: S3 + MLflow + a tiny model, no network.
 
     \b
-    Needs the training extras:  pip install 'modelferry[train,sidecar]' 'moto[server]'
+    Needs the training extras, installed from a checkout:  pip install -e '.[demo]'
     """
     missing = missing_packages()
     if missing:

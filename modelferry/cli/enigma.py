@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from modelferry.cli.runtime import _set, build_settings
 from modelferry.enigma import files
@@ -17,11 +16,8 @@ from modelferry.enigma.crypto import default_workers
 from modelferry.enigma.kms import ProviderCache, make_provider
 from modelferry.enigma.locations import Location, WorkItem, open_location, work_items
 from modelferry.enigma.omeconfig import load_ome_config
-from modelferry.enigma.settings import EnigmaEnv, EnigmaSettings
+from modelferry.enigma.settings import EnigmaSettings, load_enigma_settings
 from modelferry.errors import UsageError
-from modelferry.logs import register_secret
-from modelferry.settings import SyncSettings, warn_unknown_env
-from modelferry.storage.base import Store
 
 log = logging.getLogger("modelferry.enigma")
 
@@ -40,18 +36,14 @@ def parse_context(values: tuple[str, ...]) -> dict[str, str] | None:
 
 def build_enigma_settings(overrides: dict[str, Any]) -> EnigmaSettings:
     """Environment (MODELFERRY_ENIGMA__*) first, then command-line values that are not None."""
-    try:
-        settings = EnigmaSettings()
+
+    def apply(settings: EnigmaSettings) -> EnigmaSettings:
         for dotted, value in overrides.items():
             if value is not None:
                 settings = _set(settings, dotted, value)  # type: ignore[assignment]
-        settings = EnigmaSettings.model_validate(settings.model_dump())
-    except ValidationError as exc:
-        raise UsageError(f"invalid enigma settings: {exc}", hint="Check MODELFERRY_ENIGMA__* and the options") from exc
-    warn_unknown_env(EnigmaEnv, SyncSettings)
-    if settings.vault.token is not None:
-        register_secret(settings.vault.token.get_secret_value())
-    return settings
+        return settings
+
+    return load_enigma_settings(apply)
 
 
 def key_options(fn: Any) -> Any:
@@ -308,10 +300,3 @@ def inspect_command(path_or_uri: str, json_output: bool) -> None:
                 f"{doc['path']}: {doc['algorithm']} v{doc['format_version']}, {doc['plaintext_size']} bytes in "
                 f"{doc['chunks']} chunks of {doc['chunk_size']}, {doc['provider']} key {doc['key_id']}"
             )
-
-
-def decrypting_source(store: Store) -> Store:
-    """``sync --decrypt``: the source seen through enigma; provider settings from MODELFERRY_ENIGMA__*."""
-    from modelferry.enigma.decrypting import DecryptingStore
-
-    return DecryptingStore(store, ProviderCache(build_enigma_settings({})))

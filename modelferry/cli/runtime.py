@@ -33,8 +33,36 @@ def _set(model: BaseModel, dotted: str, value: Any) -> BaseModel:
     return model.model_copy(update={head: _set(child, rest, value)})
 
 
-def build_settings(overrides: Mapping[str, Any]) -> SyncSettings:
-    """Environment first, then command-line values (those not None) on top; validated once."""
+def _in_units(field: str, value: Any) -> str:
+    """A bound or an input as the user writes it: sizes in binary units, everything else as is."""
+    if (field.endswith("_size") or field.endswith("size_limit")) and isinstance(value, int) and value >= 1024:
+        for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value % factor == 0:
+                return f"{value // factor}{unit}"
+    return str(value)
+
+
+def describe_invalid(exc: ValidationError, flags: Mapping[str, str]) -> str:
+    """One line per problem: the option and variable that set it, what is allowed, what was given."""
+    problems = []
+    for error in exc.errors():
+        dotted = ".".join(str(part) for part in error["loc"])
+        field = str(error["loc"][-1]) if error["loc"] else ""
+        env = "MODELFERRY_" + dotted.upper().replace(".", "__")
+        where = f"{flags[dotted]} ({env})" if dotted in flags else env
+        bounds = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+        ctx = error.get("ctx") or {}
+        limit = next(((word, ctx[key]) for key, word in bounds.items() if key in ctx), None)
+        what = f"must be {limit[0]} {_in_units(field, limit[1])}" if limit else str(error["msg"]).lower()
+        problems.append(f"{where} {what}, got {_in_units(field, error.get('input'))}")
+    return "; ".join(problems)
+
+
+def build_settings(overrides: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> SyncSettings:
+    """Environment first, then command-line values (those not None) on top; validated once.
+
+    ``flags`` names the command-line option of each dotted setting, for the error message.
+    """
     try:
         settings = SyncSettings()
         for dotted, value in overrides.items():
@@ -43,7 +71,8 @@ def build_settings(overrides: Mapping[str, Any]) -> SyncSettings:
         settings = SyncSettings.model_validate(settings.model_dump())
     except ValidationError as exc:
         raise UsageError(
-            f"invalid settings: {exc}", hint="Check MODELFERRY_* variables and command-line options"
+            f"invalid settings: {describe_invalid(exc, flags or {})}",
+            hint="Fix the command-line option or the MODELFERRY_* variable named here",
         ) from exc
     warn_unknown_env(SyncSettings)
     for side in (settings.source, settings.target):

@@ -19,40 +19,18 @@ from modelferry.settings import SyncSettings, TransferSettings, shown_default
 from modelferry.storage import open_store
 from modelferry.transfer.plan import SyncOptions
 from modelferry.transfer.sync import SyncResult, sync
+from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 log = logging.getLogger("modelferry.sync")
 
 
-def parse_size(value: str | None) -> int | None:
-    """'650GB', '15MiB', '0' (off) or plain bytes."""
-    if value is None:
-        return None
-    text = value.strip().upper().replace(" ", "")
-    units = {
-        "KIB": 1 << 10,
-        "MIB": 1 << 20,
-        "GIB": 1 << 30,
-        "TIB": 1 << 40,
-        "KB": 10**3,
-        "MB": 10**6,
-        "GB": 10**9,
-        "TB": 10**12,
-        "K": 1 << 10,
-        "M": 1 << 20,
-        "G": 1 << 30,
-        "T": 1 << 40,
-        "B": 1,
-    }
-    number, mult = text, 1
-    for suffix, factor in units.items():
-        if text.endswith(suffix):
-            number, mult = text[: -len(suffix)], factor
-            break
-    try:
-        return int(float(number) * mult)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size (examples: 650GB, 64MiB, 0)") from None
+FLAGS = {  # dotted setting -> the option that sets it, named in validation errors
+    "transfer.concurrency": "--concurrency",
+    "transfer.part_size": "--part-size",
+    "transfer.size_limit": "--size-limit",
+    "transfer.retries": "--retries",
+}
 
 
 def credential_options(fn: Any) -> Any:
@@ -160,7 +138,7 @@ def run_sync(
         raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
     src = open_store(src_uri, settings.source, settings=settings)
     if decrypt:  # enigma: serve plaintext of encrypted files; keys from MODELFERRY_ENIGMA__*
-        from modelferry.cli.enigma import decrypting_source
+        from modelferry.enigma.decrypting import decrypting_source
 
         src = decrypting_source(src)
     dst = open_store(dst_uri, settings.target, settings=settings)
@@ -261,17 +239,20 @@ def sync_command(
       modelferry sync s3://src/models/llama s3://dst/models/llama
       modelferry sync oci://n/ns/b/bucket/o/llama /mnt/models/llama
     """
-    limit = parse_size(size_limit)
+    try:
+        limit, part_bytes = parse_size(size_limit), parse_size(part_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     overrides: dict[str, Any] = {
         "transfer.concurrency": concurrency,
-        "transfer.part_size": parse_size(part_size),
+        "transfer.part_size": part_bytes,
         "transfer.size_limit": (limit or None) if size_limit is not None else None,
         "transfer.retries": retries,
         "transfer.trust_size": trust_size,
         "termination_log": termination_log,
         **overrides_from(creds),
     }
-    settings = build_settings(overrides)
+    settings = build_settings(overrides, FLAGS)
     if size_limit is not None and not limit:
         settings.transfer.size_limit = None
     try:

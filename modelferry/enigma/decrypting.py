@@ -20,13 +20,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from modelferry.checksums import clean_etag
 from modelferry.enigma.crypto import ChunkCipher, open_stream
 from modelferry.enigma.files import body_layout, read_header
 from modelferry.enigma.format import PREFIX_LEN, TAG_SIZE, Header
 from modelferry.enigma.kms import ProviderCache
+from modelferry.enigma.settings import load_enigma_settings
 from modelferry.enigma.streams import StoreSource
 from modelferry.storage.base import MANIFEST_DIR, ObjectInfo, Store, StoreFeatures
-from modelferry.transfer.verify import clean_etag
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +170,8 @@ class DecryptingStore(Store):
 def decrypting(store: Store, providers: ProviderCache) -> DecryptingStore:
     """Wrap a source store for ``sync --decrypt``."""
     return DecryptingStore(store, providers)
+
+
+def decrypting_source(store: Store) -> DecryptingStore:
+    """``sync --decrypt``: the source seen through enigma; provider settings from MODELFERRY_ENIGMA__*."""
+    return DecryptingStore(store, ProviderCache(load_enigma_settings()))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelferry.enigma.format import DEFAULT_CHUNK_SIZE
+from modelferry.errors import UsageError
+from modelferry.logs import register_secret
+from modelferry.settings import SyncSettings, warn_unknown_env
 
 Provider = Literal["local", "aws", "vault", "oci"]
 
@@ -84,3 +88,18 @@ class EnigmaEnv(BaseModel):
     """Only for :func:`modelferry.settings.warn_unknown_env`: the variable names enigma reads."""
 
     enigma: EnigmaSettings = Field(default_factory=EnigmaSettings, description="Enigma settings")
+
+
+def load_enigma_settings(adjust: Callable[[EnigmaSettings], EnigmaSettings] | None = None) -> EnigmaSettings:
+    """Environment (MODELFERRY_ENIGMA__*) first, then ``adjust`` (command-line values), validated together."""
+    try:
+        settings = EnigmaSettings()
+        if adjust is not None:
+            settings = adjust(settings)
+        settings = EnigmaSettings.model_validate(settings.model_dump())
+    except ValidationError as exc:
+        raise UsageError(f"invalid enigma settings: {exc}", hint="Check MODELFERRY_ENIGMA__* and the options") from exc
+    warn_unknown_env(EnigmaEnv, SyncSettings)
+    if settings.vault.token is not None:
+        register_secret(settings.vault.token.get_secret_value())
+    return settings

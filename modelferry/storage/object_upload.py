@@ -24,12 +24,12 @@ import logging
 import threading
 
 from modelferry import hashstate
+from modelferry.checksums import clean_etag
 from modelferry.errors import ModelferryError, RetryableError
 from modelferry.hashstate import HashCheckpoint
 from modelferry.storage.base import PartWriter, Store, Upload
 from modelferry.storage.buffered_part import BufferedPart
 from modelferry.storage.upload_journal import ResumeRecord, UploadJournal
-from modelferry.transfer.verify import clean_etag
 
 log = logging.getLogger(__name__)
 

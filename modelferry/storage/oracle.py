@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import oci  # the [oci] extra; storage/__init__.py turns its absence into a UsageError
 
+from modelferry.checksums import b64_to_hex
 from modelferry.errors import RetryableError
 from modelferry.settings import OCICredentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
@@ -31,7 +32,6 @@ from modelferry.storage.object_upload import ObjectUpload
 from modelferry.storage.oracle_client import call, make_client, translate
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.tls import resolve_tls
-from modelferry.transfer.verify import b64_to_hex
 from modelferry.uri import StorageURI, relative_key, under_prefix
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from modelferry.checksums import clean_etag
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TLSSettings, TransferSettings
@@ -32,9 +33,8 @@ from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, s3_tls
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
-from modelferry.storage.s3_upload import SHA256_META, S3Upload
+from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
-from modelferry.transfer.verify import clean_etag
 from modelferry.uri import StorageURI
 
 __all__ = ["S3Store"]
@@ -47,7 +47,7 @@ MAX_PARTS = 10_000
 COPY_LIMIT = 5 * (1 << 30)  # CopyObject handles up to 5 GiB; UploadPartCopy above
 
 
-class S3Store(Store):
+class S3Store(S3Calls):
     """A bucket prefix on an S3-compatible endpoint, usable as source and target."""
 
     features = StoreFeatures(min_part_size=MIN_PART, max_parts=MAX_PARTS, server_side_copy=True)

@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 from botocore import UNSIGNED
 from botocore.config import Config
 
+from modelferry.checksums import b64_to_hex, clean_etag
 from modelferry.settings import S3Credentials, TLSSettings, TransferSettings
 from modelferry.tls import AWS_VARIABLES, TLSConfig, resolve_tls
-from modelferry.transfer.verify import b64_to_hex, clean_etag
 
 _HEX = frozenset("0123456789abcdef")
 

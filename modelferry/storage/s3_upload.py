@@ -9,27 +9,38 @@ sha256 as user metadata so a later sync can skip them on a strong checksum.
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
+from modelferry.checksums import clean_etag
 from modelferry.errors import RetryableError
+from modelferry.storage.base import Store
 from modelferry.storage.object_upload import ObjectUpload
-from modelferry.transfer.verify import clean_etag
-
-if TYPE_CHECKING:
-    from modelferry.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
 SHA256_META = "modelferry-sha256"  # x-amz-meta-modelferry-sha256 on single-part uploads
 
 
+class S3Calls(Store):
+    """What an upload needs of its bucket: calls with errors translated, and aborting an upload."""
+
+    @abc.abstractmethod
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One client call with errors translated, naming the object."""
+
+    @abc.abstractmethod
+    def abort_upload(self, path: str, upload_id: str) -> None:
+        """Abort a multipart upload of ``path`` (best effort)."""
+
+
 class S3Upload(ObjectUpload):
     """One object being written: a single PutObject, or a multipart upload for more than one part."""
 
-    def __init__(self, store: S3Store, path: str, size: int, part_size: int, fingerprint: str = "") -> None:
+    def __init__(self, store: S3Calls, path: str, size: int, part_size: int, fingerprint: str = "") -> None:
         super().__init__(store, path, size, part_size, fingerprint)
         self.store = store
         self.key = store.uri.key(path)

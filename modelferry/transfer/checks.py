@@ -6,9 +6,9 @@ import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from modelferry.retry import Cancelled
 from modelferry.storage.base import Store
 from modelferry.transfer.plan import Action, Plan, PlanItem
-from modelferry.transfer.retry import Cancelled
 from modelferry.transfer.verify import Expectation, check
 
 

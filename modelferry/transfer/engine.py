@@ -19,11 +19,13 @@ import threading
 from collections.abc import Iterator
 
 from modelferry.errors import (
+    AccessDeniedError,
     InsufficientSpaceError,
     IntegrityError,
     ModelferryError,
     RetryableError,
 )
+from modelferry.retry import Cancelled, retry_call
 from modelferry.settings import TransferSettings
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.transfer.jobs import (
@@ -38,7 +40,6 @@ from modelferry.transfer.manifest import Manifest, ManifestEntry, read_manifest
 from modelferry.transfer.part import copy_part
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
 from modelferry.transfer.progress import Progress
-from modelferry.transfer.retry import Cancelled, retry_call
 from modelferry.transfer.verify import InOrderHasher, check
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,10 @@ class Engine:
 
     def plan(self, options: SyncOptions) -> tuple[Plan, Manifest | None]:
         self.source.resolve()
-        self.target.resolve()
         source_files = list(self.source.list())
         source_manifest = read_manifest(self.source)
-        target_files = {i.path: i for i in self.target.list()}
+        target_files, target_manifest = self._target_state(options.dry_run)
         self.target_files = target_files
-        target_manifest = read_manifest(self.target)
         plan = make_plan(
             source_files,
             target_files,
@@ -100,6 +99,21 @@ class Engine:
             describe_source=self.source.describe(),
         )
         return plan, target_manifest
+
+    def _target_state(self, dry_run: bool) -> tuple[dict[str, ObjectInfo], Manifest | None]:
+        """What the target holds. A dry run without the target's credentials plans every file as a copy."""
+        try:
+            self.target.resolve()
+            return {i.path: i for i in self.target.list()}, read_manifest(self.target)
+        except AccessDeniedError as exc:
+            if not dry_run:
+                raise
+            log.warning(
+                "dry run: the target could not be read (%s); every file is planned as a copy. Give the target's "
+                "credentials to see what it already holds",
+                exc.message,
+            )
+            return {}, None
 
     def check_space(self, plan: Plan) -> None:
         free = self.target.free_space()

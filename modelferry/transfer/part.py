@@ -13,10 +13,10 @@ import hashlib
 from collections.abc import Callable
 
 from modelferry.errors import RetryableError
+from modelferry.retry import Cancelled
 from modelferry.storage.base import FilePartWriter, InPlace, Store
 from modelferry.transfer.jobs import FileJob
 from modelferry.transfer.progress import Progress
-from modelferry.transfer.retry import Cancelled
 
 MARK_EVERY = 4 << 20  # spliced bytes go to the hasher in runs of this size (fewer, larger read-backs)
 

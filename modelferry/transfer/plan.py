@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from modelferry.checksums import clean_etag
 from modelferry.errors import NotFoundError, SizeLimitError, UsageError
 from modelferry.storage.base import MANIFEST_DIR, ObjectInfo
 from modelferry.transfer.manifest import ManifestEntry
-from modelferry.transfer.verify import Expectation, clean_etag
+from modelferry.transfer.verify import Expectation
 from modelferry.uri import safe_relpath
 
 

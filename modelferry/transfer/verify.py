@@ -10,14 +10,13 @@ case, with memory bounded whatever the file size.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
+from modelferry.checksums import clean_etag
 from modelferry.hashstate import HashCheckpoint, ResumableHash
 from modelferry.storage.base import ObjectInfo
 
@@ -27,19 +26,6 @@ READ_BACK_CHUNK = 4 << 20
 def multipart_etag(part_md5s: list[bytes]) -> str:
     """The S3/Oracle multipart checksum: md5 of the concatenated part md5s, then ``-N``."""
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"  # noqa: S324 - protocol
-
-
-def b64_to_hex(value: str) -> str | None:
-    """Oracle/HTTP Content-MD5 (base64) to hex, or None when it is not base64 of 16 bytes."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw.hex() if len(raw) == 16 else None
-
-
-def clean_etag(etag: str | None) -> str | None:
-    return etag.strip().strip('"').lower() if etag else None
 
 
 @dataclass(frozen=True)

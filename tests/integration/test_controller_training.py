@@ -56,6 +56,16 @@ async def kubeflow() -> AsyncIterator[Harness]:
         await h.emu.stop()
 
 
+@pytest.fixture
+async def trainer_v2() -> AsyncIterator[Harness]:
+    h = await make_harness(kubeflow=True, trainer=True)
+    try:
+        yield h
+    finally:
+        await h.close()
+        await h.emu.stop()
+
+
 def tr_status(h: Harness, name: str = "qwen-lora") -> dict[str, Any]:
     return (h.emu.get(API, "trainingruns", NS, name) or {}).get("status") or {}
 
@@ -296,3 +306,36 @@ async def test_pytorchjob_setting_on_watches_pytorchjobs(kubeflow: Harness) -> N
     succeeded = {"conditions": [{"type": "Succeeded", "status": "True"}]}
     await kubeflow.emu.set_status("kubeflow.org/v1", "pytorchjobs", NS, JOB, succeeded)
     await eventually(lambda: tr_status(kubeflow).get("phase") == "Succeeded")
+
+
+TRAINER = "trainer.kubeflow.org/v1alpha1"
+
+
+async def test_distributed_uses_trainjob_when_trainer_v2_is_served(trainer_v2: Harness) -> None:
+    await trainer_v2.apply(trainingrun(distributed={"workers": 2}), API, "trainingruns")
+    await trainer_v2.start(training=FAST)
+    trainjob = await eventually(lambda: trainer_v2.emu.get(TRAINER, "trainjobs", NS, JOB))
+    runtime = trainer_v2.emu.get(TRAINER, "trainingruntimes", NS, JOB)
+    assert runtime is not None and trainjob["spec"]["runtimeRef"]["name"] == JOB
+    posts = [path for method, path in trainer_v2.emu.requests if method == "POST" and "trainer.kubeflow.org" in path]
+    assert [p.rsplit("/", 1)[-1] for p in posts] == ["trainingruntimes", "trainjobs"]  # the runtime exists first
+    assert trainer_v2.job(JOB) is None and trainer_v2.emu.get("kubeflow.org/v1", "pytorchjobs", NS, JOB) is None
+    await trainer_v2.emu.set_status(TRAINER, "trainjobs", NS, JOB, {"jobsStatus": [{"name": "node", "active": 2}]})
+    await eventually(lambda: tr_status(trainer_v2).get("phase") == "Running")
+    done = {"conditions": [{"type": "Complete", "status": "True", "reason": "JobsCompleted"}]}
+    await trainer_v2.emu.set_status(TRAINER, "trainjobs", NS, JOB, done)
+    await eventually(lambda: tr_status(trainer_v2).get("phase") == "Succeeded")
+    await trainer_v2.emu.remove(API, "trainingruns", NS, "qwen-lora")
+    await eventually(
+        lambda: (
+            trainer_v2.emu.get(TRAINER, "trainjobs", NS, JOB) is None
+            and trainer_v2.emu.get(TRAINER, "trainingruntimes", NS, JOB) is None
+        )
+    )
+
+
+async def test_trainjob_setting_off_falls_back_to_pytorchjob(trainer_v2: Harness) -> None:
+    await trainer_v2.apply(trainingrun(distributed={"workers": 2}), API, "trainingruns")
+    await trainer_v2.start(training={**FAST, "trainjob": False})
+    await eventually(lambda: trainer_v2.emu.get("kubeflow.org/v1", "pytorchjobs", NS, JOB))
+    assert trainer_v2.emu.get(TRAINER, "trainjobs", NS, JOB) is None

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from modelferry import retry
 from modelferry.errors import NotFoundError, RetryableError, ThrottledError
-from modelferry.transfer import retry
-from modelferry.transfer.retry import Cancelled, backoff_delay, retry_call
+from modelferry.retry import Cancelled, backoff_delay, retry_call
 
 
 def test_backoff_grows_exponentially_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,15 +6,9 @@ import hashlib
 import random
 import threading
 
+from modelferry.checksums import b64_to_hex, clean_etag
 from modelferry.storage.base import ObjectInfo
-from modelferry.transfer.verify import (
-    Expectation,
-    InOrderHasher,
-    b64_to_hex,
-    check,
-    clean_etag,
-    multipart_etag,
-)
+from modelferry.transfer.verify import Expectation, InOrderHasher, check, multipart_etag
 
 DATA = bytes(random.Random(7).getrandbits(8) for _ in range(10_000))
 SHA = hashlib.sha256(DATA).hexdigest()

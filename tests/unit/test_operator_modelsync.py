@@ -147,3 +147,34 @@ async def test_work_queue_serialises_and_backs_off() -> None:
     queue.close()
     with pytest.raises(asyncio.CancelledError):
         await queue.get()
+
+
+def test_pvc_source_is_mounted_read_only_and_pvc_target_read_write() -> None:
+    plan = plan_modelsync_job(ms(source={"uri": "pvc://cache/llama"}, target={"uri": "pvc://demo:serving/llama"}), {},
+                              SETTINGS)  # fmt: skip
+    assert plan.error is None and plan.job is not None
+    pod = plan.job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"] for v in pod["volumes"]
+              if "persistentVolumeClaim" in v}  # fmt: skip
+    assert claims == {"cache": {"claimName": "cache", "readOnly": True},
+                      "serving": {"claimName": "serving", "readOnly": False}}  # fmt: skip
+    [container] = pod["containers"]
+    mounts = {m["mountPath"]: m["readOnly"] for m in container["volumeMounts"] if m["mountPath"].startswith("/mnt")}
+    assert mounts == {"/mnt/pvc/cache": True, "/mnt/pvc/serving": False}
+    assert container["args"][1:3] == ["pvc://cache/llama", "pvc://demo:serving/llama"]
+
+
+def test_pvc_of_another_namespace_is_refused_for_a_modelsync() -> None:
+    plan = plan_modelsync_job(ms(source={"uri": "pvc://victims:cache/llama"}, target={"uri": "s3://bucket/x"}), {},
+                              SETTINGS)  # fmt: skip
+    assert plan.job is None and plan.error is not None
+    assert plan.error.reason == "ClaimNotMountable"
+    assert "spec.source.uri" in plan.error.message and "victims" in plan.error.message
+
+
+def test_claim_volume_names_are_dns_labels_for_long_claims() -> None:
+    claim = "c" * 253
+    plan = plan_modelsync_job(ms(source={"uri": f"pvc://{claim}/x"}, target={"uri": "s3://bucket/x"}), {}, SETTINGS)
+    assert plan.job is not None
+    [volume] = [v for v in plan.job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert len(volume["name"]) <= 63 and volume["name"].startswith("pvc-")

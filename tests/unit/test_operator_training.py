@@ -117,6 +117,8 @@ def test_rbac_covers_training() -> None:
         ("", "pods/log"): {"get"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
         ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "delete"},
+        ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "delete"},
+        ("trainer.kubeflow.org", "trainingruntimes"): {"get", "create", "delete"},
     }
     for key, verbs in needed.items():
         assert verbs <= granted.get(key, set()), key

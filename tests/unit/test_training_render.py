@@ -232,3 +232,84 @@ def test_the_rendered_sidecar_env_is_understood_by_the_sidecar(monkeypatch: pyte
     assert s.lifecycle.stall_timeout == 600
     assert s.lifecycle.timeout == 3600
     assert s.source.s3.access_key_id == "AKIA"
+
+
+def test_distributed_with_trainer_v2_is_a_trainjob_with_its_own_runtime() -> None:
+    ctx = RenderContext(has_trainjob=True, has_pytorchjob=True)  # Trainer v2 wins where both are served
+    result = render(tr_with(distributed={"workers": 4, "gpusPerWorker": 8}), ctx)
+    assert result.problem is None
+    assert result.kind == "TrainJob"
+    trainjob, runtime = result.objects
+    assert trainjob["apiVersion"] == runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert trainjob["spec"]["runtimeRef"] == {
+        "name": "llama-lora-train",
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+    }
+    assert runtime["metadata"]["name"] == "llama-lora-train"
+    assert trainjob["spec"]["trainer"]["numNodes"] == 4
+    assert runtime["spec"]["mlPolicy"] == {"numNodes": 4, "torch": {"numProcPerNode": 8}}
+    for obj in (trainjob, runtime):  # both owned by the run and replaced when its inputs change
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+        assert obj["metadata"]["annotations"]["modelferry.io/inputs-hash"]
+    [node] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"
+    assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    pod = node["template"]["spec"]["template"]["spec"]
+    trainer, sidecar = pod["containers"]
+    assert trainer["name"] == "node"  # the torch plugin sets PET_* in the container named node
+    assert not any(e["name"].startswith("PET_") for e in trainer["env"])  # ... so we set none ourselves
+    assert sidecar["command"] == ["modelferry", "sidecar", "run"]
+    rank = env_of(sidecar)["MODELFERRY_SIDECAR_RANK"]
+    assert "job-completion-index" in rank["fieldRef"]["fieldPath"]  # only index 0 streams and uploads
+
+
+def test_single_worker_stays_a_plain_job_with_trainer_v2() -> None:
+    result = render(TR, RenderContext(has_trainjob=True))
+    assert result.kind == "Job"
+    assert [o["kind"] for o in result.objects] == ["Job"]
+
+
+def test_trainjob_phase_follows_its_jobs_status() -> None:
+    tr = copy.deepcopy(TR)
+    running = {"status": {"jobsStatus": [{"name": "node", "active": 2, "ready": 2}]}}
+    assert compute_status(tr, {"metadata": {"name": "x"}, **running})["phase"] == "Running"
+    created = {"status": {"conditions": [{"type": "Created", "status": "True"}]}}
+    assert compute_status(tr, {"metadata": {"name": "x"}, **created})["phase"] == "Pending"
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert compute_status(tr, {"metadata": {"name": "x"}, **done})["phase"] == "Succeeded"
+
+
+def claim_volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["persistentVolumeClaim"]["claimName"]: v for v in pod["volumes"] if "persistentVolumeClaim" in v}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_pvc_uris_mount_their_claims_into_the_sidecar(workers: int) -> None:
+    tr = tr_with(
+        baseModel={"uri": "pvc://models/llama"},
+        dataset={"uri": "pvc://team-a:data/train.jsonl"},
+        output={"uri": "pvc://models/runs/llama-lora"},
+        distributed={"workers": workers},
+    )
+    result = render(tr, RenderContext())
+    assert result.problem is None
+    pod = result.objects[0]["spec"]["template"]["spec"]
+    volumes = claim_volumes(pod)
+    assert volumes["data"]["persistentVolumeClaim"]["readOnly"] is True  # only read
+    assert volumes["models"]["persistentVolumeClaim"]["readOnly"] is False  # the output is written there
+    trainer, sidecar = pod["containers"]
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    # the sync engine opens pvc://claim/sub at MODELFERRY_PVC_ROOT/claim/sub (default /mnt/pvc)
+    assert mounts["/mnt/pvc/data"]["readOnly"] is True
+    assert mounts["/mnt/pvc/models"]["readOnly"] is False
+    assert not any(m["mountPath"].startswith("/mnt/pvc") for m in trainer["volumeMounts"])
+
+
+def test_pvc_of_another_namespace_is_refused() -> None:
+    result = render(tr_with(dataset={"uri": "pvc://team-b:data/train.jsonl"}), RenderContext())
+    assert result.objects == []
+    assert result.problem is not None
+    assert result.problem.reason == "ClaimNotMountable"
+    assert "spec.dataset.uri" in result.problem.message
+    assert "team-b" in result.problem.message and "team-a" in result.problem.message

@@ -1,0 +1,108 @@
+"""docs/reference/crds.md: every field of the custom resources, from the CRD YAML under manifests/crds/.
+
+The CRD YAML is the source for now; when the typed API (pydantic models) generates it, this page reads the
+same schema either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.refdocs.tables import code, page, table
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "manifests" / "crds"
+
+
+def crd_files() -> list[Path]:
+    """The CRDs in the order kustomize applies them."""
+    listed = yaml.safe_load((CRDS / "kustomization.yaml").read_text())["resources"]
+    return [CRDS / name for name in listed]
+
+
+def type_text(schema: dict[str, Any]) -> str:
+    kind = str(schema.get("type", "object" if "properties" in schema else "any"))
+    if kind == "array":
+        return f"[]{type_text(schema.get('items') or {})}"
+    if schema.get("x-kubernetes-int-or-string"):
+        return "int-or-string"
+    if kind == "object" and "additionalProperties" in schema and "properties" not in schema:
+        inner = schema["additionalProperties"]
+        return f"map[string]{type_text(inner) if isinstance(inner, dict) else 'any'}"
+    return kind
+
+
+def rules(schema: dict[str, Any]) -> str:
+    parts = []
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(code(v) for v in schema["enum"]))
+    if "default" in schema:
+        parts.append(f"default {code(schema['default'])}")
+    for key, mark in (("minimum", ">="), ("maximum", "<="), ("minLength", "length >="), ("maxLength", "length <=")):
+        if key in schema:
+            parts.append(f"{mark} {schema[key]}")
+    if "pattern" in schema:
+        parts.append(f"pattern {code(schema['pattern'])}")
+    for rule in schema.get("x-kubernetes-validations") or []:
+        parts.append(str(rule.get("message") or rule.get("rule")))
+    return "; ".join(parts)
+
+
+def fields(schema: dict[str, Any], path: str, required: bool) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [
+        (code(path), type_text(schema), "yes" if required else "", rules(schema), str(schema.get("description", "")))
+    ]
+    node = schema.get("items") if schema.get("type") == "array" else schema
+    suffix = "[]" if schema.get("type") == "array" else ""
+    needed = set((node or {}).get("required") or [])
+    for name, child in ((node or {}).get("properties") or {}).items():
+        rows += fields(child, f"{path}{suffix}.{name}", name in needed)
+    return rows
+
+
+def render_crd(doc: dict[str, Any]) -> list[str]:
+    spec = doc["spec"]
+    names = spec["names"]
+    lines = [f"## {names['kind']}", ""]
+    short = ", ".join(code(s) for s in names.get("shortNames") or [])
+    lines += [
+        f"`{spec['group']}`, {spec['scope'].lower()}, plural {code(names['plural'])}"
+        + (f", short names {short}" if short else "")
+        + f" (`{doc['metadata']['name']}`).",
+        "",
+    ]
+    for version in spec["versions"]:
+        schema = version["schema"]["openAPIV3Schema"]
+        lines += [f"### {names['kind']} {version['name']}", ""]
+        if schema.get("description"):
+            lines += [schema["description"], ""]
+        rows: list[tuple[str, ...]] = []
+        needed = set(schema.get("required") or [])
+        for top in ("spec", "status"):
+            if top in (schema.get("properties") or {}):
+                rows += fields(schema["properties"][top], top, top in needed)
+        lines += table(["field", "type", "required", "rules", "meaning"], rows)
+        columns = version.get("additionalPrinterColumns") or []
+        if columns:
+            lines += [
+                "`kubectl get` columns: " + ", ".join(f"{c['name']} ({code(c['jsonPath'])})" for c in columns),
+                "",
+            ]
+    return lines
+
+
+def render() -> str:
+    body: list[str] = []
+    for path in crd_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                body += render_crd(doc)
+    intro = (
+        "Every field of the custom resources, from the CRDs in `manifests/crds/` (what `kubectl apply` "
+        "installs). Field meanings and examples: [controller](../controller.md) (ModelSync), "
+        "[node agent](../agent.md) (BaseModel, ClusterBaseModel), [training](../training.md) (TrainingRun)."
+    )
+    return page("Custom resources reference", intro, body)
