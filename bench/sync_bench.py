@@ -45,6 +45,7 @@ class Run:
     scenario: str
     seconds: float
     mb_s: float
+    files_s: float
     peak_rss_mb: float
     cpu_s: float
     wait4_maxrss_mb: float  # what ru_maxrss says (inherits the parent's peak): shown, never used
@@ -141,7 +142,11 @@ def verify(files: list[GeneratedFile], target: Path) -> str:
 def bench(args: argparse.Namespace) -> list[Run]:
     data = args.data
     print(f"generating {args.size_gb} GiB under {data} (reused when present)", flush=True)
-    files = generate(data, int(args.size_gb * GiB), args.shards)
+    if args.small_files:
+        print(f"small-file tree: {args.small_files} files of 1-{args.max_kib} KiB", flush=True)
+        files = generate(data, 0, 0, small_files=args.small_files, max_kib=args.max_kib)
+    else:
+        files = generate(data, int(args.size_gb * GiB), args.shards)
     total = sum(f.size for f in files)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="mf-bench-", dir=args.scratch) as scratch_name:
@@ -206,6 +211,7 @@ def _one(
         scenario,
         round(seconds, 3),
         round(total / seconds / 1e6, 1),
+        round(len(files) / seconds, 1),
         round(rss, 1),
         round(cpu, 2),
         round(maxrss, 1),
@@ -237,8 +243,9 @@ def table(runs: list[Run], scenarios: list[str]) -> str:
     """A Markdown table of the best runs with ratios modelferry/competitor."""
     top = best(runs)
     lines = [
-        "| scenario | tool | best s | MB/s (best) | MB/s (median) | peak RSS MB | CPU s | modelferry-hf / this (best, median) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | tool | best s | MB/s (best) | MB/s (median) | files/s | peak RSS MB | CPU s "
+        "| modelferry-hf / this (best, median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         ours = top.get(("modelferry-hf", scenario))
@@ -249,7 +256,7 @@ def table(runs: list[Run], scenarios: list[str]) -> str:
             ours_med = median(runs, "modelferry-hf", scenario)
             ratio = f"{ours.mb_s / r.mb_s:.2f}x, {ours_med / med:.2f}x" if ours else "n/a"
             lines.append(
-                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.peak_rss_mb:.0f} "
+                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.files_s:.0f} | {r.peak_rss_mb:.0f} "
                 f"| {r.cpu_s:.1f} | {ratio} |"
             )
     failed = [r for r in runs if not r.ok]
@@ -272,6 +279,8 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=HERE / "data", help="where targets are written")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy each tool's output here")
     parser.add_argument("--json", type=Path, default=None, help="write every run as JSON here")
+    parser.add_argument("--small-files", type=int, default=0, help="a tree of this many small files instead")
+    parser.add_argument("--max-kib", type=int, default=16, help="small files are 1 to this many KiB (default 16)")
     parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
     parser.add_argument("--delete-data", action="store_true", help="delete the generated model at the end")
     args = parser.parse_args()
