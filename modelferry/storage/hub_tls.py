@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 
 import httpx2
@@ -19,7 +20,8 @@ def use_hub_tls(tls: TLSConfig) -> None:
     with _lock:
         if _current == tls:
             return
-        context = tls.ssl_context()
+        # No bundle given: keep httpx's own default store, as huggingface_hub does.
+        verify: ssl.SSLContext | bool = tls.ssl_context() if (tls.ca or not tls.verify) else True
 
         def factory() -> httpx2.Client:
             # The same client huggingface_hub builds by default, with our SSL context.
@@ -29,7 +31,7 @@ def use_hub_tls(tls: TLSConfig) -> None:
                 event_hooks={"request": [hf_request_event_hook]},
                 follow_redirects=True,
                 timeout=None,
-                verify=context,
+                verify=verify,
             )
 
         set_client_factory(factory)
