@@ -160,12 +160,12 @@ def test_sync_cli_exits_3_naming_the_ca_used(s3: tuple[MotoS3, TLSProxy], other_
     }
     argv = [sys.executable, "-m", "modelferry", "sync", "s3://tls-models/llama", str(tmp_path / "out")]
     argv += ["--source-endpoint", proxy.url, "--ca-bundle", str(other_ca.ca_file)]
-    started = proxy.handshake_failures
+    started = proxy.accepted
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 3, done.stderr
     assert "TLS verification" in done.stderr and str(other_ca.ca_file) in done.stderr
     assert "--ca-bundle" in done.stderr
-    assert proxy.handshake_failures - started <= 3  # failed at once, not after five retries per part
+    assert proxy.accepted - started <= 3  # failed at once, not after five retries per part
 
 
 # -- the Hub: huggingface_hub's client and our ranged fetcher -----------------------------------
@@ -198,11 +198,11 @@ def test_hub_without_the_ca_fails_once_with_the_tls_error(hub: TLSProxy, other_c
         TRANSFER.model_copy(update={"retries": 5}),
         tls=TLSSettings(ca_bundle=str(other_ca.ca_file)),
     )
-    started = hub.handshake_failures
+    started = hub.accepted
     with pytest.raises(TLSVerificationError) as err:
         store.resolve()
     assert str(other_ca.ca_file) in str(err.value)
-    assert hub.handshake_failures - started == 1  # permanent: not retried
+    assert hub.accepted - started == 1  # permanent: not retried
 
 
 # -- IBM IAM -------------------------------------------------------------------------------------

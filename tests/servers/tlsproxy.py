@@ -29,6 +29,7 @@ class TLSProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.handshake_failures = 0
+        self.accepted = 0  # counted before the handshake starts, so a client never sees a stale count
         self.connections = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -64,6 +65,8 @@ class TLSProxy:
                 raw, _ = self.listener.accept()
             except OSError:
                 return
+            with self._lock:
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
