@@ -73,6 +73,12 @@ class StalledError(RetryableError):
     reason = "Stalled"
 
 
+class TooSlowError(RetryableError):
+    """Bytes arrive, but slower than the low-speed limit (``--speed-limit`` for ``--speed-time``)."""
+
+    reason = "TooSlow"
+
+
 class PermanentError(ModelferryError):
     """Will fail again until something changes."""
 
@@ -112,6 +118,18 @@ class UnsafePathError(PermanentError):
     """A remote name would escape the target (``..``, absolute paths)."""
 
     reason = "UnsafePath"
+
+
+class PathInUseError(PermanentError):
+    """A directory belongs to another model (the node agent's marker there names it)."""
+
+    reason = "PathInUse"
+
+
+class SourceNotAllowedError(UsageError):
+    """A tenant named a source the cluster side may not read (a local path in our pod, an unmounted claim)."""
+
+    reason = "SourceNotAllowed"
 
 
 class SizeLimitError(PermanentError):

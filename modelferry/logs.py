@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 _secrets: set[str] = set()
+# Values registered for one scope (a namespace, in the controller): masked only in text about that scope,
+# so one tenant's Secret values never mask words in another tenant's status or Events.
+_scoped: dict[str, dict[str, frozenset[str]]] = {}
 _lock = threading.Lock()
 
 # Shapes that are secrets whoever logs them.
@@ -36,10 +39,24 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
-def scrub(text: str) -> str:
-    """Replace registered secrets and known secret shapes in ``text``."""
+def register_scoped_secrets(scope: str, source: str, values: set[str]) -> None:
+    """The secret ``values`` of ``source`` (e.g. a Secret's name) in ``scope``; replaces what it held before."""
+    kept = frozenset(v for v in values if v and len(v) >= 6)
     with _lock:
-        values = sorted(_secrets, key=len, reverse=True)
+        sources = _scoped.setdefault(scope, {})
+        if kept:
+            sources[source] = kept
+        else:
+            sources.pop(source, None)
+
+
+def scrub(text: str, scope: str | None = None) -> str:
+    """Replace registered secrets (plus those of ``scope``) and known secret shapes in ``text``."""
+    with _lock:
+        found = set(_secrets)
+        for scoped in (_scoped.get(scope) or {}).values() if scope is not None else ():
+            found |= scoped
+        values = sorted(found, key=len, reverse=True)
     for value in values:
         if value in text:
             text = text.replace(value, "***")
@@ -49,6 +66,17 @@ def scrub(text: str) -> str:
         else:
             text = pattern.sub("***", text)
     return text
+
+
+def scrub_record(value: Any, scope: str | None = None) -> Any:
+    """:func:`scrub` every string in a JSON-like record (summaries, failure records, termination messages)."""
+    if isinstance(value, str):
+        return scrub(value, scope)
+    if isinstance(value, dict):
+        return {k: scrub_record(v, scope) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_record(v, scope) for v in value]
+    return value
 
 
 class SecretFilter(logging.Filter):
@@ -108,6 +136,8 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: Any = None) ->
         "s3transfer",
         "httpx",
         "httpcore",
+        "httpx2",  # huggingface_hub 2.x: one INFO line per Hub request otherwise
+        "httpcore2",
         "huggingface_hub",
         "oci",
         "aiohttp.access",

@@ -88,6 +88,9 @@ class OCICredentials(BaseModel):
     profile: str = Field("DEFAULT", description="Profile in the OCI config file")
     region: str | None = Field(None, description="Region, e.g. us-chicago-1 (overrides the config file)")
     endpoint: str | None = Field(None, description="Object Storage service endpoint override")
+    obo_token: SecretStr | None = Field(
+        None, description="On-behalf-of token sent signed as opc-obo-token (OME input_object_store.obo_token)"
+    )
 
 
 class Credentials(BaseModel):
@@ -110,6 +113,15 @@ class TransferSettings(BaseModel):
     backoff_max: float = Field(30.0, gt=0, description="Longest retry delay in seconds")
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection")
     stall_timeout: float = Field(60.0, gt=0, description="Seconds without a byte before a stream counts as stalled")
+    speed_limit: int = Field(
+        10 * 1024,
+        ge=0,
+        description="Low-speed limit in bytes/s (like curl's --speed-limit): a transfer moving less than this for "
+        "speed_time seconds is retried, then fails; 0 switches the check off",
+    )
+    speed_time: float = Field(
+        60.0, gt=0, description="Seconds the transfer may stay under speed_limit before it counts as too slow"
+    )
     trust_size: bool = Field(False, description="Skip target files on equal size alone (no checksum)")
     memory_budget: int = Field(256 * MiB, ge=8 * MiB, description="Bytes of file data held in memory at once")
     free_space_margin: int = Field(256 * MiB, ge=0, description="Bytes to keep free on a local target")

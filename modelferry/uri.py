@@ -35,6 +35,7 @@ _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _HF_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _OCI_RE = re.compile(r"^oci://n/(?P<ns>[^/]+)/b/(?P<bucket>[^/]+)(?:/o(?:/(?P<prefix>.*))?)?$")
 
 
@@ -205,10 +206,20 @@ def safe_relpath(name: str, *, obj: str = "") -> str:
     """Validate a remote file name before it becomes a local path.
 
     Refuses absolute paths, ``..`` segments, backslashes that Windows tooling
-    would treat as separators, NUL bytes and empty names.
+    would treat as separators, NUL bytes and other control characters, names
+    that are not UTF-8 (undecodable bytes of a local listing) and empty names.
     """
     if not name or "\x00" in name or "\\" in name:
         raise UnsafePathError(f"refusing remote file name {name!r}", obj=obj or name)
+    if _CONTROL_RE.search(name):
+        raise UnsafePathError(
+            f"refusing file name {name!r}: it holds a control character (a newline could forge log lines)",
+            obj=ascii(obj or name),
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"refusing file name {name!a}: it is not valid UTF-8", obj=ascii(obj or name)) from None
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         raise UnsafePathError(f"refusing absolute remote file name {name!r}", obj=obj or name)
     parts = name.split("/")

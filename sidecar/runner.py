@@ -107,6 +107,7 @@ class Runner:
 
     def trainer_env(self, run_id: str | None) -> dict[str, str]:
         env = {
+            **self.s.trainer_env,
             "MODELFERRY_WORKSPACE": str(self.ws),
             "MODELFERRY_MODEL_DIR": str(self.ws / "model"),
             "MODELFERRY_DATA_DIR": str(self.ws / "data"),

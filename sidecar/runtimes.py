@@ -35,6 +35,9 @@ PEFT_LORA_FLAGS: dict[str, str] = {
     "checkpoint_steps": "--checkpoint-steps",
     "checkpointSteps": "--checkpoint-steps",
     "seed": "--seed",
+    "strategy": "--strategy",
+    "n_last_layers": "--n-last-layers",
+    "nLastLayers": "--n-last-layers",
 }
 IGNORED = {"peft_type", "peftType", "model_name", "modelName", "train_dataset_file", "trainDatasetFile", "merge"}
 
@@ -71,7 +74,7 @@ def runtime_command(
             )
         raise UsageError(f"unknown runtime {runtime!r}", hint=f"Known runtimes: {', '.join(RUNTIMES)}")
     peft_type = str(hyper.get("peft_type", hyper.get("peftType", "lora"))).lower()
-    if peft_type != "lora":
+    if peft_type != "lora" and str(hyper.get("strategy", "lora")).lower() == "lora":
         raise UsageError(f"peft_type {peft_type!r} is not supported by peft-lora", hint="Use peft_type: lora")
     dataset = find_dataset(workspace / "data", hyper.get("train_dataset_file") or hyper.get("trainDatasetFile"))
     argv = [

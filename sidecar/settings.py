@@ -90,6 +90,9 @@ class SidecarSettings(BaseSettings):
     stdout_metrics: bool = Field(True, description="Also take JSON lines with a 'step' from the trainer's stdout")
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Logged as MLflow params")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags")
+    trainer_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the trainer (the sidecar's own win)"
+    )
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking")
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings, description="Stall and early stopping")
     transfer: TransferSettings = Field(default_factory=TransferSettings, description="Staging/upload tuning")

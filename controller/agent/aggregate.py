@@ -15,6 +15,7 @@ from typing import Any
 from controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
 from controller.agent.tasks import ModelRef
 from controller.kube.client import Kube, Resource
+from controller.kube.events import EventRecorder, now_iso
 from modelferry.errors import ModelferryError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def aggregate(configmaps: list[dict[str, Any]]) -> dict[ModelRef, dict[str, Any]
     """``{ref: {"nodesReady", "nodesFailed", "state", "modelInfo"}}`` per model (node = ConfigMap name)."""
     out: dict[ModelRef, dict[str, list[str]]] = {}
     configs: dict[ModelRef, dict[str, dict[str, Any]]] = {}
+    failures: dict[ModelRef, dict[str, tuple[str, str]]] = {}
     for cm in configmaps:
         node = str((cm.get("metadata") or {}).get("name", ""))
         for key, value in (cm.get("data") or {}).items():
@@ -49,7 +51,14 @@ def aggregate(configmaps: list[dict[str, Any]]) -> dict[ModelRef, dict[str, Any]
                 bucket[field].append(node)
             if field == "nodesReady" and isinstance(body.get("config"), dict):
                 configs.setdefault(ref, {})[node] = body["config"]
+            if field == "nodesFailed":
+                failures.setdefault(ref, {})[node] = (
+                    str(body.get("reason") or "Failed"),
+                    str(body.get("message") or ""),
+                )
     result = {ref: status_for(b) for ref, b in out.items()}
+    for ref, status in result.items():
+        status["conditions"] = [ready_condition(status["state"], failures.get(ref, {}))]
     for ref, by_node in configs.items():
         # The metadata parsed on one Ready node (the same bytes everywhere: the first node by name).
         result[ref]["modelInfo"] = by_node[min(by_node)]
@@ -70,7 +79,41 @@ def status_for(nodes: dict[str, list[str]]) -> dict[str, Any]:
     return {"nodesReady": ready, "nodesFailed": failed, "state": state}
 
 
-EMPTY = status_for({})
+def ready_condition(state: str, failures: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """The ``Ready`` condition: True with a Ready node; else False, with the first failed node's reason."""
+    if state == "Ready":
+        return {"type": "Ready", "status": "True", "reason": "Ready", "message": "the model is ready on a node"}
+    if failures:
+        node = min(failures)
+        reason, message = failures[node]
+        more = f" (and {len(failures) - 1} more nodes)" if len(failures) > 1 else ""
+        return {"type": "Ready", "status": "False", "reason": reason, "message": f"node {node}: {message}{more}"}
+    return {"type": "Ready", "status": "False", "reason": state, "message": f"no node holds the model yet ({state})"}
+
+
+def with_transition_times(want: dict[str, Any], have: dict[str, Any], now: str) -> dict[str, Any]:
+    """``want`` with each condition's ``lastTransitionTime`` kept from ``have`` unless its status changed."""
+    old = {c.get("type"): c for c in have.get("conditions") or [] if isinstance(c, dict)}
+    conditions = []
+    for cond in want.get("conditions") or []:
+        prev = old.get(cond["type"]) or {}
+        same = prev.get("status") == cond["status"] and prev.get("lastTransitionTime")
+        conditions.append({**cond, "lastTransitionTime": prev["lastTransitionTime"] if same else now})
+    return {**want, "conditions": conditions} if conditions else want
+
+
+def refusal_event(want: dict[str, Any], have: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of a Warning Event when the Ready condition turned False with a new reason."""
+    new = next((c for c in want.get("conditions") or [] if c.get("type") == "Ready"), None)
+    old = next((c for c in have.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"), {})
+    if new is None or new["status"] != "False" or "nodesFailed" not in want or not want["nodesFailed"]:
+        return None
+    if old.get("status") == "False" and old.get("reason") == new["reason"]:
+        return None
+    return new["reason"], new["message"]
+
+
+EMPTY = {**status_for({}), "conditions": [ready_condition("Pending", {})]}
 
 
 async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io", version: str = "v1alpha1") -> int:
@@ -79,13 +122,15 @@ async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io
     cbm = Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False)
     cms, _ = await kube.list(CONFIGMAPS, namespace, label_selector=CONFIGMAP_SELECTOR)
     rolled = aggregate(cms)
+    events = EventRecorder(kube, component="modelferry-model-status")
+    now = now_iso()
     changed = 0
     for res in (bm, cbm):
         items, _ = await kube.list(res, None)
         for obj in items:
             ref = ModelRef.of({**obj, "kind": res.kind})
-            want = rolled.get(ref, EMPTY)
             have = obj.get("status") or {}
+            want = with_transition_times(rolled.get(ref, EMPTY), have, now)
             if all(have.get(k) == v for k, v in want.items()):
                 continue
             try:
@@ -93,6 +138,8 @@ async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io
                 changed += 1
             except NotFoundError:
                 continue
+            if (event := refusal_event(want, have)) is not None:
+                await events.emit({**obj, "kind": res.kind, "apiVersion": f"{group}/{version}"}, "Warning", *event)
     return changed
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.agent.tasks import ModelRef
-from modelferry.errors import InsufficientSpaceError, UsageError
+from modelferry.errors import InsufficientSpaceError, PathInUseError, UnsafePathError
 from modelferry.storage.base import MANIFEST_NAME
 from modelferry.uri import safe_relpath
 
@@ -25,18 +25,68 @@ def model_relpath(ref: ModelRef, path: str | None) -> str:
     return f"_cluster/{ref.name}" if ref.cluster_scoped else f"{ref.namespace}/{ref.name}"
 
 
+class OutsideNamespaceError(UnsafePathError):
+    """A BaseModel's ``spec.storage.path`` that leaves its namespace's part of the models root."""
+
+
+def _refuse(
+    ref: ModelRef, path: str | None, why: str, hint: str, error: type[UnsafePathError] = UnsafePathError
+) -> UnsafePathError:
+    return error(f"{ref}: spec.storage.path {path!r} {why}", obj=str(ref), hint=hint)
+
+
 def model_dir(root: Path, ref: ModelRef, path: str | None) -> Path:
-    """The model's directory; an absolute ``path`` must lie under the models root."""
-    if path and path.startswith("/"):
-        absolute = Path(os.path.normpath(path))
-        if absolute != root and root in absolute.parents:
-            return absolute
-        raise UsageError(
-            f"{ref}: spec.storage.path {path!r} is outside the models root {root}",
+    """The model's directory: below the models root; a namespaced model's below ``<root>/<namespace>/``.
+
+    A BaseModel may not name ``_cluster/...`` (ClusterBaseModels), another namespace, the
+    namespace directory itself, or a name ending in the agent's own staging suffixes.
+    """
+    if path and path.strip().startswith("/"):
+        absolute = Path(os.path.normpath(path.strip()))
+        if absolute == root or root not in absolute.parents:
+            raise _refuse(
+                ref,
+                path,
+                f"is outside the models root {root}",
+                "Use a path relative to the models root, or one below it",
+            )
+        final = absolute
+    else:
+        final = root / model_relpath(ref, path)
+    if final.name.endswith((STAGING_SUFFIX, OLD_SUFFIX)):
+        raise _refuse(ref, path, "ends in a name the agent keeps for itself", "Choose another directory name")
+    if not ref.cluster_scoped:
+        home = root / ref.namespace
+        if home not in final.parents:
+            raise _refuse(
+                ref,
+                path,
+                f"is outside this namespace's part of the models root ({home}/)",
+                f"A BaseModel in namespace {ref.namespace!r} lives under {ref.namespace}/ of the models root; "
+                "use a ClusterBaseModel for shared models",
+                OutsideNamespaceError,
+            )
+    return final
+
+
+def marker_owner(marker: dict[str, object]) -> ModelRef | None:
+    """The model an agent marker names (None when it names none)."""
+    kind, name = marker.get("kind"), marker.get("name")
+    if not isinstance(kind, str) or not isinstance(name, str):
+        return None
+    namespace = marker.get("namespace")
+    return ModelRef(kind, namespace if isinstance(namespace, str) else "", name)
+
+
+def check_owner(ref: ModelRef, marker: dict[str, object] | None, directory: Path) -> None:
+    """Refuse to replace or delete ``directory`` when its marker names another model."""
+    owner = marker_owner(marker) if marker else None
+    if owner is not None and owner != ref:
+        raise PathInUseError(
+            f"{ref}: {directory} holds {owner}; the agent does not replace or delete another model's copy",
             obj=str(ref),
-            hint="Use a path relative to the models root, or one below it",
+            hint="Give this model its own spec.storage.path (or none: the default is namespace/name)",
         )
-    return root / model_relpath(ref, path)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ from controller.agent.disk import (
     AGENT_MARKER,
     OLD_SUFFIX,
     STAGING_SUFFIX,
+    check_owner,
     check_watermark,
     disk_usage,
     is_complete,
+    marker_owner,
     model_dir,
 )
 from controller.agent.entries import ModelEntry, ModelStatus
@@ -35,15 +37,16 @@ from controller.agent.metrics import AgentMetrics
 from controller.agent.settings import AgentSettings
 from controller.agent.shape import excluded_shape_dirs, is_trtllm
 from controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
-from modelferry.errors import ModelferryError, PermanentError, RetryableError, UsageError
+from modelferry.errors import ModelferryError, PathInUseError, PermanentError, RetryableError, UsageError
 from modelferry.modelinfo import inspect_store
 from modelferry.settings import Credentials
+from modelferry.source_policy import check_cluster_source
 from modelferry.storage import open_store
 from modelferry.storage.base import MANIFEST_DIR, Store
 from modelferry.storage.local import LocalStore
 from modelferry.transfer.plan import SyncOptions
 from modelferry.transfer.sync import sync
-from modelferry.uri import parse_uri
+from modelferry.uri import StorageURI, parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,11 @@ def read_marker(directory: Path) -> dict[str, Any] | None:
     """The agent marker of a complete copy, or None."""
     if not is_complete(directory):
         return None
+    return read_any_marker(directory)
+
+
+def read_any_marker(directory: Path) -> dict[str, Any] | None:
+    """The agent marker in ``directory``, complete copy or not (who the directory belongs to)."""
     try:
         body = json.loads((directory / AGENT_MARKER).read_text())
     except (OSError, json.JSONDecodeError):
@@ -198,9 +206,12 @@ class Gopher:
         """The spec fingerprint of this node's complete copy of the model (None: no copy)."""
         try:
             place = self.placement(ref, obj)
-        except UsageError:
+        except ModelferryError:
             return None
         marker = read_marker(place.final)
+        owner = marker_owner(marker) if marker else None
+        if owner is not None and owner != ref:
+            return None  # another model's copy: nothing of this model is held there
         if marker is None:
             return "unknown" if is_complete(place.final) else None
         return str(marker.get("fingerprint") or "unknown")
@@ -225,7 +236,8 @@ class Gopher:
                 self.cancel.wait(exc.retry_after or delay)
                 delay *= 2
             except ModelferryError as exc:
-                self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
+                if not isinstance(exc, PathInUseError):  # that staging directory is the other model's
+                    self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
                 self._failed(task, exc)
                 return
             except OSError as exc:
@@ -233,6 +245,8 @@ class Gopher:
                 return
 
     def _discard_staging(self, task: Task) -> None:
+        if not self.settings.agent.cleanup_temp:
+            return  # kept for inspection (OME --cleanup-temp=false); the next attempt resumes from it
         try:
             staging = self.placement(task.ref, task.obj).staging
         except ModelferryError:
@@ -241,9 +255,7 @@ class Gopher:
 
     def _failed(self, task: Task, exc: ModelferryError) -> None:
         log.error("model %s failed on this node: %s", task.ref, exc)
-        self.metrics.downloads_failed.labels(task.ref.kind, exc.reason).inc()
-        if exc.reason == "IntegrityCheckFailed":
-            self.metrics.verifications.labels("failure").inc()
+        self.metrics.model_failed(task.ref, exc.reason)
         self.sink.publish(ModelEntry(task.ref, ModelStatus.FAILED, reason=exc.reason, message=str(exc)))
 
     def download(self, task: Task) -> None:
@@ -253,6 +265,7 @@ class Gopher:
         if not uri:
             raise UsageError(f"{ref}: spec.storage.storageUri is empty", obj=str(ref))
         place = self.placement(ref, obj)
+        check_owner(ref, read_any_marker(place.final), place.final)
         marker = read_marker(place.final)
         if marker and marker.get("fingerprint") == task.fingerprint:
             log.info("model %s is already complete on this node", ref)
@@ -264,6 +277,7 @@ class Gopher:
                 obj=str(ref),
                 hint="Pre-populate the model, or run the agent with a writable models root",
             )
+        self.check_source(ref, parse_uri(str(uri)))
         self.sink.publish(ModelEntry(ref, ModelStatus.UPDATING))
         started = time.monotonic()
         source = self.store_opener(str(uri), self.credentials_for(task))
@@ -287,8 +301,7 @@ class Gopher:
             result = sync(source, target, transfer, SyncOptions(exclude=exclude), cancel=self.cancel)
         finally:
             source.close()
-        self.metrics.download_bytes.inc(result.bytes_transferred)
-        self.metrics.verifications.labels("success").inc(result.files_copied)
+        transferred = time.monotonic()
         if result.refetched:
             self.metrics.verifications.labels("refetched").inc(len(result.refetched))
         (place.staging / AGENT_MARKER).write_text(
@@ -303,9 +316,12 @@ class Gopher:
                 }
             )
         )
+        check_owner(ref, read_any_marker(place.final), place.final)  # another model may have landed there meanwhile
         swap_in(place)
-        self.metrics.download_duration.observe(time.monotonic() - started)
-        self.metrics.downloads_succeeded.labels(ref.kind).inc()
+        self.metrics.ome.verification_duration.observe(time.monotonic() - transferred)
+        self.metrics.model_downloaded(
+            ref, seconds=time.monotonic() - started, nbytes=result.bytes_transferred, files=result.files_copied
+        )
         log.info(
             "model %s ready at %s (%s files copied, %s skipped)",
             ref,
@@ -314,6 +330,18 @@ class Gopher:
             result.files_skipped,
         )
         self._ready(task, place.final)
+
+    def check_source(self, ref: ModelRef, uri: StorageURI) -> None:
+        """The agent reads with its own rights: remote stores only, or a local root the admin allowed.
+
+        A local path must lie under an allowed root both as written and with its links resolved.
+        """
+        roots = self.settings.agent.allowed_local_roots
+        where = f"{ref} spec.storage.storageUri"
+        check_cluster_source(uri, allowed_local_roots=roots, where=where)
+        if uri.scheme == "file":
+            real = parse_uri(os.path.realpath(uri.path))
+            check_cluster_source(real, allowed_local_roots=[os.path.realpath(r) for r in roots], where=where)
 
     def _ready(self, task: Task, directory: Path) -> None:
         config: dict[str, Any] | None = None
@@ -330,7 +358,12 @@ class Gopher:
     def delete(self, task: Task) -> None:
         try:
             place = self.placement(task.ref, task.obj)
-        except UsageError as exc:
+            check_owner(task.ref, read_any_marker(place.final), place.final)
+        except PathInUseError as exc:
+            log.warning("not deleting: %s", exc)
+            self.sink.publish(ModelEntry(task.ref, ModelStatus.DELETED))
+            return
+        except ModelferryError as exc:
             self._failed(task, exc)
             return
         freed = 0

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import contextlib
 import logging
 import shutil
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,17 @@ CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 SECRETS = Resource("", "v1", "secrets", "Secret")
 CONFIGMAP_LABELS = {"app.kubernetes.io/name": "modelferry", "app.kubernetes.io/component": "model-agent"}
 CONFIGMAP_SELECTOR = "app.kubernetes.io/component=model-agent"
+# What OME's model agent puts on its per-node ConfigMap (OME's controller lists them by the first label).
+OME_CONFIGMAP_LABELS = {"models.ome/basemodel-status": "true"}
+OME_CONFIGMAP_ANNOTATIONS = {"models.ome.io/managed-by": "model-agent"}
+
+
+def configmap_meta(node: str, watch_ome: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels and annotations of the node's ConfigMap: ours, plus OME's with ``watch_ome``."""
+    if not watch_ome:
+        return dict(CONFIGMAP_LABELS), {}
+    labels = {**CONFIGMAP_LABELS, **OME_CONFIGMAP_LABELS, "node": node}
+    return labels, {**OME_CONFIGMAP_ANNOTATIONS, "models.ome.io/node-name": node}
 
 
 def model_resources(group: str, version: str) -> tuple[Resource, Resource]:
@@ -47,12 +61,53 @@ def model_resources(group: str, version: str) -> tuple[Resource, Resource]:
     )
 
 
-def credentials_from_secret(secret: dict[str, Any], base: Credentials) -> Credentials:
-    """Credentials from a ``spec.storage.key`` Secret (AWS_*, HF_TOKEN / token keys), over ``base``."""
-    raw = {str(k): base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+CREDENTIAL_MARKS = ("SECRET", "TOKEN", "PASSWORD", "PASSCODE", "ACCESS_KEY", "API_KEY", "PRIVATE", "CREDENTIAL")
+USED_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_S3_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "HF_TOKEN",
+    "token",
+    "hf_token",
+)
+
+
+def is_credential_key(key: str) -> bool:
+    """Keys whose values are masked in logs; bucket names, endpoints and regions stay readable."""
+    return any(mark in key.upper() for mark in CREDENTIAL_MARKS)
+
+
+def secret_values(secret: dict[str, Any], *, where: str) -> dict[str, str]:
+    """A Secret's ``data`` (base64) and ``stringData`` as text; credential values registered for masking.
+
+    A value the agent uses that is not UTF-8 text is a :class:`UsageError` naming the key (never the value);
+    other undecodable keys are ignored.
+    """
+    raw: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            raw[str(key)] = base64.b64decode(str(value), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            if key in USED_KEYS:
+                raise UsageError(
+                    f"Secret {where} key {key!r} is not UTF-8 text",
+                    obj=where,
+                    hint="Store the value as plain text (kubectl create secret generic --from-literal)",
+                ) from None
+            log.info("Secret %s: key %r is not UTF-8 text; ignored (the agent does not use it)", where, key)
     raw.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
-    for value in raw.values():
-        register_secret(value)
+    for key, value in raw.items():
+        if is_credential_key(key):
+            register_secret(value)
+    return raw
+
+
+def credentials_from_secret(secret: dict[str, Any], base: Credentials, *, where: str = "") -> Credentials:
+    """Credentials from a ``spec.storage.key`` Secret (AWS_*, HF_TOKEN / token keys), over ``base``."""
+    raw = secret_values(secret, where=where or str((secret.get("metadata") or {}).get("name", "")))
     creds = base.model_copy(deep=True)
     s3 = {
         "access_key_id": raw.get("AWS_ACCESS_KEY_ID"),
@@ -132,25 +187,34 @@ class NodeAgent:
             if task is None:
                 return
         key = storage_of(obj).get("key")
-        if key and task.type != "Delete":
-            await self._load_credentials(ref, str(key))
+        if key and task.type != "Delete" and not await self._load_credentials(ref, str(key)):
+            return
         log.info("queued %s for %s", task.type, ref)
         self.gopher.queue.put(task)
         self.metrics.queue_depth.set(self.gopher.queue.depth())
 
-    async def _load_credentials(self, ref: ModelRef, secret_name: str) -> None:
+    async def _load_credentials(self, ref: ModelRef, secret_name: str) -> bool:
+        """Load the model's Secret; False (the model reported Failed) when its values are unusable."""
         namespace = ref.namespace or self.opts.namespace
         try:
             secret = await self.kube.get(SECRETS, namespace, secret_name)
         except ModelferryError as exc:
             log.warning("cannot read Secret %s/%s for %s: %s", namespace, secret_name, ref, exc)
-            return
+            return True
         if secret is None:
             log.warning(
                 "Secret %s/%s named by %s does not exist; using the agent's credentials", namespace, secret_name, ref
             )
-            return
-        self.credentials[ref] = credentials_from_secret(secret, self.settings.source)
+            return True
+        try:
+            self.credentials[ref] = credentials_from_secret(
+                secret, self.settings.source, where=f"{namespace}/{secret_name}"
+            )
+        except ModelferryError as exc:
+            log.error("model %s: %s", ref, exc)
+            self.publish(ModelEntry(ref, ModelStatus.FAILED, reason=exc.reason, message=str(exc)))
+            return False
+        return True
 
     async def resync(self) -> None:
         """Re-evaluate every model (node labels may have changed; failed downloads are retried)."""
@@ -190,34 +254,50 @@ class NodeAgent:
 
     async def _reconcile_configmap(self, desired: dict[str, str]) -> None:
         name, ns = self.opts.node_name, self.opts.namespace
+        want_labels, want_annotations = configmap_meta(name, self.opts.watch_ome)
         current = await self.kube.get(CONFIGMAPS, ns, name)
         if current is None:
             created = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": ns, "labels": CONFIGMAP_LABELS},
+                "metadata": {"name": name, "namespace": ns, "labels": want_labels, "annotations": want_annotations},
                 "data": desired,
             }
-            await self.kube.create(CONFIGMAPS, ns, created)
+            async with self._counted("create"):
+                await self.kube.create(CONFIGMAPS, ns, created)
             log.info("created ConfigMap %s/%s", ns, name)
             return
         patch = data_patch(current.get("data"), desired)
-        labels = (current.get("metadata") or {}).get("labels") or {}
-        meta_patch = {k: v for k, v in CONFIGMAP_LABELS.items() if labels.get(k) != v}
-        if patch or meta_patch:
-            rv = (current.get("metadata") or {}).get("resourceVersion")
-            meta: dict[str, Any] = {"resourceVersion": rv}
+        meta_now = current.get("metadata") or {}
+        labels, annotations = meta_now.get("labels") or {}, meta_now.get("annotations") or {}
+        meta_patch = {k: v for k, v in want_labels.items() if labels.get(k) != v}
+        annotations_patch = {k: v for k, v in want_annotations.items() if annotations.get(k) != v}
+        if patch or meta_patch or annotations_patch:
+            meta: dict[str, Any] = {"resourceVersion": meta_now.get("resourceVersion")}
             if meta_patch:
                 meta["labels"] = meta_patch
-            await self.kube.patch(CONFIGMAPS, ns, name, {"metadata": meta, "data": patch or {}})
+            if annotations_patch:
+                meta["annotations"] = annotations_patch
+            async with self._counted("update"):
+                await self.kube.patch(CONFIGMAPS, ns, name, {"metadata": meta, "data": patch or {}})
             log.info("healed ConfigMap %s/%s (%s keys changed)", ns, name, len(patch or {}))
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, operation: str) -> AsyncIterator[None]:
+        """Count a ConfigMap call as OME's model_agent_configmap_operations_total{operation,result}."""
+        try:
+            yield
+        except BaseException:
+            self.metrics.configmap_operation(operation, ok=False)
+            raise
+        self.metrics.configmap_operation(operation, ok=True)
 
     async def _reconcile_labels(self, states: dict[ModelRef, ModelStatus]) -> None:
         node = await self.kube.get(NODES, None, self.opts.node_name)
         if node is None:
             return
         self.node = node
-        patch = labels_patch(self.opts.label_prefix, (node.get("metadata") or {}).get("labels"), states)
+        patch = labels_patch(self.settings.label_prefix(), (node.get("metadata") or {}).get("labels"), states)
         if patch:
             rv = (node.get("metadata") or {}).get("resourceVersion")
             await self.kube.patch(
@@ -235,7 +315,7 @@ class NodeAgent:
                 try:
                     if node_wants(storage_of(obj), self.node):
                         out.add(self.gopher.placement(ref, obj).final)
-                except UsageError:
+                except ModelferryError:
                     continue
         return out
 

@@ -1,4 +1,4 @@
-"""Node resources (CPU, memory, models-root disk, GPUs) for the ConfigMap and metrics."""
+"""Node resources (CPU, memory, models-root disk, network, GPUs) for the ConfigMap and metrics."""
 
 from __future__ import annotations
 
@@ -28,14 +28,17 @@ def gpu_inventory() -> list[dict[str, Any]]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            out.append(
-                {
-                    "index": i,
-                    "name": name.decode() if isinstance(name, bytes) else str(name),
-                    "memoryTotalBytes": int(mem.total),
-                    "memoryUsedBytes": int(mem.used),
-                }
-            )
+            gpu: dict[str, Any] = {
+                "index": i,
+                "name": name.decode() if isinstance(name, bytes) else str(name),
+                "memoryTotalBytes": int(mem.total),
+                "memoryUsedBytes": int(mem.used),
+            }
+            try:
+                gpu["utilizationPercent"] = int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            except Exception:  # not supported on every device (MIG instances, some vGPUs)
+                log.debug("no utilisation reading for GPU %s", i)
+            out.append(gpu)
         return out
     except Exception as exc:  # a flaky driver must not take the agent down
         log.warning("NVML query failed: %s", exc)
@@ -57,6 +60,22 @@ def memory() -> tuple[int, int]:
         return page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def network_bytes(proc_net_dev: Path = Path("/proc/net/dev")) -> tuple[int, int] | None:
+    """Bytes received and sent since boot over every interface but loopback; None where unreadable."""
+    try:
+        lines = proc_net_dev.read_text().splitlines()[2:]  # two header lines
+        rx = tx = 0
+        for line in lines:
+            iface, _, rest = line.partition(":")
+            fields = rest.split()
+            if iface.strip() == "lo" or len(fields) < 9:
+                continue
+            rx, tx = rx + int(fields[0]), tx + int(fields[8])
+        return rx, tx
+    except (OSError, ValueError):
+        return None
+
+
 def collect(models_root: Path, gpus: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A snapshot of this node's resources (``gpus`` injectable for tests)."""
     total, available = memory()
@@ -67,6 +86,9 @@ def collect(models_root: Path, gpus: list[dict[str, Any]] | None = None) -> dict
         "memoryAvailableBytes": available,
         "gpus": gpu_inventory() if gpus is None else gpus,
     }
+    net = network_bytes()
+    if net is not None:
+        out["networkReceiveBytes"], out["networkTransmitBytes"] = net
     try:
         usage = disk_usage(models_root)
         out.update(

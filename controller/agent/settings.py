@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from modelferry.settings import SyncSettings
+
+OME_LABEL_PREFIX = "models.ome.io"
+# OME's model agent defaults, applied with watch_ome where the user set nothing (seed: Configuration Reference).
+OME_DEFAULTS: dict[str, Any] = {"namespace": "ome", "workers": 5, "reconcile_interval": 30.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from a Go duration (``30s``, ``10m``, ``1h30m``) or a plain number of seconds."""
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration (write e.g. 30s, 10m, 1h30m)")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
 class AgentOptions(BaseModel):
@@ -32,6 +54,24 @@ class AgentOptions(BaseModel):
         8080, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz, /livez (0: any free port)"
     )
     label_retries: int = Field(5, ge=0, description="Retries of node label and ConfigMap updates on conflicts")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="A second port serving /metrics only (OME --metrics-port; None: --port)"
+    )
+    temp_dir: str | None = Field(
+        None,
+        description="OME --temp-dir; accepted, unused: downloads stage beside the model so the swap is a rename",
+    )
+    cleanup_temp: bool = Field(
+        True, description="Remove the staging copy of a download that failed for good (OME --cleanup-temp)"
+    )
+    max_concurrent_reconciles: int = Field(
+        10, ge=1, description="OME --max-concurrent-reconciles; accepted: one node has one reconcile loop"
+    )
+    allowed_local_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories in the agent's pod that a storageUri may name as file:// (JSON list); empty "
+        "refuses every file:// and pvc:// source (the agent would read them with its own rights)",
+    )
 
 
 class AgentSettings(SyncSettings):
@@ -40,6 +80,10 @@ class AgentSettings(SyncSettings):
     model_config = SettingsConfigDict(env_prefix="MODELFERRY_", env_nested_delimiter="__", extra="ignore")
 
     agent: AgentOptions = Field(default_factory=AgentOptions, description="Node agent settings")
+
+    def label_prefix(self) -> str:
+        """Node label prefix: OME's ``models.ome.io`` with ``watch_ome`` (its serving pods select on it)."""
+        return OME_LABEL_PREFIX if self.agent.watch_ome else self.agent.label_prefix
 
     def group_version(self) -> tuple[str, str]:
         """The API group and version of the watched kinds."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from controller.kube.client import EVENTS, Kube
 from modelferry.errors import ModelferryError
+from modelferry.logs import scrub
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ def now_iso() -> str:
 def event_body(obj: dict[str, Any], kind: str, reason: str, message: str, component: str, now: str) -> dict[str, Any]:
     """The Event for ``obj`` (pure); the name is stable per object, reason and message so repeats count up."""
     meta = obj.get("metadata") or {}
+    message = scrub(message, meta.get("namespace"))  # messages can quote a pod's failure record
     digest = hashlib.sha256(f"{meta.get('uid')}/{reason}/{message}".encode()).hexdigest()[:10]
     return {
         "apiVersion": "v1",

@@ -16,6 +16,7 @@ from typing import Any
 
 from controller.operator.cabundle import ca_source, mount_ca
 from controller.operator.settings import JobSettings
+from modelferry.logs import register_scoped_secrets
 
 GROUP = "modelferry.io"
 VERSION = "v1alpha1"
@@ -47,6 +48,68 @@ def secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
     for key, value in (secret.get("stringData") or {}).items():
         out[key] = str(value)
     return out
+
+
+# Secret keys whose values are credentials: registered with the log scrubber when the controller reads them,
+# so a value that comes back in a failure record, status or Event is masked (bucket names and regions are not).
+CREDENTIAL_KEY_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSCODE", "CREDENTIAL")
+
+
+def register_credentials(secret: dict[str, Any] | None) -> None:
+    """Tell the scrubber (:mod:`modelferry.logs`) the credential values of a Secret just read.
+
+    They are masked in text about the Secret's namespace only (``scrub(text, namespace)``): a tenant's
+    values never mask anything in another namespace, nor in the controller's own logs.
+    """
+    if not secret:
+        return
+    meta = secret.get("metadata") or {}
+    values = {
+        value
+        for key, value in secret_data(secret).items()
+        if any(marker in key.upper() for marker in CREDENTIAL_KEY_MARKERS)
+    }
+    register_scoped_secrets(str(meta.get("namespace") or ""), str(meta.get("name") or ""), values)
+
+
+def literal(text: str) -> str:
+    """``text`` as a container's ``command``/``args``/env ``value`` must hold it to reach the process unchanged.
+
+    Kubernetes expands ``$(VAR)`` there (a tenant's ``$(MODELFERRY_SOURCE__HF__TOKEN)`` would become the
+    token) and turns ``$$`` into ``$``: doubling every ``$`` makes a user string literal.
+    """
+    return text.replace("$", "$$")
+
+
+def undecodable_keys(secret: dict[str, Any] | None) -> list[str]:
+    """Keys of a Secret's ``data`` that are not base64 of UTF-8 text (:func:`secret_data` reads them as "")."""
+    bad = []
+    for key, value in ((secret or {}).get("data") or {}).items():
+        try:
+            base64.b64decode(value or "").decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            bad.append(key)
+    return sorted(bad)
+
+
+def not_text_finding(secret_name: str, keys: list[str]) -> str:
+    """The message for a Secret whose values modelferry cannot read as text."""
+    return (
+        f"Secret {secret_name!r}: the value of {', '.join(keys)} is not UTF-8 text (binary or another encoding); "
+        "store it as text (stringData, or base64 of UTF-8 in data)"
+    )
+
+
+def bounded_name(name: str, limit: int = 63) -> str:
+    """``name`` if it fits in ``limit`` characters (the label value limit), else cut and ended by a hash.
+
+    The hash covers the whole name, so two long names that share their first characters never get the
+    same object name (and never replace each other's Job).
+    """
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - 11].rstrip('-.')}-{digest}"
 
 
 def inputs_hash(*parts: Any) -> str:
@@ -157,6 +220,8 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # `modelferry sync` never talks to the Kubernetes API: no token in the pod for a tenant to take.
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}, *request.volumes],

@@ -8,24 +8,32 @@ from typing import Any
 
 from controller.operator.cabundle import invalid_ca_reference
 from controller.operator.claims import claim_mounts
+from controller.operator.jobpolicy import check_job_overrides
 from controller.operator.jobs import (
     GROUP,
     VERSION,
     JobOverrides,
     JobRequest,
+    bounded_name,
     inputs_hash,
     job_condition,
     job_hash,
     job_phase,
+    literal,
+    not_text_finding,
     owner_reference,
+    register_credentials,
     render_job,
     secret_data,
     secret_ref,
+    undecodable_keys,
 )
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
-from modelferry.errors import InvalidURIError
-from modelferry.units import parse_size
+from controller.operator.transferspec import transfer_env_for
+from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.logs import scrub
+from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
@@ -138,22 +146,6 @@ def _credentials(
     return env, None
 
 
-def _transfer_env(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
-    env = []
-    try:
-        if transfer.get("concurrency") is not None:
-            env.append({"name": "MODELFERRY_TRANSFER__CONCURRENCY", "value": str(int(transfer["concurrency"]))})
-        if transfer.get("partSize") is not None:
-            env.append({"name": "MODELFERRY_TRANSFER__PART_SIZE", "value": str(parse_size(str(transfer["partSize"])))})
-        if transfer.get("sizeLimit") is not None:
-            env.append(
-                {"name": "MODELFERRY_TRANSFER__SIZE_LIMIT", "value": str(parse_size(str(transfer["sizeLimit"])))}
-            )
-    except Exception:
-        return [], Finding("InvalidTransfer", "spec.transfer.partSize/sizeLimit must be sizes such as 64MiB or 650GB")
-    return env, None
-
-
 def plan_modelsync_job(
     ms: dict[str, Any], secrets: dict[str, dict[str, Any] | None], settings: ControllerSettings
 ) -> SyncPlan:
@@ -162,10 +154,28 @@ def plan_modelsync_job(
     spec = ms.get("spec") or {}
     source = spec.get("source") or {}
     target = spec.get("target") or {}
+    for secret_name, secret in secrets.items():
+        register_credentials(secret)
+        bad = undecodable_keys(secret)
+        if bad:
+            return SyncPlan(error=Finding("SecretValueNotText", not_text_finding(secret_name, bad)))
+    job_spec = spec.get("job") or {}
+    refused = check_job_overrides(job_spec, settings.job_policy, settings.job)
+    if refused is not None:
+        return SyncPlan(error=refused)
     try:
-        parse_uri(source.get("uri") or "", revision=source.get("revision"))
+        src = parse_uri(source.get("uri") or "", revision=source.get("revision"))
     except InvalidURIError as exc:
         return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
+    try:
+        check_cluster_source(
+            src,
+            allowed_local_roots=settings.allowed_local_roots,
+            mounted_claims=[src.bucket] if src.scheme == "pvc" else [],  # claim_mounts below mounts it, or refuses
+            where="spec.source.uri",
+        )
+    except SourceNotAllowedError as exc:
+        return SyncPlan(error=Finding(exc.reason, f"{exc}; fix the ModelSync"))
     env: list[dict[str, Any]] = []
     src_env, err = _credentials("SOURCE", source.get("credentialsSecret"), secrets)
     if err:
@@ -178,7 +188,7 @@ def plan_modelsync_job(
             return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
         if dst.scheme == "hf":
             return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
-        target_arg = target["uri"]
+        target_arg = literal(target["uri"])
     elif target.get("dataConnection"):
         dc = target["dataConnection"]
         values = secret_data(secrets.get(dc)) if secrets.get(dc) is not None else None
@@ -202,13 +212,13 @@ def plan_modelsync_job(
             return SyncPlan(error=Finding("InvalidTargetURI", f"data connection {dc!r} / spec.target.path: {exc}"))
         env.append(secret_ref("MF_DEST_BUCKET", dc, "AWS_S3_BUCKET"))
         env += _credential_env("TARGET", dc, values)
-        target_arg = f"s3://$(MF_DEST_BUCKET)/{path}/" if path else "s3://$(MF_DEST_BUCKET)/"
+        target_arg = f"s3://$(MF_DEST_BUCKET)/{literal(path)}/" if path else "s3://$(MF_DEST_BUCKET)/"
     else:
         return SyncPlan(error=Finding("TargetNotConfigured", "set spec.target.uri or spec.target.dataConnection"))
     tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
     if err:
         return SyncPlan(error=err)
-    transfer_env, err = _transfer_env(spec.get("transfer") or {})
+    transfer_env, err = transfer_env_for(spec.get("transfer") or {})
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env
@@ -218,7 +228,8 @@ def plan_modelsync_job(
     )
     if claims.error:
         return SyncPlan(error=Finding("ClaimNotMountable", claims.error))
-    args = ["sync", source["uri"], target_arg, "--json"]
+    # Every user string is passed literally: Kubernetes would expand $(VAR) in it (see jobs.literal).
+    args = ["sync", literal(source["uri"]), target_arg, "--json"]
     if spec.get("decrypt") is not None:
         decrypt_env, err = _decrypt_env(spec["decrypt"], secrets)
         if err:
@@ -226,11 +237,11 @@ def plan_modelsync_job(
         env += decrypt_env
         args.append("--decrypt")
     if source.get("revision"):
-        args += ["--revision", str(source["revision"])]
+        args += ["--revision", literal(str(source["revision"]))]
     for pattern in source.get("include") or []:
-        args += ["--include", str(pattern)]
+        args += ["--include", literal(str(pattern))]
     for pattern in source.get("exclude") or []:
-        args += ["--exclude", str(pattern)]
+        args += ["--exclude", literal(str(pattern))]
     job_spec = spec.get("job") or {}
     ca_configmap = job_spec.get("caConfigMap")
     problem = (
@@ -265,8 +276,12 @@ def plan_modelsync_job(
 
 
 def job_name(ms_name: str) -> str:
-    """The Job of ModelSync ``name`` (63 characters at most, the label limit)."""
-    return f"modelsync-{ms_name}"[:63].rstrip("-")
+    """The Job of ModelSync ``name`` (63 characters at most, the label limit).
+
+    A name that does not fit is cut and ends in a hash of the whole name, so two ModelSyncs whose
+    names share their first 50 characters never share (and replace) one Job.
+    """
+    return bounded_name(f"modelsync-{ms_name}")
 
 
 def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -298,13 +313,14 @@ def _condition(
 def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
     """Status for bad input: Ready=False with what to fix; no Job exists."""
     old = (ms.get("status") or {}).get("conditions") or []
+    message = scrub(finding.message, (ms.get("metadata") or {}).get("namespace"))
     return {
         "phase": "Failed",
         "observedGeneration": (ms.get("metadata") or {}).get("generation"),
-        "message": finding.message,
+        "message": message,
         "jobName": None,
         "conditions": [
-            _condition("Ready", False, finding.reason, finding.message, now, old),
+            _condition("Ready", False, finding.reason, message, now, old),
             _condition("Synced", False, finding.reason, "no sync Job was created", now, old),
         ],
     }
@@ -343,6 +359,7 @@ def job_status(
     """
     old_status = ms.get("status") or {}
     old = old_status.get("conditions") or []
+    namespace = (ms.get("metadata") or {}).get("namespace")
     phase = job_phase(job)
     summary = termination_summary(pods) or {}
     jstatus = (job or {}).get("status") or {}
@@ -361,7 +378,7 @@ def job_status(
         status["filesDone"] = int(summary.get("files_copied", 0)) + int(summary.get("files_skipped", 0))
         status["bytesDone"] = int(summary.get("bytes_copied", 0)) + int(summary.get("bytes_skipped", 0))
     if summary.get("revision"):
-        status["resolvedRevision"] = summary["revision"]
+        status["resolvedRevision"] = scrub(str(summary["revision"]), namespace)
     if phase == "Running":
         status.update(live_progress(live))
     ready = _condition("Ready", True, "JobCreated", "the sync Job exists", now, old)
@@ -370,8 +387,9 @@ def job_status(
         synced = _condition("Synced", True, "SyncSucceeded", message, now, old)
     elif phase == "Failed":
         failed = job_condition(job, "Failed") or job_condition(job, "FailureTarget") or {}
-        reason = str(summary.get("reason") or failed.get("reason") or "JobFailed")
-        message = str(summary.get("message") or failed.get("message") or "the sync Job failed")
+        # The failure record comes from the pod: scrubbed like a log line before it reaches status.
+        reason = scrub(str(summary.get("reason") or failed.get("reason") or "JobFailed"), namespace)
+        message = scrub(str(summary.get("message") or failed.get("message") or "the sync Job failed"), namespace)
         synced = _condition("Synced", False, reason, message, now, old)
     elif phase == "Running":
         message = "the sync Job is running"

@@ -29,11 +29,14 @@ from controller.operator.modelsync import (
     plan_modelsync_job,
     referenced_secrets,
 )
+from controller.operator.nodeagent import NodeAgentReconciler
 from controller.operator.secretmode import data_connection_name, is_model_source, plan_secret_job
 from controller.operator.settings import ControllerSettings
 from controller.operator.training import KIND as TRAININGRUN
 from controller.operator.training import TrainingReconciler
 from controller.operator.workqueue import WorkQueue
+from controller.serving.reconciler import ServingReconciler
+from controller.serving.render import KIND as MODELSERVER
 from modelferry.errors import ModelferryError
 from modelferry.transfer.progress import parse_progress_line
 
@@ -89,6 +92,8 @@ class Operator:
             self.modelsyncs[ns] = Informer(kube, MODELSYNCS, self._on_modelsync, **common)
             self.informers += [self.secrets[ns], self.jobs[ns], self.modelsyncs[ns]]
         self.training = TrainingReconciler(self) if settings.training.enabled else None
+        self.serving = ServingReconciler(self) if settings.serving.enabled else None
+        self.node_agents = NodeAgentReconciler(self) if settings.node_agent.enabled else None
 
     # --- cache lookups ---------------------------------------------------------------------------
     def _cached(self, informers: dict[str | None, Informer], ns: str, name: str) -> dict[str, Any] | None:
@@ -142,6 +147,10 @@ class Operator:
             self.queue.add((MODELSYNC, *object_key(ms)))
         if self.training is not None:
             self.training.resync()
+        if self.serving is not None:
+            self.serving.resync()
+        if self.node_agents is not None:
+            self.node_agents.resync()
 
     # --- reconcile ---------------------------------------------------------------------------------
     async def reconcile(self, key: Hashable) -> None:
@@ -155,6 +164,10 @@ class Operator:
             await self.reconcile_modelsync(ns, name)
         elif kind == TRAININGRUN and self.training is not None:
             await self.training.reconcile(ns, name)
+        elif kind == MODELSERVER and self.serving is not None:
+            await self.serving.reconcile(ns, name)
+        elif kind == "NodeAgent" and self.node_agents is not None:
+            await self.node_agents.reconcile(name)
 
     async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None:
         """Emit Events for findings that changed since the last reconcile (not once per resync)."""

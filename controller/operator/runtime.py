@@ -199,6 +199,8 @@ class Controller:
                                 self.settings.agent_namespace,
                                 self.stop,
                                 interval=self.settings.aggregate_seconds,
+                                group=self.settings.aggregate_api.split("/")[0],
+                                version=self.settings.aggregate_api.split("/")[1],
                             ),
                             name="model-status",
                         )

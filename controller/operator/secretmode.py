@@ -16,13 +16,18 @@ from controller.operator.jobs import (
     JobRequest,
     inputs_hash,
     is_true,
+    literal,
+    not_text_finding,
     owner_reference,
+    register_credentials,
     render_job,
     secret_data,
     secret_ref,
+    undecodable_keys,
 )
 from controller.operator.settings import ControllerSettings
-from modelferry.errors import InvalidURIError
+from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.source_policy import check_cluster_source
 from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
@@ -152,8 +157,11 @@ def _s3_source(
         )
     try:
         uri = parse_uri(path)
+        check_cluster_source(uri, where="S3_SYNC_SRC__PATH")
     except InvalidURIError as exc:
         return [], Finding("InvalidSourceURI", f"S3_SYNC_SRC__PATH is not a valid URI: {exc}")
+    except SourceNotAllowedError as exc:
+        return [], Finding(exc.reason, str(exc))
     if uri.scheme not in ("s3", "hf"):
         return [], Finding(
             "InvalidSourceURI", f"S3_SYNC_SRC__PATH must be an s3:// (or hf://) URI, not {uri.scheme}://"
@@ -218,6 +226,8 @@ def plan_secret_job(
     source = secret_data(secret)
     dest_name = data_connection_name(source, settings)
     dest = secret_data(destination) if destination is not None else None
+    register_credentials(secret)
+    register_credentials(destination)
     warnings = []
     stray = sorted(k for k in source if k.startswith("AWS_"))
     if stray:
@@ -228,6 +238,10 @@ def plan_secret_job(
                 f"connection {dest_name!r}; use S3_SYNC_SRC__* for the source or S3_SYNC_DEST__* to override the destination",
             )
         )
+    for obj, obj_name in ((secret, name), (destination, dest_name)):
+        bad = undecodable_keys(obj)
+        if bad:  # read as "", they would otherwise look unset and the Event would blame the wrong key
+            return SecretPlan("invalid", error=Finding("SecretValueNotText", not_text_finding(obj_name, bad)))
     request = JobRequest(
         name=settings.secret_job_name,
         namespace=namespace,
@@ -242,8 +256,11 @@ def plan_secret_job(
         request.args = [
             "noop",
             "--reason",
-            f"S3_SYNC_LOCAL_UPLOAD_COMPLETE is true in Secret {namespace}/{name}: the model was uploaded manually "
-            f"to the data connection {dest_name!r} under {settings.target_prefix}; nothing to synchronize",
+            # dest_name is a Secret value: literal, or Kubernetes would expand $(VAR) in it.
+            literal(
+                f"S3_SYNC_LOCAL_UPLOAD_COMPLETE is true in Secret {namespace}/{name}: the model was uploaded "
+                f"manually to the data connection {dest_name!r} under {settings.target_prefix}; nothing to synchronize"
+            ),
         ]
         job = render_job(request, settings.job, extra_hash=inputs_hash(source))
         return SecretPlan("complete", job=job, warnings=warnings)

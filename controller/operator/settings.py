@@ -5,15 +5,17 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.serving.settings import ServingSettings
 from modelferry import __version__
 
+IMAGE = f"quay.io/modelferry/modelferry:{__version__}"  # Containerfile: controller, agent, sync Jobs, sidecar
 TRAIN_IMAGE = f"quay.io/modelferry/modelferry-train:{__version__}"  # Containerfile.train, tagged per release
 
 
 class JobSettings(BaseModel):
     """Defaults for the synchronize Jobs the controller creates."""
 
-    image: str = Field("quay.io/modelferry/modelferry:latest", description="Image that runs `modelferry sync`")
+    image: str = Field(IMAGE, description="Image that runs `modelferry sync` (the controller's own image)")
     image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the sync container")
     service_account_name: str | None = Field(None, description="ServiceAccount of sync pods (namespace default)")
     backoff_limit: int = Field(3, ge=0, description="Retries of a sync pod after a retryable failure (exit 1)")
@@ -40,6 +42,30 @@ class JobSettings(BaseModel):
     )
 
 
+class JobPolicySettings(BaseModel):
+    """What a ModelSync's ``spec.job`` may choose (env ``MODELFERRY_CONTROLLER__JOB_POLICY__*``).
+
+    The defaults trust tenants with nothing: the sync image is the controller's own, the pod runs under
+    the namespace's default ServiceAccount, and no toleration or nodeSelector key is accepted.
+    """
+
+    allowed_images: list[str] = Field(
+        default_factory=list,
+        description="Images spec.job.image may name besides job.image (JSON list; an entry ending in '*' is a "
+        "prefix, e.g. 'registry.example.com/modelferry/*')",
+    )
+    allow_service_account_name: bool = Field(
+        False, description="Whether spec.job.serviceAccountName may be set (the pod then runs with that identity)"
+    )
+    allowed_toleration_keys: list[str] = Field(
+        default_factory=list,
+        description="Taint keys spec.job.tolerations may tolerate (JSON list; '*' allows any, incl. a keyless toleration)",
+    )
+    allowed_node_selector_keys: list[str] = Field(
+        default_factory=list, description="Label keys spec.job.nodeSelector may use (JSON list; '*' allows any)"
+    )
+
+
 class TrainingSettings(BaseModel):
     """TrainingRun reconciling (env ``MODELFERRY_CONTROLLER__TRAINING__*``)."""
 
@@ -61,6 +87,18 @@ class TrainingSettings(BaseModel):
     service_account_name: str | None = Field(None, description="ServiceAccount of training pods (namespace default)")
 
 
+class NodeAgentSettings(BaseModel):
+    """NodeAgent reconciling: the node agent's DaemonSet run from a NodeAgent resource (``MODELFERRY_CONTROLLER__NODE_AGENT__*``)."""
+
+    enabled: bool = Field(
+        True, description="Watch NodeAgent resources and run their DaemonSets (turn off where the CRD is not installed)"
+    )
+    image: str | None = Field(
+        None,
+        description="Agent image of a NodeAgent that names none; job.image (the controller's own image) when unset",
+    )
+
+
 class ControllerSettings(BaseSettings):
     """Settings of ``modelferry controller``."""
 
@@ -76,8 +114,20 @@ class ControllerSettings(BaseSettings):
     data_connection: str = Field("demo-models", description="Default destination data connection Secret")
     secret_job_name: str = Field("synchronize-model", description="Name of the Job created in Secret mode")
     target_prefix: str = Field("models/", description="Prefix in the destination bucket in Secret mode")
+    allowed_local_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories (inside the Jobs' pods) that a ModelSync or TrainingRun source may name as "
+        "file:// (JSON list); empty refuses every file:// source",
+    )
     job: JobSettings = Field(default_factory=JobSettings, description="Defaults for created Jobs")
+    job_policy: JobPolicySettings = Field(
+        default_factory=JobPolicySettings, description="What a ModelSync's spec.job may override"
+    )
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="TrainingRun reconciling")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="ModelServer reconciling")
+    node_agent: NodeAgentSettings = Field(
+        default_factory=NodeAgentSettings, description="NodeAgent reconciling (the agent DaemonSet, for OLM installs)"
+    )
     workers: int = Field(4, ge=1, description="Reconciles running at once (one per object at a time)")
     resync_seconds: float = Field(300.0, gt=0, description="Requeue every object this often (level triggering)")
     watch_timeout_seconds: int = Field(240, ge=1, description="Server-side timeout of one watch; then reconnect")
@@ -93,7 +143,9 @@ class ControllerSettings(BaseSettings):
     metrics_port: int = Field(8080, ge=0, le=65535, description="Port of that server (0 picks a free port)")
     shutdown_seconds: float = Field(20.0, gt=0, description="How long SIGTERM waits for running reconciles")
     agent_namespace: str = Field(
-        "modelferry", description="Namespace of the node agents' ConfigMaps rolled up into BaseModel status"
+        "modelferry",
+        description="Namespace of the node agents: their ConfigMaps rolled up into BaseModel status, and the "
+        "DaemonSets run for NodeAgent resources",
     )
     sync_progress_seconds: float = Field(
         15.0, gt=0, description="How often a running ModelSync's progress is read from its sync container's log"
@@ -101,6 +153,11 @@ class ControllerSettings(BaseSettings):
     sync_log_tail_lines: int = Field(50, ge=1, description="Lines of the sync container's log read for progress")
     aggregate_models: bool = Field(True, description="Roll per-node agent status up into BaseModel status")
     aggregate_seconds: float = Field(15.0, gt=0, description="How often the BaseModel status roll-up runs")
+    aggregate_api: str = Field(
+        "modelferry.io/v1alpha1",
+        pattern=r"^[a-z0-9.-]+/v[0-9a-z]+$",
+        description="group/version of the BaseModel kinds whose status is rolled up (ome.io/v1beta1 for OME's)",
+    )
     kubeconfig: str | None = Field(
         None, description="Kubeconfig file; in-cluster config, then ~/.kube/config when unset"
     )

@@ -28,7 +28,14 @@ from controller.operator.jobs import (
 )
 from controller.operator.settings import ControllerSettings
 from controller.operator.workqueue import WorkQueue
-from controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
+from controller.training import (
+    RenderContext,
+    compute_status,
+    progress_from_log,
+    render,
+    termination_report,
+    workload_name,
+)
 from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
 
 log = logging.getLogger(__name__)
@@ -47,11 +54,6 @@ Key = tuple[str, str, str]
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
-def workload_name(run_name: str) -> str:
-    """The Job / Service / PyTorchJob name of TrainingRun ``run_name`` (what :func:`render` uses)."""
-    return f"{run_name or 'run'}-train"[:63].rstrip("-")
-
-
 def modelsync_ref(tr: dict[str, Any]) -> str | None:
     """The ModelSync a TrainingRun takes its base model from, if any."""
     base = ((tr.get("spec") or {}).get("baseModel")) or {}
@@ -239,6 +241,7 @@ class TrainingReconciler:
             model_syncs=synced_models(modelsyncs, secrets),
             service_account_name=self.settings.service_account_name,
             ca=ca_source(job.ca_configmap, tuple(job.ca_configmap_keys), platform=job.platform_ca),
+            allowed_local_roots=tuple(self.op.settings.allowed_local_roots),
         )
 
     # --- reconcile -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ write ``compute_status(tr, None, problem=result.problem)`` and create nothing; e
 write ``compute_status(tr, job, report=...)`` from the Job and the sidecar's reports.
 """
 
-from controller.training.render import RenderContext, RenderResult, render
+from controller.training.render import RenderContext, RenderResult, render, workload_name
 from controller.training.status import compute_status, progress_from_log, termination_report
 from controller.training.validate import Problem, validate
 
@@ -19,4 +19,5 @@ __all__ = [
     "render",
     "termination_report",
     "validate",
+    "workload_name",
 ]

@@ -25,11 +25,13 @@ from controller.operator.jobs import (
     LABEL_OWNER_KIND,
     LABEL_OWNER_NAME,
     MANAGED_BY,
+    bounded_name,
     inputs_hash,
+    literal,
     owner_reference,
     secret_ref,
 )
-from controller.operator.settings import TRAIN_IMAGE
+from controller.operator.settings import IMAGE, TRAIN_IMAGE
 from controller.training.trainjob import train_job, training_runtime
 from controller.training.validate import Problem, validate
 from controller.training.wrapper import wrapped_command
@@ -66,13 +68,14 @@ SECURITY = {
 class RenderContext:
     """Facts about the cluster and the controller's defaults."""
 
-    sidecar_image: str = "quay.io/modelferry/modelferry:latest"
+    sidecar_image: str = IMAGE
     train_image: str = TRAIN_IMAGE  # Containerfile.train: the [train] extra and the peft-lora trainer
     has_pytorchjob: bool = False
     has_trainjob: bool = False  # Kubeflow Trainer v2 (trainer.kubeflow.org TrainJob) is served
     model_syncs: dict[str, str] = field(default_factory=dict)  # ModelSync name -> its target URI
     service_account_name: str | None = None
     ca: CASource | None = None  # the trusted CA ConfigMap mounted into the trainer and the sidecar
+    allowed_local_roots: tuple[str, ...] = ()  # file:// sources the admin allows (ControllerSettings)
 
 
 @dataclass
@@ -99,22 +102,26 @@ def sidecar_env(spec: dict[str, Any], base_uri: str, *, rank_zero_only: bool) ->
     env: list[dict[str, Any]] = [
         {"name": f"{p}MODE", "value": "pod"},
         {"name": f"{p}WORKSPACE", "value": WORKSPACE},
-        {"name": f"{p}BASE_MODEL_URI", "value": base_uri},
-        {"name": f"{p}DATASET_URI", "value": dataset["uri"]},
-        {"name": f"{p}OUTPUT_URI", "value": output["uri"]},
-        {"name": f"{p}HYPERPARAMETERS", "value": json.dumps(spec.get("hyperparameters") or {}, sort_keys=True)},
+        # User strings go in literally: Kubernetes expands $(VAR) in env values too (see jobs.literal).
+        {"name": f"{p}BASE_MODEL_URI", "value": literal(base_uri)},
+        {"name": f"{p}DATASET_URI", "value": literal(dataset["uri"])},
+        {"name": f"{p}OUTPUT_URI", "value": literal(output["uri"])},
+        {
+            "name": f"{p}HYPERPARAMETERS",
+            "value": literal(json.dumps(spec.get("hyperparameters") or {}, sort_keys=True)),
+        },
         {"name": "MODELFERRY_LOG_FORMAT", "value": "json"},
         {"name": "HOME", "value": "/tmp/home"},  # noqa: S108 - an emptyDir
     ]
     if trainer.get("runtime"):
-        env.append({"name": f"{p}RUNTIME", "value": trainer["runtime"]})
+        env.append({"name": f"{p}RUNTIME", "value": literal(str(trainer["runtime"]))})
     for key, setting in (("stallSeconds", "LIFECYCLE__STALL_TIMEOUT"), ("trainingSeconds", "LIFECYCLE__TIMEOUT")):
         if timeouts.get(key):
-            env.append({"name": f"{p}{setting}", "value": str(timeouts[key])})
+            env.append({"name": f"{p}{setting}", "value": literal(str(timeouts[key]))})
     if mlflow.get("trackingUri"):
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": mlflow["trackingUri"]})
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": literal(str(mlflow["trackingUri"]))})
     if mlflow.get("experiment"):
-        env.append({"name": "MLFLOW_EXPERIMENT_NAME", "value": mlflow["experiment"]})
+        env.append({"name": "MLFLOW_EXPERIMENT_NAME", "value": literal(str(mlflow["experiment"]))})
     if mlflow.get("secretRef"):
         env += [secret_ref(k, mlflow["secretRef"], k, optional=True) for k in MLFLOW_KEYS]
     model_secret = (spec.get("baseModel") or {}).get("secretRef")
@@ -147,7 +154,13 @@ def pod_spec(
     if trainer.get("runtime"):
         image, command = ctx.train_image, wrapped_command([], [])  # the sidecar writes command.sh
     else:
-        image, command = trainer["image"], wrapped_command(list(trainer["command"]), list(trainer.get("args") or []))
+        # The user's command and args reach the wrapper literally (no $(VAR) expansion; use the shell's $VAR).
+        image, command = (
+            trainer["image"],
+            wrapped_command(
+                [literal(str(c)) for c in trainer["command"]], [literal(str(a)) for a in trainer.get("args") or []]
+            ),
+        )
     resources = dict(trainer.get("resources") or {})
     gpus = int(dist.get("gpusPerWorker", 0) or 0)
     if gpus:
@@ -162,7 +175,7 @@ def pod_spec(
         {"name": "HOME", "value": "/tmp/home"},  # noqa: S108
         {"name": "HF_HOME", "value": "/tmp/hf"},  # noqa: S108
         *extra_trainer_env,
-        *[{"name": str(e["name"]), **{k: v for k, v in e.items() if k != "name"}} for e in trainer.get("env") or []],
+        *[_user_env(e) for e in trainer.get("env") or []],
     ]
     containers = [
         {
@@ -207,7 +220,23 @@ def pod_spec(
     mount_ca(pod, ctx.ca, containers)
     if ctx.service_account_name:
         pod["serviceAccountName"] = ctx.service_account_name
+    # Only an MLflow server may need the pod's identity (MLFLOW_TRACKING_AUTH=kubernetes-namespaced on
+    # OpenShift AI reads the ServiceAccount token); without MLflow no container gets an API token.
+    pod["automountServiceAccountToken"] = bool(spec.get("mlflow"))
     return pod
+
+
+def _user_env(entry: dict[str, Any]) -> dict[str, Any]:
+    """One ``spec.trainer.env`` entry; a literal ``value`` stays literal (``valueFrom`` is passed on)."""
+    out = {"name": str(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
+    if isinstance(out.get("value"), str):
+        out["value"] = literal(out["value"])
+    return out
+
+
+def workload_name(run_name: str) -> str:
+    """The Job / Service / PyTorchJob name of TrainingRun ``run_name`` (hash-suffixed when too long)."""
+    return bounded_name(f"{run_name or 'run'}-train")
 
 
 def _meta(tr: dict[str, Any], name: str) -> dict[str, Any]:
@@ -273,13 +302,13 @@ def torchrun_env(name: str, namespace: str, workers: int, gpus: int) -> list[dic
 def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
     """What should exist for TrainingRun ``tr``; a problem (and no objects) for bad inputs."""
     spec = tr.get("spec") or {}
-    problem = validate(spec, ctx.model_syncs)
+    problem = validate(spec, ctx.model_syncs, ctx.allowed_local_roots)
     if problem is not None:
         return RenderResult(problem=problem)
     base = spec["baseModel"]
     base_uri = base.get("uri") or ctx.model_syncs[base["modelSyncRef"]["name"]]
     meta = tr.get("metadata") or {}
-    name = f"{meta.get('name', 'run')}-train"[:63].rstrip("-")
+    name = workload_name(meta.get("name", "run"))
     namespace = meta.get("namespace", "default")
     dist = spec.get("distributed") or {}
     workers, gpus = int(dist.get("workers", 1)), int(dist.get("gpusPerWorker", 0))

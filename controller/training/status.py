@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from controller.training.validate import Problem
+from modelferry.logs import scrub_record
 
 PROGRESS_PREFIX = "MODELFERRY_PROGRESS "
 
@@ -80,15 +81,20 @@ def compute_status(
     report: dict[str, Any] | None = None,
     now: str = "",
 ) -> dict[str, Any]:
-    """The TrainingRun's ``status`` (phase, conditions, progress, mlflowRunId, outputUri)."""
+    """The TrainingRun's ``status`` (phase, conditions, progress, mlflowRunId, outputUri).
+
+    Reports come from the pod: every string is scrubbed like a log line before it reaches the status.
+    """
     old = tr.get("status") or {}
     generation = (tr.get("metadata") or {}).get("generation")
+    namespace = (tr.get("metadata") or {}).get("namespace")
     if problem is not None:
-        return {
+        failed = {
             "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
             "observedGeneration": generation,
             "conditions": [_condition("Ready", False, problem.reason, problem.message, now)],
         }
+        return dict(scrub_record(failed, namespace))
     phase = _workload_phase(workload)
     status: dict[str, Any] = {"phase": phase, "observedGeneration": generation}
     if workload is not None:
@@ -119,4 +125,4 @@ def compute_status(
         if prev and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
             cond["lastTransitionTime"] = prev["lastTransitionTime"]
     status["conditions"] = conditions
-    return status
+    return dict(scrub_record(status, namespace))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from modelferry.errors import ModelferryError
+from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
 RUNTIMES = ("peft-lora",)
@@ -29,13 +31,29 @@ def _uri_problem(value: Any, where: str) -> Problem | None:
     return None
 
 
-def validate(spec: dict[str, Any], model_syncs: dict[str, str] | None = None) -> Problem | None:
+def _source_problem(value: Any, where: str, roots: Sequence[str]) -> Problem | None:
+    """A URI the sidecar stages from: also one the cluster side may read (no local paths in the pod)."""
+    if (p := _uri_problem(value, where)) is not None:
+        return p
+    uri = parse_uri(value)
+    # The Job mounts every claim its spec names (claim_mounts refuses other namespaces' claims itself).
+    claims = [uri.bucket] if uri.scheme == "pvc" else []
+    try:
+        check_cluster_source(uri, allowed_local_roots=roots, mounted_claims=claims, where=where)
+    except ModelferryError as exc:
+        return Problem(exc.reason, str(exc))
+    return None
+
+
+def validate(
+    spec: dict[str, Any], model_syncs: dict[str, str] | None = None, allowed_local_roots: Sequence[str] = ()
+) -> Problem | None:
     """The first problem with ``spec``, or None. ``model_syncs`` maps ModelSync names to their target URI."""
     base = spec.get("baseModel") or {}
     if not isinstance(base, dict) or not (base.get("uri") or base.get("modelSyncRef")):
         return Problem("InvalidSpec", "spec.baseModel needs uri or modelSyncRef.name")
     if base.get("uri"):
-        if (p := _uri_problem(base["uri"], "spec.baseModel.uri")) is not None:
+        if (p := _source_problem(base["uri"], "spec.baseModel.uri", allowed_local_roots)) is not None:
             return p
     else:
         name = (base.get("modelSyncRef") or {}).get("name")
@@ -43,8 +61,11 @@ def validate(spec: dict[str, Any], model_syncs: dict[str, str] | None = None) ->
             return Problem("InvalidSpec", "spec.baseModel.modelSyncRef.name is empty")
         if name not in (model_syncs or {}):
             return Problem("BaseModelNotReady", f"ModelSync {name!r} does not exist or has not synced yet")
+        where = f"the target of ModelSync {name!r} (spec.baseModel.modelSyncRef)"
+        if (p := _source_problem((model_syncs or {})[name], where, allowed_local_roots)) is not None:
+            return p
     dataset = spec.get("dataset") or {}
-    if (p := _uri_problem(dataset.get("uri"), "spec.dataset.uri")) is not None:
+    if (p := _source_problem(dataset.get("uri"), "spec.dataset.uri", allowed_local_roots)) is not None:
         return p
     output = spec.get("output") or {}
     if (p := _uri_problem(output.get("uri"), "spec.output.uri")) is not None:

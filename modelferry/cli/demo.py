@@ -1,7 +1,8 @@
-"""``modelferry demo``: the whole training path on loopback, no network, in about a minute.
+"""``modelferry demo``: sync -> fine-tune -> serve on loopback, no network, in about a minute.
 
 Embedded S3 (moto) and MLflow (sqlite), a tiny Llama and dataset, a verified sync into the bucket,
-LoRA fine-tuning under the sidecar with metrics streamed to MLflow, the adapter uploaded back.
+LoRA fine-tuning under the sidecar with metrics streamed to MLflow, the adapter uploaded back, then
+the adapter served on the synced base model by ``modelferry serve`` and asked one chat question.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = logging.getLogger("modelferry.demo")
 BUCKET = "modelferry-demo"
 ACCESS_KEY = "demo"
 SECRET_KEY = "demo-secret"  # noqa: S105 - a throwaway key for the loopback moto server
+ADAPTER_NAME = "demo-adapter"
+QUESTION = "What does the sidecar do?"
 NEEDED = {
     "torch": "train",
     "transformers": "train",
@@ -38,6 +41,8 @@ NEEDED = {
     "watchfiles": "sidecar",
     "moto": "moto[server]",
     "uvicorn": "sidecar",
+    "aiohttp": "serve",
+    "prometheus_client": "serve",
 }
 
 
@@ -92,6 +97,7 @@ def run_demo(
     host, port = s3_server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     mlflow = EmbeddedMlflow(workdir / "mlflow")
+    stack = contextlib.ExitStack()
     try:
         echo(f"S3 (moto) on {endpoint}; starting MLflow ...")
         mlflow.start()
@@ -154,6 +160,10 @@ def run_demo(
         objects = sorted(
             o["Key"][len(prefix) :] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
         )
+        echo("serving the adapter on the synced base model with modelferry serve ...")
+        server = stack.enter_context(_serve(workdir, model_uri, f"{output_uri}/adapter", creds, transfer))
+        answer = _ask(server.url, ADAPTER_NAME)
+        echo(f"modelferry serve on {server.url}/v1")
         from mlflow.tracking import MlflowClient
 
         run = MlflowClient(mlflow.url).get_run(result.mlflow_run_id or "")
@@ -168,6 +178,10 @@ def run_demo(
             "objects": objects,
             "steps": result.progress.get("step"),
             "mlflow_delivery": result.mlflow,
+            "serve_url": f"{server.url}/v1",
+            "served_models": server.serve_app.model.names,
+            "question": QUESTION,
+            "answer": answer,
             "elapsed_s": round(time.monotonic() - started, 1),
         }
         if keep:
@@ -176,17 +190,47 @@ def run_demo(
             inspect(summary)
         return summary
     finally:
+        stack.close()  # the model server
         mlflow.stop()  # with --keep, ``inspect`` held them up until Ctrl-C
         s3_server.stop()
 
 
+def _serve(workdir: Path, model_uri: str, adapter_uri: str, creds: Any, transfer: Any) -> Any:
+    """Sync the base model and the adapter out of the bucket (verified) and serve them on loopback."""
+    from modelferry.serve.api import ServeApp
+    from modelferry.serve.model import LoadedModel
+    from modelferry.serve.server import BackgroundServer
+    from modelferry.settings import Credentials
+    from modelferry.uri import parse_uri
+    from sidecar.staging import copy_tree
+
+    local = workdir / "serve"
+    for uri, name in ((model_uri, "tiny-llama"), (adapter_uri, ADAPTER_NAME)):
+        copy_tree(parse_uri(uri), parse_uri(str(local / name)), creds, Credentials(), transfer)
+    model = LoadedModel(local / "tiny-llama", adapter_dir=local / ADAPTER_NAME)
+    return BackgroundServer(ServeApp(model))
+
+
+def _ask(url: str, model: str) -> str:
+    """One chat request over HTTP, as any OpenAI client sends it."""
+    import httpx
+
+    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 24, "temperature": 0}
+    try:
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ModelferryError(f"the demo's model server did not answer: {exc}") from None
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
 @click.command("demo")
-@click.option("--keep", is_flag=True, help="Keep the S3 and MLflow servers up (Ctrl-C stops them).")
+@click.option("--keep", is_flag=True, help="Keep S3, MLflow and the model server up (Ctrl-C stops them).")
 @click.option("--workdir", default=None, help="Work in this directory and keep it [a temporary one, removed].")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Training epochs.")
 @click.option("--json", "json_output", is_flag=True, help="Print the summary as JSON on stdout.")
 def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bool) -> None:
-    """Run the whole training path on loopback: S3 + MLflow + a tiny model, no network.
+    """Sync, fine-tune and serve a tiny model on loopback: S3 + MLflow + modelferry serve, no network.
 
     \b
     Needs the training extras, installed from a checkout:  pip install -e '.[demo]'
@@ -215,6 +259,11 @@ def demo_command(keep: bool, workdir: str | None, epochs: float, json_output: bo
             file=out,
         )
         click.echo(f"  S3 endpoint:  {summary['s3_endpoint']}  (keys {ACCESS_KEY} / {SECRET_KEY})", file=out)
+        click.echo(f"  served at:    {summary['serve_url']}  (models: {', '.join(summary['served_models'])})", file=out)
+        click.echo(f"  asked:        {summary['question']}", file=out)
+        click.echo(f"  answer:       {summary['answer']!r}  (a tiny model tuned for seconds: expect babble)", file=out)
+        if summary.get("kept"):
+            click.echo("  kept up:      S3, MLflow and the model server stay up until Ctrl-C", file=out)
 
     def hold(summary: dict[str, Any]) -> None:
         """--keep: show where to look while the servers are still up, until Ctrl-C."""

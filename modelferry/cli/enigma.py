@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
+from modelferry.cli.outcome import failure_record
 from modelferry.cli.runtime import _set, build_settings
 from modelferry.enigma import files
 from modelferry.enigma.crypto import default_workers
 from modelferry.enigma.kms import ProviderCache, make_provider
-from modelferry.enigma.locations import Location, WorkItem, open_location, work_items
+from modelferry.enigma.locations import Location, WorkItem, open_location, sweep_local, work_items
 from modelferry.enigma.omeconfig import load_ome_config
 from modelferry.enigma.settings import EnigmaSettings, load_enigma_settings
-from modelferry.errors import UsageError
+from modelferry.errors import ModelferryError, UsageError
 
 log = logging.getLogger("modelferry.enigma")
 
@@ -120,6 +122,17 @@ def output_options(fn: Any) -> Any:
     return fn
 
 
+@contextlib.contextmanager
+def json_failure(json_output: bool, done: Callable[[], dict[str, Any]] = dict) -> Iterator[None]:
+    """With ``--json``, a failure prints its record (reason, message, exit code, what was done) on stdout."""
+    try:
+        yield
+    except ModelferryError as exc:
+        if json_output:
+            sys.stdout.write(json.dumps({**failure_record(exc), **done()}, indent=1) + "\n")
+        raise
+
+
 def run_each(
     path: str,
     output: str | None,
@@ -131,18 +144,20 @@ def run_each(
     if bool(output) == in_place:
         raise UsageError("give exactly one of --output and --in-place", hint="e.g. --output ./decrypted/ or --in-place")
     sync_settings = build_settings({})
-    src = open_location(path, sync_settings, side="source")
-    dst: Location | None = open_location(output, sync_settings, side="target") if output else None
     results: list[files.FileResult] = []
-    try:
-        for item in work_items(src, dst, sync_settings):
-            result = op(item)
-            if result is not None:
-                results.append(result)
-    finally:
-        src.close()
-        if dst is not None:
-            dst.close()
+    with json_failure(json_output, lambda: {"files": [r.to_dict() for r in results]}):
+        src = open_location(path, sync_settings, side="source")
+        dst: Location | None = open_location(output, sync_settings, side="target") if output else None
+        sweep_local(dst or src)
+        try:
+            for item in work_items(src, dst, sync_settings):
+                result = op(item)
+                if result is not None:
+                    results.append(result)
+        finally:
+            src.close()
+            if dst is not None:
+                dst.close()
     summary = {"status": "complete", "files": [r.to_dict() for r in results]}
     if json_output:
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
@@ -194,7 +209,7 @@ def enigma_command(ctx: click.Context, config: str | None) -> None:
 def _decrypt_item(
     item: WorkItem, cache: ProviderCache, settings: EnigmaSettings, *, skip_plain: bool
 ) -> files.FileResult | None:
-    if skip_plain and not files.looks_encrypted(item.source):
+    if skip_plain and files.encryption_of(item.source, cache) is None:
         log.info("%s is not encrypted: left as it is", item.source.describe)
         return None
     return files.decrypt(item.source, item.make_sink, cache, workers_of(settings))
@@ -279,16 +294,17 @@ def rewrap_command(path_or_uri: str, output: str | None, in_place: bool, json_ou
 def inspect_command(path_or_uri: str, json_output: bool) -> None:
     """Show the header of encrypted files (provider, key id, sizes); needs no key."""
     sync_settings = build_settings({})
-    src = open_location(path_or_uri, sync_settings, side="source")
     out: list[dict[str, Any]] = []
-    try:
-        for item in work_items(src, None, sync_settings, need_output=False):
-            if files.looks_encrypted(item.source):
-                out.append(files.inspect(item.source))
-            else:
-                out.append({"path": item.source.describe, "encrypted": False, "size": item.source.size})
-    finally:
-        src.close()
+    with json_failure(json_output):
+        src = open_location(path_or_uri, sync_settings, side="source")
+        try:
+            for item in work_items(src, None, sync_settings, need_output=False):
+                if files.looks_encrypted(item.source):
+                    out.append(files.inspect(item.source))
+                else:
+                    out.append({"path": item.source.describe, "encrypted": False, "size": item.source.size})
+        finally:
+            src.close()
     if json_output:
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return

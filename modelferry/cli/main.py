@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sample": "modelferry.cli.sample:sample_command",
     "sidecar": "modelferry.cli.sidecar:sidecar_group",
     "demo": "modelferry.cli.demo:demo_command",
+    "serve": "modelferry.cli.serve:serve_command",
     "training-agent": "modelferry.cli.training_agent:training_agent_command",
     "inspect": "modelferry.cli.inspect:inspect_command",
     "agent": "modelferry.cli.agent:agent_command",
@@ -40,7 +41,59 @@ def register(name: str, target: str) -> None:
     SUBCOMMANDS[name] = target
 
 
+# The group's own options that OME users write after the subcommand (OME-Agent's `enigma --config x
+# --debug`, the model agent's pod `args: [--log-level=debug, --log-format=json]`).
+GLOBAL_OPTIONS = {"--log-level": True, "--log-format": True, "--debug": False}  # name -> takes a value
+
+
+def hoist_global_options(args: list[str], own: set[str]) -> list[str]:
+    """Move the group's options found after the subcommand (before ``--``) in front of it (pure).
+
+    ``args[0]`` is the subcommand; options the subcommand defines itself (``own``) stay where they are.
+    """
+    front: list[str] = []
+    rest: list[str] = [args[0]]
+    i = 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and name not in own:
+            if GLOBAL_OPTIONS[name] and "=" not in arg and i + 1 < len(args):
+                front.extend(args[i : i + 2])
+                i += 2
+                continue
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def subcommand_index(args: list[str]) -> int | None:
+    """Where the subcommand sits in the group's arguments (values of the group's options skipped)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return i
+        i += 2 if GLOBAL_OPTIONS.get(arg) else 1
+    return None
+
+
 class LazyGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = subcommand_index(args)
+        if first is not None and args[first] in SUBCOMMANDS:
+            command = self.get_command(ctx, args[first])
+            own = {o for p in (command.params if command else []) for o in (*p.opts, *p.secondary_opts)}
+            args = args[:first] + hoist_global_options(args[first:], own)
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(SUBCOMMANDS)
 
@@ -78,8 +131,8 @@ class LazyGroup(click.Group):
     "--log-level",
     default=None,
     envvar="MODELFERRY_LOG_LEVEL",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="Log verbosity (env MODELFERRY_LOG_LEVEL).",
+    type=click.Choice(["debug", "info", "warning", "warn", "error"], case_sensitive=False),
+    help="Log verbosity (env MODELFERRY_LOG_LEVEL; warn as in OME).",
 )
 @click.option(
     "--log-format",
@@ -96,7 +149,8 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None, debug
     Every copy is verified (sha256 or the store's checksum), resumable and written
     atomically, with a manifest written last.
     """
-    level = "debug" if debug else (log_level or "info")
+    level = "debug" if debug else (log_level or "info").lower()
+    level = "warning" if level == "warn" else level
     setup_logging(level, log_format or "text")
     ctx.ensure_object(dict)
     ctx.obj["log_level"] = level

@@ -12,6 +12,7 @@ from typing import Any
 
 from modelferry.cli.runtime import write_termination_message
 from modelferry.errors import ModelferryError
+from modelferry.logs import scrub_record
 
 
 def failure_record(exc: ModelferryError) -> dict[str, Any]:
@@ -24,11 +25,11 @@ def report_failure(termination_log: str, exc: ModelferryError, *, json_output: b
     failure = failure_record(exc)
     write_termination_message(termination_log, failure)
     if json_output:
-        sys.stdout.write(json.dumps(failure, indent=1) + "\n")
+        sys.stdout.write(json.dumps(scrub_record(failure), indent=1) + "\n")
 
 
 def report_summary(termination_log: str, summary: dict[str, Any], *, json_output: bool) -> None:
     """Record a finished run's summary; with ``json_output`` print it on stdout too."""
     write_termination_message(termination_log, summary)
     if json_output:
-        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+        sys.stdout.write(json.dumps(scrub_record(summary), indent=1) + "\n")

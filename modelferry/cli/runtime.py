@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from modelferry.errors import UsageError
-from modelferry.logs import register_secret
+from modelferry.logs import register_secret, scrub_record
 from modelferry.settings import Credentials, SyncSettings, masked, warn_unknown_env
 from modelferry.transfer.progress import Progress
 
@@ -136,6 +136,7 @@ def progress_for(json_output: bool, interval: float, quiet: bool = False) -> Pro
 
 def write_termination_message(path: str, payload: dict[str, Any]) -> None:
     """Kubernetes shows this file's content in the pod status; the controller reads it for progress."""
+    payload = scrub_record(payload)  # the pod status is readable by anyone who can read the pod
     text = json.dumps(payload, separators=(",", ":"))
     if len(text) > TERMINATION_MESSAGE_LIMIT:
         slim = {k: v for k, v in payload.items() if k not in ("plan", "refetched")}

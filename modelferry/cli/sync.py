@@ -130,13 +130,14 @@ def run_sync(
     json_output: bool = False,
     quiet: bool = False,
     decrypt: bool = False,
+    follow_symlinks: bool = False,
 ) -> SyncResult:
     """Open both stores, run the engine, report. Raises ModelferryError on failure."""
     src_uri = parse_uri(source, revision=revision)
     dst_uri = parse_uri(target)
     if dst_uri.scheme == "hf":
         raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
-    src = open_store(src_uri, settings.source, settings=settings)
+    src = open_store(src_uri, settings.source, settings=settings, follow_symlinks=follow_symlinks)
     if decrypt:  # enigma: serve plaintext of encrypted files; keys from MODELFERRY_ENIGMA__*
         from modelferry.enigma.decrypting import decrypting_source
 
@@ -199,6 +200,17 @@ def run_sync(
     "--retries", type=int, default=None, help=f"Retries per part [{shown_default(TransferSettings, 'retries')}]."
 )
 @click.option(
+    "--speed-limit",
+    default=None,
+    help="Low-speed limit per second, e.g. 10KiB (like curl): slower for --speed-time is retried, then fails; 0: off.",
+)
+@click.option(
+    "--speed-time",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds the transfer may stay under --speed-limit [60].",
+)
+@click.option(
     "--trust-size",
     is_flag=True,
     default=None,
@@ -209,6 +221,11 @@ def run_sync(
     "--decrypt",
     is_flag=True,
     help="Decrypt enigma-encrypted files while copying (keys: MODELFERRY_ENIGMA__*).",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Local source: also follow links that lead outside it (by default only links inside are followed).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--termination-log", default=None, help="Where to write the Kubernetes termination message.")
@@ -223,9 +240,12 @@ def sync_command(
     part_size: str | None,
     size_limit: str | None,
     retries: int | None,
+    speed_limit: str | None,
+    speed_time: float | None,
     trust_size: bool | None,
     dry_run: bool,
     decrypt: bool,
+    follow_symlinks: bool,
     json_output: bool,
     termination_log: str | None,
     **creds: Any,
@@ -248,6 +268,8 @@ def sync_command(
         "transfer.part_size": part_bytes,
         "transfer.size_limit": (limit or None) if size_limit is not None else None,
         "transfer.retries": retries,
+        "transfer.speed_limit": parse_size(speed_limit),
+        "transfer.speed_time": speed_time,
         "transfer.trust_size": trust_size,
         "termination_log": termination_log,
         **overrides_from(creds),
@@ -266,6 +288,7 @@ def sync_command(
             dry_run=dry_run,
             json_output=json_output,
             decrypt=decrypt,
+            follow_symlinks=follow_symlinks,
         )
     except ModelferryError as exc:
         report_failure(settings.termination_log, exc, json_output=json_output)

@@ -1,8 +1,10 @@
 """``modelferry training-agent --config x.yaml``: OME-Agent's training sidecar, on modelferry's sidecar.
 
-Reads ``training_name``, ``runtime``, ``model_directory``, ``training_data.*``, ``model.*``,
-``training_metrics.*`` and ``peft_ft.*`` (YAML or ``OME_AGENT_*``), and runs the built-in peft-lora
-runtime (or the command after ``--``) with staging, MLflow streaming and upload to Object Storage.
+Reads ``training_name``, ``runtime``, ``model_directory``, ``input_object_store.*``,
+``training_data.*``, ``model.*``, ``training_metrics.*``, ``cohere_ft.*`` and ``peft_ft.*`` (YAML or
+``OME_AGENT_*``), and runs the built-in trainer (``peft``; ``cohere`` with strategy lora or vanilla)
+or the command after ``--`` (any runtime; ``cohere-commandr`` needs one) with staging, MLflow
+streaming and upload to Object Storage.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import click
 
 from modelferry.errors import UsageError
+from modelferry.omeagent import cohere
 
 log = logging.getLogger("modelferry.training_agent")
 
@@ -34,29 +37,69 @@ def _oci(section: str, location: Any, default_object: str | None, default_bucket
     return f"oci://n/{location.namespace}/b/{bucket}/o/{str(obj).strip('/')}"
 
 
-def settings_from_ome(config: Any, *, has_command: bool) -> dict[str, Any]:
-    """SidecarSettings fields from an ``OMEAgentConfig`` (pure)."""
-    runtime = (config.runtime or "").strip().lower()
-    if runtime.startswith("cohere"):
+def _obo_token(config: Any) -> str | None:
+    """``input_object_store``: the on-behalf-of token for the input bucket, required when enabled (OME's table)."""
+    store = config.input_object_store
+    if not store.enable_obo_token:
+        return None
+    if store.obo_token is None or not store.obo_token.get_secret_value().strip():
         raise UsageError(
-            f"runtime {config.runtime!r} (OME's proprietary Cohere trainers) is not supported",
-            hint="Set runtime: peft (the built-in peft-lora trainer), or give your own trainer command after --",
+            "training-agent needs input_object_store.obo_token (input_object_store.enable_obo_token is true)",
+            obj="input_object_store.obo_token",
+            hint="Set it (OME_AGENT_INPUT_OBJECT_STORE_OBO_TOKEN), or set input_object_store.enable_obo_token: "
+            "false to read the training data with auth_type alone",
         )
+    return str(store.obo_token.get_secret_value().strip())
+
+
+def _runtime(config: Any, *, has_command: bool, pod: bool) -> tuple[str | None, dict[str, Any], dict[str, str]]:
+    """The built-in runtime (None: the user's trainer), its hyperparameters and extra trainer variables."""
+    runtime = (config.runtime or "").strip().lower()
+    name = config.training_name
+    if runtime in cohere.COHERE_RUNTIMES:
+        cohere.check(runtime, config.cohere_ft)
+        env = {
+            "OME_AGENT_TRAINING_NAME": name,
+            "OME_AGENT_RUNTIME": runtime,
+            **cohere.trainer_env(config.cohere_ft, name),
+        }
+        if runtime == "cohere-commandr":
+            if not has_command and not pod:
+                raise UsageError(
+                    "runtime cohere-commandr runs your Command R trainer, and no trainer command was given",
+                    obj="runtime",
+                    hint="Give its command after -- (e.g. -- python train.py), or run with --mode pod beside "
+                    "the trainer container",
+                )
+            return None, cohere.flat(config.cohere_ft), env
+        if has_command:  # your own trainer: it gets every key, nothing is mapped
+            return None, cohere.flat(config.cohere_ft), env
+        cohere.check_builtin(config.cohere_ft)
+        return "peft-lora", cohere.trainer_hyperparameters(config.cohere_ft), env
     if runtime not in PEFT_RUNTIMES and not has_command:
-        raise UsageError(f"unknown training runtime {config.runtime!r}", hint="Use runtime: peft")
+        raise UsageError(
+            f"unknown training runtime {config.runtime!r}", hint="Use runtime: peft, cohere or cohere-commandr"
+        )
+    peft = config.peft_ft
+    hyper = {
+        k: v for k, v in peft.model_dump().items() if v is not None and k not in ("model_name", "train_dataset_file")
+    }
+    return (None if has_command else "peft-lora"), hyper, {}
+
+
+def settings_from_ome(config: Any, *, has_command: bool, pod: bool = False) -> dict[str, Any]:
+    """SidecarSettings fields from an ``OMEAgentConfig`` (pure)."""
     name = config.training_name
     if not name:
         raise UsageError("training-agent needs training_name", hint="Set training_name or OME_AGENT_TRAINING_NAME")
     peft = config.peft_ft
+    runtime, hyper, env = _runtime(config, has_command=has_command, pod=pod)
     base = config.model_directory or peft.model_name
     if not base:
         raise UsageError(
             "training-agent needs the base model",
             hint="Set model_directory (a local or mounted path) or peft_ft.model_name (a path or storage URI)",
         )
-    hyper = {
-        k: v for k, v in peft.model_dump().items() if v is not None and k not in ("model_name", "train_dataset_file")
-    }
     auth = "user_principal"
     if config.auth_type:
         from modelferry.omeagent.translate import AUTH_TYPES
@@ -68,9 +111,11 @@ def settings_from_ome(config: Any, *, has_command: bool) -> dict[str, Any]:
                 hint="Use UserPrincipal, InstancePrincipal or ResourcePrincipal",
             )
     oci = {"auth_type": auth, "profile": config.profile}
+    obo = _obo_token(config)
     data_uri = _oci("training_data", config.training_data, peft.train_dataset_file)
     return {
-        "runtime": None if has_command else "peft-lora",
+        "runtime": runtime,
+        "trainer_env": env,
         "base_model_uri": base,
         "dataset_uri": data_uri,
         "output_uri": _oci("model", config.model, name, "fine-tuned-model-weights"),
@@ -80,7 +125,7 @@ def settings_from_ome(config: Any, *, has_command: bool) -> dict[str, Any]:
             "ome.metrics_uri": _oci("training_metrics", config.training_metrics, name, "model-training-metrics"),
         },
         "mlflow": {"run_name": name},
-        "source": {"oci": oci},
+        "source": {"oci": {**oci, "obo_token": obo} if obo else oci},
         "target": {"oci": oci},
     }
 
@@ -100,7 +145,7 @@ def settings_from_ome(config: Any, *, has_command: bool) -> dict[str, Any]:
 def training_agent_command(
     config_path: str | None, workspace: str, mode: str, json_output: bool, command: tuple[str, ...]
 ) -> None:
-    """OME-Agent compatible training sidecar (runtime peft; cohere runtimes are not supported).
+    """OME-Agent compatible training sidecar (runtimes peft, cohere, cohere-commandr).
 
     \b
     Example:
@@ -114,7 +159,7 @@ def training_agent_command(
     config, report = load_ome_config(config_path, "training-agent")
     report.warn()
     argv = [c for c in command if c != "--"] if command[:1] == ("--",) else list(command)
-    fields = settings_from_ome(config, has_command=bool(argv))
+    fields = settings_from_ome(config, has_command=bool(argv), pod=mode == "pod")
     metrics_uri = fields["tags"]["ome.metrics_uri"]
     settings = build_sidecar_settings(fields, {"workspace": workspace, "mode": mode})
     with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():

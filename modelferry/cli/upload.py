@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from pydantic import SecretStr
 
 from modelferry.cli.runtime import cancel_on_signals, progress_for
-from modelferry.errors import NotFoundError, UsageError
+from modelferry.errors import ModelferryError, NotFoundError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import S3Credentials, SyncSettings, TransferSettings, shown_default
 from modelferry.transfer.plan import SyncOptions
@@ -55,8 +57,95 @@ def complete_secret(namespace: str, name: str) -> dict[str, Any]:
     }
 
 
+CLUSTER_SUFFIXES = (".svc", ".svc.cluster.local")
+
+
+def cluster_service(endpoint: str) -> tuple[str, str] | None:
+    """(service, namespace) when ``endpoint`` is an in-cluster Service address (``*.svc[.cluster.local]``)."""
+    host = (urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname or "").rstrip(".")
+    if not host.endswith(CLUSTER_SUFFIXES):
+        return None
+    parts = host.split(".")
+    return (parts[0], parts[1]) if len(parts) >= 3 else None
+
+
+def route_url(routes: list[dict[str, Any]], service: str) -> str | None:
+    """The external URL of the Route that exposes ``service`` (TLS routes first), or None (pure)."""
+    exposing = [
+        r
+        for r in routes
+        if ((r.get("spec") or {}).get("to") or {}).get("name") == service
+        and ((r.get("spec") or {}).get("to") or {}).get("kind", "Service") == "Service"
+        and (r.get("spec") or {}).get("host")
+    ]
+    exposing.sort(key=lambda r: (not (r.get("spec") or {}).get("tls"), str((r.get("metadata") or {}).get("name"))))
+    if not exposing:
+        return None
+    spec = exposing[0]["spec"]
+    return f"{'https' if spec.get('tls') else 'http'}://{spec['host']}"
+
+
+async def _wait_for_secret(kube: Any, namespace: str, name: str, wait: float) -> dict[str, Any]:
+    """The data connection Secret, waiting up to ``wait`` seconds for the automation to create it."""
+    from controller.kube.client import SECRETS
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    told = False
+    while True:
+        secret = await kube.get(SECRETS, namespace, name)
+        if secret is not None:
+            return dict(secret)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise NotFoundError(
+                f"data connection Secret {name!r} not found in namespace {namespace!r}"
+                + (f" after waiting {wait:g}s" if wait > 0 else ""),
+                hint="Check --namespace and --data-connection (oc get secrets -n NAMESPACE), or wait longer (--wait)",
+            )
+        if not told:
+            log.warning("waiting up to %gs for data connection %s/%s to appear", wait, namespace, name)
+            told = True
+        await asyncio.sleep(min(2.0, left))
+
+
+async def _external_endpoint(kube: Any, endpoint: str) -> str:
+    """An in-cluster endpoint replaced by the Route that exposes it (we run outside the cluster)."""
+    from controller.kube.client import Resource
+
+    found = cluster_service(endpoint)
+    if found is None:
+        return endpoint
+    service, namespace = found
+    hint = "Pass --endpoint with the S3 route (oc get routes -A | grep s3)"
+    try:
+        routes, _ = await kube.list(Resource("route.openshift.io", "v1", "routes", "Route"), namespace)
+    except ModelferryError as exc:
+        raise UsageError(
+            f"the data connection's endpoint {endpoint} works only inside the cluster, and its Routes in "
+            f"{namespace!r} cannot be listed: {exc}",
+            hint=hint,
+        ) from exc
+    url = route_url(routes, service)
+    if url is None:
+        raise UsageError(
+            f"the data connection's endpoint {endpoint} works only inside the cluster, and no Route in "
+            f"{namespace!r} exposes service {service!r}",
+            hint=hint,
+        )
+    log.info("outside the cluster: using route %s instead of %s", url, endpoint)
+    return url
+
+
 async def _kube_io(
-    kubeconfig: str | None, api_url: str | None, namespace: str, data_connection: str, apply: dict[str, Any] | None
+    kubeconfig: str | None,
+    api_url: str | None,
+    namespace: str,
+    data_connection: str,
+    apply: dict[str, Any] | None,
+    *,
+    wait: float = 0.0,
+    outside: bool = False,
 ) -> dict[str, str]:
     try:
         from controller.kube.client import SECRETS, Kube, build_api_client
@@ -70,13 +159,10 @@ async def _kube_io(
     try:
         values: dict[str, str] = {}
         if data_connection:
-            secret = await kube.get(SECRETS, namespace, data_connection)
-            if secret is None:
-                raise NotFoundError(
-                    f"data connection Secret {data_connection!r} not found in namespace {namespace!r}",
-                    hint="Check --namespace and --data-connection (oc get secrets -n NAMESPACE)",
-                )
-            values = secret_data(secret)
+            log.info("recovering data connection %s/%s", namespace, data_connection)
+            values = secret_data(await _wait_for_secret(kube, namespace, data_connection, wait))
+            if outside and values.get("AWS_S3_ENDPOINT"):
+                values["AWS_S3_ENDPOINT"] = await _external_endpoint(kube, values["AWS_S3_ENDPOINT"])
         if apply is not None:
             name = apply["metadata"]["name"]
             existing = await kube.get(SECRETS, namespace, name)
@@ -90,17 +176,24 @@ async def _kube_io(
         await kube.close()
 
 
+def contents_only(raw: str) -> bool:
+    """``upload.sh``'s rule (s3cmd's): ``dir/`` (or ``.``) uploads the directory's contents, ``dir`` the directory."""
+    return raw.endswith("/") or raw.rstrip("/") in (".", "")
+
+
 def stage_links(paths: tuple[str, ...], staging: Path) -> None:
     """Mirror several PATHs into one tree of symlinks, so one sync (and one manifest) covers them all.
 
-    A directory contributes its contents, a file itself; two sources of one name are refused.
+    ``dir/`` contributes its contents, ``dir`` itself (under its name), a file itself; two sources
+    of one name are refused.
     """
     for raw in paths:
         path = Path(raw).expanduser().resolve()
         if path.is_file():
             pairs = [(path, path.name)]
         elif path.is_dir():
-            pairs = [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()]
+            under = "" if contents_only(raw) else path.name + "/"
+            pairs = [(f, under + f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()]
         else:
             raise UsageError(f"{raw!r} is neither a file nor a directory", hint="Give paths to model files or folders")
         for source, rel in pairs:
@@ -125,7 +218,7 @@ def upload_paths(
     target_uri = parse_uri(f"s3://{bucket}/{prefix.strip('/')}")
     settings.target.s3 = creds
     with tempfile.TemporaryDirectory(prefix="modelferry-upload-") as tmp:
-        single = Path(paths[0]).expanduser().resolve() if len(paths) == 1 else None
+        single = Path(paths[0]).expanduser().resolve() if len(paths) == 1 and contents_only(paths[0]) else None
         if single is not None and single.is_dir():
             root = single
         else:
@@ -170,6 +263,9 @@ def upload_paths(
     default=None,
     help=f"Connections in flight [{shown_default(TransferSettings, 'concurrency')}].",
 )
+@click.option(
+    "--wait", type=float, default=300.0, show_default=True, help="Seconds to wait for the data connection to appear."
+)
 def upload_command(
     paths: tuple[str, ...],
     namespace: str,
@@ -183,11 +279,18 @@ def upload_command(
     no_verify_tls: bool,
     ca_bundle: str | None,
     concurrency: int | None,
+    wait: float,
 ) -> int:
     """Upload PATHS flat under models/ of a namespace's data connection.
 
+    Like the proof-of-concept's upload.sh: `dir/` uploads the directory's contents
+    straight under models/, `dir` uploads the directory itself (models/dir/...), a file
+    goes to models/<name>. From outside the cluster an in-cluster endpoint
+    (*.svc, *.svc.cluster.local) is replaced by the Route that exposes it.
+
     \b
     Examples:
+      modelferry upload aligned-model/
       modelferry upload ./aligned-model/ --namespace demo
       modelferry upload ./aligned-model/ --complete
       modelferry upload --complete          # files are already there
@@ -201,7 +304,11 @@ def upload_command(
         settings.tls.verify = False
     if concurrency:
         settings.transfer.concurrency = concurrency
-    values = asyncio.run(_kube_io(kubeconfig, api_url, namespace, data_connection if paths else "", None))
+    # Inside a pod the data connection's *.svc endpoint works; from a workstation it needs the route.
+    outside = not endpoint and not os.environ.get("KUBERNETES_SERVICE_HOST")
+    values = asyncio.run(
+        _kube_io(kubeconfig, api_url, namespace, data_connection if paths else "", None, wait=wait, outside=outside)
+    )
     if paths:
         creds, bucket = destination_from_secret(data_connection, values)
         if endpoint:

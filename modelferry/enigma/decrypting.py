@@ -9,7 +9,9 @@ fails authentication raises :class:`~modelferry.errors.IntegrityError` (permanen
 the engine aborts the upload, so unverified plaintext never reaches a final name.
 The final chunk is only accepted with its last-chunk flag, so a truncated
 source fails too. Files without the enigma magic (``config.json`` left in clear,
-our own manifests) pass through unchanged with their own checksums.
+our own manifests) pass through unchanged with their own checksums, unless an OCI vault data key
+is configured and they look like OME's format (one AES-GCM message per file, no header): those
+are authenticated whole in a first pass (the tag is read first), then served by ranges.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from modelferry.checksums import clean_etag
+from modelferry.enigma import omeformat
 from modelferry.enigma.crypto import ChunkCipher, open_stream
 from modelferry.enigma.files import body_layout, read_header
 from modelferry.enigma.format import PREFIX_LEN, TAG_SIZE, Header
 from modelferry.enigma.kms import ProviderCache
 from modelferry.enigma.settings import load_enigma_settings
 from modelferry.enigma.streams import StoreSource
+from modelferry.errors import UsageError
 from modelferry.storage.base import MANIFEST_DIR, ObjectInfo, Store, StoreFeatures
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,17 @@ class _Sealed:
     cipher: ChunkCipher | None = None
 
 
+@dataclass
+class _OmeSealed:
+    """An OME-encrypted object: authenticated whole once (a full pass), then read by ranges."""
+
+    inner: ObjectInfo
+    nonce: bytes
+    tag: bytes
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    verified: bool = False
+
+
 class DecryptingStore(Store):
     """Plaintext view of ``inner``; data keys are unwrapped once per file through ``providers``."""
 
@@ -52,6 +67,7 @@ class DecryptingStore(Store):
         self.list_workers = list_workers
         self._sealed: dict[str, _Sealed] = {}
         self._plain: dict[str, ObjectInfo] = {}
+        self._ome: dict[str, _OmeSealed] = {}
         self._lock = threading.Lock()
 
     @property
@@ -75,6 +91,9 @@ class DecryptingStore(Store):
             return info
         source = StoreSource(self.inner, info)
         if info.size < PREFIX_LEN or source.read_exact(0, 8) != b"MFENIGMA":
+            ome = self._examine_ome(info, source)
+            if ome is not None:
+                return ome
             log.info("%s is not encrypted: copied as it is", self.inner.describe(info.path))
             with self._lock:
                 self._plain[info.path] = info
@@ -98,6 +117,42 @@ class DecryptingStore(Store):
             mtime_ns=info.mtime_ns,
         )
 
+    def _examine_ome(self, info: ObjectInfo, source: StoreSource) -> ObjectInfo | None:
+        """The plaintext view of an OME-encrypted object (None: it is in clear); reads nonce and tag."""
+        if not self.providers.ome_configured() or info.size < omeformat.OVERHEAD:
+            return None
+        if omeformat.looks_plain(source.read_exact(0, min(info.size, 512)), info.size):
+            return None
+        nonce = source.read_exact(0, omeformat.NONCE_SIZE)
+        tag = source.read_exact(info.size - omeformat.TAG_SIZE, omeformat.TAG_SIZE)
+        with self._lock:
+            self._ome[info.path] = _OmeSealed(info, nonce, tag)
+        etag = clean_etag(info.etag) or (f"{info.size}.{info.mtime_ns}" if info.mtime_ns is not None else None)
+        return ObjectInfo(
+            path=info.path,
+            size=info.size - omeformat.OVERHEAD,
+            etag=f"ome.{etag.replace('-', '.')}" if etag else None,
+            version=info.version,
+            mtime_ns=info.mtime_ns,
+        )
+
+    def _read_ome(self, path: str, sealed: _OmeSealed, start: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        key = self.providers.ome_data_key()
+        if key is None:  # ome_configured() held when the object was examined
+            raise UsageError("OME-encrypted files need the OCI vault data key", obj=self.inner.describe(path))
+        plain = sealed.inner.size - omeformat.OVERHEAD
+        with sealed.lock:
+            if not sealed.verified:
+                # A GCM message authenticates only whole: check the tag before any plaintext leaves.
+                body = self.inner.read(path, omeformat.NONCE_SIZE, plain, info=sealed.inner)
+                omeformat.authenticate(key, sealed.nonce, sealed.tag, body, obj=self.inner.describe(path))
+                sealed.verified = True
+        first = start - start % omeformat.BLOCK
+        pieces = self.inner.read(path, omeformat.NONCE_SIZE + first, start + length - first, info=sealed.inner)
+        yield from omeformat.decrypt_range(key, sealed.nonce, pieces, start, length)
+
     def list(self) -> Iterator[ObjectInfo]:
         infos = list(self.inner.list())
         with ThreadPoolExecutor(max_workers=max(1, min(self.list_workers, len(infos) or 1))) as pool:
@@ -115,13 +170,15 @@ class DecryptingStore(Store):
                 sealed.cipher = ChunkCipher(sealed.header, data_key, obj=self.inner.describe(path))
             return sealed.cipher
 
-    def _entry(self, path: str) -> _Sealed | ObjectInfo:
+    def _entry(self, path: str) -> _Sealed | _OmeSealed | ObjectInfo:
         with self._lock:
-            found: _Sealed | ObjectInfo | None = self._sealed.get(path) or self._plain.get(path)
+            found: _Sealed | _OmeSealed | ObjectInfo | None = (
+                self._sealed.get(path) or self._ome.get(path) or self._plain.get(path)
+            )
         if found is None:
             self.stat(path)
             with self._lock:
-                found = self._sealed.get(path) or self._plain.get(path)
+                found = self._sealed.get(path) or self._ome.get(path) or self._plain.get(path)
         if found is None:
             from modelferry.errors import NotFoundError
 
@@ -132,6 +189,8 @@ class DecryptingStore(Store):
         entry = self._entry(path)
         if isinstance(entry, ObjectInfo):
             return self.inner.read(path, start, length, info=entry)
+        if isinstance(entry, _OmeSealed):
+            return self._read_ome(path, entry, start, length)
         return self._read_plain(path, entry, start, length)
 
     def _read_plain(self, path: str, sealed: _Sealed, start: int, length: int) -> Iterator[bytes]:

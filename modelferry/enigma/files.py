@@ -8,11 +8,13 @@ decryption leaves no plaintext behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from modelferry.enigma import omeformat
 from modelferry.enigma.crypto import (
     ChunkCipher,
     chunk_lengths,
@@ -41,6 +43,17 @@ from modelferry.errors import IntegrityError, UsageError
 log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[int], Sink]
+
+
+@contextlib.contextmanager
+def committed(sink: Sink) -> Iterator[Sink]:
+    """The sink, committed when the block succeeds and aborted when it fails (no half file under its name)."""
+    try:
+        yield sink
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,7 @@ def encrypt(source: Source, make_sink: SinkFactory, provider: KeyProvider, chunk
     header = new_header(block, chunk_size, source.size)
     cipher = ChunkCipher(header, data_key, obj=source.describe)
     total = ciphertext_size(header.size, source.size, chunk_size)
-    sink = make_sink(total)
-    try:
+    with committed(make_sink(total)) as sink:
         head = header.to_bytes()
         sink.write(head)
         if isinstance(source, LocalSource) and isinstance(sink, LocalSink):
@@ -111,23 +123,52 @@ def encrypt(source: Source, make_sink: SinkFactory, provider: KeyProvider, chunk
             with source.open_fill(0, source.size) as fill:
                 for sealed in seal_pipeline(cipher, fill, source.size, workers):
                     sink.write(sealed)
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
     log.info("encrypted %s (%d bytes) with %s key %s", source.describe, source.size, block.provider, block.key_id)
     return FileResult(source.describe, "encrypted", source.size, total)
 
 
+def encryption_of(source: Source, providers: ProviderCache) -> str | None:
+    """``"modelferry"`` (our chunked format), ``"ome"`` (OME's one GCM message) or None (clear).
+
+    OME's files have no header: a file without our magic counts as OME ciphertext only when an OCI
+    vault data key is configured and its first bytes are no clear format (safetensors, text, zip...).
+    """
+    if looks_encrypted(source):
+        return "modelferry"
+    if not providers.ome_configured() or source.size < omeformat.OVERHEAD:
+        return None
+    head = source.read_exact(0, min(source.size, 512))
+    return None if omeformat.looks_plain(head, source.size) else "ome"
+
+
+def decrypt_ome(source: Source, make_sink: SinkFactory, key: bytes) -> FileResult:
+    """Decrypt an OME-encrypted file in one streaming pass: the tag is read first (a ranged read at the
+    end), the sink is committed only after the tag verified."""
+    plain = omeformat.plaintext_size(source.size, obj=source.describe)
+    nonce = source.read_exact(0, omeformat.NONCE_SIZE)
+    tag = source.read_exact(source.size - omeformat.TAG_SIZE, omeformat.TAG_SIZE)
+    stream = omeformat.GCMStream(key, nonce, tag, obj=source.describe)
+    with committed(make_sink(plain)) as sink:
+        for piece in source.read(omeformat.NONCE_SIZE, plain):
+            sink.write(stream.update(piece))
+        stream.finish()
+    log.info("decrypted OME-encrypted %s (%d bytes)", source.describe, plain)
+    return FileResult(source.describe, "decrypted", source.size, plain)
+
+
 def decrypt(source: Source, make_sink: SinkFactory, providers: ProviderCache, workers: int) -> FileResult:
-    """Decrypt ``source``; the sink is committed only after every chunk authenticated."""
+    """Decrypt ``source`` (either format); the sink is committed only after every byte authenticated."""
+    if encryption_of(source, providers) == "ome":
+        key = providers.ome_data_key()
+        if key is None:
+            raise UsageError("OME-encrypted files need the OCI vault data key", obj=source.describe)
+        return decrypt_ome(source, make_sink, key)
     header = read_header(source)
     plain, _count = body_layout(header, source.size, obj=source.describe)
     data_key = providers.get(header.key_block.provider).unwrap(header.key_block)
     cipher = ChunkCipher(header, data_key, obj=source.describe)
     body = source.size - header.size
-    sink = make_sink(plain)
-    try:
+    with committed(make_sink(plain)) as sink:
         if isinstance(source, LocalSource) and isinstance(sink, LocalSink):
             step = header.chunk_size + TAG_SIZE
             positional_pipeline(
@@ -138,10 +179,6 @@ def decrypt(source: Source, make_sink: SinkFactory, providers: ProviderCache, wo
             with source.open_fill(header.size, body) as fill:
                 for chunk in open_pipeline(cipher, fill, body, workers):
                     sink.write(chunk)
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
     log.info("decrypted %s (%d bytes)", source.describe, plain)
     return FileResult(source.describe, "decrypted", source.size, plain)
 
@@ -157,15 +194,10 @@ def rewrap(source: Source, make_sink: SinkFactory, providers: ProviderCache, tar
         block = target.wrap(providers.get(old.provider).unwrap(old))
     new = header.with_key_block(block)
     body = source.size - header.size
-    sink = make_sink(new.size + body)
-    try:
+    with committed(make_sink(new.size + body)) as sink:
         sink.write(new.to_bytes())
         for piece in source.read(header.size, body):
             sink.write(piece)
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
     log.info(
         "rewrapped %s: %s key %s -> %s key %s", source.describe, old.provider, old.key_id, block.provider, block.key_id
     )

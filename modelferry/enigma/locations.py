@@ -9,6 +9,7 @@ looking it up in its parent prefix.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from modelferry.errors import NotFoundError, UsageError
 from modelferry.settings import SyncSettings
 from modelferry.storage import open_store
 from modelferry.storage.base import MANIFEST_DIR, Store
+from modelferry.storage.nofollow import opened_root
+from modelferry.storage.tempfiles import is_temp_path, sweep, sweep_tree
 from modelferry.uri import StorageURI, parse_uri, safe_relpath
 
 
@@ -61,21 +64,35 @@ def open_location(raw: str, settings: SyncSettings, *, side: str) -> Location:
 
 
 def _skip(relpath: str) -> bool:
-    name = relpath.rsplit("/", 1)[-1]
-    return relpath.startswith(MANIFEST_DIR + "/") or (name.startswith(".") and ".enigma-" in name)
+    return relpath.startswith(MANIFEST_DIR + "/") or is_temp_path(relpath)
+
+
+def sweep_local(loc: Location) -> None:
+    """Remove temp files that killed runs left where this run reads or writes (never a live run's)."""
+    if loc.local is None:
+        return
+    directory = loc.local if loc.local.is_dir() else loc.local.parent
+    with contextlib.suppress(OSError), opened_root(directory, create=False) as fd:
+        (sweep_tree if loc.local.is_dir() else sweep)(fd, str(directory))
 
 
 def _local_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Regular files below ``root``; links (to files or directories) are neither followed nor processed."""
     if root.is_file():
         yield root.name, root
         return
     if not root.is_dir():
         raise NotFoundError(f"{root} does not exist", obj=str(root))
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            rel = path.relative_to(root).as_posix()
-            if not _skip(rel):
-                yield rel, path
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                rel = path.relative_to(root).as_posix()
+                if not _skip(rel):
+                    found.append((rel, path))
+    yield from sorted(found)
 
 
 def _store_sources(loc: Location, settings: SyncSettings) -> Iterator[tuple[str, Source]]:

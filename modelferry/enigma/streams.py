@@ -18,8 +18,9 @@ from pathlib import Path
 
 from modelferry.errors import ModelferryError, RetryableError
 from modelferry.storage.base import ObjectInfo, PartWriter, Store, Upload
-from modelferry.storage.durable_rename import replace_durably
 from modelferry.storage.local import translate_os_error
+from modelferry.storage.nofollow import create_file, open_root, rename_durably
+from modelferry.storage.tempfiles import hold, temp_name
 
 READ_PIECE = 4 << 20
 STORE_PART = 16 << 20
@@ -183,17 +184,31 @@ class Sink(abc.ABC):
 
 
 class LocalSink(Sink):
-    """A temporary file beside ``final``, renamed over it on commit."""
+    """A temporary file beside ``final``, renamed over it on commit.
+
+    The temp file (``.<name>.enigma-<pid>-<random>.tmp``) is created with ``O_EXCL |
+    O_NOFOLLOW`` in a parent opened without following links, and locked while this
+    process lives, so the next run can tell an abandoned one (SIGKILL) from a live one
+    (:mod:`modelferry.storage.tempfiles`). It is renamed before its descriptor is
+    closed, so the lock covers it until it is gone.
+    """
 
     def __init__(self, final: Path, mode: int = 0o644) -> None:
         self.final = final
         self.describe = str(final)
         self.mode = safe_mode(mode)
-        self.temp = final.with_name(f".{final.name}.enigma-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+        self.temp = final.with_name(temp_name(final.name, "enigma"))
+        self._closed = True
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self.dir_fd = open_root(final.parent, create=False)
         except OSError as exc:
+            raise translate_os_error(exc, str(final)) from exc
+        try:
+            self.fd = create_file(self.dir_fd, self.temp.name, self.describe, 0o600)
+            hold(self.fd)
+        except OSError as exc:
+            os.close(self.dir_fd)
             raise translate_os_error(exc, str(final)) from exc
         self._closed = False
 
@@ -220,20 +235,24 @@ class LocalSink(Sink):
         try:
             os.fchmod(self.fd, self.mode)
             os.fsync(self.fd)
-            os.close(self.fd)
-            self._closed = True
-            replace_durably(self.temp, self.final)
+            rename_durably(self.dir_fd, self.temp.name, self.dir_fd, self.final.name)
         except OSError as exc:
             self.abort()
             raise translate_os_error(exc, self.describe) from exc
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            for fd in (self.fd, self.dir_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._closed = True
 
     def abort(self) -> None:
         if not self._closed:
             with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self._closed = True
-        with contextlib.suppress(FileNotFoundError):
-            self.temp.unlink()
+                os.unlink(self.temp.name, dir_fd=self.dir_fd)
+        self._close()
 
 
 class StoreSink(Sink):

@@ -18,21 +18,26 @@ def open_store(
     *,
     settings: SyncSettings | None = None,
     transfer: TransferSettings | None = None,
+    follow_symlinks: bool = False,
 ) -> Store:
-    """A store for ``uri`` with one side's credentials. Heavy SDKs are imported only when used."""
+    """A store for ``uri`` with one side's credentials. Heavy SDKs are imported only when used.
+
+    ``follow_symlinks`` (``sync --follow-symlinks``) lets a local source follow links that lead
+    outside it; by default only links that stay inside are followed.
+    """
     settings = settings or SyncSettings()
     transfer = transfer or settings.transfer
     if uri.scheme == "file":
         from modelferry.storage.local import LocalStore
 
-        return LocalStore(uri, Path(uri.path))
+        return LocalStore(uri, Path(uri.path), follow_symlinks=follow_symlinks)
     if uri.scheme == "pvc":
         from modelferry.storage.local import LocalStore
 
         root = Path(settings.pvc_root) / uri.bucket
         if uri.prefix:
             root = root / uri.prefix
-        return LocalStore(uri, root)
+        return LocalStore(uri, root, follow_symlinks=follow_symlinks)
     if uri.scheme == "hf":
         from modelferry.storage.hf import HFStore
 

@@ -157,6 +157,7 @@ class HFStore(Store):
             pool_size=transfer.concurrency,
             user_agent=f"modelferry/{__version__}",
             tls=self.tls,
+            speed=(transfer.speed_limit, transfer.speed_time),
         )
         self._sha: str | None = None
         self._files: list[ObjectInfo] | None = None

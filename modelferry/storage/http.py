@@ -24,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 from urllib.parse import urljoin, urlsplit
 
@@ -40,6 +40,7 @@ from modelferry.errors import (
     StalledError,
     ThrottledError,
 )
+from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
 from modelferry.tls import TLSConfig, is_tls_failure
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 19
 SPLICE_CHUNK = 1 << 20  # at most one pipe's worth per splice call
 MAX_REDIRECTS = 5
+ARRIVED_WAIT = 1.0  # a body read returns what has arrived after this long (see read_arrived)
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
@@ -125,9 +127,11 @@ class RangedHTTPClient:
         user_agent: str = "modelferry",
         chunk_size: int = CHUNK,
         tls: TLSConfig | None = None,
+        speed: tuple[int, float] = (0, 60.0),
     ) -> None:
         self.chunk_size = chunk_size
         self.tls = tls or TLSConfig()
+        self.speed = speed  # the low-speed limit (bytes/s, seconds) while skipping what a 200 sends unasked
         self.stall_timeout = stall_timeout
         self.user_agent = user_agent
         self._pool = urllib3.PoolManager(
@@ -303,13 +307,18 @@ class RangedHTTPClient:
             if direct is not None:  # plain HTTP: one recv per chunk (see socket_body)
                 yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
                 return
+            # Skipped bytes never reach the engine's run-wide check, so the skip has its own.
+            guard = LowSpeedGuard(*self.speed)
+            started = guard.clock()
             while remaining_skip:
-                data = resp.read(min(self.chunk_size, remaining_skip))
+                data = read_arrived(resp.read1, min(self.chunk_size, remaining_skip))
                 if not data:
                     raise RetryableError(f"{what}: body ended before the requested range", obj=what)
                 remaining_skip -= len(data)
+                guard.add(len(data))
+                guard.check(started, what)
             while remaining:
-                data = resp.read(min(self.chunk_size, remaining))
+                data = read_arrived(resp.read1, min(self.chunk_size, remaining))
                 if not data:
                     raise RetryableError(
                         f"{what}: connection closed after {length - remaining} of {length} bytes", obj=what
@@ -320,6 +329,27 @@ class RangedHTTPClient:
             raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
         except (ProtocolError, Urllib3HTTPError, OSError) as exc:
             raise RetryableError(f"{what}: transfer interrupted: {exc}", obj=what) from exc
+
+
+def read_arrived(read1: Callable[[int], bytes], want: int, max_wait: float = ARRIVED_WAIT) -> bytes:
+    """Up to ``want`` bytes: whole chunks at speed, but what has arrived once ``max_wait`` seconds passed.
+
+    A plain ``read(want)`` waits for all ``want`` bytes, so a server trickling a byte a second would
+    keep the chunk (and the low-speed check of :mod:`modelferry.transfer.speed`) away for days. Empty
+    only at the end of the body.
+    """
+    parts: list[bytes] = []
+    got = 0
+    started = time.monotonic()
+    while got < want:
+        data = read1(want - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+        if time.monotonic() - started >= max_wait:
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -28,6 +28,7 @@ from modelferry.checksums import b64_to_hex
 from modelferry.errors import RetryableError
 from modelferry.settings import OCICredentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
+from modelferry.storage.http import read_arrived
 from modelferry.storage.object_upload import ObjectUpload
 from modelferry.storage.oracle_client import call, make_client, translate
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
@@ -251,14 +252,15 @@ class OracleStore(Store):
             what,
         )
         try:
-            stream = response.data.raw.stream(READ_CHUNK, decode_content=False)
+            raw = response.data.raw
             while True:
                 try:
-                    chunk = next(stream)
-                except StopIteration:
-                    return
+                    # what has arrived, so a trickling body still reaches the low-speed check
+                    chunk = read_arrived(lambda n: raw.read1(n, decode_content=False), READ_CHUNK)
                 except Exception as exc:
                     raise RetryableError(f"reading {what} failed mid-stream: {exc}", obj=what) from exc
+                if not chunk:
+                    return
                 yield chunk
         finally:
             with contextlib.suppress(Exception):

@@ -78,6 +78,36 @@ def call(fn: Callable[[], T], what: str, tls: TLSConfig | None = None) -> T:
         raise translate(exc, what, tls) from exc
 
 
+# The headers a delegation (on-behalf-of) request signs, as the SDK's delegation token signers do.
+OBO_SIGNED_HEADERS = ["date", "(request-target)", "host", "opc-obo-token"]
+
+
+class OboSigner(oci.signer.Signer):  # type: ignore[misc]
+    """An API-key signer that acts on behalf of a user: ``opc-obo-token`` is sent and signed."""
+
+    def __init__(self, config: dict[str, Any], token: str) -> None:
+        super().__init__(
+            config["tenancy"],
+            config["user"],
+            config["fingerprint"],
+            config.get("key_file"),
+            pass_phrase=config.get("pass_phrase"),
+            private_key_content=config.get("key_content"),
+        )
+        self.obo_token = token
+        body = ["content-length", "content-type", "x-content-sha256"]
+        self.create_signers(self.api_key, self.private_key, OBO_SIGNED_HEADERS, body)
+
+    def do_request_sign(self, request: Any, enforce_content_headers: bool = True) -> Any:
+        request.headers["opc-obo-token"] = self.obo_token
+        return super().do_request_sign(request, enforce_content_headers)
+
+
+def obo_signer(config: dict[str, Any], token: str) -> OboSigner:
+    register_secret(token)
+    return OboSigner(config, token)
+
+
 def make_client(
     creds: OCICredentials, transfer: TransferSettings, tls: TLSConfig | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -118,6 +148,8 @@ def _make_client(creds: OCICredentials, transfer: TransferSettings) -> tuple[Any
             raise UsageError(
                 f"invalid OCI config file {location} (profile {creds.profile}): {exc}", obj=location
             ) from exc
+        if creds.obo_token is not None:
+            kwargs["signer"] = obo_signer(config, creds.obo_token.get_secret_value())
         try:
             client = oci.object_storage.ObjectStorageClient(config, **kwargs)
         except (oci.exceptions.ClientError, ValueError, OSError) as exc:
@@ -126,8 +158,13 @@ def _make_client(creds: OCICredentials, transfer: TransferSettings) -> tuple[Any
             ) from exc
         return client, {"region": config.get("region", ""), "tenancy": config.get("tenancy", "")}
     try:
-        if creds.auth_type == "instance_principal":
+        obo = creds.obo_token.get_secret_value() if creds.obo_token is not None else None
+        if creds.auth_type == "instance_principal" and obo:
+            signer = oci.auth.signers.InstancePrincipalsDelegationTokenSigner(delegation_token=obo)
+        elif creds.auth_type == "instance_principal":
             signer = oci.auth.signers.InstancePrincipalsSecurityTokenSigner()
+        elif obo:
+            signer = oci.auth.signers.get_resource_principal_delegation_token_signer(delegation_token=obo)
         else:
             signer = oci.auth.signers.get_resource_principals_signer()
     except Exception as exc:

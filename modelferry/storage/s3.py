@@ -29,7 +29,7 @@ from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, FileSink, InPlace, ObjectInfo, Store, StoreFeatures, Upload
-from modelferry.storage.http import RangedHTTPClient
+from modelferry.storage.http import RangedHTTPClient, read_arrived
 from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, s3_tls
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
@@ -102,6 +102,7 @@ class S3Store(S3Calls):
                 stall_timeout=transfer.stall_timeout,
                 pool_size=transfer.concurrency,
                 tls=self.tls,
+                speed=(transfer.speed_limit, transfer.speed_time),
             )
             presigner: Any = self.client
             if not creds.anonymous:
@@ -253,7 +254,7 @@ class S3Store(S3Calls):
         resp = self.call("get_object", path, **kwargs)
         body = resp["Body"]
         try:
-            yield from body.iter_chunks(READ_CHUNK)
+            yield from _arrived_chunks(body)
         except Exception as exc:
             raise translate(
                 exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name, tls=self.tls
@@ -388,3 +389,17 @@ class S3Store(S3Calls):
         if self.fast_reader is not None:
             self._http.close()
         self.client.close()
+
+
+def _arrived_chunks(body: Any) -> Iterator[bytes]:
+    """A botocore body in chunks of what has arrived (so a trickle reaches the low-speed check).
+
+    botocore's own ``iter_chunks`` waits for whole chunks; its urllib3 response can hand out what it
+    has. Content-Length is checked by the caller (the part must be exactly as long as asked).
+    """
+    raw = getattr(body, "_raw_stream", None)
+    if raw is None or not hasattr(raw, "read1"):
+        yield from body.iter_chunks(READ_CHUNK)
+        return
+    while chunk := read_arrived(raw.read1, READ_CHUNK):
+        yield chunk

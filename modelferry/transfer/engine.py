@@ -27,6 +27,7 @@ from modelferry.errors import (
 )
 from modelferry.retry import Cancelled, retry_call
 from modelferry.settings import TransferSettings
+from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.transfer.jobs import (
     FileJob,
@@ -74,6 +75,7 @@ class Engine:
         self.target_files: dict[str, ObjectInfo] = {}
         self._hash_budget = settings.memory_budget
         self.server_copy = bool(target.features.server_side_copy and source.identity() == target.identity())
+        self.speed = LowSpeedGuard(settings.speed_limit, settings.speed_time)
 
     # -- planning ---------------------------------------------------------------
 
@@ -328,6 +330,7 @@ class Engine:
             progress=self.progress,
             stopped=lambda: self.cancel.is_set() or self._error is not None,
             after_chunk=lambda: self._release_hashed(job),
+            speed=self.speed,
         )
 
     def _finish_file(self, job: FileJob) -> None:

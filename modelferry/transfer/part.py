@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from modelferry.errors import RetryableError
 from modelferry.retry import Cancelled
+from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FilePartWriter, InPlace, Store
 from modelferry.transfer.jobs import FileJob
 from modelferry.transfer.progress import Progress
@@ -31,11 +32,13 @@ def copy_part(
     progress: Progress,
     stopped: Callable[[], bool],
     after_chunk: Callable[[], None],
+    speed: LowSpeedGuard | None = None,
 ) -> bytes | None:
     """Copy part ``idx`` (``length`` bytes at ``offset``) of ``job``; its MD5 when the job wants part MD5s.
 
-    Raises :class:`Cancelled` as soon as ``stopped()`` says so; on any failure the part is
-    discarded and its bytes are taken back out of the progress counters.
+    Raises :class:`Cancelled` as soon as ``stopped()`` says so, and ``speed``'s
+    :class:`~modelferry.errors.TooSlowError` when the run stays under the low-speed limit; on any
+    failure the part is discarded and its bytes are taken back out of the progress counters.
     """
     assert job.upload is not None and job.hasher is not None
     hasher = job.hasher
@@ -47,6 +50,7 @@ def copy_part(
     sink = direct.sink() if direct is not None else None
     pos = offset
     marked = offset  # spliced bytes [marked, pos) not yet handed to the hasher
+    started = speed.clock() if speed is not None else 0.0
     try:
         if length:
             chunks = (
@@ -60,6 +64,9 @@ def copy_part(
                 size = int(chunk) if isinstance(chunk, InPlace) else len(chunk)
                 if pos + size > offset + length:
                     raise RetryableError("server sent more bytes than asked", obj=what)
+                if speed is not None:
+                    speed.add(size)
+                    speed.check(started, what)
                 if isinstance(chunk, InPlace):
                     assert direct is not None  # only a sink makes a source write in place
                     direct.advance(size)

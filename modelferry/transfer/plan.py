@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from modelferry.checksums import clean_etag
-from modelferry.errors import NotFoundError, SizeLimitError, UsageError
+from modelferry.errors import NotFoundError, SizeLimitError, UnsafePathError, UsageError
 from modelferry.storage.base import MANIFEST_DIR, ObjectInfo
+from modelferry.storage.tempfiles import is_temp_path
 from modelferry.transfer.manifest import ManifestEntry
 from modelferry.transfer.verify import Expectation
 from modelferry.uri import safe_relpath
@@ -101,11 +102,11 @@ def _match(path: str, pattern: str) -> bool:
 def select(
     paths: Iterable[ObjectInfo], include: Sequence[str], exclude: Sequence[str]
 ) -> tuple[list[ObjectInfo], list[str]]:
-    """Apply include/exclude globs; our own ``.modelferry/`` is never copied."""
+    """Apply include/exclude globs; our own ``.modelferry/`` and temp files of interrupted runs are never copied."""
     kept: list[ObjectInfo] = []
     dropped: list[str] = []
     for info in paths:
-        if info.path == MANIFEST_DIR or info.path.startswith(MANIFEST_DIR + "/"):
+        if info.path == MANIFEST_DIR or info.path.startswith(MANIFEST_DIR + "/") or is_temp_path(info.path):
             continue
         if (include and not any(_match(info.path, p) for p in include)) or any(_match(info.path, p) for p in exclude):
             dropped.append(info.path)
@@ -179,6 +180,21 @@ def tgt_mtime(info: ObjectInfo) -> int | None:
     return info.mtime_ns
 
 
+NAME_MAX = 255  # bytes per path component on Linux filesystems
+
+
+def check_local_name(path: str, *, obj: str) -> None:
+    """Refuse a name a local filesystem cannot hold, before any byte is fetched."""
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX:
+            raise UnsafePathError(
+                f"file name {part[:40]!r}... is {size} bytes long; a local filesystem allows {NAME_MAX}",
+                obj=obj,
+                hint="Exclude it with --exclude, or rename it at the source",
+            )
+
+
 def make_plan(
     source: Iterable[ObjectInfo],
     target: Mapping[str, ObjectInfo],
@@ -194,6 +210,8 @@ def make_plan(
     seen: set[str] = set()
     for info in sorted(kept, key=lambda i: (-i.size, i.path)):
         safe_relpath(info.path, obj=f"{describe_source}/{info.path}")
+        if options.target_is_local:
+            check_local_name(info.path, obj=f"{describe_source}/{info.path}")
         if info.path in seen:
             raise UsageError(f"duplicate file name {info.path!r} in the source listing", obj=describe_source)
         seen.add(info.path)

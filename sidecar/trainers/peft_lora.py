@@ -127,8 +127,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--early-stopping-patience", type=int, default=0, help="evaluations without improvement; 0 off")
     p.add_argument("--early-stopping-threshold", type=float, default=0.0, help="minimum eval loss improvement")
     p.add_argument("--logging-steps", type=int, default=1, help="peft_ft.log_model_metrics_interval_in_steps")
+    p.add_argument("--strategy", choices=("lora", "vanilla"), default="lora", help="vanilla: train the last layers")
+    p.add_argument("--n-last-layers", type=int, default=0, help="vanilla: decoder layers trained, the rest frozen")
     p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lora-alpha", type=float, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--max-length", type=int, default=64, help="tokens per example")
     p.add_argument("--checkpoint-steps", type=int, default=0, help="save the adapter every N steps; 0 off")
@@ -137,7 +139,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.build_tiny_model is None and (args.model is None or args.dataset is None or args.output is None):
         p.error("--model, --dataset and --output are required")
+    if args.strategy == "vanilla" and args.n_last_layers < 1:
+        p.error("--strategy vanilla needs --n-last-layers of at least 1")
     return args
+
+
+def freeze_all_but_last(model: Any, n_last: int) -> list[str]:
+    """Freeze every parameter except those of the last ``n_last`` decoder layers; returns the trained names."""
+    layers = getattr(model.get_decoder(), "layers", None)
+    if layers is None or n_last > len(layers):
+        count = "no" if layers is None else len(layers)
+        raise SystemExit(f"error: n_last_layers {n_last} but the model has {count} decoder layers")
+    for param in model.parameters():
+        param.requires_grad = False
+    for layer in layers[len(layers) - n_last :]:
+        for param in layer.parameters():
+            param.requires_grad = True
+    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def train(args: argparse.Namespace) -> int:
@@ -162,14 +180,18 @@ def train(args: argparse.Namespace) -> int:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model: Any = AutoModelForCausalLM.from_pretrained(str(args.model))
-    lora = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=["q_proj", "v_proj"],
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    if args.strategy == "vanilla":
+        trained = freeze_all_but_last(model, args.n_last_layers)
+    else:
+        lora = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=["q_proj", "v_proj"],
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        trained = [n for n, p in model.named_parameters() if p.requires_grad]
     texts = load_texts(args.dataset)
     random.shuffle(texts)
     n_eval = max(1, len(texts) // 8) if len(texts) > 1 else 0
@@ -196,7 +218,13 @@ def train(args: argparse.Namespace) -> int:
     total_steps = max(1, math.ceil(steps_per_epoch * args.epochs))
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 1.0 - s / (total_steps + 1))
-    print(json.dumps({"event": "start", "total_steps": total_steps, "train_examples": len(train_texts)}), flush=True)
+    start = {
+        "event": "start",
+        "total_steps": total_steps,
+        "train_examples": len(train_texts),
+        "strategy": args.strategy,
+    }
+    print(json.dumps({**start, "trained_parameters": len(trained)}), flush=True)
 
     def evaluate() -> float:
         model.eval()
@@ -244,10 +272,10 @@ def train(args: argparse.Namespace) -> int:
         metrics.close()
         print(json.dumps({"event": "terminated", "step": step}), flush=True)
         return 143
-    adapter = output / "adapter"
+    adapter = output / ("model" if args.strategy == "vanilla" else "adapter")  # vanilla: the whole model
     model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    if args.merge:
+    if args.merge and args.strategy == "lora":
         model.merge_and_unload().save_pretrained(str(output / "merged"))
         tokenizer.save_pretrained(str(output / "merged"))
     summary = {

@@ -50,6 +50,7 @@ def source(tmp_path: Path) -> Path:
 
 def settings_for(root: Path, **agent: Any) -> AgentSettings:
     s = AgentSettings()
+    agent.setdefault("allowed_local_roots", [str(root.parent)])  # the tests' file:// sources live beside the root
     s.agent = AgentOptions(node_name="node-1", models_root=str(root), workers=2, retry_backoff=0.01, **agent)
     s.transfer.free_space_margin = 0
     return s
@@ -232,7 +233,8 @@ def test_worker_pool_runs_queue(tmp_path: Path, source: Path) -> None:
     assert not gopher.alive()
     assert sorted(e.ref.name for e in sink.entries if e.status == ModelStatus.READY) == ["a", "b", "c"]
     assert metrics.downloads_succeeded.labels("BaseModel")._value.get() == 3
-    assert metrics.active_workers._value.get() == 0
+    assert metrics.registry.get_sample_value("modelferry_agent_active_workers") == 0
+    assert metrics.registry.get_sample_value("model_agent_active_workers") == 0
 
 
 def test_corrupt_source_bytes_fail_verification(tmp_path: Path) -> None:

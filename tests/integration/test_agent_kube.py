@@ -109,6 +109,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         reconcile_interval=0.2,
         resync_interval=0.5,
         retry_backoff=0.01,
+        allowed_local_roots=[str(src)],  # the file:// sources the tests' models name
     )
     settings.transfer.free_space_margin = 0
     kube = Kube(await build_api_client(api_url=emu.url))

@@ -58,7 +58,7 @@ def test_upload_flat_under_models_and_complete(
     (model / "sub" / "weights.safetensors").write_bytes(b"x" * 4096)
     extra = tmp_path / "README.md"
     extra.write_text("hello")
-    code = run(["upload", str(model), str(extra), "--api-url", kube.emu.url, "--complete"])
+    code = run(["upload", f"{model}/", str(extra), "--api-url", kube.emu.url, "--complete"])
     assert code == 0
     keys = set(list_keys(client, "demo-bucket", "models/"))
     assert {"models/config.json", "models/sub/weights.safetensors", "models/README.md"} <= keys
@@ -68,13 +68,14 @@ def test_upload_flat_under_models_and_complete(
     assert secret is not None and secret["data"]["S3_SYNC_LOCAL_UPLOAD_COMPLETE"] == "dHJ1ZQ=="
     assert SECRET_KEY not in capsys.readouterr().err
     # Second run: everything is there already; --complete replaces the Secret in place.
-    assert run(["upload", str(model), "--api-url", kube.emu.url, "--complete"]) == 0
+    assert run(["upload", f"{model}/", "--api-url", kube.emu.url, "--complete"]) == 0
     assert "0 files" in capsys.readouterr().out
 
 
 def test_upload_missing_data_connection_is_a_clear_error(kube: ThreadedKubeEmulator, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    assert run(["upload", str(tmp_path), "--api-url", kube.emu.url, "--data-connection", "nope"]) == 3
+    args = ["upload", str(tmp_path), "--api-url", kube.emu.url, "--data-connection", "nope", "--wait", "0"]
+    assert run(args) == 3
 
 
 def test_upload_data_connection_without_keys(kube: ThreadedKubeEmulator, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -39,6 +40,7 @@ def test_demo_full_run_metrics_match_and_adapter_is_uploaded(tmp_path: Path) -> 
         )
         key = summary["output_uri"].removeprefix(f"s3://{demo.BUCKET}/") + "/.modelferry/manifest.json"
         seen["manifest"] = json.loads(s3.get_object(Bucket=demo.BUCKET, Key=key)["Body"].read())
+        seen["models"] = httpx.get(summary["serve_url"] + "/models", timeout=30).json()["data"]
 
     summary = demo.run_demo(tmp_path, keep=False, epochs=1, echo=lambda _m: None, inspect=inspect)
     lines = [json.loads(x) for x in (tmp_path / "workspace" / "output" / "metrics.jsonl").read_text().splitlines()]
@@ -52,6 +54,13 @@ def test_demo_full_run_metrics_match_and_adapter_is_uploaded(tmp_path: Path) -> 
     assert {"metrics.jsonl", "metrics_summary.json", "trainer.log"} <= set(summary["objects"])
     assert {f["path"] for f in seen["manifest"]["files"]} >= {"adapter/adapter_model.safetensors", "metrics.jsonl"}
     assert summary["mlflow_delivery"]["buffered"] == 0
+    # served: the adapter on the synced base model, asked one chat question over HTTP
+    assert [m["id"] for m in seen["models"]] == ["tiny-llama", demo.ADAPTER_NAME]
+    assert summary["served_models"] == ["tiny-llama", demo.ADAPTER_NAME]
+    assert isinstance(summary["answer"], str) and summary["question"] == demo.QUESTION
+    assert (tmp_path / "serve" / demo.ADAPTER_NAME / "adapter_config.json").is_file()
+    with pytest.raises(httpx.ConnectError):  # the model server stopped with the demo
+        httpx.get(summary["serve_url"] + "/models", timeout=5)
 
 
 def test_demo_names_the_missing_extras(monkeypatch: pytest.MonkeyPatch) -> None:

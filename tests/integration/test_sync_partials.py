@@ -31,7 +31,8 @@ def leave_partial(target: LocalStore, path: str, *, age_s: float) -> list[Path]:
     writer.commit()
     upload.abort(keep_partial=True)
     stem = partial_stem(path)
-    files = [target.root / PARTIAL_DIR / f"{stem}{suffix}" for suffix in (".part", ".journal")]
+    files = sorted((target.root / PARTIAL_DIR).glob(f"{stem}*"))
+    assert len(files) == 2  # the .part (with its random suffix) and the .journal
     when = time.time() - age_s
     for f in files:
         assert f.exists()

@@ -109,6 +109,7 @@ class Faults:
     corrupt: str | None = None  # "once" or "always"
     corrupt_path: str | None = None  # only this file (None: any)
     slow_delay: float = 0.0  # seconds between 64 KiB chunks
+    trickle: int = 0  # send the body in pieces of this many bytes (with slow_delay between): a trickling server
     ignore_range: bool = False  # answer 200 with the whole body
     api_error_status: int = 503  # metadata (info/tree) calls answer this ...
     api_error_count: int = 0  # ... for the first N of them
@@ -333,7 +334,7 @@ class FakeHub:
         limit = self.faults.drop_after if drop else len(body)
         sent = 0
         while sent < min(limit, len(body)):
-            piece = body[sent : min(sent + CHUNK, limit)]
+            piece = body[sent : min(sent + (self.faults.trickle or CHUNK), limit)]
             await resp.write(piece)
             sent += len(piece)
             if self.faults.slow_delay:

@@ -34,8 +34,23 @@ KINDS = {
     "basemodels": "BaseModel",
     "clusterbasemodels": "ClusterBaseModel",
     "nodes": "Node",
+    "deployments": "Deployment",
+    "services": "Service",
+    "modelservers": "ModelServer",
+    "daemonsets": "DaemonSet",
+    "nodeagents": "NodeAgent",
 }
-WITH_GENERATION = {"jobs", "modelsyncs", "trainingruns", "basemodels", "clusterbasemodels"}
+WITH_GENERATION = {
+    "jobs",
+    "modelsyncs",
+    "trainingruns",
+    "basemodels",
+    "clusterbasemodels",
+    "deployments",
+    "modelservers",
+    "daemonsets",
+    "nodeagents",
+}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -116,6 +131,7 @@ class KubeEmulator:
         self.garbage_collect = garbage_collect
         self.gone_next: set[str] = set()  # plurals whose next watch answers 410 Gone
         self.requests: list[tuple[str, str]] = []
+        self.invalid: dict[str, str] = {}  # plural -> message: creates and replaces answer 422 Invalid (admission)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -269,6 +285,8 @@ class KubeEmulator:
             gone = await self._delete(api, plural, key)
             return web.json_response(gone) if gone else status(404, "NotFound", f'{plural} "{name}" not found')
         body: Any = await request.json() if request.can_read_body else {}
+        if request.method in ("POST", "PUT") and plural in self.invalid and sub is None:
+            return status(422, "Invalid", self.invalid[plural])
         if request.method == "POST":
             meta = body.setdefault("metadata", {})
             if meta.get("generateName") and not meta.get("name"):

@@ -193,3 +193,16 @@ class NullBucket(Store):
 
     def delete(self, path: str) -> None:
         self.small.pop(path, None)
+
+
+def run_modelferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``modelferry ARGS`` in a child process of this checkout, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelferry", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )

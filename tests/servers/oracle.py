@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,7 +59,10 @@ class OracleServer:
         self.uploads: dict[str, PendingUpload] = {}
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
+        self.obo_tokens: list[str | None] = []  # the opc-obo-token header of each request (None: absent)
+        self.signed_headers: list[list[str]] = []  # the headers each request's signature covers
         self.fail_next: list[tuple[int, str]] = []  # (status, code) answered to the next requests
+        self.trickle: tuple[int, float] | None = None  # object bodies in (bytes, seconds apart) pieces
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -144,7 +148,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if body and self.command != "HEAD":
-            self.wfile.write(body)
+            trickle = self.store.trickle if status in (200, 206) and self.command == "GET" else None
+            if trickle is None or "/o/" not in self.path:
+                self.wfile.write(body)
+                return
+            size, pause = trickle
+            for start in range(0, len(body), size):  # a server that sends a few bytes at a time
+                self.wfile.write(body[start : start + size])
+                self.wfile.flush()
+                time.sleep(pause)
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
@@ -158,6 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         with store.lock:
             store.requests.append((self.command, url.path))
+            store.obo_tokens.append(self.headers.get("opc-obo-token"))
+            signed = re.search(r'headers="([^"]*)"', self.headers.get("Authorization") or "")
+            store.signed_headers.append(signed.group(1).split() if signed else [])
             injected = store.fail_next.pop(0) if store.fail_next else None
         body = self._body() if self.command in ("PUT", "POST") else b""
         if injected is not None:

@@ -19,7 +19,7 @@ from controller.agent.entries import (
     parse_entry,
 )
 from controller.agent.metrics import AgentMetrics
-from controller.agent.resources import collect
+from controller.agent.resources import collect, network_bytes
 from controller.agent.shape import (
     detect_shape,
     excluded_shape_dirs,
@@ -28,7 +28,7 @@ from controller.agent.shape import (
     shape_from_labels,
 )
 from controller.agent.tasks import ModelRef
-from modelferry.errors import InsufficientSpaceError, UsageError
+from modelferry.errors import InsufficientSpaceError, UnsafePathError
 
 REF = ModelRef("BaseModel", "team", "llama")
 CREF = ModelRef("ClusterBaseModel", "", "mistral")
@@ -73,11 +73,12 @@ def test_is_trtllm() -> None:
 def test_model_dir(tmp_path: Path) -> None:
     assert model_dir(tmp_path, REF, None) == tmp_path / "team" / "llama"
     assert model_dir(tmp_path, CREF, None) == tmp_path / "_cluster" / "mistral"
-    assert model_dir(tmp_path, REF, "shared/llama-3") == tmp_path / "shared" / "llama-3"
-    assert model_dir(tmp_path, REF, str(tmp_path / "abs")) == tmp_path / "abs"
-    with pytest.raises(UsageError, match="outside the models root"):
+    assert model_dir(tmp_path, REF, "team/llama-3") == tmp_path / "team" / "llama-3"
+    assert model_dir(tmp_path, CREF, "shared/llama-3") == tmp_path / "shared" / "llama-3"
+    assert model_dir(tmp_path, REF, str(tmp_path / "team" / "abs")) == tmp_path / "team" / "abs"
+    with pytest.raises(UnsafePathError, match="outside the models root"):
         model_dir(tmp_path, REF, "/etc")
-    with pytest.raises(UsageError, match="outside the models root"):
+    with pytest.raises(UnsafePathError, match="outside the models root"):
         model_dir(tmp_path, REF, str(tmp_path))
     with pytest.raises(Exception, match=r"\.\."):
         model_dir(tmp_path, REF, "../escape")
@@ -167,3 +168,25 @@ def test_resources_and_metrics(tmp_path: Path) -> None:
     assert "modelferry_agent_gpus 1.0" in text
     assert 'modelferry_agent_download_duration_seconds_bucket{le="43200.0"} 1.0' in text
     assert 'modelferry_agent_download_duration_seconds_bucket{le="3600.0"} 0.0' in text
+    if "networkReceiveBytes" in res:  # /proc/net/dev is there on Linux
+        assert 'modelferry_agent_network_bytes{direction="receive"}' in text
+
+
+def test_gpu_and_network_figures_reach_the_metrics(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.write_text(
+        "Inter-|   Receive                            |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets\n"
+        "    lo: 999 1 0 0 0 0 0 0 999 1 0 0 0 0 0 0\n"
+        "  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n"
+        "  eth1: 5 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n"
+    )
+    assert network_bytes(dev) == (1005, 2007)
+    assert network_bytes(tmp_path / "absent") is None
+    gpu = {"index": 0, "name": "H200", "memoryTotalBytes": 100, "memoryUsedBytes": 25, "utilizationPercent": 40}
+    metrics = AgentMetrics()
+    metrics.record_resources({"gpus": [gpu], "networkReceiveBytes": 1005, "networkTransmitBytes": 2007})
+    text = metrics.render().decode()
+    assert 'modelferry_agent_gpu_utilization_ratio{gpu="0"} 0.4' in text
+    assert 'modelferry_agent_gpu_memory_bytes{gpu="0",kind="used"} 25.0' in text
+    assert 'modelferry_agent_network_bytes{direction="transmit"} 2007.0' in text

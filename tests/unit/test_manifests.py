@@ -17,9 +17,18 @@ import yaml
 from modelferry.cli.main import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ["base", "overlays/dev", "overlays/openshift", "overlays/rhoai-poc"]
+OVERLAYS = ["base", "overlays/dev", "overlays/openshift", "overlays/rhoai-poc", "overlays/namespaced"]
 K8S = "1.33.0"
-BUILTIN_GROUPS = ("", "v1", "apps", "batch", "rbac.authorization.k8s.io", "apiextensions.k8s.io", "coordination.k8s.io")
+BUILTIN_GROUPS = (
+    "",
+    "v1",
+    "apps",
+    "batch",
+    "rbac.authorization.k8s.io",
+    "apiextensions.k8s.io",
+    "coordination.k8s.io",
+    "admissionregistration.k8s.io",
+)
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -118,6 +127,10 @@ def test_monitoring_component_renders(tmp_path: Path) -> None:
         o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "modelferry-controller-metrics"
     )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    kinds = {o["kind"] for o in objects}
+    assert {"PodMonitor", "PrometheusRule"} <= kinds
+    dashboard = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "modelferry-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_every_example_validates() -> None:
@@ -168,7 +181,8 @@ def test_containerfile_entry_points_exist() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f"{entry.group(1)} = " in pyproject, "the ENTRYPOINT must be a console script"
     assert cmd.group(1) in SUBCOMMANDS
-    extras = re.search(r'install --no-cache-dir "\.\[([^\]]+)\]"', text)
+    assert re.search(r'install --no-cache-dir "\.\[\$\{EXTRAS\}\]"', text), "the image installs the EXTRAS argument"
+    extras = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M)
     assert extras
     for extra in extras.group(1).split(","):
         assert re.search(rf"^{extra} = \[", pyproject, re.M), f"extra {extra} is not in pyproject.toml"

@@ -19,7 +19,7 @@ from controller.operator.modelsync import (
     termination_summary,
 )
 from controller.operator.secretmode import Finding
-from controller.operator.settings import ControllerSettings
+from controller.operator.settings import ControllerSettings, JobPolicySettings
 from controller.operator.workqueue import WorkQueue
 
 SETTINGS = ControllerSettings()
@@ -42,7 +42,8 @@ def test_target_uri_with_credentials_and_globs() -> None:
         "dst": sec("dst", AWS_S3_ENDPOINT="e"),
     }
     assert referenced_secrets(obj) == ["src", "dst"]
-    plan = plan_modelsync_job(obj, secrets, SETTINGS)
+    allowing = ControllerSettings(job_policy=JobPolicySettings(allowed_images=["img:*"]))
+    plan = plan_modelsync_job(obj, secrets, allowing)
     assert plan.job is not None
     container = plan.job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == [

@@ -101,7 +101,8 @@ def test_keep_transition_times() -> None:
     assert keep_transition_times(old, other)["conditions"][0]["lastTransitionTime"] == "t1"
 
 
-def test_rbac_covers_training() -> None:
+def controller_grants() -> dict[tuple[str, str], set[str]]:
+    """(API group, resource) -> verbs the controller's ClusterRole grants."""
     docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "controller" / "rbac.yaml").read_text()) if d]
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     granted: dict[tuple[str, str], set[str]] = {}
@@ -109,6 +110,11 @@ def test_rbac_covers_training() -> None:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+def test_rbac_covers_training() -> None:
+    granted = controller_grants()
     needed = {
         ("modelferry.io", "trainingruns"): {"get", "list", "watch"},
         ("modelferry.io", "trainingruns/status"): {"patch"},

@@ -17,6 +17,7 @@ CONFIG = {
     "training_name": "ft-1",
     "auth_type": "InstancePrincipal",
     "model_directory": "/mnt/models/llama",
+    "input_object_store": {"enable_obo_token": False},
     "training_data": {"bucket_name": "data", "namespace": "ns1", "object_name": "train.jsonl"},
     "model": {"namespace": "ns1"},
     "training_metrics": {"namespace": "ns1"},
@@ -59,8 +60,8 @@ def test_ome_keys_map_to_sidecar_settings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"runtime": "cohere"}, "not supported"),
-        ({"runtime": "cohere-commandr"}, "not supported"),
+        ({"runtime": "cohere"}, "cohere_ft.size"),
+        ({"runtime": "cohere-commandr"}, "cohere_ft.size"),
         ({"runtime": "axolotl"}, "unknown training runtime"),
         ({"training_name": None}, "training_name"),
         ({"model_directory": None}, "base model"),
@@ -75,7 +76,7 @@ def test_bad_configs_are_usage_errors(tmp_path: Path, change: dict[str, object],
         settings_from_ome(load(tmp_path, data), has_command=False)
 
 
-def test_cli_says_cohere_is_not_supported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_names_the_missing_cohere_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(__import__("os").environ):
         if name.startswith("OME_AGENT_"):
             monkeypatch.delenv(name)
@@ -83,4 +84,4 @@ def test_cli_says_cohere_is_not_supported(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(yaml.safe_dump({**CONFIG, "runtime": "cohere"}))
     result = CliRunner().invoke(training_agent_command, ["--config", str(path)])
     assert isinstance(result.exception, UsageError)
-    assert "not supported" in str(result.exception)
+    assert "needs cohere_ft.size" in str(result.exception)

@@ -11,6 +11,7 @@ from tools.refdocs.tables import code, page, table
 REGISTRIES: list[tuple[str, str, str, str]] = [
     ("controller", "controller.operator.runtime", "Metrics", "`/metrics` on `--metrics-port` (8080)"),
     ("node agent", "controller.agent.metrics", "AgentMetrics", "`/metrics` on `--port` (8080)"),
+    ("modelferry serve", "modelferry.serve.metrics", "ServeMetrics", "`/metrics` on `--port` (8000)"),
 ]
 SERIES = {"histogram": "_bucket, _sum, _count", "summary": "_sum, _count"}  # the series a family exposes
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from modelferry.enigma.kms.base import KeyProvider
 from modelferry.enigma.settings import EnigmaSettings
 from modelferry.errors import UsageError
@@ -42,12 +44,29 @@ class ProviderCache:
     def __init__(self, settings: EnigmaSettings) -> None:
         self.settings = settings
         self._providers: dict[str, KeyProvider] = {}
+        self._ome_key: bytes | None = None
+        self._lock = threading.RLock()
 
     def get(self, name: str) -> KeyProvider:
         key = BLOCK_NAMES.get(name, name)
         if key not in self._providers:
             self._providers[key] = make_provider(key, self.settings)
         return self._providers[key]
+
+    def ome_configured(self) -> bool:
+        """True when the settings name an OCI vault data key, as OME-Agent's enigma uses (no network)."""
+        oci = self.settings.oci
+        return bool(oci.vault_id and (oci.key_name or oci.secret_name))
+
+    def ome_data_key(self) -> bytes | None:
+        """The data key of OME-encrypted files (the Vault secret ``<key_name>-dek``); None when not configured."""
+        if not self.ome_configured():
+            return None
+        with self._lock:
+            if self._ome_key is None:
+                provider = self.get("oci")
+                self._ome_key = provider.existing_data_key()  # type: ignore[attr-defined]
+            return self._ome_key
 
     def close(self) -> None:
         for provider in self._providers.values():

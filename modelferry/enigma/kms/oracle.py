@@ -187,20 +187,41 @@ class OCIVaultProvider(KeyProvider):
         vault_id = self._vault_id()
         key_id = self._key_id(vault_id)
         secret_name = self._secret_name()
-        secrets = self._client(oci.secrets.SecretsClient, self.settings.secrets_endpoint)
-        try:
-            bundle = secrets.get_secret_bundle_by_name(secret_name, vault_id=vault_id).data
-            ciphertext = base64.b64decode(bundle.secret_bundle_content.content).decode("ascii")
-            log.info("using the data key in OCI secret %s", secret_name)
-        except oci.exceptions.ServiceError as exc:
-            if exc.status != 404:
-                raise translate(exc, "get_secret_bundle_by_name", secret_name) from exc
+        ciphertext = self._read_dek_secret(vault_id, secret_name)
+        if ciphertext is None:
             ciphertext = self._create_dek_secret(vault_id, key_id, secret_name)
         block = self._block(key_id, vault_id, ciphertext)
         result = (self.unwrap(block), block)
         with self._lock:
             self._dek = result
         return result
+
+    def _read_dek_secret(self, vault_id: str, secret_name: str) -> str | None:
+        """The wrapped data key held by the secret (KMS ciphertext), or None when there is no such secret."""
+        secrets = self._client(oci.secrets.SecretsClient, self.settings.secrets_endpoint)
+        try:
+            bundle = secrets.get_secret_bundle_by_name(secret_name, vault_id=vault_id).data
+        except oci.exceptions.ServiceError as exc:
+            if exc.status != 404:
+                raise translate(exc, "get_secret_bundle_by_name", secret_name) from exc
+            return None
+        except Exception as exc:
+            raise translate(exc, "get_secret_bundle_by_name", secret_name) from exc
+        log.info("using the data key in OCI secret %s", secret_name)
+        return base64.b64decode(bundle.secret_bundle_content.content).decode("ascii")
+
+    def existing_data_key(self) -> bytes:
+        """The model's data key from the secret ``<key_name>-dek`` (OME-encrypted files); never creates one."""
+        vault_id = self._vault_id()
+        secret_name = self._secret_name()
+        ciphertext = self._read_dek_secret(vault_id, secret_name)
+        if ciphertext is None:
+            raise NotFoundError(
+                f"OCI secret {secret_name} (the data key of OME-encrypted files) does not exist in the vault",
+                obj=secret_name,
+                hint="Check vault_id, key_name and secret_name (OME's default is <key_name>-dek)",
+            )
+        return self.unwrap(self._block(self._key_id(vault_id), vault_id, ciphertext))
 
     def _create_dek_secret(self, vault_id: str, key_id: str, secret_name: str) -> str:
         crypto = self._crypto_client(vault_id)

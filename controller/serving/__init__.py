@@ -1,0 +1,1 @@
+"""Serving: ModelServer -> engine presets -> Deployment + Service -> status (pure), and its reconciler."""

@@ -1,0 +1,282 @@
+"""The ModelServer reconciler: ModelServer + what it names -> ``render`` -> Deployment/Service -> status.
+
+A thin adapter around the pure functions of :mod:`controller.serving.render` and
+:mod:`controller.serving.status`. It keeps informers of its own (ModelServers, their Deployments,
+Services and pods, the BaseModels, ClusterBaseModels, ModelSyncs and TrainingRuns they name) and
+shares the :class:`~controller.operator.reconcile.Operator`'s work queue and Event recorder; the
+operator only routes ``("ModelServer", ns, name)`` keys here.
+
+Changed inputs replace the Deployment in place (PUT), so Kubernetes rolls it with
+``maxUnavailable: 0``; it is never deleted to be recreated. While the model or adapter is not ready,
+or the spec cannot work, a running Deployment is kept as it is and the status says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from controller.kube.client import PODS, ConflictError, Resource
+from controller.kube.events import now_iso
+from controller.kube.watch import Informer, object_key
+from controller.operator.jobs import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, job_hash
+from controller.operator.training import keep_transition_times, synced_models
+from controller.serving.render import KIND, LABEL_SERVER, Problem, RenderResult, ServingContext, render, service_url
+from controller.serving.status import compute_status
+from modelferry.errors import ModelferryError
+from modelferry.logs import scrub
+
+if TYPE_CHECKING:
+    from controller.operator.reconcile import Operator
+
+log = logging.getLogger(__name__)
+
+MODELSERVERS = Resource("modelferry.io", "v1alpha1", "modelservers", KIND)
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+SERVICES = Resource("", "v1", "services", "Service")
+BASEMODELS = Resource("modelferry.io", "v1alpha1", "basemodels", "BaseModel")
+CLUSTERBASEMODELS = Resource("modelferry.io", "v1alpha1", "clusterbasemodels", "ClusterBaseModel")
+MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
+TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRun")
+Key = tuple[str, str, str]
+WARNING_PHASES = ("Degraded", "Failed")
+
+
+def owned(obj: dict[str, Any] | None, name: str) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return (
+        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+        and labels.get(LABEL_OWNER_KIND) == KIND
+        and labels.get(LABEL_OWNER_NAME) == name
+    )
+
+
+def references(ms: dict[str, Any], kind: str, name: str) -> bool:
+    """Whether ModelServer ``ms`` names the ``kind`` object ``name``."""
+    spec = ms.get("spec") or {}
+    model, adapter = spec.get("model") or {}, spec.get("adapter") or {}
+    field = {"BaseModel": "baseModel", "ClusterBaseModel": "clusterBaseModel", "ModelSync": "modelSync"}.get(kind)
+    if field:
+        return bool(model.get(field) == name)
+    return kind == "TrainingRun" and adapter.get("trainingRun") == name
+
+
+class ServingReconciler:
+    """Level-triggered reconcile of ModelServers; registered on an :class:`Operator`."""
+
+    def __init__(self, op: Operator) -> None:
+        self.op = op
+        self.kube = op.kube
+        self.settings = op.settings.serving
+        self.informers: dict[Resource, dict[str | None, Informer]] = {}
+        self._last: dict[Key, tuple[str, str]] = {}
+        owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
+        handlers = {
+            MODELSERVERS: (self._on_server, None),
+            DEPLOYMENTS: (self._on_owned, owned_selector),
+            SERVICES: (self._on_owned, owned_selector),
+            PODS: (self._on_owned, LABEL_SERVER),
+            BASEMODELS: (self._on_named, None),
+            MODELSYNCS: (self._on_named, None),
+            TRAININGRUNS: (self._on_named, None),
+        }
+        namespaces: list[str | None] = list(op.settings.namespaces) or [None]
+        for resource, (handler, selector) in handlers.items():
+            for ns in namespaces:
+                self._add(resource, ns, handler, selector)
+        self._add(CLUSTERBASEMODELS, None, self._on_named, None)
+
+    def _add(self, resource: Resource, ns: str | None, handler: Any, selector: str | None) -> None:
+        inf = Informer(
+            self.kube,
+            resource,
+            handler,
+            namespace=ns,
+            label_selector=selector,
+            timeout_seconds=self.op.settings.watch_timeout_seconds,
+        )
+        self.informers.setdefault(resource, {})[ns] = inf
+        self.op.informers.append(inf)
+
+    # --- event handlers ------------------------------------------------------------------------------
+    def _on_server(self, kind: str, obj: dict[str, Any]) -> None:
+        self.op.queue.add((KIND, *object_key(obj)))
+
+    def _on_owned(self, kind: str, obj: dict[str, Any]) -> None:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        name = labels.get(LABEL_SERVER) or (
+            labels.get(LABEL_OWNER_NAME) if labels.get(LABEL_OWNER_KIND) == KIND else None
+        )
+        if name:
+            self.op.queue.add((KIND, object_key(obj)[0], name))
+
+    def _on_named(self, kind: str, obj: dict[str, Any]) -> None:
+        """A model, ModelSync or TrainingRun changed: requeue the ModelServers that name it."""
+        ns, name = object_key(obj)
+        obj_kind = str(obj.get("kind") or "")
+        for ms in self._all(MODELSERVERS):
+            m_ns = object_key(ms)[0]
+            if (obj_kind == "ClusterBaseModel" or m_ns == ns) and references(ms, obj_kind, name):
+                self.op.queue.add((KIND, *object_key(ms)))
+
+    def resync(self) -> None:
+        for ms in self._all(MODELSERVERS):
+            self.op.queue.add((KIND, *object_key(ms)))
+
+    # --- caches --------------------------------------------------------------------------------------
+    def _all(self, resource: Resource, ns: str | None = None) -> list[dict[str, Any]]:
+        objs = [o for inf in self.informers.get(resource, {}).values() for o in inf.items()]
+        return [o for o in objs if ns is None or object_key(o)[0] == ns]
+
+    def _cached(self, resource: Resource, ns: str, name: str) -> dict[str, Any] | None:
+        infs = self.informers.get(resource, {})
+        inf = infs.get(ns) or infs.get(None)
+        return inf.get(ns, name) if inf else None
+
+    def _context(self, ns: str) -> ServingContext:
+        secrets = {object_key(s)[1]: s for s in self.op._all(self.op.secrets) if object_key(s)[0] == ns}
+        outputs = {
+            object_key(tr)[1]: str((tr.get("status") or {}).get("outputUri"))
+            for tr in self._all(TRAININGRUNS, ns)
+            if (tr.get("status") or {}).get("phase") == "Succeeded" and (tr.get("status") or {}).get("outputUri")
+        }
+        s = self.settings
+        return ServingContext(
+            image=s.image or self.op.settings.job.image,
+            serve_image=s.serve_image,
+            models_root=s.models_root,
+            label_prefix=s.label_prefix,
+            run_as_user=s.run_as_user or None,
+            cluster_domain=s.cluster_domain,
+            base_models={object_key(b)[1]: b for b in self._all(BASEMODELS, ns)},
+            cluster_base_models={object_key(b)[1]: b for b in self._all(CLUSTERBASEMODELS)},
+            model_syncs=synced_models(self._all(MODELSYNCS, ns), secrets),
+            training_outputs=outputs,
+        )
+
+    # --- reconcile -----------------------------------------------------------------------------------
+    async def reconcile(self, ns: str, name: str) -> None:
+        """Bring one ModelServer's Deployment, Service and status in line with its spec."""
+        key: Key = (KIND, ns, name)
+        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
+        ms = self._cached(MODELSERVERS, ns, name)
+        if ms is None:
+            for resource in (DEPLOYMENTS, SERVICES):  # garbage collection may be absent or slow
+                live = self._cached(resource, ns, name)
+                if live is not None and owned(live, name):
+                    await self.kube.delete(resource, ns, name)
+            self._last.pop(key, None)
+            return
+        if (ms.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        ms.setdefault("apiVersion", MODELSERVERS.api_version)
+        ms.setdefault("kind", KIND)
+        ctx = self._context(ns)
+        result = render(ms, ctx)
+        deployment = self._cached(DEPLOYMENTS, ns, name)
+        if result.problem is None:
+            desired_dep, desired_svc = result.objects
+            try:
+                deployment = await self._ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)
+                await self._ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
+            except ModelferryError as exc:
+                if exc.retryable:
+                    raise
+                refused = Problem("Rejected", f"the API server refused the rendered objects: {scrub(str(exc))}")
+                result = RenderResult(problem=refused, source=result.source, port=result.port)
+        elif deployment is not None and not owned(deployment, name):
+            deployment = None
+        pods = [
+            p for p in self._all(PODS, ns) if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_SERVER) == name
+        ]
+        nodes_ready = None
+        source = result.source
+        if source is not None and source.ref is not None:
+            res = BASEMODELS if source.kind == "BaseModel" else CLUSTERBASEMODELS
+            model = self._cached(res, source.ref.namespace, source.ref.name) or {}
+            nodes_ready = len((model.get("status") or {}).get("nodesReady") or [])
+        port = result.port or self._live_port(deployment)
+        url = service_url(name, ns, port, ctx) if port else ""
+        status = compute_status(ms, result, deployment, pods, nodes_ready=nodes_ready, url=url, now=now_iso())
+        await self._events(key, ms, status)
+        await self._write_status(ms, status)
+
+    @staticmethod
+    def _live_port(deployment: dict[str, Any] | None) -> int:
+        containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
+            "containers"
+        ) or []
+        ports = (containers[0].get("ports") or [{}]) if containers else [{}]
+        return int(ports[0].get("containerPort") or 0)
+
+    async def _ensure(
+        self, key: Key, ms: dict[str, Any], resource: Resource, desired: dict[str, Any], live: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Create ``desired`` or replace the live object in place when its inputs hash differs."""
+        _, ns, name = key
+        if live is not None and job_hash(live) == job_hash(desired):
+            return live
+        try:
+            if live is None:
+                try:
+                    created = await self.kube.create(resource, ns, desired)
+                except ConflictError:
+                    live = await self.kube.get(resource, ns, name)  # not in the label-selected cache: not ours?
+                    if live is None or owned(live, name):
+                        raise
+                else:
+                    await self.op.recorder.emit(
+                        ms, "Normal", f"{resource.kind}Created", f"created {resource.kind} {name}"
+                    )
+                    return created
+            if not owned(live, name):
+                message = f"{resource.kind} {name!r} exists and was not created by modelferry; delete or rename it"
+                await self.op._report(key, ms, [("Warning", "NotManaged", message)])
+                self.op.queue.add(key, 30.0)  # its removal is not watched (label-selected informers): look again
+                return None
+            body = {
+                **desired,
+                "metadata": {**desired["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]},
+            }
+            if resource is SERVICES:  # the cluster IP cannot change
+                kept = {k: v for k, v in (live.get("spec") or {}).items() if k in ("clusterIP", "clusterIPs")}
+                body["spec"] = {**desired["spec"], **kept}
+            replaced = await self.kube.replace(resource, ns, name, body)
+        except ConflictError:
+            self.op.queue.add(key, 1.0)  # someone else wrote it first: look again
+            return live
+        verb = "rolling out" if resource is DEPLOYMENTS else "updated"
+        await self.op.recorder.emit(
+            ms, "Normal", f"{resource.kind}Updated", f"inputs changed; {verb} {resource.kind} {name}"
+        )
+        return replaced
+
+    async def _events(self, key: Key, ms: dict[str, Any], status: dict[str, Any]) -> None:
+        """One Event per transition of phase or of the Degraded reason (not one per reconcile)."""
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        model = next(c for c in status["conditions"] if c["type"] == "ModelAvailable")
+        reason = degraded["reason"] if degraded["status"] == "True" else model["reason"]
+        now = (status["phase"], reason)
+        if self._last.get(key) == now:
+            return
+        self._last[key] = now
+        kind = "Warning" if status["phase"] in WARNING_PHASES or degraded["status"] == "True" else "Normal"
+        message = status.get("message") or status["phase"]
+        if status["phase"] == "Ready" and status.get("url"):
+            message = f"{message}; serving at {status['url']}"
+        await self.op.recorder.emit(ms, kind, status["phase"] if kind == "Normal" else reason, message)
+
+    async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
+        current = ms.get("status") or {}
+        status = keep_transition_times(current, status)
+        if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status)):
+            return
+        ns, name = object_key(ms)
+        body = {"status": {**{k: None for k in current if k not in status}, **status}}
+        updated = await self.kube.patch(MODELSERVERS, ns, name, body, sub="status")
+        infs = self.informers[MODELSERVERS]
+        inf = infs.get(ns) or infs.get(None)
+        if inf is not None and updated.get("metadata"):
+            updated.setdefault("apiVersion", MODELSERVERS.api_version)
+            updated.setdefault("kind", KIND)
+            inf.cache[(ns, name)] = updated
