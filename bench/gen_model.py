@@ -158,31 +158,47 @@ def list_objects_xml(files: list[GeneratedFile], etags: dict[str, str] | None = 
     )
 
 
-def generate(root: Path, total_bytes: int, shards: int = 4) -> list[GeneratedFile]:
+def write_tree_file(files_dir: Path, n: int, max_kib: int) -> GeneratedFile:
+    """Small file ``n`` of a many-file tree: 1 to ``max_kib`` KiB, in one of 100 directories."""
+    rel = f"d{n % 100:02d}/f{n:07d}.bin"
+    size = 1024 * (1 + (n * 2654435761) % max_kib)
+    data = hashlib.sha256(n.to_bytes(8, "little")).digest() * (size // 32)
+    (files_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    made = write_small(files_dir / rel, data)
+    return GeneratedFile(**{**asdict(made), "path": rel})
+
+
+def generate(
+    root: Path, total_bytes: int, shards: int = 4, small_files: int = 0, max_kib: int = 16
+) -> list[GeneratedFile]:
     """Write the model under ``root/files`` and the protocol documents under ``root/api``.
 
-    Reuses an existing model of the same size (the generator is deterministic).
+    With ``small_files``, the model is that many files of 1 to ``max_kib`` KiB instead of shards.
+    Reuses an existing model of the same shape (the generator is deterministic).
     """
     files_dir, api_dir = root / "files", root / "api"
     index = root / "index.json"
     if index.exists():
         saved = json.loads(index.read_text())
-        if saved.get("total_bytes") == total_bytes and saved.get("shards") == shards:
+        shape = (saved.get("total_bytes"), saved.get("shards"), saved.get("small_files", 0), saved.get("max_kib", 16))
+        if shape == (total_bytes, shards, small_files, max_kib):
             return [GeneratedFile(**f) for f in saved["files"]]
     files_dir.mkdir(parents=True, exist_ok=True)
     api_dir.mkdir(parents=True, exist_ok=True)
-    per_shard = total_bytes // shards
     files: list[GeneratedFile] = []
-    for n in range(shards):
+    if small_files:
+        files = [write_tree_file(files_dir, n, max_kib) for n in range(small_files)]
+    for n in range(shards if not small_files else 0):
         name = f"model-{n + 1:05d}-of-{shards:05d}.safetensors"
-        files.append(write_shard(files_dir / name, per_shard, seed=n))
+        files.append(write_shard(files_dir / name, total_bytes // shards, seed=n))
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float16"}
     files.append(write_small(files_dir / "config.json", json.dumps(config, indent=2).encode()))
     info, tree = hub_documents(files)
     (api_dir / "revision.json").write_text(json.dumps(info))
     (api_dir / "tree.json").write_text(json.dumps(tree))
     (api_dir / "list.xml").write_text(list_objects_xml(files))
-    index.write_text(json.dumps({"total_bytes": total_bytes, "shards": shards, "files": [asdict(f) for f in files]}))
+    shape = {"total_bytes": total_bytes, "shards": shards, "small_files": small_files, "max_kib": max_kib}
+    index.write_text(json.dumps({**shape, "files": [asdict(f) for f in files]}))
     return files
 
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from pathlib import Path
 from string import Template
 
 from gen_model import BUCKET, COMMIT, PREFIX, REPO, GeneratedFile, list_objects_xml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers.tlsca import make_private_ca
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,6 +34,8 @@ class Endpoints:
 
     limited: str
     unlimited: str
+    https: str  # unlimited, behind TLS with a private CA
+    ca_file: str  # the CA that signed the https endpoint's certificate
 
 
 def free_port() -> int:
@@ -38,8 +44,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render(prefix: Path, data: Path, files: list[GeneratedFile], ports: dict[str, int], limit_rate: str) -> str:
-    """The nginx.conf text for ``ports`` ({"limited": p1, "unlimited": p2})."""
+def render(
+    prefix: Path,
+    data: Path,
+    files: list[GeneratedFile],
+    ports: dict[str, int],
+    limit_rate: str,
+    cert: tuple[Path, Path] | None = None,
+) -> str:
+    """The nginx.conf text for ``ports`` ({"limited": p1, "unlimited": p2, "https": p3 with ``cert``})."""
     base = f"/{REPO}/resolve/{COMMIT}/"
     etag_map = "\n".join(f'        "{base}{f.path}" "{f.sha256 if f.lfs else f.git_sha1}";' for f in files)
     size_map = "\n".join(f'        "{base}{f.path}" "{f.size}";' for f in files)
@@ -48,6 +61,13 @@ def render(prefix: Path, data: Path, files: list[GeneratedFile], ports: dict[str
         server.substitute(
             port=port,
             limit_rate=limit_rate if name == "limited" else "0",
+            listen_tls=" ssl" if name == "https" else "",
+            tls=(
+                f"        ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+                if name == "https" and cert
+                else ""
+            ),
             repo=REPO,
             commit=COMMIT,
             bucket=BUCKET,
@@ -78,12 +98,13 @@ def run_nginx(workdir: Path, data: Path, files: list[GeneratedFile], limit_rate:
     if not Path(binary).exists():
         raise SystemExit("nginx is not installed: apt-get install -y nginx")
     workdir.mkdir(parents=True, exist_ok=True)
-    ports = {"limited": free_port(), "unlimited": free_port()}
+    ports = {"limited": free_port(), "unlimited": free_port(), "https": free_port()}
+    ca = make_private_ca(workdir / "tls", name="modelferry bench CA")
     # nginx's ETag for static files is "<mtime hex>-<size hex>"; list the objects with it.
     etags = {f.path: f"{int((data / 'files' / f.path).stat().st_mtime):x}-{f.size:x}" for f in files}
     (data / "api" / "list.xml").write_text(list_objects_xml(files, etags))
     conf = workdir / "nginx.conf"
-    conf.write_text(render(workdir, data.resolve(), files, ports, limit_rate))
+    conf.write_text(render(workdir, data.resolve(), files, ports, limit_rate, (ca.cert_file, ca.key_file)))
     proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")])
     try:
         for port in ports.values():
@@ -91,6 +112,8 @@ def run_nginx(workdir: Path, data: Path, files: list[GeneratedFile], limit_rate:
         yield Endpoints(
             limited=f"http://127.0.0.1:{ports['limited']}",
             unlimited=f"http://127.0.0.1:{ports['unlimited']}",
+            https=f"https://127.0.0.1:{ports['https']}",
+            ca_file=str(ca.ca_file),
         )
     finally:
         proc.send_signal(signal.SIGQUIT)  # graceful stop of master and workers

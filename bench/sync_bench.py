@@ -3,8 +3,12 @@
 Generates a model of safetensors shards (bench/data/, gitignored), serves it with nginx on
 two ports (one with a per-connection ``limit_rate``, one without), then runs each tool in its
 own subprocess into a fresh directory, ``--runs`` times, keeping the best wall time. Peak RSS
-is the child's ``ru_maxrss`` from ``wait4``. Every copy is checked byte for byte (sha256 of the
-target files against the generator's) outside the timed region.
+is the child's own high-water mark (``VmHWM`` in /proc/<pid>/status, polled every 20 ms):
+``ru_maxrss`` from ``wait4`` is not used because a forked child starts with its parent's peak and
+keeps it across exec. Every copy is checked byte for byte (sha256 of the target files against the
+generator's) outside the timed region. The ``https`` scenario is the unlimited port behind TLS with a
+private CA, which each tool is given its own documented way: modelferry ``--ca-bundle``, boto3
+``AWS_CA_BUNDLE``, snapshot_download ``SSL_CERT_FILE`` (the only way its client honours).
 
     .venv/bin/python bench/sync_bench.py --size-gb 2
 """
@@ -20,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +34,6 @@ from nginx_server import run_nginx
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-VENV_BIN = Path(sys.executable).parent
 TOOLS = ("modelferry-hf", "modelferry-s3", "snapshot_download", "boto3")
 
 
@@ -41,21 +45,26 @@ class Run:
     scenario: str
     seconds: float
     mb_s: float
+    files_s: float
     peak_rss_mb: float
     cpu_s: float
+    wait4_maxrss_mb: float  # what ru_maxrss says (inherits the parent's peak): shown, never used
     load: float
     ok: bool
     note: str = ""
 
 
-def command(tool: str, url: str, target: Path) -> list[str]:
-    """The command line that runs ``tool`` against ``url`` into ``target``."""
+def command(tool: str, url: str, target: Path, ca_file: str | None = None) -> list[str]:
+    """The command line that runs ``tool`` against ``url`` into ``target`` (``ca_file``: trust for https)."""
     py = sys.executable
+    tls = ["--ca-bundle", ca_file] if ca_file and url.startswith("https:") else []
     if tool == "modelferry-hf":
-        return [str(VENV_BIN / "modelferry"), "sync", "hf://bench/model", str(target), "--hf-endpoint", url, "--json"]
+        return [py, "-m", "modelferry", "sync", "hf://bench/model", str(target), "--hf-endpoint", url, "--json", *tls]
     if tool == "modelferry-s3":
         return [
-            str(VENV_BIN / "modelferry"),
+            py,
+            "-m",
+            "modelferry",
             "sync",
             "s3://bench/model",
             str(target),
@@ -67,6 +76,7 @@ def command(tool: str, url: str, target: Path) -> list[str]:
             "--addressing-style",
             "path",
             "--json",
+            *tls,
         ]
     if tool == "snapshot_download":
         return [py, str(HERE / "competitors.py"), "hf", url, str(target)]
@@ -75,15 +85,43 @@ def command(tool: str, url: str, target: Path) -> list[str]:
     raise ValueError(tool)
 
 
-def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float]:
-    """Run ``argv``; returns (exit status, seconds, peak RSS in MiB, CPU seconds user+system)."""
+def high_water_mib(pid: int) -> float | None:
+    """The process's own peak RSS (VmHWM) in MiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float, float]:
+    """Run ``argv``: (exit status, seconds, peak RSS MiB, CPU seconds user+system, ru_maxrss MiB)."""
+    peak = 0.0
+    done = threading.Event()
+
+    def poll(pid: int) -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            value = high_water_mib(pid)
+            if value is not None:
+                peak = max(peak, value)
+
     with open(log, "wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=env.get("MF_BENCH_CWD", REPO_ROOT)
+        )
+        watcher = threading.Thread(target=poll, args=(proc.pid,), daemon=True)
+        watcher.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
+        done.set()
+        watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
+    return proc.returncode, seconds, peak, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def verify(files: list[GeneratedFile], target: Path) -> str:
@@ -104,7 +142,11 @@ def verify(files: list[GeneratedFile], target: Path) -> str:
 def bench(args: argparse.Namespace) -> list[Run]:
     data = args.data
     print(f"generating {args.size_gb} GiB under {data} (reused when present)", flush=True)
-    files = generate(data, int(args.size_gb * GiB), args.shards)
+    if args.small_files:
+        print(f"small-file tree: {args.small_files} files of 1-{args.max_kib} KiB", flush=True)
+        files = generate(data, 0, 0, small_files=args.small_files, max_kib=args.max_kib)
+    else:
+        files = generate(data, int(args.size_gb * GiB), args.shards)
     total = sum(f.size for f in files)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="mf-bench-", dir=args.scratch) as scratch_name:
@@ -119,12 +161,23 @@ def bench(args: argparse.Namespace) -> list[Run]:
             AWS_EC2_METADATA_DISABLED="true",
         )
         env.pop("HF_TOKEN", None)
+        if args.modelferry_src:  # another checkout's modelferry (a "before" run); the competitors are unchanged
+            env["PYTHONPATH"] = str(args.modelferry_src)
+            env["MF_BENCH_CWD"] = str(args.modelferry_src)
         with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
             for scenario in args.scenarios:
                 url = getattr(endpoints, scenario)
                 for tool in args.tools:
+                    tool_env = dict(env)
+                    if scenario == "https":  # each tool's own documented way to trust a private CA
+                        variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
+                        if variable:
+                            tool_env[variable] = endpoints.ca_file
                     for n in range(args.runs):
-                        runs.append(_one(tool, scenario, url, n, files, total, scratch, env, args.keep_logs))
+                        run = _one(
+                            tool, scenario, url, n, files, total, scratch, tool_env, args.keep_logs, endpoints.ca_file
+                        )
+                        runs.append(run)
     return runs
 
 
@@ -138,13 +191,14 @@ def _one(
     scratch: Path,
     env: dict[str, str],
     keep_logs: Path | None,
+    ca_file: str | None = None,
 ) -> Run:
     target = scratch / f"out-{tool}-{scenario}-{n}"
     shutil.rmtree(scratch / "hf-home", ignore_errors=True)  # no cache reuse between runs
     log = scratch / f"{tool}-{scenario}-{n}.log"
     os.sync()  # no run pays for writing back what an earlier run left dirty in the page cache
     load = os.getloadavg()[0]  # other work on the machine skews wall time; CPU seconds less so
-    code, seconds, rss, cpu = run_once(command(tool, url, target), env, log)
+    code, seconds, rss, cpu, maxrss = run_once(command(tool, url, target, ca_file), env, log)
     problem = f"exit {code}" if code else verify(files, target)
     if keep_logs is not None:
         keep_logs.mkdir(parents=True, exist_ok=True)
@@ -157,8 +211,10 @@ def _one(
         scenario,
         round(seconds, 3),
         round(total / seconds / 1e6, 1),
+        round(len(files) / seconds, 1),
         round(rss, 1),
         round(cpu, 2),
+        round(maxrss, 1),
         round(load, 1),
         not problem,
         problem,
@@ -187,8 +243,9 @@ def table(runs: list[Run], scenarios: list[str]) -> str:
     """A Markdown table of the best runs with ratios modelferry/competitor."""
     top = best(runs)
     lines = [
-        "| scenario | tool | best s | MB/s (best) | MB/s (median) | peak RSS MB | CPU s | modelferry-hf / this (best, median) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | tool | best s | MB/s (best) | MB/s (median) | files/s | peak RSS MB | CPU s "
+        "| modelferry-hf / this (best, median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         ours = top.get(("modelferry-hf", scenario))
@@ -199,7 +256,7 @@ def table(runs: list[Run], scenarios: list[str]) -> str:
             ours_med = median(runs, "modelferry-hf", scenario)
             ratio = f"{ours.mb_s / r.mb_s:.2f}x, {ours_med / med:.2f}x" if ours else "n/a"
             lines.append(
-                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.peak_rss_mb:.0f} "
+                f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.files_s:.0f} | {r.peak_rss_mb:.0f} "
                 f"| {r.cpu_s:.1f} | {ratio} |"
             )
     failed = [r for r in runs if not r.ok]
@@ -215,11 +272,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs per tool and scenario; the best counts")
     parser.add_argument("--limit-rate", default="50m", help="nginx limit_rate per connection (default 50m)")
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
-    parser.add_argument("--scenarios", nargs="+", default=["limited", "unlimited"], choices=["limited", "unlimited"])
+    parser.add_argument(
+        "--scenarios", nargs="+", default=["limited", "unlimited"], choices=["limited", "unlimited", "https"]
+    )
     parser.add_argument("--data", type=Path, default=HERE / "data" / "model", help="where the model is generated")
     parser.add_argument("--scratch", type=Path, default=HERE / "data", help="where targets are written")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy each tool's output here")
     parser.add_argument("--json", type=Path, default=None, help="write every run as JSON here")
+    parser.add_argument("--small-files", type=int, default=0, help="a tree of this many small files instead")
+    parser.add_argument("--max-kib", type=int, default=16, help="small files are 1 to this many KiB (default 16)")
+    parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
     parser.add_argument("--delete-data", action="store_true", help="delete the generated model at the end")
     args = parser.parse_args()
     args.scratch.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,12 @@ class SizeLimitError(PermanentError):
     reason = "SizeLimitExceeded"
 
 
+class TLSVerificationError(PermanentError):
+    """A server's certificate could not be verified (or the handshake failed): retrying cannot help."""
+
+    reason = "TLSVerificationFailed"
+
+
 class InsufficientSpaceError(PermanentError):
     """The target filesystem cannot hold the plan (or filled up mid-run)."""
 

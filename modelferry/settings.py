@@ -21,6 +21,22 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
+class TLSSettings(BaseModel):
+    """How every HTTPS client of the process trusts servers (S3, Hub, IAM, Oracle, MLflow, Vault, Kubernetes)."""
+
+    ca_bundle: str | None = Field(
+        None,
+        description="A PEM CA bundle file, or a directory of PEM files, trusted instead of the default store; "
+        "AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE, SSL_CERT_FILE or SSL_CERT_DIR when unset",
+    )
+    verify: bool = Field(True, description="Verify server certificates (off only for test endpoints)")
+    cluster_bundle: str | None = Field(
+        None,
+        description="Directory where the cluster's CA ConfigMap may be mounted (set by the controller); "
+        "trusted when it holds PEM files and nothing more specific is set",
+    )
+
+
 class S3Credentials(BaseModel):
     """An S3-compatible endpoint (AWS, MinIO, Ceph, ODF, IBM COS with HMAC, Oracle's compat API)."""
 
@@ -35,8 +51,10 @@ class S3Credentials(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="Bucket addressing; 'auto' uses path style for custom endpoints"
     )
-    verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate")
-    ca_bundle: str | None = Field(None, description="A CA bundle file for the endpoint; AWS_CA_BUNDLE when unset")
+    verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate (off: overrides tls.verify)")
+    ca_bundle: str | None = Field(
+        None, description="A CA bundle for this endpoint only; the tls setting (then AWS_CA_BUNDLE) when unset"
+    )
     anonymous: bool = Field(False, description="Send unsigned requests (public buckets)")
 
 
@@ -117,11 +135,28 @@ class SyncSettings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: Literal["text", "json"] = Field("text", description="Log line format")
     transfer: TransferSettings = Field(default_factory=TransferSettings, description="Transfer tuning")
+    tls: TLSSettings = Field(default_factory=TLSSettings, description="Trust for every HTTPS connection")
     source: Credentials = Field(default_factory=Credentials, description="Credentials for the source")
     target: Credentials = Field(default_factory=Credentials, description="Credentials for the target")
     pvc_root: str = Field("/mnt/pvc", description="Where pvc://claim/subpath is mounted inside the pod")
     termination_log: str = Field("/dev/termination-log", description="Kubernetes termination message file")
     progress_interval: float = Field(5.0, gt=0, description="Seconds between progress log lines off a terminal")
+
+
+def shown_default(model: type[BaseModel], dotted: str) -> str:
+    """The default of ``model``'s field ``a.b`` as ``--help`` shows it (64MiB, 650GB, 5): one source of truth."""
+    head, _, rest = dotted.partition(".")
+    info = model.model_fields[head]
+    value = info.get_default(call_default_factory=True)
+    if rest:
+        return shown_default(type(value), rest)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return str(value)
+    if value >= MiB and value % MiB == 0 and value < 1000**3:
+        return f"{value // MiB}MiB"
+    if value >= 1000**3 and value % 1000**3 == 0:
+        return f"{value // 1000**3}GB"
+    return str(value)
 
 
 def field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:

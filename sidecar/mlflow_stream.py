@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from modelferry.logs import register_secret
+from modelferry.tls import TLSConfig, is_tls_failure, resolve_tls
 from sidecar.metrics import MetricRecord
 from sidecar.settings import MlflowSettings
 
@@ -26,8 +27,8 @@ MAX_TAGS_PER_BATCH = 100
 MAX_PARAM_LEN = 6000
 
 
-def configure_env(settings: MlflowSettings) -> None:
-    """MLflow's client reads credentials and HTTP behaviour from the environment of this process."""
+def configure_env(settings: MlflowSettings) -> TLSConfig:
+    """MLflow's client reads credentials and HTTP behaviour (trust too) from the environment of this process."""
     # The tracking URI goes to MlflowClient directly; credentials are only read from the environment.
     if settings.token is not None:
         register_secret(settings.token.get_secret_value())
@@ -37,12 +38,16 @@ def configure_env(settings: MlflowSettings) -> None:
     if settings.password is not None:
         register_secret(settings.password.get_secret_value())
         os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.password.get_secret_value()
-    if settings.insecure_tls:
+    tls = resolve_tls(verify=not settings.insecure_tls, own_variables=("MLFLOW_TRACKING_SERVER_CERT_PATH",))
+    if not tls.verify:
         os.environ["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
+    elif tls.cafile:
+        os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = tls.cafile
     # We retry ourselves (without blocking the trainer); MLflow's own backoff would stall a batch for minutes.
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, settings.request_timeout)))
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return tls
 
 
 def system_tags() -> dict[str, str]:
@@ -88,7 +93,7 @@ class MlflowStreamer:
         if not self.enabled:
             log.info("MLflow tracking is off (no MLFLOW_TRACKING_URI)")
             return None
-        configure_env(self.settings)
+        self.tls = configure_env(self.settings)
         self._thread = threading.Thread(target=self._loop, name="mlflow-streamer", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + wait_for_run
@@ -215,6 +220,9 @@ class MlflowStreamer:
     def _failed(self, exc: Exception) -> None:
         self.errors += 1
         self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if is_tls_failure(exc):  # still retried (training goes on), but the message says how to fix it
+            failure = self.tls.failure(str(self.settings.tracking_uri), exc)
+            self.last_error = f"{failure} ({failure.hint})"
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("MLflow unreachable, buffering metrics (training continues): %s", self.last_error)

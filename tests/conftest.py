@@ -22,8 +22,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test may read the developer's cloud credentials or reach the internet."""
     for name in list(os.environ):
-        if name.startswith(("AWS_", "HF_", "HUGGING", "MODELFERRY_", "OCI_", "IBMCLOUD_", "MLFLOW_", "OME_AGENT_")):
+        if name.startswith(
+            ("AWS_", "HF_", "HUGGING", "MODELFERRY_", "OCI_", "IBMCLOUD_", "MLFLOW_", "OME_AGENT_", "VAULT_")
+        ):
             monkeypatch.delenv(name, raising=False)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)  # trust comes from what a test sets, nothing else
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")

@@ -54,6 +54,10 @@ class Problem:
     message: str
 
 
+TRUSTED_CA_CONFIGMAP = "modelferry-trusted-ca-bundle"  # manifests/agent/trusted-ca.yaml (OpenShift fills it)
+TRUSTED_CA_DIR = "/etc/modelferry/ca/platform"
+
+
 def daemonset_name(agent_name: str) -> str:
     """``modelferry-agent`` for the NodeAgent named ``default`` (the plain manifests' name), else suffixed."""
     if agent_name == DEFAULT_NAME:
@@ -157,6 +161,8 @@ def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
     if spec.get("watchOme"):
         env.append(_env("MODELFERRY_AGENT__WATCH_OME", "true"))
     env.append(_env("MODELFERRY_LOG_FORMAT", str(spec.get("logFormat", "json"))))
+    # Trusted CAs for the model stores (docs/tls.md): used when the optional ConfigMap holds PEM files.
+    env.append(_env("MODELFERRY_TLS__CLUSTER_BUNDLE", TRUSTED_CA_DIR))
     container: dict[str, Any] = {"name": "agent", "image": image}
     if spec.get("imagePullPolicy"):
         container["imagePullPolicy"] = spec["imagePullPolicy"]
@@ -182,7 +188,11 @@ def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
                 "readOnlyRootFilesystem": True,
                 "capabilities": {"drop": ["ALL"]},
             },
-            "volumeMounts": [{"name": "models", "mountPath": root}, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+            "volumeMounts": [
+                {"name": "models", "mountPath": root},
+                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+                {"name": "trusted-ca", "mountPath": TRUSTED_CA_DIR, "readOnly": True},
+            ],
         }
     )
     return container
@@ -216,6 +226,14 @@ def render_daemonset(agent: dict[str, Any], *, namespace: str, default_image: st
             "volumes": [
                 {"name": "models", "hostPath": {"path": root, "type": "DirectoryOrCreate"}},
                 {"name": "tmp", "emptyDir": {}},
+                {
+                    "name": "trusted-ca",
+                    "configMap": {
+                        "name": TRUSTED_CA_CONFIGMAP,
+                        "items": [{"key": "ca-bundle.crt", "path": "ca-bundle.crt"}],
+                        "optional": True,
+                    },
+                },
             ],
         }
     )

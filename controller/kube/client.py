@@ -19,6 +19,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
 from modelferry.errors import AccessDeniedError, NotFoundError, RetryableError, UsageError
+from modelferry.tls import TLSConfig, is_tls_failure, resolve_tls
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,21 @@ def _raise_for(status: int, text: str, what: str, retry_after: float | None = No
 STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, asyncio.IncompleteReadError, ValueError)
 
 
-async def build_api_client(*, kubeconfig: str | None = None, api_url: str | None = None) -> k8s.ApiClient:
-    """An ApiClient: an explicit URL (tests, kubectl proxy), then in-cluster config, then a kubeconfig."""
+async def build_api_client(
+    *, kubeconfig: str | None = None, api_url: str | None = None, tls: TLSConfig | None = None
+) -> k8s.ApiClient:
+    """An ApiClient: an explicit URL (tests, kubectl proxy), then in-cluster config, then a kubeconfig.
+
+    An explicit HTTPS URL is trusted through the process's TLS setting (``tls``, else ``--ca-bundle`` /
+    the usual variables); in-cluster and kubeconfig access keep the CA their configuration names.
+    """
     configuration = k8s.Configuration()
     if api_url:
         configuration.host = api_url.rstrip("/")
+        if api_url.startswith("https:"):
+            tls = tls or resolve_tls()
+            configuration.verify_ssl = tls.verify
+            configuration.ssl_ca_cert = tls.cafile
     elif kubeconfig:
         await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
@@ -161,6 +172,12 @@ class Kube:
                 _request_timeout=request_timeout,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if is_tls_failure(exc):
+                cfg = self.api.configuration
+                trust = TLSConfig(
+                    verify=cfg.verify_ssl, ca=cfg.ssl_ca_cert, origin="the Kubernetes client configuration"
+                )
+                raise trust.failure(f"the Kubernetes API at {cfg.host}", exc, what=path) from exc
             raise RetryableError(f"Kubernetes API unreachable: {exc}", obj=path) from exc
 
     async def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.operator.cabundle import ca_source, mount_ca
 from controller.operator.settings import JobSettings
 from modelferry.logs import register_scoped_secrets
 
@@ -149,6 +150,7 @@ class JobOverrides:
     service_account_name: str | None = None
     active_deadline_seconds: int | None = None
     backoff_limit: int | None = None
+    ca_configmap: str | None = None
 
 
 @dataclass
@@ -224,6 +226,9 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}, *request.volumes],
     }
+    named = ov.ca_configmap or settings.ca_configmap
+    keys = ("ca-bundle.crt",) if ov.ca_configmap else tuple(settings.ca_configmap_keys)
+    mount_ca(pod_spec, ca_source(named, keys, platform=settings.platform_ca), [container])
     sa = ov.service_account_name or settings.service_account_name
     if sa:
         pod_spec["serviceAccountName"] = sa

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.operator.cabundle import invalid_ca_reference
 from controller.operator.claims import claim_mounts
 from controller.operator.jobpolicy import check_job_overrides
 from controller.operator.jobs import (
@@ -241,6 +242,13 @@ def plan_modelsync_job(
         args += ["--include", literal(str(pattern))]
     for pattern in source.get("exclude") or []:
         args += ["--exclude", literal(str(pattern))]
+    job_spec = spec.get("job") or {}
+    ca_configmap = job_spec.get("caConfigMap")
+    problem = (
+        invalid_ca_reference(ca_configmap) if ca_configmap is None or isinstance(ca_configmap, str) else "not a string"
+    )
+    if problem:
+        return SyncPlan(error=Finding("InvalidCAConfigMap", f"spec.job.caConfigMap: {problem}; fix the ModelSync"))
     request = JobRequest(
         name=job_name(meta.get("name", "")),
         namespace=meta.get("namespace", ""),
@@ -258,6 +266,7 @@ def plan_modelsync_job(
             service_account_name=job_spec.get("serviceAccountName"),
             active_deadline_seconds=job_spec.get("activeDeadlineSeconds"),
             backoff_limit=job_spec.get("backoffLimit"),
+            ca_configmap=ca_configmap,
         ),
         volumes=claims.volumes,
         volume_mounts=claims.mounts,

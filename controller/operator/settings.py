@@ -30,6 +30,18 @@ class JobSettings(BaseModel):
     cpu_limit: str | None = Field("4", description="CPU limit of the sync container (None: none)")
     memory_limit: str = Field("2Gi", description="Memory limit of the sync container")
     scratch_size: str = Field("1Gi", description="sizeLimit of the /tmp and HOME emptyDir")
+    ca_configmap: str | None = Field(
+        None,
+        description="ConfigMap (in each Job's namespace) of PEM CA bundles trusted by Jobs and training pods; "
+        "e.g. one labelled config.openshift.io/inject-trusted-cabundle=true",
+    )
+    ca_configmap_keys: list[str] = Field(
+        default_factory=lambda: ["ca-bundle.crt"], description="Keys of ca_configmap to mount (each a PEM bundle)"
+    )
+    platform_ca: bool = Field(
+        True,
+        description="Mount OpenShift AI's odh-trusted-ca-bundle ConfigMap (optional volume) when no ca_configmap is set",
+    )
 
 
 class JobPolicySettings(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
 from controller.kube.events import EventRecorder, now_iso
 from controller.kube.watch import Backoff, Informer, object_key
+from controller.operator.cabundle import ca_source
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -239,6 +240,7 @@ class TrainingReconciler:
     async def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
         modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
         secrets = await self.op.data_connections(ns)
+        job = self.op.settings.job
         return RenderContext(
             sidecar_image=self.settings.sidecar_image or self.op.settings.job.image,
             train_image=self.settings.train_image,
@@ -246,6 +248,7 @@ class TrainingReconciler:
             has_trainjob=trainjob,
             model_syncs=synced_models(modelsyncs, secrets),
             service_account_name=self.settings.service_account_name,
+            ca=ca_source(job.ca_configmap, tuple(job.ca_configmap_keys), platform=job.platform_ca),
             allowed_local_roots=tuple(self.op.settings.allowed_local_roots),
         )
 

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.operator.cabundle import CASource, mount_ca
 from controller.operator.claims import ClaimMounts, claim_mounts
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
@@ -73,6 +74,7 @@ class RenderContext:
     has_trainjob: bool = False  # Kubeflow Trainer v2 (trainer.kubeflow.org TrainJob) is served
     model_syncs: dict[str, str] = field(default_factory=dict)  # ModelSync name -> its target URI
     service_account_name: str | None = None
+    ca: CASource | None = None  # the trusted CA ConfigMap mounted into the trainer and the sidecar
     allowed_local_roots: tuple[str, ...] = ()  # file:// sources the admin allows (ControllerSettings)
 
 
@@ -213,6 +215,9 @@ def pod_spec(
             *claims.volumes,
         ],
     }
+    for container in containers:
+        container["volumeMounts"] = list(container["volumeMounts"])  # not shared: each gets its own CA mount
+    mount_ca(pod, ctx.ca, containers)
     if ctx.service_account_name:
         pod["serviceAccountName"] = ctx.service_account_name
     # Only an MLflow server may need the pod's identity (MLFLOW_TRACKING_AUTH=kubernetes-namespaced on

@@ -15,7 +15,7 @@ from modelferry.cli.runtime import (
     progress_for,
 )
 from modelferry.errors import ModelferryError
-from modelferry.settings import SyncSettings
+from modelferry.settings import SyncSettings, TransferSettings, shown_default
 from modelferry.storage import open_store
 from modelferry.transfer.plan import SyncOptions
 from modelferry.transfer.sync import SyncResult, sync
@@ -63,9 +63,14 @@ def credential_options(fn: Any) -> Any:
             "--no-verify-tls",
             is_flag=True,
             default=None,
-            help="Do not verify TLS certificates of S3 endpoints.",
+            help="Do not verify TLS certificates (a test endpoint only; env MODELFERRY_TLS__VERIFY=false).",
         ),
-        click.option("--ca-bundle", default=None, help="CA bundle for S3 endpoints (env AWS_CA_BUNDLE)."),
+        click.option(
+            "--ca-bundle",
+            default=None,
+            help="PEM CA bundle file or directory trusted by every HTTPS client: S3, Hub, IAM, Oracle "
+            "(env MODELFERRY_TLS__CA_BUNDLE; AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE, SSL_CERT_FILE).",
+        ),
         click.option(
             "--anonymous",
             is_flag=True,
@@ -102,11 +107,11 @@ def overrides_from(kw: dict[str, Any]) -> dict[str, Any]:
         "source.s3.profile": kw.get("source_profile"),
         "target.s3.profile": kw.get("target_profile"),
         "source.s3.anonymous": kw.get("anonymous"),
+        "tls.ca_bundle": kw.get("ca_bundle"),
+        "tls.verify": False if kw.get("no_verify_tls") else None,
     }
     for side in ("source", "target"):
         out[f"{side}.s3.addressing_style"] = kw.get("addressing_style")
-        out[f"{side}.s3.verify_tls"] = False if kw.get("no_verify_tls") else None
-        out[f"{side}.s3.ca_bundle"] = kw.get("ca_bundle")
         out[f"{side}.oci.config_file"] = kw.get("oci_config")
         out[f"{side}.oci.profile"] = kw.get("oci_profile")
         out[f"{side}.oci.auth_type"] = kw.get("oci_auth")
@@ -179,15 +184,21 @@ def run_sync(
     "--concurrency",
     type=int,
     default=None,
-    help="Connections in flight across and within files [64].",
+    help=f"Connections in flight across and within files [{shown_default(TransferSettings, 'concurrency')}].",
 )
-@click.option("--part-size", default=None, help="Bytes per ranged GET / multipart part, e.g. 64MiB.")
+@click.option(
+    "--part-size",
+    default=None,
+    help=f"Bytes per ranged GET / multipart part [{shown_default(TransferSettings, 'part_size')}].",
+)
 @click.option(
     "--size-limit",
     default=None,
-    help="Refuse sources larger than this (e.g. 650GB; 0 switches it off).",
+    help=f"Refuse sources larger than this; 0 switches it off [{shown_default(TransferSettings, 'size_limit')}].",
 )
-@click.option("--retries", type=int, default=None, help="Retries per part [5].")
+@click.option(
+    "--retries", type=int, default=None, help=f"Retries per part [{shown_default(TransferSettings, 'retries')}]."
+)
 @click.option(
     "--speed-limit",
     default=None,

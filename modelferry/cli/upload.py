@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from modelferry.cli.runtime import cancel_on_signals, progress_for
 from modelferry.errors import ModelferryError, NotFoundError, UsageError
 from modelferry.logs import register_secret
-from modelferry.settings import S3Credentials, SyncSettings
+from modelferry.settings import S3Credentials, SyncSettings, TransferSettings, shown_default
 from modelferry.transfer.plan import SyncOptions
 
 log = logging.getLogger("modelferry.upload")
@@ -254,7 +254,15 @@ def upload_paths(
 @click.option("--api-url", default=None, hidden=True, help="API server URL without authentication (tests).")
 @click.option("--endpoint", default=None, help="Override the data connection's AWS_S3_ENDPOINT (e.g. a route).")
 @click.option("--no-verify-tls", is_flag=True, help="Do not verify the endpoint's TLS certificate.")
-@click.option("--concurrency", type=int, default=None, help="Connections in flight [64].")
+@click.option(
+    "--ca-bundle", default=None, help="PEM CA bundle file or directory for the endpoint [MODELFERRY_TLS__CA_BUNDLE]."
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help=f"Connections in flight [{shown_default(TransferSettings, 'concurrency')}].",
+)
 @click.option(
     "--wait", type=float, default=300.0, show_default=True, help="Seconds to wait for the data connection to appear."
 )
@@ -269,6 +277,7 @@ def upload_command(
     api_url: str | None,
     endpoint: str | None,
     no_verify_tls: bool,
+    ca_bundle: str | None,
     concurrency: int | None,
     wait: float,
 ) -> int:
@@ -289,6 +298,10 @@ def upload_command(
     if not paths and not complete:
         raise UsageError("nothing to do", hint="Give paths to upload, --complete, or both")
     settings = SyncSettings()
+    if ca_bundle:
+        settings.tls.ca_bundle = ca_bundle
+    if no_verify_tls:
+        settings.tls.verify = False
     if concurrency:
         settings.transfer.concurrency = concurrency
     # Inside a pod the data connection's *.svc endpoint works; from a workstation it needs the route.
@@ -300,8 +313,6 @@ def upload_command(
         creds, bucket = destination_from_secret(data_connection, values)
         if endpoint:
             creds.endpoint_url = endpoint
-        if no_verify_tls:
-            creds.verify_tls = False
         summary = upload_paths(paths, creds, bucket, prefix, settings)
         click.echo(
             f"uploaded {summary['files_copied']} files ({summary['bytes_copied']} bytes), "

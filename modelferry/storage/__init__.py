@@ -41,19 +41,19 @@ def open_store(
     if uri.scheme == "hf":
         from modelferry.storage.hf import HFStore
 
-        return HFStore(uri, credentials.hf, transfer)
+        return HFStore(uri, credentials.hf, transfer, tls=settings.tls)
     if uri.scheme == "s3":
         from modelferry.storage.s3 import S3Store
 
-        return S3Store(uri, credentials.s3, transfer)
+        return S3Store(uri, credentials.s3, transfer, tls=settings.tls)
     if uri.scheme == "cos":
         from modelferry.storage.cos import open_cos_store
 
-        return open_cos_store(uri, credentials, transfer)
+        return open_cos_store(uri, credentials, transfer, settings.tls)
     if uri.scheme == "oci":
         try:
             from modelferry.storage.oracle import OracleStore
         except ImportError as exc:  # the oci SDK is an extra
             raise UsageError("oci:// needs the Oracle SDK", hint="pip install 'modelferry[oci]'") from exc
-        return OracleStore(uri, credentials.oci, transfer)
+        return OracleStore(uri, credentials.oci, transfer, tls=settings.tls)
     raise UsageError(f"unsupported scheme {uri.scheme!r}")

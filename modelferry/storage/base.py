@@ -28,7 +28,7 @@ def partial_stem(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:24]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """One file at a source or target, with whatever checksums the store offers."""
 

@@ -29,8 +29,10 @@ import httpx
 
 from modelferry.errors import AccessDeniedError, PermanentError, RetryableError, UsageError
 from modelferry.logs import register_secret
-from modelferry.settings import COSCredentials, Credentials, TransferSettings
+from modelferry.settings import COSCredentials, Credentials, TLSSettings, TransferSettings
 from modelferry.storage.s3 import S3Store
+from modelferry.storage.s3_config import s3_tls
+from modelferry.tls import TLSConfig, is_tls_failure
 from modelferry.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class IAMTokenProvider:
         passcode: str | None = None,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        tls: TLSConfig | None = None,
     ) -> None:
         if not api_key and not passcode:
             raise UsageError("IBM IAM needs an API key or a one-time passcode")
@@ -84,6 +87,7 @@ class IAMTokenProvider:
         self.passcode = passcode
         self.timeout = timeout
         self.clock = clock
+        self.tls = tls or TLSConfig()
         self.exchanges = 0
         self._passcode_spent = False
         self._lock = threading.Lock()
@@ -138,8 +142,11 @@ class IAMTokenProvider:
                 auth=auth,
                 headers={"Accept": "application/json"},
                 timeout=self.timeout,
+                verify=self.tls.ssl_context(),
             )
         except httpx.HTTPError as exc:
+            if is_tls_failure(exc):
+                raise self.tls.failure(f"IBM IAM at {self.url}", exc, what=self.url) from exc
             raise RetryableError(f"cannot reach IBM IAM at {self.url}: {type(exc).__name__}", obj=self.url) from exc
         if resp.status_code in (400, 401, 403):
             raise AccessDeniedError(
@@ -195,8 +202,10 @@ class COSStore(S3Store):
         super().__init__(*args, **kwargs)
 
 
-def open_cos_store(uri: StorageURI, credentials: Credentials, transfer: TransferSettings) -> S3Store:
-    """An S3Store for ``cos://`` with HMAC keys, an API key or a one-time passcode."""
+def open_cos_store(
+    uri: StorageURI, credentials: Credentials, transfer: TransferSettings, tls: TLSSettings | None = None
+) -> S3Store:
+    """An S3Store for ``cos://`` with HMAC keys, an API key or a one-time passcode (``tls``: the trust setting)."""
     cos: COSCredentials = credentials.cos
     endpoint = cos.endpoint_url or credentials.s3.endpoint_url or cos_endpoint(cos.region)
     s3 = credentials.s3.model_copy(
@@ -208,7 +217,7 @@ def open_cos_store(uri: StorageURI, credentials: Credentials, transfer: Transfer
     passcode = cos.passcode.get_secret_value() if cos.passcode else None
     api_key = cos.api_key.get_secret_value() if cos.api_key else os.environ.get("IBMCLOUD_API_KEY")
     if hmac and not passcode and not api_key:
-        return S3Store(uri, s3, transfer)
+        return S3Store(uri, s3, transfer, tls=tls)
     if not passcode and not api_key:
         raise UsageError(
             f"no credentials for {uri}",
@@ -220,7 +229,11 @@ def open_cos_store(uri: StorageURI, credentials: Credentials, transfer: Transfer
     if not instance:
         log.warning("no COS instance CRN given: bucket listing and creation may be refused by COS")
     provider = IAMTokenProvider(
-        cos.iam_endpoint, api_key=None if passcode else api_key, passcode=passcode, timeout=transfer.connect_timeout * 3
+        cos.iam_endpoint,
+        api_key=None if passcode else api_key,
+        passcode=passcode,
+        timeout=transfer.connect_timeout * 3,
+        tls=s3_tls(s3, tls),  # IAM and COS sit behind the same trust (a private IAM in a dev region, a proxy)
     )
     provider.token()  # fail fast, and spend a passcode exactly once, before any S3 call
     who = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key and not passcode else str(id(provider))
@@ -232,4 +245,5 @@ def open_cos_store(uri: StorageURI, credentials: Credentials, transfer: Transfer
         endpoint_url=endpoint,
         identity_key=f"cos-iam:{endpoint}|{instance or ''}|{who}",
         before_send=bearer_hook(provider, instance),
+        tls=tls,
     )

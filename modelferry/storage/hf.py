@@ -39,9 +39,11 @@ from modelferry.errors import (
 )
 from modelferry.logs import register_secret
 from modelferry.retry import retry_call
-from modelferry.settings import HFCredentials, TransferSettings
+from modelferry.settings import HFCredentials, TLSSettings, TransferSettings
 from modelferry.storage.base import FileSink, InPlace, ObjectInfo, Store, StoreFeatures
 from modelferry.storage.http import RangedHTTPClient, parse_retry_after
+from modelferry.storage.hub_tls import use_hub_tls
+from modelferry.tls import is_tls_failure, resolve_tls
 from modelferry.uri import StorageURI
 
 log = logging.getLogger(__name__)
@@ -130,8 +132,12 @@ class HFStore(Store):
 
     features = StoreFeatures()
 
-    def __init__(self, uri: StorageURI, creds: HFCredentials, transfer: TransferSettings) -> None:
+    def __init__(
+        self, uri: StorageURI, creds: HFCredentials, transfer: TransferSettings, *, tls: TLSSettings | None = None
+    ) -> None:
         self.uri = uri
+        self.tls = resolve_tls(tls)
+        use_hub_tls(self.tls)  # huggingface_hub's client is process-wide
         self.repo_id = uri.repo_id
         self.repo_type = uri.repo_type
         self.requested_revision = uri.revision or None
@@ -150,6 +156,7 @@ class HFStore(Store):
             stall_timeout=transfer.stall_timeout,
             pool_size=transfer.concurrency,
             user_agent=f"modelferry/{__version__}",
+            tls=self.tls,
             speed=(transfer.speed_limit, transfer.speed_time),
         )
         self._sha: str | None = None
@@ -174,6 +181,8 @@ class HFStore(Store):
             try:
                 return fn()
             except (HfHubHTTPError, httpx2.HTTPError) as exc:
+                if is_tls_failure(exc):
+                    raise self.tls.failure(self.endpoint, exc, what=str(self.uri)) from exc
                 raise translate_hub_error(
                     exc, self.repo_id, self.requested_revision, has_token=bool(self.token)
                 ) from exc

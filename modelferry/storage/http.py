@@ -43,6 +43,7 @@ from modelferry.errors import (
 from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
+from modelferry.tls import TLSConfig, is_tls_failure
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,11 @@ class RangedHTTPClient:
         pool_size: int = 16,
         user_agent: str = "modelferry",
         chunk_size: int = CHUNK,
+        tls: TLSConfig | None = None,
         speed: tuple[int, float] = (0, 60.0),
     ) -> None:
         self.chunk_size = chunk_size
+        self.tls = tls or TLSConfig()
         self.speed = speed  # the low-speed limit (bytes/s, seconds) while skipping what a 200 sends unasked
         self.stall_timeout = stall_timeout
         self.user_agent = user_agent
@@ -137,6 +140,8 @@ class RangedHTTPClient:
             block=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=stall_timeout),
             retries=False,
+            cert_reqs="CERT_REQUIRED" if self.tls.verify else "CERT_NONE",
+            ca_certs=self.tls.cafile,
         )
         # Sockets of responses being read right now, so interrupt() can wake their readers.
         self._inflight: set[socket.socket] = set()
@@ -195,6 +200,8 @@ class RangedHTTPClient:
             except ReadTimeoutError as exc:
                 raise StalledError(f"{what}: no response within the stall timeout", obj=what) from exc
             except Urllib3HTTPError as exc:
+                if is_tls_failure(exc):
+                    raise self.tls.failure(urlsplit(current).netloc, exc, what=what) from exc
                 raise RetryableError(f"{what}: connection failed: {exc}", obj=what) from exc
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location")

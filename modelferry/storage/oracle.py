@@ -26,12 +26,13 @@ import oci  # the [oci] extra; storage/__init__.py turns its absence into a Usag
 
 from modelferry.checksums import b64_to_hex
 from modelferry.errors import RetryableError
-from modelferry.settings import OCICredentials, TransferSettings
+from modelferry.settings import OCICredentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.http import read_arrived
 from modelferry.storage.object_upload import ObjectUpload
 from modelferry.storage.oracle_client import call, make_client, translate
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
+from modelferry.tls import resolve_tls
 from modelferry.uri import StorageURI, relative_key, under_prefix
 
 log = logging.getLogger(__name__)
@@ -140,15 +141,22 @@ class OracleStore(Store):
     features = StoreFeatures(min_part_size=MIN_PART, max_parts=MAX_PARTS)
 
     def __init__(
-        self, uri: StorageURI, creds: OCICredentials, transfer: TransferSettings, *, client: Any = None
+        self,
+        uri: StorageURI,
+        creds: OCICredentials,
+        transfer: TransferSettings,
+        *,
+        client: Any = None,
+        tls: TLSSettings | None = None,
     ) -> None:
         self.uri = uri
+        self.tls = resolve_tls(tls)
         self.namespace = uri.namespace
         self.bucket = uri.bucket
         self.creds = creds
         self.endpoint = creds.endpoint or ""
         if client is None:
-            client, facts = make_client(creds, transfer)
+            client, facts = make_client(creds, transfer, self.tls)
         else:
             facts = {"region": creds.region or "", "tenancy": ""}
         self.client = client
@@ -158,7 +166,7 @@ class OracleStore(Store):
             self.endpoint = str(getattr(getattr(client, "base_client", None), "endpoint", "") or "")
 
     def call(self, fn: Callable[[], T], what: str) -> T:
-        return call(fn, what)
+        return call(fn, what, self.tls)
 
     def identity(self) -> str:
         return f"oci:{self.endpoint}|{self.region}|{self.namespace}|{self.tenancy}"
@@ -190,9 +198,9 @@ class OracleStore(Store):
         except oci.exceptions.ServiceError as exc:
             if exc.status == 404:
                 return None
-            raise translate(exc, self.describe(rel)) from exc
+            raise translate(exc, self.describe(rel), self.tls) from exc
         except Exception as exc:
-            raise translate(exc, self.describe(rel)) from exc
+            raise translate(exc, self.describe(rel), self.tls) from exc
         return {k.lower(): v for k, v in response.headers.items()}
 
     def list(self) -> Iterator[ObjectInfo]:
@@ -265,9 +273,9 @@ class OracleStore(Store):
         except oci.exceptions.ServiceError as exc:
             if exc.status == 404 and exc.code != "BucketNotFound":
                 return None
-            raise translate(exc, self.describe(path)) from exc
+            raise translate(exc, self.describe(path), self.tls) from exc
         except Exception as exc:
-            raise translate(exc, self.describe(path)) from exc
+            raise translate(exc, self.describe(path), self.tls) from exc
         content: bytes = response.data.content
         return content
 
@@ -288,9 +296,9 @@ class OracleStore(Store):
             self.client.delete_object(self.namespace, self.bucket, key)
         except oci.exceptions.ServiceError as exc:
             if exc.status != 404 or exc.code == "BucketNotFound":
-                raise translate(exc, self.describe(path)) from exc
+                raise translate(exc, self.describe(path), self.tls) from exc
         except Exception as exc:
-            raise translate(exc, self.describe(path)) from exc
+            raise translate(exc, self.describe(path), self.tls) from exc
 
     def abort_upload(self, path: str, upload_id: str) -> None:
         """Abort a multipart upload of ``path`` (best effort: a leftover only costs storage until cleared)."""

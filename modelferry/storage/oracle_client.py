@@ -23,14 +23,17 @@ from modelferry.errors import (
 )
 from modelferry.logs import register_secret
 from modelferry.settings import OCICredentials, TransferSettings
+from modelferry.tls import TLSConfig, is_tls_failure, pin_requests_session
 
 T = TypeVar("T")
 
 
-def translate(exc: BaseException, what: str) -> ModelferryError:
-    """Map an ``oci`` SDK / transport exception to our hierarchy, naming the object."""
+def translate(exc: BaseException, what: str, tls: TLSConfig | None = None) -> ModelferryError:
+    """Map an ``oci`` SDK / transport exception to our hierarchy, naming the object (``tls``: the trust used)."""
     if isinstance(exc, ModelferryError):
         return exc
+    if not isinstance(exc, oci.exceptions.ServiceError) and is_tls_failure(exc):
+        return (tls or TLSConfig()).failure("Oracle Object Storage", exc, what=what)
     if isinstance(exc, oci.exceptions.ServiceError):
         status, code, message = exc.status, str(exc.code or ""), str(exc.message or "")
         text = f"Oracle Object Storage: {code or status} for {what}: {message}".rstrip(": ")
@@ -65,14 +68,14 @@ def translate(exc: BaseException, what: str) -> ModelferryError:
     return PermanentError(f"Oracle Object Storage call failed for {what}: {exc!r}", obj=what)
 
 
-def call(fn: Callable[[], T], what: str) -> T:
+def call(fn: Callable[[], T], what: str, tls: TLSConfig | None = None) -> T:
     """Run one SDK call, translating its exceptions."""
     try:
         return fn()
     except ModelferryError:
         raise
     except Exception as exc:
-        raise translate(exc, what) from exc
+        raise translate(exc, what, tls) from exc
 
 
 # The headers a delegation (on-behalf-of) request signs, as the SDK's delegation token signers do.
@@ -105,8 +108,16 @@ def obo_signer(config: dict[str, Any], token: str) -> OboSigner:
     return OboSigner(config, token)
 
 
-def make_client(creds: OCICredentials, transfer: TransferSettings) -> tuple[Any, dict[str, Any]]:
-    """An ObjectStorageClient plus facts for :meth:`OracleStore.identity` (region, tenancy)."""
+def make_client(
+    creds: OCICredentials, transfer: TransferSettings, tls: TLSConfig | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """An ObjectStorageClient (trusting ``tls``) plus facts for :meth:`OracleStore.identity` (region, tenancy)."""
+    client, facts = _make_client(creds, transfer)
+    pin_requests_session(client.base_client.session, tls or TLSConfig())
+    return client, facts
+
+
+def _make_client(creds: OCICredentials, transfer: TransferSettings) -> tuple[Any, dict[str, Any]]:
     kwargs: dict[str, Any] = {
         "retry_strategy": oci.retry.NoneRetryStrategy(),  # the engine retries, per part, with backoff
         "timeout": (transfer.connect_timeout, transfer.stall_timeout),

@@ -27,10 +27,10 @@ from botocore.config import Config
 from modelferry.checksums import clean_etag
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError
 from modelferry.logs import register_secret
-from modelferry.settings import MiB, S3Credentials, TransferSettings
+from modelferry.settings import MiB, S3Credentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, FileSink, InPlace, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.http import RangedHTTPClient, read_arrived
-from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, tls_verify
+from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, s3_tls
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
 from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
@@ -63,8 +63,10 @@ class S3Store(S3Calls):
         endpoint_url: str | None = None,
         identity_key: str | None = None,
         before_send: Callable[..., Any] | None = None,
+        tls: TLSSettings | None = None,
     ) -> None:
         self.uri = uri
+        self.tls = s3_tls(creds, tls)  # one trust for listing, ranged reads and uploads
         self.creds = creds
         self.transfer = transfer
         self.endpoint = endpoint_url or resolve_endpoint(creds)
@@ -85,10 +87,10 @@ class S3Store(S3Calls):
                 "s3",
                 endpoint_url=self.endpoint,
                 config=client_config(creds, transfer, self.endpoint, unsigned=before_send is not None),
-                verify=tls_verify(creds),
+                verify=self.tls.verify_arg(),
             )
         except Exception as exc:
-            raise translate(exc, bucket=uri.bucket, what=str(uri), endpoint=self.endpoint_name) from exc
+            raise translate(exc, bucket=uri.bucket, what=str(uri), endpoint=self.endpoint_name, tls=self.tls) from exc
         if before_send is not None:
             self.client.meta.events.register("before-send.s3", before_send)
         # Presigned URLs + the urllib3 socket fast path; not for bearer-token (COS IAM) mode, which
@@ -99,6 +101,7 @@ class S3Store(S3Calls):
                 connect_timeout=transfer.connect_timeout,
                 stall_timeout=transfer.stall_timeout,
                 pool_size=transfer.concurrency,
+                tls=self.tls,
                 speed=(transfer.speed_limit, transfer.speed_time),
             )
             presigner: Any = self.client
@@ -109,7 +112,7 @@ class S3Store(S3Calls):
                     "s3",
                     endpoint_url=self.endpoint,
                     config=client_config(creds, transfer, self.endpoint, unsigned=False).merge(sigv4),
-                    verify=tls_verify(creds),
+                    verify=self.tls.verify_arg(),
                 )
             self.fast_reader = PresignedReader(presigner, uri.bucket, self._http)
         access_key = creds.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID") or ""
@@ -135,7 +138,9 @@ class S3Store(S3Calls):
         try:
             return getattr(self.client, method)(**kwargs)
         except Exception as exc:
-            raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
+            raise translate(
+                exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name, tls=self.tls
+            ) from exc
 
     # -- reading --------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class S3Store(S3Calls):
         except Exception as exc:
             # HeadBucket answers a bare 404 without a code: name the bucket, not the prefix.
             raise translate(
-                exc, bucket=self.uri.bucket, what=f"s3://{self.uri.bucket}", endpoint=self.endpoint_name
+                exc, bucket=self.uri.bucket, what=f"s3://{self.uri.bucket}", endpoint=self.endpoint_name, tls=self.tls
             ) from exc
 
     def _list_prefix(self) -> str:
@@ -177,7 +182,9 @@ class S3Store(S3Calls):
                     else:
                         found.append(info)
         except Exception as exc:
-            raise translate(exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name) from exc
+            raise translate(
+                exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name, tls=self.tls
+            ) from exc
         found.extend(self._with_details(needs_head))
         yield from sorted(found, key=lambda i: i.path)
 
@@ -249,7 +256,9 @@ class S3Store(S3Calls):
         try:
             yield from _arrived_chunks(body)
         except Exception as exc:
-            raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
+            raise translate(
+                exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name, tls=self.tls
+            ) from exc
         finally:
             body.close()
 
@@ -272,7 +281,9 @@ class S3Store(S3Calls):
         try:
             return bytes(resp["Body"].read())
         except Exception as exc:
-            raise translate(exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name) from exc
+            raise translate(
+                exc, bucket=self.uri.bucket, what=self.describe(path), endpoint=self.endpoint_name, tls=self.tls
+            ) from exc
 
     # -- writing --------------------------------------------------------------
 

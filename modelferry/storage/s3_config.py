@@ -11,7 +11,8 @@ from botocore import UNSIGNED
 from botocore.config import Config
 
 from modelferry.checksums import b64_to_hex, clean_etag
-from modelferry.settings import S3Credentials, TransferSettings
+from modelferry.settings import S3Credentials, TLSSettings, TransferSettings
+from modelferry.tls import AWS_VARIABLES, TLSConfig, resolve_tls
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -72,11 +73,9 @@ def client_config(
     return Config(**options)
 
 
-def tls_verify(creds: S3Credentials) -> bool | str | None:
-    """False (off), a CA bundle path, or None (botocore's default bundle)."""
-    if not creds.verify_tls:
-        return False
-    return creds.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
+def s3_tls(creds: S3Credentials, settings: TLSSettings | None = None) -> TLSConfig:
+    """The endpoint's trust: its own ca_bundle/verify_tls, then the tls setting, then AWS_CA_BUNDLE and the rest."""
+    return resolve_tls(settings, ca_bundle=creds.ca_bundle, verify=creds.verify_tls, own_variables=AWS_VARIABLES)
 
 
 def etag_md5(etag: str | None) -> str | None:

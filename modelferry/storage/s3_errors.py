@@ -14,6 +14,7 @@ from modelferry.errors import (
     ThrottledError,
     UsageError,
 )
+from modelferry.tls import TLSConfig, is_tls_failure
 
 CREDENTIAL_HINT = (
     "Check the access key and secret (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or "
@@ -81,12 +82,16 @@ def translate_client_error(exc: bx.ClientError, *, bucket: str, what: str, endpo
     return PermanentError(f"S3 error on {what} ({code or status}: {detail})", obj=what)
 
 
-def translate(exc: Exception, *, bucket: str, what: str, endpoint: str) -> ModelferryError:
-    """Map any botocore/urllib3 exception raised while talking to S3."""
+def translate(
+    exc: Exception, *, bucket: str, what: str, endpoint: str, tls: TLSConfig | None = None
+) -> ModelferryError:
+    """Map any botocore/urllib3 exception raised while talking to S3 (``tls``: the trust that was used)."""
     if isinstance(exc, ModelferryError):
         return exc
     if isinstance(exc, bx.ClientError):
         return translate_client_error(exc, bucket=bucket, what=what, endpoint=endpoint)
+    if is_tls_failure(exc):
+        return (tls or TLSConfig()).failure(endpoint, exc, what=what)
     if isinstance(exc, bx.ReadTimeoutError):
         return StalledError(f"read from {endpoint} timed out on {what}", obj=what)
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ConnectionClosedError):
@@ -95,12 +100,8 @@ def translate(exc: Exception, *, bucket: str, what: str, endpoint: str) -> Model
             obj=what,
             hint="Check the endpoint URL (with scheme) and the network path to it",
         )
-    if isinstance(exc, bx.SSLError):
-        return PermanentError(
-            f"TLS failed talking to {endpoint}: {exc}",
-            obj=what,
-            hint="Pass --ca-bundle (or AWS_CA_BUNDLE) with the endpoint's CA, or --no-verify-tls for a test store",
-        )
+    if isinstance(exc, bx.SSLError):  # a handshake cut short (EOF, reset), not a certificate problem
+        return RetryableError(f"TLS connection to {endpoint} broke for {what}: {exc}", obj=what)
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
         return AccessDeniedError(f"no usable S3 credentials for {what}", obj=what, hint=CREDENTIAL_HINT)
     if isinstance(exc, bx.ProfileNotFound):

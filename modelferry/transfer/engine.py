@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
 
 from modelferry.errors import (
     AccessDeniedError,
@@ -64,6 +65,7 @@ class Engine:
         self.cancel = cancel or threading.Event()
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[FileJob, int]] = collections.deque()
+        self._groups: Iterator[list[FileJob]] = iter(())
         self._budget_used = 0
         self._jobs_left = 0
         self._error: BaseException | None = None
@@ -135,17 +137,22 @@ class Engine:
         skipped = [i for i in plan.items if i.action == Action.SKIP]
         self.progress.start(len(plan.items), plan.total_bytes, len(skipped), sum(i.source.size for i in skipped))
         group = files_in_flight(self.settings.concurrency, len(copies))
-        jobs = [self._make_job(item, group) for item in copies]
         # Up to two groups are open at once (one finishing, the next starting); half the
         # budget goes to out-of-order bytes, the rest covers chunks in flight and buffers.
         self._hash_budget = max(8 << 20, self.settings.memory_budget // (4 * group))
+        # Per-file transfer state is made a group at a time as the queue drains (memory flat in
+        # the number of files); the queue order is the same as building it all up front.
+        self._groups = (
+            [self._make_job(item, group) for item in copies[first : first + group]]
+            for first in range(0, len(copies), group)
+        )
         with self._cond:
-            self._jobs_left = len(jobs)
-            for n, idx in interleave([len(j.parts) for j in jobs], group):
-                self._queue.append((jobs[n], idx))
+            self._jobs_left = len(copies)
+            self._refill()
+        parts = len(self._queue) if len(copies) <= group else self.settings.concurrency
         threads = [
             threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True)
-            for n in range(min(self.settings.concurrency, sum(len(j.parts) for j in jobs)) or 1)
+            for n in range(min(self.settings.concurrency, parts) or 1)
         ]
         for t in threads:
             t.start()
@@ -188,10 +195,20 @@ class Engine:
             return True
         return not self.target.features.random_write
 
+    def _refill(self) -> None:
+        """Queue the parts of further groups while fewer than two rounds of connections wait (lock held)."""
+        while len(self._queue) < 2 * self.settings.concurrency:
+            members = next(self._groups, None)
+            if members is None:
+                return
+            for n, idx in interleave([len(j.parts) for j in members], len(members)):
+                self._queue.append((members[n], idx))
+
     def _worker(self) -> None:
         while True:
             with self._cond:
                 while True:
+                    self._refill()
                     if self._error is not None or (self._jobs_left == 0 and not self._queue):
                         self._cond.notify_all()
                         return

@@ -103,7 +103,7 @@ class _NullPart(PartWriter):
         return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class FileJob:
     """Mutable state of one file's transfer; guarded by the engine's lock."""
 

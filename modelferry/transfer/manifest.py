@@ -22,7 +22,7 @@ from modelferry.storage.base import MANIFEST_NAME, Store
 MANIFEST_VERSION = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class ManifestEntry:
     path: str
     size: int

@@ -28,7 +28,7 @@ class Action(StrEnum):
     CHECK = "check"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlanItem:
     source: ObjectInfo
     action: Action

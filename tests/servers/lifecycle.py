@@ -33,6 +33,11 @@ class StallingHub(FakeHub):
         self.stall_count = 0  # ... for this many GETs ...
         self.stall_path = "model.safetensors"  # ... of this file
         self.stalled = 0
+        self.closing = False  # set on exit: stalled handlers end at once, so shutting down never waits on them
+
+    def __exit__(self, *exc: object) -> None:
+        self.closing = True
+        super().__exit__(*exc)
 
     async def _serve(self, request: web.Request, repo: HubRepo, sha: str, path: str) -> web.StreamResponse:
         data = repo.files[path]
@@ -51,7 +56,7 @@ class StallingHub(FakeHub):
         self.stalled += 1
         # Silent, with the connection open, until the client gives up (or 20 s pass).
         for _ in range(400):
-            if request.transport is None or request.transport.is_closing():
+            if self.closing or request.transport is None or request.transport.is_closing():
                 break
             await asyncio.sleep(0.05)
         if request.transport is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +17,14 @@ from modelferry.errors import (
     StalledError,
     ThrottledError,
 )
-from modelferry.settings import S3Credentials, TransferSettings
+from modelferry.settings import S3Credentials, TLSSettings, TransferSettings
 from modelferry.storage.s3_config import (
     client_config,
     etag_md5,
     is_aws_endpoint,
     resolve_endpoint,
     resolve_region,
-    tls_verify,
+    s3_tls,
 )
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 
@@ -64,11 +65,15 @@ def test_client_config_for_custom_endpoint() -> None:
     )
 
 
-def test_tls_verify(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert tls_verify(S3Credentials(verify_tls=False)) is False
-    assert tls_verify(S3Credentials(ca_bundle="/ca.pem")) == "/ca.pem"
-    monkeypatch.setenv("AWS_CA_BUNDLE", "/env.pem")
-    assert tls_verify(S3Credentials()) == "/env.pem"
+def test_s3_tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    own, env = tmp_path / "own.pem", tmp_path / "env.pem"
+    own.write_text("x")
+    env.write_text("x")
+    assert s3_tls(S3Credentials(verify_tls=False)).verify_arg() is False
+    assert s3_tls(S3Credentials(ca_bundle=str(own))).verify_arg() == str(own)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(env))
+    assert s3_tls(S3Credentials()).verify_arg() == str(env)
+    assert s3_tls(S3Credentials(), TLSSettings(ca_bundle=str(own))).origin.startswith("--ca-bundle")
 
 
 def test_etag_md5_only_for_single_part() -> None:

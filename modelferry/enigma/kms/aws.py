@@ -21,6 +21,7 @@ from modelferry.errors import (
     RetryableError,
     UsageError,
 )
+from modelferry.tls import AWS_VARIABLES, is_tls_failure, resolve_tls
 
 BASE_CONTEXT = {"purpose": "modelferry-enigma"}
 
@@ -81,6 +82,7 @@ class AWSKMSProvider(KeyProvider):
 
     def __init__(self, settings: AWSKMSSettings, client: Any = None) -> None:
         self.settings = settings
+        self.tls = resolve_tls(own_variables=AWS_VARIABLES)
         if client is None:
             import boto3
             from botocore.config import Config
@@ -92,6 +94,7 @@ class AWSKMSProvider(KeyProvider):
                 endpoint_url=settings.endpoint_url,
                 region_name=region or "us-east-1",
                 config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60),
+                verify=self.tls.verify_arg(),
             )
         self.client = client
 
@@ -110,6 +113,8 @@ class AWSKMSProvider(KeyProvider):
             result: dict[str, Any] = getattr(self.client, what)(**kwargs)
             return result
         except Exception as exc:
+            if is_tls_failure(exc) and not hasattr(exc, "response"):
+                raise self.tls.failure(self.settings.endpoint_url or "AWS KMS", exc, what=key) from exc
             raise translate(exc, what, key) from exc
 
     def new_data_key(self) -> tuple[bytes, KeyBlock]:

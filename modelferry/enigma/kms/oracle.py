@@ -29,6 +29,7 @@ from modelferry.errors import (
     RetryableError,
     UsageError,
 )
+from modelferry.tls import is_tls_failure, pin_requests_session, resolve_tls
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class OCIVaultProvider(KeyProvider):
     def __init__(self, settings: OCIVaultSettings) -> None:
         self.settings = settings
         self.config, self.signer = _auth(settings)
+        self.tls = resolve_tls()
         self._lock = threading.Lock()
         self._crypto: dict[str, Any] = {}
         self._endpoints: tuple[str, str] | None = None
@@ -104,10 +106,18 @@ class OCIVaultProvider(KeyProvider):
             kwargs["service_endpoint"] = endpoint
         return kwargs
 
+    def _client(self, cls: Any, endpoint: str | None) -> Any:
+        """An SDK client of ``cls`` at ``endpoint`` that trusts the process's TLS setting."""
+        client = cls(self.config, **self._kwargs(endpoint))
+        pin_requests_session(client.base_client.session, self.tls)
+        return client
+
     def _call(self, what: str, obj: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs).data
         except Exception as exc:
+            if not isinstance(exc, oci.exceptions.ServiceError) and is_tls_failure(exc):
+                raise self.tls.failure("OCI Vault", exc, what=obj) from exc
             raise translate(exc, what, obj) from exc
 
     def _vault_id(self, block: KeyBlock | None = None) -> str:
@@ -121,7 +131,7 @@ class OCIVaultProvider(KeyProvider):
         if self.settings.crypto_endpoint and self.settings.management_endpoint:
             return self.settings.crypto_endpoint, self.settings.management_endpoint
         if self._endpoints is None:
-            client = oci.key_management.KmsVaultClient(self.config, **self._kwargs(self.settings.vault_endpoint))
+            client = self._client(oci.key_management.KmsVaultClient, self.settings.vault_endpoint)
             vault = self._call("get_vault", vault_id, client.get_vault, vault_id)
             self._endpoints = (
                 self.settings.crypto_endpoint or vault.crypto_endpoint,
@@ -133,7 +143,7 @@ class OCIVaultProvider(KeyProvider):
         with self._lock:
             if vault_id not in self._crypto:
                 crypto, _ = self._endpoints_for(vault_id)
-                self._crypto[vault_id] = oci.key_management.KmsCryptoClient(self.config, **self._kwargs(crypto))
+                self._crypto[vault_id] = self._client(oci.key_management.KmsCryptoClient, crypto)
             return self._crypto[vault_id]
 
     def _key_id(self, vault_id: str) -> str:
@@ -145,7 +155,7 @@ class OCIVaultProvider(KeyProvider):
                 "the oci provider needs key_id, or key_name and compartment_id", hint="Set --key-id or --oci-key-name"
             )
         _, management = self._endpoints_for(vault_id)
-        client = oci.key_management.KmsManagementClient(self.config, **self._kwargs(management))
+        client = self._client(oci.key_management.KmsManagementClient, management)
         keys = self._call("list_keys", compartment, client.list_keys, compartment)
         usable = [k for k in keys if k.display_name == name and k.lifecycle_state == "ENABLED"]
         if not usable:
@@ -188,7 +198,7 @@ class OCIVaultProvider(KeyProvider):
 
     def _read_dek_secret(self, vault_id: str, secret_name: str) -> str | None:
         """The wrapped data key held by the secret (KMS ciphertext), or None when there is no such secret."""
-        secrets = oci.secrets.SecretsClient(self.config, **self._kwargs(self.settings.secrets_endpoint))
+        secrets = self._client(oci.secrets.SecretsClient, self.settings.secrets_endpoint)
         try:
             bundle = secrets.get_secret_bundle_by_name(secret_name, vault_id=vault_id).data
         except oci.exceptions.ServiceError as exc:
@@ -225,7 +235,7 @@ class OCIVaultProvider(KeyProvider):
         compartment = self.settings.compartment_id
         if not compartment:
             raise UsageError("creating the data key secret needs compartment_id", hint="Set --oci-compartment-id")
-        vaults = oci.vault.VaultsClient(self.config, **self._kwargs(self.settings.vault_endpoint))
+        vaults = self._client(oci.vault.VaultsClient, self.settings.vault_endpoint)
         content = oci.vault.models.Base64SecretContentDetails(
             content_type="BASE64", content=base64.b64encode(ciphertext.encode("ascii")).decode("ascii")
         )

@@ -26,6 +26,7 @@ from modelferry.errors import (
     UsageError,
 )
 from modelferry.logs import register_secret
+from modelferry.tls import is_tls_failure, resolve_tls
 
 
 def resolve_token(settings: VaultSettings) -> str:
@@ -92,10 +93,12 @@ class VaultTransitProvider(KeyProvider):
             raise UsageError("the vault provider needs a server address", hint="Set VAULT_ADDR or --vault-addr")
         self.address = address.rstrip("/")
         self.token = resolve_token(settings)
-        ca = settings.ca_bundle or os.environ.get("VAULT_CACERT")
+        self.tls = resolve_tls(
+            ca_bundle=settings.ca_bundle, verify=settings.verify_tls, own_variables=("VAULT_CACERT",)
+        )
         self.http = urllib3.PoolManager(
-            cert_reqs="CERT_REQUIRED" if settings.verify_tls else "CERT_NONE",
-            ca_certs=ca,
+            cert_reqs="CERT_REQUIRED" if self.tls.verify else "CERT_NONE",
+            ca_certs=self.tls.cafile,
             timeout=urllib3.Timeout(connect=10, read=settings.timeout),
             retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods=None),
         )
@@ -109,6 +112,8 @@ class VaultTransitProvider(KeyProvider):
         try:
             resp = self.http.request("POST", url, body=json.dumps(body).encode(), headers=headers)
         except urllib3.exceptions.HTTPError as exc:
+            if is_tls_failure(exc):
+                raise self.tls.failure(f"Vault at {self.address}", exc, what=key) from exc
             raise RetryableError(f"cannot reach Vault at {self.address} for {op}: {exc}", obj=key) from exc
         try:
             doc = json.loads(resp.data or b"{}")
