@@ -17,7 +17,14 @@ import yaml
 from modelferry.cli.main import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ["base", "overlays/dev", "overlays/openshift", "overlays/openshift-internal-registry", "overlays/rhoai-poc", "overlays/namespaced"]
+OVERLAYS = [
+    "base",
+    "overlays/dev",
+    "overlays/openshift",
+    "overlays/openshift-internal-registry",
+    "overlays/rhoai-poc",
+    "overlays/namespaced",
+]
 K8S = "1.33.0"
 BUILTIN_GROUPS = (
     "",
