@@ -27,6 +27,7 @@ from controller.operator.jobs import (
     secret_data,
 )
 from controller.operator.settings import ControllerSettings
+from controller.operator.status_patch import patch_status
 from controller.operator.workqueue import WorkQueue
 from controller.training import (
     RenderContext,
@@ -110,16 +111,6 @@ def failure_report(workload: dict[str, Any] | None) -> dict[str, Any] | None:
     reason = str(cond.get("reason") or "TrainingFailed")
     message = str(cond.get("message") or "the training workload failed")
     return {"reason": reason, "message": f"{message}; see the pod logs and <output>/failed/"}
-
-
-def keep_transition_times(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Conditions whose status and reason did not change keep their lastTransitionTime (no status churn)."""
-    previous = {c.get("type"): c for c in old.get("conditions") or []}
-    for cond in new.get("conditions") or []:
-        prev = previous.get(cond.get("type"))
-        if prev and prev.get("status") == cond.get("status") and prev.get("reason") == cond.get("reason"):
-            cond["lastTransitionTime"] = prev.get("lastTransitionTime") or cond.get("lastTransitionTime")
-    return new
 
 
 def owned(obj: dict[str, Any] | None, run_name: str) -> bool:
@@ -443,16 +434,5 @@ class TrainingReconciler:
             await self.op.recorder.emit(tr, "Warning", "TrainingFailed", message)
 
     async def _write_status(self, tr: dict[str, Any], status: dict[str, Any]) -> None:
-        current = tr.get("status") or {}
-        status = keep_transition_times(current, status)
-        if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status)):
-            return
-        ns, name = object_key(tr)
-        body = {"status": {**{k: None for k in current if k not in status}, **status}}
-        updated = await self.kube.patch(TRAININGRUNS, ns, name, body, sub="status")
-        # Keep the cache current so a reconcile queued before the watch event does not write it again.
-        inf = self.runs.get(ns) or self.runs.get(None)
-        if inf is not None and updated.get("metadata"):
-            updated.setdefault("apiVersion", TRAININGRUNS.api_version)
-            updated.setdefault("kind", KIND)
-            inf.cache[(ns, name)] = updated
+        ns, _ = object_key(tr)
+        await patch_status(self.kube, TRAININGRUNS, tr, status, self.runs.get(ns) or self.runs.get(None))

@@ -20,7 +20,8 @@ from controller.kube.client import PODS, ConflictError, Resource
 from controller.kube.events import now_iso
 from controller.kube.watch import Informer, object_key
 from controller.operator.jobs import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, job_hash
-from controller.operator.training import keep_transition_times, synced_models
+from controller.operator.status_patch import patch_status
+from controller.operator.training import synced_models
 from controller.serving.render import KIND, LABEL_SERVER, Problem, RenderResult, ServingContext, render, service_url
 from controller.serving.status import compute_status
 from modelferry.errors import ModelferryError
@@ -267,16 +268,6 @@ class ServingReconciler:
         await self.op.recorder.emit(ms, kind, status["phase"] if kind == "Normal" else reason, message)
 
     async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
-        current = ms.get("status") or {}
-        status = keep_transition_times(current, status)
-        if all(current.get(k) == v for k, v in status.items()) and not (set(current) - set(status)):
-            return
-        ns, name = object_key(ms)
-        body = {"status": {**{k: None for k in current if k not in status}, **status}}
-        updated = await self.kube.patch(MODELSERVERS, ns, name, body, sub="status")
+        ns, _ = object_key(ms)
         infs = self.informers[MODELSERVERS]
-        inf = infs.get(ns) or infs.get(None)
-        if inf is not None and updated.get("metadata"):
-            updated.setdefault("apiVersion", MODELSERVERS.api_version)
-            updated.setdefault("kind", KIND)
-            inf.cache[(ns, name)] = updated
+        await patch_status(self.kube, MODELSERVERS, ms, status, infs.get(ns) or infs.get(None))

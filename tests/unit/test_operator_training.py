@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
+from controller.operator.status_patch import keep_transition_times
 from controller.operator.training import (
     failure_report,
-    keep_transition_times,
     modelsync_ref,
     modelsync_target,
     rank_zero_pod,
