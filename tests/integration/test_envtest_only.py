@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import AGENT_NODE, ROOT, Cluster, apply
+from tests.integration.conftest import AGENT_NODE, ROOT, Cluster, apply, install
 from tests.integration.test_controller_modelsync import DEST as MS_DEST
 from tests.integration.test_controller_modelsync import HF, modelsync
 from tests.integration.test_controller_secret import DEST, S3_SOURCE, source_secret
@@ -259,3 +259,33 @@ async def test_apiserver_restart_mid_watch_resumes_without_duplicate_job(cluster
         assert await h.stop(controller) == 0
         # A restarted kube-apiserver answers 403 until its RBAC cache has synced; the controller retried them.
         real(h).denied.clear()
+
+
+# --- OLM: the bundle's ClusterServiceVersion against OLM's own CRD ------------------------------------------
+async def test_the_bundles_csv_is_accepted_by_olms_crd_and_a_broken_one_is_not(cluster: Cluster) -> None:
+    from tools.bundle.validate import find_csv, olm_schema_path
+
+    olm_crd_path = olm_schema_path()
+    if not olm_crd_path.is_file():
+        pytest.skip(f"OLM's ClusterServiceVersion CRD is not at {olm_crd_path} (../shared/olm beside the checkout)")
+    olm_crd = [d for d in yaml.safe_load_all(olm_crd_path.read_text()) if d]
+    install(cluster.plane, olm_crd)
+    ns = "olm-csv"
+    cluster.plane.ensure_namespace(ns)
+    csv = yaml.safe_load(find_csv(ROOT / "bundle").read_text())
+    csv["metadata"]["namespace"] = ns
+    path = f"/apis/operators.coreos.com/v1alpha1/namespaces/{ns}/clusterserviceversions?dryRun=All"
+    accepted = cluster.plane.request("POST", path + "&fieldValidation=Strict", csv)
+    assert accepted["metadata"]["name"] == csv["metadata"]["name"]
+    broken = copy.deepcopy(csv)
+    broken["spec"]["installModes"][0]["supported"] = "yes"  # a boolean in OLM's schema
+    del broken["spec"]["install"]["strategy"]
+    with pytest.raises(ApiError) as refused:
+        cluster.plane.request("POST", path, broken)
+    assert refused.value.code == 422
+    # every alm-example is a valid object of the CRDs the bundle owns
+    for shipped in yaml.safe_load(csv["metadata"]["annotations"]["alm-examples"]):
+        example = in_ns(shipped, ns) if "namespace" in shipped.get("metadata", {}) else shipped
+        plural = example["kind"].lower() + "s"
+        where = f"/namespaces/{ns}" if example["kind"] not in ("ClusterBaseModel", "NodeAgent") else ""
+        cluster.plane.request("POST", f"/apis/{example['apiVersion']}{where}/{plural}?dryRun=All", example)
