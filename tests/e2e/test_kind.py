@@ -221,3 +221,33 @@ def test_agent_downloads_a_basemodel(cluster: None) -> None:
         time.sleep(2)  # polling a real cluster
     labels = json.loads(kubectl("get", "node", node, "-o", "json").stdout)["metadata"]["labels"]
     assert labels.get(f"models.modelferry.io/{NS}.basemodel.granite") == "Ready"
+
+
+@pytest.mark.skipif(not TRAIN_IMAGE, reason="E2E_TRAIN_IMAGE is unset: the transformers engine runs in the train image")
+def test_modelserver_with_the_built_in_engine(cluster: None) -> None:
+    kubectl("-n", "modelferry", "set", "env", "deployment/modelferry-controller",
+            f"MODELFERRY_CONTROLLER__SERVING__SERVE_IMAGE={TRAIN_IMAGE}")  # fmt: skip
+    kubectl("-n", "modelferry", "rollout", "status", "deployment/modelferry-controller", "--timeout=180s")
+    run_job("seed-serving", "seed-training", image=TRAIN_IMAGE)  # the tiny model in s3://training/tiny/
+    apply(secret("serving-s3", {**S3_KEYS, "AWS_S3_BUCKET": "training"}))
+    server = {
+        "apiVersion": "modelferry.io/v1alpha1", "kind": "ModelServer", "metadata": {"name": "tiny", "namespace": NS},
+        "spec": {"model": {"uri": "s3://training/tiny/", "secretRef": "serving-s3"},
+                 "engine": {"type": "transformers"},
+                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}},
+    }  # fmt: skip
+    apply(server)
+    wait_for("--for=jsonpath={.status.phase}=Ready", "modelserver/tiny", timeout=600)
+    url = kubectl("-n", NS, "get", "modelserver", "tiny", "-o", "jsonpath={.status.url}").stdout.strip()
+    assert url.startswith("http://tiny.demo.svc")
+    # one chat request from inside the cluster, as any OpenAI client sends it
+    ask = ("import json, urllib.request; body = json.dumps({'model': 'tiny', 'max_tokens': 4, "
+           "'messages': [{'role': 'user', 'content': 'hi'}]}).encode(); "
+           f"r = urllib.request.urlopen(urllib.request.Request('{url}/chat/completions', body, "
+           "{'Content-Type': 'application/json'}), timeout=120); "
+           "assert json.load(r)['choices'][0]['message']['role'] == 'assistant'")  # fmt: skip
+    kubectl("-n", NS, "delete", "job", "ask-tiny", "--ignore-not-found", "--wait=true")
+    job = json.loads(python_job("ask-tiny", image=TRAIN_IMAGE))
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = ["python3", "-c", ask]
+    kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    kubectl("-n", NS, "wait", "--for=condition=complete", "job/ask-tiny", "--timeout=300s")
