@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from controller.kube.expansion import literal
+
 API_VERSION = "modelferry.io/v1alpha1"
 KIND = "NodeAgent"
 DEFAULT_NAME = "default"
@@ -147,7 +149,7 @@ def validate(spec: dict[str, Any]) -> Problem | None:
 
 def _env(name: str, value: str) -> dict[str, Any]:
     # Kubernetes expands $(VAR) in env values: a literal '$' is written '$$'.
-    return {"name": name, "value": value.replace("$", "$$")}
+    return {"name": name, "value": literal(value)}
 
 
 def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:

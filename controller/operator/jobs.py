@@ -72,15 +72,6 @@ def register_credentials(secret: dict[str, Any] | None) -> None:
     register_scoped_secrets(str(meta.get("namespace") or ""), str(meta.get("name") or ""), values)
 
 
-def literal(text: str) -> str:
-    """``text`` as a container's ``command``/``args``/env ``value`` must hold it to reach the process unchanged.
-
-    Kubernetes expands ``$(VAR)`` there (a tenant's ``$(MODELFERRY_SOURCE__HF__TOKEN)`` would become the
-    token) and turns ``$$`` into ``$``: doubling every ``$`` makes a user string literal.
-    """
-    return text.replace("$", "$$")
-
-
 def undecodable_keys(secret: dict[str, Any] | None) -> list[str]:
     """Keys of a Secret's ``data`` that are not base64 of UTF-8 text (:func:`secret_data` reads them as "")."""
     bad = []

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.kube.expansion import literal
 from controller.operator.cabundle import invalid_ca_reference
 from controller.operator.claims import claim_mounts
 from controller.operator.jobpolicy import check_job_overrides
@@ -19,7 +20,6 @@ from controller.operator.jobs import (
     job_condition,
     job_hash,
     job_phase,
-    literal,
     not_text_finding,
     owner_reference,
     register_credentials,

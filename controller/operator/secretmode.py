@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.kube.expansion import literal
 from controller.operator.jobs import (
     JobOverrides,
     JobRequest,
     inputs_hash,
     is_true,
-    literal,
     not_text_finding,
     owner_reference,
     register_credentials,

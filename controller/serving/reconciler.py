@@ -22,7 +22,8 @@ from controller.kube.watch import Informer, object_key
 from controller.operator.jobs import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, job_hash
 from controller.operator.status_patch import patch_status
 from controller.operator.training import synced_models
-from controller.serving.render import KIND, LABEL_SERVER, Problem, RenderResult, ServingContext, render, service_url
+from controller.serving.inputs import Problem, ServingContext
+from controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
 from controller.serving.status import compute_status
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub

@@ -11,15 +11,10 @@ adapter (a TrainingRun's output or a URI) is fetched the same way. Every user st
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from controller.agent.disk import OutsideNamespaceError, model_dir
-from controller.agent.entries import label_key
-from controller.agent.tasks import ModelRef
+from controller.kube.expansion import literal
 from controller.operator.jobs import (
     LABEL_MANAGED_BY,
     LABEL_OWNER_KIND,
@@ -29,10 +24,17 @@ from controller.operator.jobs import (
     owner_reference,
     secret_ref,
 )
+from controller.serving.inputs import (
+    ModelSource,
+    Problem,
+    Refusal,
+    ServingContext,
+    check_env_and_resources,
+    resolve_adapter,
+    resolve_model,
+)
 from controller.serving.presets import ADAPTER_PATH, MODEL_PATH, TMP, EngineCommand, Facts, engine_command, gpu_count
 from controller.training.render import SECURITY  # the restricted container securityContext of every workload
-from modelferry.errors import ModelferryError
-from modelferry.uri import parse_uri
 
 KIND = "ModelServer"
 SHM = "/dev/shm"  # noqa: S108 - a memory emptyDir (engines share tensors through it)
@@ -42,180 +44,12 @@ LABEL_SERVER = "modelferry.io/modelserver"
 PULL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "HF_TOKEN")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Why nothing (or nothing new) can run: ``waiting`` for another object, else a spec to fix."""
-
-    reason: str
-    message: str
-    waiting: bool = False
-
-
-@dataclass(frozen=True)
-class ServingContext:
-    """Facts about the cluster, the controller's defaults, and the objects the ModelServer names."""
-
-    image: str = "quay.io/modelferry/modelferry:latest"  # `modelferry sync` in the fetch init containers
-    serve_image: str = "quay.io/modelferry/modelferry-train:latest"  # `modelferry serve` (needs torch)
-    models_root: str = "/mnt/models"  # the agent's hostPath
-    label_prefix: str = "models.modelferry.io"  # the agent's node labels
-    run_as_user: int | None = 1000  # for engine images whose user is root; None on OpenShift (it assigns one)
-    cluster_domain: str = "cluster.local"
-    base_models: dict[str, dict[str, Any]] = field(default_factory=dict)  # BaseModels of the namespace
-    cluster_base_models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    model_syncs: dict[str, str] = field(default_factory=dict)  # Succeeded ModelSync name -> target URI
-    training_outputs: dict[str, str] = field(default_factory=dict)  # Succeeded TrainingRun name -> output URI
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the model comes from, as the status reports it."""
-
-    kind: str  # BaseModel | ClusterBaseModel | ModelSync | URI
-    name: str  # the object's name or the URI
-    uri: str = ""
-    revision: str = ""
-    node_label: str | None = None  # node-cached: the agent's label that must be Ready
-    ref: ModelRef | None = None
-
-
 @dataclass
 class RenderResult:
     objects: list[dict[str, Any]] = field(default_factory=list)  # Deployment, Service
     problem: Problem | None = None
     source: ModelSource | None = None
     port: int = 0
-
-
-QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$")
-ENV_SOURCES = {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"}
-
-
-def check_env_and_resources(spec: dict[str, Any]) -> None:
-    """What the API server would reject in the Deployment, said on the ModelServer instead."""
-    for i, item in enumerate((spec.get("engine") or {}).get("env") or []):
-        extra = set(item) - {"name", "value", "valueFrom"}
-        source = item.get("valueFrom")
-        if (
-            extra
-            or not isinstance(item.get("name"), str)
-            or not item["name"]
-            or ("value" in item and not isinstance(item["value"], str))
-            or (source is not None and (not isinstance(source, dict) or len(source) != 1 or set(source) - ENV_SOURCES))
-        ):
-            raise _Stop(
-                Problem(
-                    "InvalidEnv",
-                    f"engine.env[{i}] must be {{name, value}} or {{name, valueFrom: one of {', '.join(sorted(ENV_SOURCES))}}}",
-                )
-            )
-    resources = spec.get("resources") or {}
-    for part, values in resources.items():
-        if part not in ("requests", "limits", "claims") or (part != "claims" and not isinstance(values, dict)):
-            raise _Stop(Problem("InvalidResources", f"resources.{part} is not requests or limits"))
-        for key, value in values.items() if isinstance(values, dict) else []:
-            if not QUANTITY.match(str(value)):
-                raise _Stop(
-                    Problem(
-                        "InvalidResources",
-                        f"resources.{part}.{key}: {str(value)[:40]!r} is not a quantity (e.g. 4, 500m, 16Gi)",
-                    )
-                )
-
-
-def escape(value: str) -> str:
-    """``$`` doubled: Kubernetes expands ``$(VAR)`` in command, args and env values, ``$$`` is a literal ``$``."""
-    return value.replace("$", "$$")
-
-
-def _revision(uri: str) -> str:
-    try:
-        return parse_uri(uri).revision
-    except (ModelferryError, ValueError):
-        return ""
-
-
-def _node_cached(ms: dict[str, Any], kind: str, name: str, ctx: ServingContext) -> tuple[ModelSource, dict[str, Any]]:
-    ns = str(ms["metadata"].get("namespace") or "")
-    objs = ctx.base_models if kind == "BaseModel" else ctx.cluster_base_models
-    obj = objs.get(name)
-    if obj is None:
-        raise _Stop(Problem(f"{kind}NotFound", f"{kind} {name!r} does not exist", waiting=True))
-    ref = ModelRef(kind, ns if kind == "BaseModel" else "", name)
-    storage = (obj.get("spec") or {}).get("storage") or {}
-    root = Path(ctx.models_root)
-    try:
-        rel = model_dir(root, ref, storage.get("path")).relative_to(root).as_posix()
-    except OutsideNamespaceError as exc:  # the agent refuses to place it there, so no node will hold it
-        message = f"BaseModel {name!r}: {exc.message}; serve it as a ClusterBaseModel or move it"
-        raise _Stop(Problem("ModelPathOutsideNamespace", message)) from None
-    except (ModelferryError, ValueError) as exc:
-        raise _Stop(Problem("ModelPathInvalid", f"{kind} {name!r}: {exc}")) from None
-    uri = str(storage.get("storageUri") or "")
-    source = ModelSource(kind, name, uri, _revision(uri), label_key(ctx.label_prefix, ref), ref)
-    volume = {"name": "model", "hostPath": {"path": os.path.join(ctx.models_root, rel), "type": "Directory"}}
-    return source, volume
-
-
-class _Stop(Exception):
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-
-
-def _pull_uri(uri: str, what: str) -> str:
-    try:
-        parsed = parse_uri(uri)
-    except (ModelferryError, ValueError) as exc:
-        raise _Stop(Problem("InvalidURI", f"{what} URI {uri[:200]!r}: {exc}")) from None
-    if parsed.scheme == "file":
-        raise _Stop(Problem("InvalidURI", f"{what} URI {uri[:200]!r} is a local path, which a pod cannot reach"))
-    return uri
-
-
-def resolve_model(ms: dict[str, Any], ctx: ServingContext) -> tuple[ModelSource, dict[str, Any] | None]:
-    """The model's source, and the volume that holds it when no init container has to fill one."""
-    model = (ms.get("spec") or {}).get("model") or {}
-    ns = str(ms["metadata"].get("namespace") or "")
-    if model.get("baseModel"):
-        return _node_cached(ms, "BaseModel", str(model["baseModel"]), ctx)
-    if model.get("clusterBaseModel"):
-        return _node_cached(ms, "ClusterBaseModel", str(model["clusterBaseModel"]), ctx)
-    if model.get("modelSync"):
-        name = str(model["modelSync"])
-        target = ctx.model_syncs.get(name)
-        if target is None:
-            raise _Stop(Problem("ModelSyncNotReady", f"ModelSync {name!r} has not synced yet", waiting=True))
-        return ModelSource("ModelSync", name, target, _revision(target)), None
-    uri = _pull_uri(str(model.get("uri") or ""), "model")
-    parsed = parse_uri(uri)
-    if parsed.scheme == "pvc":
-        if parsed.namespace not in ("", ns):
-            raise _Stop(
-                Problem("InvalidURI", f"claim {parsed.bucket!r} is in namespace {parsed.namespace!r}, not {ns!r}")
-            )
-        claim: dict[str, Any] = {"claimName": parsed.bucket, "readOnly": True}
-        volume = {"name": "model", "persistentVolumeClaim": claim, "_subPath": parsed.prefix}
-        return ModelSource("URI", uri, uri), volume
-    return ModelSource("URI", uri, uri, parsed.revision), None
-
-
-def resolve_adapter(spec: dict[str, Any], ctx: ServingContext) -> tuple[str, str] | None:
-    """(URI, served name) of the adapter, or None."""
-    adapter = spec.get("adapter") or {}
-    if not adapter:
-        return None
-    if adapter.get("trainingRun"):
-        run = str(adapter["trainingRun"])
-        out = ctx.training_outputs.get(run)
-        if out is None:
-            raise _Stop(Problem("AdapterNotReady", f"TrainingRun {run!r} has not succeeded yet", waiting=True))
-        return out.rstrip("/") + "/adapter", str(adapter.get("name") or run)
-    uri = _pull_uri(str(adapter.get("uri") or ""), "adapter")
-    if parse_uri(uri).scheme == "pvc":
-        raise _Stop(
-            Problem("InvalidURI", "a pvc:// adapter is not supported; put it in a bucket or give its hf:// name")
-        )
-    return uri, str(adapter.get("name") or "adapter")
 
 
 def _fetch(name: str, uri: str, path: str, secret: str | None, ctx: ServingContext) -> dict[str, Any]:
@@ -229,7 +63,7 @@ def _fetch(name: str, uri: str, path: str, secret: str | None, ctx: ServingConte
     return {
         "name": name,
         "image": ctx.image,
-        "command": ["modelferry", "sync", escape(uri), path],
+        "command": ["modelferry", "sync", literal(uri), path],
         "env": env,
         "securityContext": {**SECURITY, "readOnlyRootFilesystem": True},
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
@@ -284,7 +118,7 @@ def render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
     """The Deployment and Service that should exist, or the problem that stops them."""
     try:
         return _render(ms, ctx)
-    except _Stop as stop:
+    except Refusal as stop:
         return RenderResult(problem=stop.problem)
 
 
@@ -307,10 +141,10 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
         adapter_file=str((spec.get("adapter") or {}).get("file") or "adapter.gguf"),
     )
     if facts.adapter_name == facts.served_name:
-        raise _Stop(Problem("NameClash", f"the adapter and the model are both served as {facts.served_name!r}"))
+        raise Refusal(Problem("NameClash", f"the adapter and the model are both served as {facts.served_name!r}"))
     for file in (facts.model_file, facts.adapter_file):
         if file.startswith("/") or ".." in file.split("/"):
-            raise _Stop(
+            raise Refusal(
                 Problem("InvalidFile", f"{file!r} must be a relative path inside the model or adapter directory")
             )
     cmd = engine_command(spec, facts, ctx.serve_image)
@@ -413,8 +247,8 @@ def _pod(
     container: dict[str, Any] = {
         "name": "engine",
         "image": cmd.image,
-        "args": [escape(a) for a in [*cmd.args, *(str(a) for a in engine.get("args") or [])]],
-        "env": [{**e, "value": escape(str(e["value"]))} if "value" in e else e for e in env],
+        "args": [literal(a) for a in [*cmd.args, *(str(a) for a in engine.get("args") or [])]],
+        "env": [{**e, "value": literal(str(e["value"]))} if "value" in e else e for e in env],
         "ports": [{"name": "http", "containerPort": cmd.port, "protocol": "TCP"}],
         "resources": dict(spec.get("resources") or {}),
         "startupProbe": _probe(cmd.health_path, 10, math.ceil(int(spec.get("startupSeconds") or 1800) / 10)),
@@ -425,7 +259,7 @@ def _pod(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if cmd.command is not None:
-        container["command"] = [escape(c) for c in cmd.command]
+        container["command"] = [literal(c) for c in cmd.command]
     pod_security: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     if cmd.root_image and ctx.run_as_user is not None:
         pod_security["runAsUser"] = ctx.run_as_user

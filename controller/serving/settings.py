@@ -6,6 +6,9 @@ from pydantic import BaseModel, Field
 
 from modelferry import __version__
 
+# Containerfile.train (the train and serve extras), tagged per release: `modelferry serve` runs from it
+SERVE_IMAGE = f"quay.io/modelferry/modelferry-train:{__version__}"
+
 
 class ServingSettings(BaseModel):
     """Defaults for the Deployments the controller renders from ModelServers."""
@@ -15,7 +18,7 @@ class ServingSettings(BaseModel):
         None, description="Image of the fetch init containers (`modelferry sync`); job.image when unset"
     )
     serve_image: str = Field(
-        f"quay.io/modelferry/modelferry-train:{__version__}",  # Containerfile.train, tagged per release
+        SERVE_IMAGE,
         description="Image of the transformers engine (`modelferry serve`): torch, transformers, peft and the serve extra",
     )
     models_root: str = Field("/mnt/models", description="The node agent's models root (its hostPath)")

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.kube.expansion import literal
 from controller.operator.cabundle import CASource, mount_ca
 from controller.operator.claims import ClaimMounts, claim_mounts
 from controller.operator.jobs import (
@@ -27,7 +28,6 @@ from controller.operator.jobs import (
     MANAGED_BY,
     bounded_name,
     inputs_hash,
-    literal,
     owner_reference,
     secret_ref,
 )

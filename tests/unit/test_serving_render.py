@@ -12,8 +12,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from controller.kube.expansion import literal
+from controller.serving.inputs import ServingContext
 from controller.serving.presets import ADAPTER_PATH, MODEL_PATH
-from controller.serving.render import ServingContext, escape, render
+from controller.serving.render import render
 from tests.unit.test_operator_training import controller_grants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +149,7 @@ def test_user_strings_cannot_expand_variables_or_reach_a_shell() -> None:
     assert container["command"] == ["vllm", "serve"]  # argv, no shell
     uri = render(server("tgi", {"uri": "s3://bucket/$(X)"}), CTX)
     assert pod_of(uri)["initContainers"][0]["command"][2] == "s3://bucket/$$(X)"
-    assert escape("a$b") == "a$$b"
+    assert literal("a$b") == "a$$b"
 
 
 def test_custom_engine_uses_its_image_command_port_and_health_path() -> None:
