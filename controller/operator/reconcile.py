@@ -34,8 +34,8 @@ from controller.operator.nodeagent import NodeAgentReconciler
 from controller.operator.secretindex import ReferencedSecrets
 from controller.operator.secretmode import data_connection_name, is_model_source, plan_secret_job
 from controller.operator.settings import ControllerSettings
-from controller.operator.training import KIND as TRAININGRUN
 from controller.operator.training import TrainingReconciler
+from controller.operator.training_facts import KIND as TRAININGRUN
 from controller.operator.workqueue import WorkQueue
 from controller.serving.reconciler import ServingReconciler
 from controller.serving.render import KIND as MODELSERVER

@@ -21,7 +21,7 @@ from controller.kube.events import now_iso
 from controller.kube.watch import Informer, object_key
 from controller.operator.jobs import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, job_hash
 from controller.operator.status_patch import patch_status
-from controller.operator.training import synced_models
+from controller.operator.training_facts import synced_models
 from controller.serving.inputs import Problem, ServingContext
 from controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
 from controller.serving.status import compute_status

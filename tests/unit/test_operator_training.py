@@ -9,13 +9,13 @@ from typing import Any
 import yaml
 
 from controller.operator.status_patch import keep_transition_times
-from controller.operator.training import (
+from controller.operator.training import workload_name
+from controller.operator.training_facts import (
     failure_report,
     modelsync_ref,
     modelsync_target,
     rank_zero_pod,
     synced_models,
-    workload_name,
 )
 from controller.training import RenderContext, render
 
