@@ -19,16 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.kube.expansion import literal
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 
 API_VERSION = "modelferry.io/v1alpha1"
 KIND = "NodeAgent"
 DEFAULT_NAME = "default"
 BASE_NAME = "modelferry-agent"
 SERVICE_ACCOUNT = "modelferry-agent"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "modelferry-controller"
-LABEL_OWNER_KIND = "modelferry.io/owner-kind"
-LABEL_OWNER_NAME = "modelferry.io/owner-name"
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 SELECTOR = {"app.kubernetes.io/name": "modelferry", "app.kubernetes.io/component": "model-agent"}
 
@@ -276,16 +273,6 @@ def render_daemonset(agent: dict[str, Any], *, namespace: str, default_image: st
 def inputs_hash(daemonset: dict[str, Any] | None) -> str | None:
     """The inputs hash a DaemonSet was written with."""
     return (((daemonset or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HASH)
-
-
-def managed_by(daemonset: dict[str, Any] | None, agent_name: str) -> bool:
-    """Whether the controller wrote this DaemonSet for NodeAgent ``agent_name`` (never touch anyone else's)."""
-    labels = ((daemonset or {}).get("metadata") or {}).get("labels") or {}
-    return (
-        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
-        and labels.get(LABEL_OWNER_KIND) == KIND
-        and labels.get(LABEL_OWNER_NAME) == agent_name
-    )
 
 
 def _condition(status: bool, reason: str, message: str, now: str) -> dict[str, Any]:

@@ -14,16 +14,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from controller.operator.cabundle import ca_source, mount_ca
 from controller.operator.settings import JobSettings
 from modelferry.logs import register_scoped_secrets
 
 GROUP = "modelferry.io"
 VERSION = "v1alpha1"
-MANAGED_BY = "modelferry-controller"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_OWNER_KIND = "modelferry.io/owner-kind"
-LABEL_OWNER_NAME = "modelferry.io/owner-name"
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 ANNOTATION_MODE = "modelferry.io/mode"
 CONTAINER = "sync"

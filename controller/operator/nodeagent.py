@@ -13,19 +13,15 @@ from typing import Any, Protocol
 
 from controller.agent.daemonset import (
     KIND,
-    LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME,
-    MANAGED_BY,
     Problem,
     agent_status,
     daemonset_name,
     inputs_hash,
-    managed_by,
     render_daemonset,
 )
 from controller.kube.client import ConflictError, Kube, Resource
 from controller.kube.events import now_iso
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
 from controller.operator.settings import ControllerSettings
 from controller.operator.workqueue import WorkQueue
@@ -90,7 +86,7 @@ class NodeAgentReconciler:
         problem: Problem | None = None
         if isinstance(desired, Problem):
             problem = desired
-        elif live is not None and not managed_by(live, name):
+        elif live is not None and not owned_by(live, KIND, name):
             problem = Problem(
                 "DaemonSetNotManaged",
                 f"DaemonSet {self.namespace}/{daemonset_name(name)} exists and was not created for this NodeAgent "

@@ -9,13 +9,10 @@ from typing import Any
 
 from controller.kube.client import JOBS, MODELSYNCS, PODS, SECRETS, ConflictError, Kube
 from controller.kube.events import EventRecorder, now_iso
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Backoff, Informer, object_key
 from controller.operator.jobs import CONTAINER as SYNC_CONTAINER
 from controller.operator.jobs import (
-    LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME,
-    MANAGED_BY,
     is_true,
     job_condition,
     job_hash,
@@ -47,16 +44,6 @@ log = logging.getLogger(__name__)
 SECRET = "Secret"  # noqa: S105 - a kind name, not a password
 MODELSYNC = "ModelSync"
 Key = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def owned_by(job: dict[str, Any] | None, kind: str, name: str) -> bool:
-    """Whether a Job was created by this controller for ``kind``/``name`` (never touch anyone else's)."""
-    labels = ((job or {}).get("metadata") or {}).get("labels") or {}
-    return (
-        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
-        and labels.get(LABEL_OWNER_KIND) == kind
-        and labels.get(LABEL_OWNER_NAME) == name
-    )
 
 
 def status_changed(current: dict[str, Any], desired: dict[str, Any]) -> bool:

@@ -15,18 +15,15 @@ from typing import Any, Protocol
 
 from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
 from controller.kube.events import EventRecorder, now_iso
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Backoff, Informer, object_key
 from controller.operator.cabundle import ca_source
 from controller.operator.jobs import (
-    LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME,
-    MANAGED_BY,
     job_hash,
 )
 from controller.operator.settings import ControllerSettings
 from controller.operator.status_patch import patch_status
-from controller.operator.training_facts import KIND, failure_report, modelsync_ref, owned, rank_zero_pod, synced_models
+from controller.operator.training_facts import KIND, failure_report, modelsync_ref, rank_zero_pod, synced_models
 from controller.operator.workqueue import WorkQueue
 from controller.training import (
     RenderContext,
@@ -276,7 +273,7 @@ class TrainingReconciler:
         if live is not None and job_hash(live) == job_hash(desired):
             return live
         if live is not None:
-            if not owned(live, run_name):
+            if not owned_by(live, KIND, run_name):
                 message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
                 await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
                 return None
@@ -289,7 +286,7 @@ class TrainingReconciler:
         except ConflictError:
             # Our caches hold only what we manage: a conflict is someone else's object, or one being deleted.
             other = await self.kube.get(resource, ns, name)
-            if other is not None and not owned(other, run_name):
+            if other is not None and not owned_by(other, KIND, run_name):
                 message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
                 await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
                 return None
@@ -320,7 +317,7 @@ class TrainingReconciler:
             if resource in keep or not await self._possible(resource):
                 continue
             live = await self._lookup(resource, ns, name)
-            if live is not None and owned(live, run_name):
+            if live is not None and owned_by(live, KIND, run_name):
                 log.info("removing %s %s/%s of TrainingRun %s", resource.kind, ns, name, run_name)
                 await self.kube.delete(resource, ns, name)
                 self._remember(resource, ns, name, None)

@@ -5,10 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from controller.operator.jobs import (
-    LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME,
-    MANAGED_BY,
     job_condition,
     secret_data,
 )
@@ -74,13 +70,3 @@ def failure_report(workload: dict[str, Any] | None) -> dict[str, Any] | None:
     reason = str(cond.get("reason") or "TrainingFailed")
     message = str(cond.get("message") or "the training workload failed")
     return {"reason": reason, "message": f"{message}; see the pod logs and <output>/failed/"}
-
-
-def owned(obj: dict[str, Any] | None, run_name: str) -> bool:
-    """Whether an object was created by this controller for TrainingRun ``run_name``."""
-    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-    return (
-        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
-        and labels.get(LABEL_OWNER_KIND) == KIND
-        and labels.get(LABEL_OWNER_NAME) == run_name
-    )

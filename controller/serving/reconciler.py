@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from controller.kube.client import PODS, ConflictError, Resource
 from controller.kube.events import now_iso
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
-from controller.operator.jobs import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, job_hash
+from controller.operator.jobs import job_hash
 from controller.operator.status_patch import patch_status
 from controller.operator.training_facts import synced_models
 from controller.serving.inputs import Problem, ServingContext
@@ -42,15 +43,6 @@ MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
 TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRun")
 Key = tuple[str, str, str]
 WARNING_PHASES = ("Degraded", "Failed")
-
-
-def owned(obj: dict[str, Any] | None, name: str) -> bool:
-    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-    return (
-        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
-        and labels.get(LABEL_OWNER_KIND) == KIND
-        and labels.get(LABEL_OWNER_NAME) == name
-    )
 
 
 def references(ms: dict[str, Any], kind: str, name: str) -> bool:
@@ -165,7 +157,7 @@ class ServingReconciler:
         if ms is None:
             for resource in (DEPLOYMENTS, SERVICES):  # garbage collection may be absent or slow
                 live = self._cached(resource, ns, name)
-                if live is not None and owned(live, name):
+                if live is not None and owned_by(live, KIND, name):
                     await self.kube.delete(resource, ns, name)
             self._last.pop(key, None)
             return
@@ -186,7 +178,7 @@ class ServingReconciler:
                     raise
                 refused = Problem("Rejected", f"the API server refused the rendered objects: {scrub(str(exc))}")
                 result = RenderResult(problem=refused, source=result.source, port=result.port)
-        elif deployment is not None and not owned(deployment, name):
+        elif deployment is not None and not owned_by(deployment, KIND, name):
             deployment = None
         pods = [
             p for p in self._all(PODS, ns) if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_SERVER) == name
@@ -224,14 +216,14 @@ class ServingReconciler:
                     created = await self.kube.create(resource, ns, desired)
                 except ConflictError:
                     live = await self.kube.get(resource, ns, name)  # not in the label-selected cache: not ours?
-                    if live is None or owned(live, name):
+                    if live is None or owned_by(live, KIND, name):
                         raise
                 else:
                     await self.op.recorder.emit(
                         ms, "Normal", f"{resource.kind}Created", f"created {resource.kind} {name}"
                     )
                     return created
-            if not owned(live, name):
+            if not owned_by(live, KIND, name):
                 message = f"{resource.kind} {name!r} exists and was not created by modelferry; delete or rename it"
                 await self.op._report(key, ms, [("Warning", "NotManaged", message)])
                 self.op.queue.add(key, 30.0)  # its removal is not watched (label-selected informers): look again

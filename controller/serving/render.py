@@ -15,11 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.kube.expansion import literal
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from controller.operator.jobs import (
-    LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME,
-    MANAGED_BY,
     inputs_hash,
     owner_reference,
     secret_ref,

@@ -19,13 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.kube.expansion import literal
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from controller.operator.cabundle import CASource, mount_ca
 from controller.operator.claims import ClaimMounts, claim_mounts
 from controller.operator.jobs import (
-    LABEL_MANAGED_BY,
-    LABEL_OWNER_KIND,
-    LABEL_OWNER_NAME,
-    MANAGED_BY,
     bounded_name,
     inputs_hash,
     owner_reference,

@@ -10,13 +10,14 @@ import pytest
 import yaml
 
 from controller.agent.daemonset import (
+    KIND,
     Problem,
     agent_status,
     daemonset_name,
     inputs_hash,
-    managed_by,
     render_daemonset,
 )
+from controller.kube.ownership import owned_by
 from controller.operator.settings import ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,7 @@ def test_owner_reference_labels_and_hash() -> None:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-    assert managed_by(ds, "gpu-pool") and not managed_by(ds, "default")
+    assert owned_by(ds, KIND, "gpu-pool") and not owned_by(ds, KIND, "default")
     assert inputs_hash(ds) == inputs_hash(render(name="gpu-pool"))
     assert inputs_hash(ds) != inputs_hash(render({"workers": 4}, name="gpu-pool"))
 
