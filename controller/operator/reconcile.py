@@ -31,6 +31,7 @@ from controller.operator.nodeagent import NodeAgentReconciler
 from controller.operator.secretindex import ReferencedSecrets
 from controller.operator.secretmode import data_connection_name, is_model_source, plan_secret_job
 from controller.operator.settings import ControllerSettings
+from controller.operator.status_patch import patch_status
 from controller.operator.training import TrainingReconciler
 from controller.operator.training_facts import KIND as TRAININGRUN
 from controller.operator.workqueue import WorkQueue
@@ -44,13 +45,6 @@ log = logging.getLogger(__name__)
 SECRET = "Secret"  # noqa: S105 - a kind name, not a password
 MODELSYNC = "ModelSync"
 Key = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def status_changed(current: dict[str, Any], desired: dict[str, Any]) -> bool:
-    """Whether writing ``desired`` would change anything (avoids a status write per resync)."""
-    return any(current.get(k) != v for k, v in desired.items()) or any(
-        k not in desired for k in ("jobName",) if current.get(k) is not None
-    )
 
 
 class Operator:
@@ -425,15 +419,5 @@ class Operator:
         return report
 
     async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
-        current = ms.get("status") or {}
-        if not status_changed(current, status):
-            return
-        ns, name = object_key(ms)
-        body = {"status": {**{k: None for k in current if k not in status}, **status}}
-        updated = await self.kube.patch(MODELSYNCS, ns, name, body, sub="status")
-        # Keep the cache current so a reconcile queued before the watch event does not write it again.
-        informer = self.modelsyncs.get(ns) or self.modelsyncs.get(None)
-        if informer is not None and updated.get("metadata"):
-            updated.setdefault("apiVersion", ms.get("apiVersion"))
-            updated.setdefault("kind", ms.get("kind"))
-            informer.cache[(ns, name)] = updated
+        ns, _ = object_key(ms)
+        await patch_status(self.kube, MODELSYNCS, ms, status, self.modelsyncs.get(ns) or self.modelsyncs.get(None))
