@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -19,6 +18,7 @@ from controller.operator.jobs import (
     job_phase,
     secret_data,
 )
+from controller.operator.log_progress import LogProgress
 from controller.operator.modelsync import (
     error_status,
     job_name,
@@ -37,7 +37,6 @@ from controller.operator.training_facts import KIND as TRAININGRUN
 from controller.operator.workqueue import WorkQueue
 from controller.serving.reconciler import ServingReconciler
 from controller.serving.render import KIND as MODELSERVER
-from modelferry.errors import ModelferryError
 from modelferry.transfer.progress import parse_progress_line
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,14 @@ class Operator:
         self._reported: dict[Key, tuple[str, ...]] = {}
         self._phases: dict[Key, str] = {}
         self._succeeded: dict[Key, str | None] = {}
-        # Newest progress report per running ModelSync and when its log was read (monotonic seconds).
-        self._live: dict[Key, tuple[float, dict[str, Any] | None]] = {}
+        # Newest progress report per running ModelSync, from its sync container's log.
+        self.progress = LogProgress(
+            kube,
+            SYNC_CONTAINER,
+            parse_progress_line,
+            interval=lambda: self.settings.sync_progress_seconds,
+            tail_lines=settings.sync_log_tail_lines,
+        )
         self.reconciles: dict[str, int] = {}
         namespaces: list[str | None] = list(settings.namespaces) or [None]
         backoff = Backoff(settings.watch_backoff_seconds, settings.watch_backoff_max_seconds)
@@ -288,7 +293,7 @@ class Operator:
             return None
         self.remember_job(ns, created)
         self._phases.pop(key, None)
-        self._live.pop(key, None)
+        self.progress.forget(key)
         await self.recorder.emit(owner, "Normal", "JobCreated", f"created Job {name}")
         return created
 
@@ -302,7 +307,7 @@ class Operator:
         self._reported.pop(key, None)
         self._phases.pop(key, None)
         self._succeeded.pop(key, None)
-        self._live.pop(key, None)
+        self.progress.forget(key)
 
     async def _job_events(self, key: Key, owner: dict[str, Any], job: dict[str, Any] | None, hint: str = "") -> None:
         phase = job_phase(job)
@@ -389,34 +394,16 @@ class Operator:
                 pods, _ = await self.kube.list(PODS, ns, label_selector=f"job-name={job['metadata']['name']}")
         live = None
         if job is not None and job_phase(job) == "Running":
-            live = await self._live_progress(key, ns, pods)
+            running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+            newest = max(
+                running, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), default=None
+            )
+            live = await self.progress.read(key, ns, newest)
             self.queue.add(key, self.settings.sync_progress_seconds)  # progress lives in a log, not in a watch
         else:
-            self._live.pop(key, None)
+            self.progress.forget(key)
         await self._job_events(key, ms, job)
         await self._write_status(ms, job_status(ms, job, pods, now, live))
-
-    async def _live_progress(self, key: Key, ns: str, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The sync container's newest progress line, read at most every ``sync_progress_seconds`` per object."""
-        at = time.monotonic()
-        cached = self._live.get(key)
-        if cached is not None and at - cached[0] < self.settings.sync_progress_seconds:
-            return cached[1]
-        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-        if not running:
-            return cached[1] if cached else None
-        pod = max(running, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
-        try:
-            text = await self.kube.pod_log(
-                ns, pod["metadata"]["name"], SYNC_CONTAINER, tail_lines=self.settings.sync_log_tail_lines
-            )
-        except ModelferryError as exc:
-            # Progress is a nicety: a missing pods/log permission must not stop status updates.
-            log.warning("cannot read the log of pod %s/%s for progress: %s", ns, pod["metadata"]["name"], exc)
-            text = ""
-        report = parse_progress_line(text) or (cached[1] if cached else None)
-        self._live[key] = (at, report)
-        return report
 
     async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
         ns, _ = object_key(ms)

@@ -21,6 +21,7 @@ from controller.operator.cabundle import ca_source
 from controller.operator.jobs import (
     job_hash,
 )
+from controller.operator.log_progress import LogProgress
 from controller.operator.settings import ControllerSettings
 from controller.operator.status_patch import patch_status
 from controller.operator.training_facts import KIND, failure_report, modelsync_ref, rank_zero_pod, synced_models
@@ -82,7 +83,14 @@ class TrainingReconciler:
         self.pytorchjobs: dict[str | None, Informer] = {}
         self.trainjobs: dict[str | None, Informer] = {}
         self._phases: dict[Key, str] = {}
-        self._live: dict[Key, tuple[float, dict[str, Any] | None]] = {}  # last progress report and when read
+        # the sidecar's newest progress line per running TrainingRun
+        self.progress = LogProgress(
+            self.kube,
+            "sidecar",
+            progress_from_log,
+            interval=lambda: self.settings.progress_seconds,
+            tail_lines=self.settings.log_tail_lines,
+        )
         self._served: dict[Resource, tuple[bool, float]] = {}
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         namespaces: list[str | None] = list(op.settings.namespaces) or [None]
@@ -177,7 +185,7 @@ class TrainingReconciler:
         if tr is None:
             await self._delete_owned(ns, name, keep=())
             self._phases.pop(key, None)
-            self._live.pop(key, None)
+            self.progress.forget(key)
             self.op._reported.pop(key, None)
             return
         if (tr.get("metadata") or {}).get("deletionTimestamp"):
@@ -232,7 +240,7 @@ class TrainingReconciler:
         """
         ns = key[1]
         if phase != "Running":
-            self._live.pop(key, None)
+            self.progress.forget(key)
         if workload is None or phase == "Pending":
             return None
         wname = workload["metadata"]["name"]
@@ -248,16 +256,7 @@ class TrainingReconciler:
                 pods, _ = await self.kube.list(PODS, ns, label_selector=f"{POD_SELECTORS[kind]}={wname}")
                 report = termination_report(rank_zero_pod(pods))
             return report if report else (failure_report(workload) if phase == "Failed" else None)
-        cached = self._live.get(key)
-        now = time.monotonic()
-        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
-            return cached[1] if cached else None
-        if cached is not None and now - cached[0] < self.settings.progress_seconds:
-            return cached[1]
-        text = await self.kube.pod_log(ns, pod["metadata"]["name"], "sidecar", tail_lines=self.settings.log_tail_lines)
-        report = progress_from_log(text) or (cached[1] if cached else None)
-        self._live[key] = (now, report)
-        return report
+        return await self.progress.read(key, ns, pod)
 
     async def _ensure(
         self,
