@@ -43,6 +43,14 @@ def temps(directory: Path) -> list[Path]:
     return [p for p in directory.iterdir() if is_temp_name(p.name)]
 
 
+def size_or_zero(path: Path) -> int:
+    """The size of a temp file the running process may rename away between listing and stat."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
     path = tmp_path / "enigma.key"
@@ -58,7 +66,7 @@ def test_killed_enigma_in_place_leaves_nothing_that_is_synced_or_kept(tmp_path: 
         fh.truncate(GiB)  # sparse: cheap to make, long enough to encrypt that the kill lands mid-file
     proc = enigma("encrypt", str(model), "--in-place", key=key)
     deadline = time.monotonic() + 60
-    while not [p for p in temps(model) if p.stat().st_size > (1 << 20)]:
+    while not [p for p in temps(model) if size_or_zero(p) > (1 << 20)]:
         assert proc.poll() is None, "enigma finished before it could be killed"
         assert time.monotonic() < deadline, "no temp file appeared"
         time.sleep(0.001)
