@@ -15,6 +15,7 @@ from typing import Any
 from controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
 from controller.agent.tasks import ModelRef
 from controller.kube.client import Kube, Resource
+from controller.kube.conditions import carry_transition_times
 from controller.kube.events import EventRecorder, now_iso
 from modelferry.errors import ModelferryError, NotFoundError
 
@@ -93,12 +94,7 @@ def ready_condition(state: str, failures: dict[str, tuple[str, str]]) -> dict[st
 
 def with_transition_times(want: dict[str, Any], have: dict[str, Any], now: str) -> dict[str, Any]:
     """``want`` with each condition's ``lastTransitionTime`` kept from ``have`` unless its status changed."""
-    old = {c.get("type"): c for c in have.get("conditions") or [] if isinstance(c, dict)}
-    conditions = []
-    for cond in want.get("conditions") or []:
-        prev = old.get(cond["type"]) or {}
-        same = prev.get("status") == cond["status"] and prev.get("lastTransitionTime")
-        conditions.append({**cond, "lastTransitionTime": prev["lastTransitionTime"] if same else now})
+    conditions = carry_transition_times(want.get("conditions") or [], have.get("conditions"), now)
     return {**want, "conditions": conditions} if conditions else want
 
 

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from controller.kube.conditions import carry_transition_times, condition
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 
@@ -275,11 +276,6 @@ def inputs_hash(daemonset: dict[str, Any] | None) -> str | None:
     return (((daemonset or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HASH)
 
 
-def _condition(status: bool, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {"type": "Ready", "status": "True" if status else "False", "reason": reason, "message": message,
-            "lastTransitionTime": now}  # fmt: skip
-
-
 def rollout(daemonset: dict[str, Any]) -> tuple[bool, str, str]:
     """Whether every selected node runs a ready, current agent: (ready, reason, message)."""
     meta, st = daemonset.get("metadata") or {}, daemonset.get("status") or {}
@@ -306,13 +302,10 @@ def agent_status(
     status["readyNodes"] = int(st.get("numberReady") or 0)
     status["updatedNodes"] = int(st.get("updatedNumberScheduled") or 0)
     if problem is not None:
-        cond = _condition(False, problem.reason, problem.message, now)
+        cond = condition("Ready", False, problem.reason, problem.message, now)
     elif daemonset is None:
-        cond = _condition(False, "DaemonSetPending", f"DaemonSet {namespace}/{name} is being created", now)
+        cond = condition("Ready", False, "DaemonSetPending", f"DaemonSet {namespace}/{name} is being created", now)
     else:
-        cond = _condition(*rollout(daemonset), now)
-    old = {c.get("type"): c for c in (agent.get("status") or {}).get("conditions") or []}.get("Ready")
-    if old and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
-        cond["lastTransitionTime"] = old.get("lastTransitionTime") or now
-    status["conditions"] = [cond]
+        cond = condition("Ready", *rollout(daemonset), now)
+    status["conditions"] = carry_transition_times([cond], (agent.get("status") or {}).get("conditions"))
     return status

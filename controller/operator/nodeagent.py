@@ -19,12 +19,12 @@ from controller.agent.daemonset import (
     inputs_hash,
     render_daemonset,
 )
+from controller.config.controller import ControllerSettings
 from controller.kube.client import ConflictError, Kube, Resource
 from controller.kube.events import now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
-from controller.operator.settings import ControllerSettings
-from controller.operator.workqueue import WorkQueue
+from controller.reconcile.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

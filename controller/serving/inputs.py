@@ -17,8 +17,8 @@ from typing import Any
 from controller.agent.disk import OutsideNamespaceError, model_dir
 from controller.agent.entries import label_key
 from controller.agent.tasks import ModelRef
-from controller.operator.settings import IMAGE
-from controller.serving.settings import SERVE_IMAGE
+from controller.config.controller import IMAGE
+from controller.config.serving import SERVE_IMAGE
 from modelferry.errors import ModelferryError
 from modelferry.uri import parse_uri
 

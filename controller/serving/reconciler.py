@@ -3,7 +3,7 @@
 A thin adapter around the pure functions of :mod:`controller.serving.render` and
 :mod:`controller.serving.status`. It keeps informers of its own (ModelServers, their Deployments,
 Services and pods, the BaseModels, ClusterBaseModels, ModelSyncs and TrainingRuns they name) and
-shares the :class:`~controller.operator.reconcile.Operator`'s work queue and Event recorder; the
+shares the :class:`~controller.operator.router.Operator`'s work queue and Event recorder; the
 operator only routes ``("ModelServer", ns, name)`` keys here.
 
 Changed inputs replace the Deployment in place (PUT), so Kubernetes rolls it with
@@ -20,17 +20,17 @@ from controller.kube.client import PODS, ConflictError, Resource
 from controller.kube.events import now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
-from controller.operator.jobs import job_hash
-from controller.operator.status_patch import patch_status
-from controller.operator.training_facts import synced_models
+from controller.reconcile.status import patch_status
 from controller.serving.inputs import Problem, ServingContext
 from controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
 from controller.serving.status import compute_status
+from controller.sync.targets import synced_models
+from controller.workload.identity import recorded_hash
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub
 
 if TYPE_CHECKING:
-    from controller.operator.reconcile import Operator
+    from controller.operator.router import Operator
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class ServingReconciler:
     ) -> dict[str, Any] | None:
         """Create ``desired`` or replace the live object in place when its inputs hash differs."""
         _, ns, name = key
-        if live is not None and job_hash(live) == job_hash(desired):
+        if live is not None and recorded_hash(live) == recorded_hash(desired):
             return live
         try:
             if live is None:

@@ -16,11 +16,6 @@ from typing import Any
 
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.operator.jobs import (
-    inputs_hash,
-    owner_reference,
-    secret_ref,
-)
 from controller.serving.inputs import (
     ModelSource,
     Problem,
@@ -32,6 +27,8 @@ from controller.serving.inputs import (
 )
 from controller.serving.presets import ADAPTER_PATH, MODEL_PATH, TMP, EngineCommand, Facts, engine_command, gpu_count
 from controller.training.render import SECURITY  # the restricted container securityContext of every workload
+from controller.workload.identity import inputs_hash, owner_reference
+from controller.workload.secrets import secret_ref
 
 KIND = "ModelServer"
 SHM = "/dev/shm"  # noqa: S108 - a memory emptyDir (engines share tensors through it)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from controller.kube.conditions import condition
 from controller.serving.render import LABEL_SERVER, RenderResult
 from modelferry.logs import scrub
 
@@ -74,14 +75,7 @@ def pod_trouble(pods: list[dict[str, Any]]) -> Trouble | None:
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, now: str, gen: Any) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": _short(message),
-        "lastTransitionTime": now,
-        "observedGeneration": gen,
-    }
+    return {**condition(kind, ok, reason, _short(message), now), "observedGeneration": gen}
 
 
 def restarts(pods: list[dict[str, Any]]) -> int:

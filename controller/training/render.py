@@ -18,20 +18,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.config.controller import IMAGE, TRAIN_IMAGE
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.operator.cabundle import CASource, mount_ca
-from controller.operator.claims import ClaimMounts, claim_mounts
-from controller.operator.jobs import (
-    bounded_name,
-    inputs_hash,
-    owner_reference,
-    secret_ref,
-)
-from controller.operator.settings import IMAGE, TRAIN_IMAGE
 from controller.training.trainjob import train_job, training_runtime
 from controller.training.validate import Problem, validate
 from controller.training.wrapper import wrapped_command
+from controller.workload.cabundle import CASource, mount_ca
+from controller.workload.claims import ClaimMounts, claim_mounts
+from controller.workload.identity import bounded_name, inputs_hash, owner_reference
+from controller.workload.secrets import secret_ref
 
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 WORKSPACE = "/workspace"

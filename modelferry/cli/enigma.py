@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from modelferry.cli.dataplane import _set, build_settings
 from modelferry.cli.outcome import failure_record
-from modelferry.cli.runtime import _set, build_settings
 from modelferry.enigma import files
 from modelferry.enigma.crypto import default_workers
 from modelferry.enigma.kms import ProviderCache, make_provider

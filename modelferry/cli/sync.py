@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
-from modelferry.cli.outcome import report_failure, report_summary
-from modelferry.cli.runtime import (
+from modelferry.cli.dataplane import (
     build_settings,
     cancel_on_signals,
     progress_for,
 )
+from modelferry.cli.outcome import report_failure, report_summary
 from modelferry.errors import ModelferryError
 from modelferry.settings import SyncSettings, TransferSettings, shown_default
 from modelferry.storage import open_store

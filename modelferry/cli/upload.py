@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import click
 from pydantic import SecretStr
 
-from modelferry.cli.runtime import cancel_on_signals, progress_for
+from modelferry.cli.dataplane import cancel_on_signals, progress_for
 from modelferry.errors import ModelferryError, NotFoundError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import S3Credentials, SyncSettings, TransferSettings, shown_default
@@ -149,7 +149,7 @@ async def _kube_io(
 ) -> dict[str, str]:
     try:
         from controller.kube.client import SECRETS, Kube, build_api_client
-        from controller.operator.jobs import secret_data
+        from controller.workload.secrets import secret_data
     except ImportError as exc:  # kubernetes-asyncio is in the [controller] extra
         raise UsageError(
             f"modelferry upload needs the Kubernetes client ({exc.name})", hint="pip install 'modelferry[controller]'"

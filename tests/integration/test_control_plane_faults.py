@@ -22,7 +22,7 @@ import pytest
 
 from controller.agent.kubeside import NodeAgent
 from controller.kube.lease import micro_time
-from controller.operator.runtime import Controller
+from controller.operator.process import Controller
 from tests.integration.test_agent_kube import basemodel, running_agent
 from tests.servers.faultproxy import FaultProxy
 from tests.servers.kube import KubeEmulator
@@ -175,12 +175,12 @@ async def test_lease_taken_by_another_identity_is_lost_then_regained(rig: Rig) -
     await eventually(lambda: elector.lost == 1 and not controller.acting.is_set())
     status, text = await readyz(controller)
     assert status == 503 and "intruder" in text
-    caches = controller.operator.jobs[NS]
+    caches = controller.sync.job[NS]
     await rig.apply_source()
     # The intruder never renews: two seconds after we saw its write, the Lease is ours again.
     await eventually(lambda: elector.acquired == 2 and controller.acting.is_set(), timeout=15)
     await eventually(rig.h.job)
-    assert controller.operator.jobs[NS] is caches and caches.synced.is_set()  # caches kept, not rebuilt
+    assert controller.sync.job[NS] is caches and caches.synced.is_set()  # caches kept, not rebuilt
     held = rig.h.emu.get(LEASES, "leases", NS, "modelferry-controller") or {}
     assert held["spec"]["holderIdentity"] == elector.identity
     assert alive(rig.h)

@@ -10,7 +10,7 @@ import pytest
 
 from controller.kube.client import Kube, build_api_client
 from controller.kube.events import EventRecorder
-from controller.operator.reconcile import MODELSYNC, SECRET, Operator
+from controller.operator.router import MODELSYNC, SECRET, Operator
 from tests.integration.test_controller_modelsync import DEST, HF, modelsync
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from controller.operator.modelsync import (
+from controller.config.controller import ControllerSettings, JobPolicySettings
+from controller.reconcile.workqueue import WorkQueue
+from controller.sync.modelsync import (
     error_status,
     job_name,
     job_status,
@@ -16,9 +18,7 @@ from controller.operator.modelsync import (
     referenced_secrets,
     termination_summary,
 )
-from controller.operator.secretmode import Finding
-from controller.operator.settings import ControllerSettings, JobPolicySettings
-from controller.operator.workqueue import WorkQueue
+from controller.sync.secretmode import Finding
 
 SETTINGS = ControllerSettings()
 

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from controller.operator.jobs import ANNOTATION_HASH, JobRequest, is_true, job_phase, render_job, secret_data
-from controller.operator.secretmode import is_model_source, plan_secret_job
-from controller.operator.settings import ControllerSettings, JobSettings
+from controller.config.controller import ControllerSettings, JobSettings
+from controller.sync.job import JobRequest, render_job
+from controller.sync.secretmode import is_model_source, plan_secret_job
+from controller.workload.identity import ANNOTATION_HASH
+from controller.workload.jobstatus import job_phase
+from controller.workload.secrets import is_true, secret_data
 
 SETTINGS = ControllerSettings()
 

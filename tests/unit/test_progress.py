@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from modelferry.cli.runtime import progress_for
+from modelferry.cli.dataplane import progress_for
 from modelferry.transfer.progress import PROGRESS_FIELDS, Counters, Progress
 
 LINE_RE = re.compile(r"^progress: (\d+)/(\d+) files, (\d+)/(\d+) bytes, (\d+\.\d) MB/s, eta (\d+s|unknown)$")

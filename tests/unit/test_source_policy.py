@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from controller.operator.modelsync import plan_modelsync_job
-from controller.operator.secretmode import plan_secret_job
-from controller.operator.settings import ControllerSettings
+from controller.config.controller import ControllerSettings
+from controller.sync.modelsync import plan_modelsync_job
+from controller.sync.secretmode import plan_secret_job
 from controller.training.render import RenderContext, render
 from modelferry.errors import SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source

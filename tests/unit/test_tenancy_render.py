@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from controller.operator.modelsync import job_name, job_status, plan_modelsync_job
-from controller.operator.secretmode import plan_secret_job
-from controller.operator.settings import ControllerSettings, JobPolicySettings
+from controller.config.controller import ControllerSettings, JobPolicySettings
+from controller.sync.modelsync import job_name, job_status, plan_modelsync_job
+from controller.sync.secretmode import plan_secret_job
 from controller.training.render import RenderContext, render, workload_name
 from modelferry.logs import setup_logging
 from tests.kube_expansion import expand, expanded_container

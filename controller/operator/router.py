@@ -6,20 +6,20 @@ import logging
 from collections.abc import Hashable
 from typing import Any
 
+from controller.config.controller import ControllerSettings
 from controller.kube.client import JOBS, MODELSYNCS, PODS, SECRETS, ConflictError, Kube
 from controller.kube.events import EventRecorder, now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Backoff, Informer, object_key
-from controller.operator.jobs import CONTAINER as SYNC_CONTAINER
-from controller.operator.jobs import (
-    is_true,
-    job_condition,
-    job_hash,
-    job_phase,
-    secret_data,
-)
-from controller.operator.log_progress import LogProgress
-from controller.operator.modelsync import (
+from controller.operator.nodeagent import NodeAgentReconciler
+from controller.reconcile.log_progress import LogProgress
+from controller.reconcile.secretindex import ReferencedSecrets
+from controller.reconcile.status import patch_status
+from controller.reconcile.workqueue import WorkQueue
+from controller.serving.reconciler import ServingReconciler
+from controller.serving.render import KIND as MODELSERVER
+from controller.sync.job import CONTAINER as SYNC_CONTAINER
+from controller.sync.modelsync import (
     error_status,
     job_name,
     job_status,
@@ -27,16 +27,12 @@ from controller.operator.modelsync import (
     referenced_secrets,
     termination_summary,
 )
-from controller.operator.nodeagent import NodeAgentReconciler
-from controller.operator.secretindex import ReferencedSecrets
-from controller.operator.secretmode import data_connection_name, is_model_source, plan_secret_job
-from controller.operator.settings import ControllerSettings
-from controller.operator.status_patch import patch_status
-from controller.operator.training import TrainingReconciler
-from controller.operator.training_facts import KIND as TRAININGRUN
-from controller.operator.workqueue import WorkQueue
-from controller.serving.reconciler import ServingReconciler
-from controller.serving.render import KIND as MODELSERVER
+from controller.sync.secretmode import data_connection_name, is_model_source, plan_secret_job
+from controller.training.facts import KIND as TRAININGRUN
+from controller.training.reconciler import TrainingReconciler
+from controller.workload.identity import recorded_hash
+from controller.workload.jobstatus import job_condition, job_phase
+from controller.workload.secrets import is_true, secret_data
 from modelferry.transfer.progress import parse_progress_line
 
 log = logging.getLogger(__name__)
@@ -263,9 +259,9 @@ class Operator:
         kind, ns, owner_name = key
         name = desired["metadata"]["name"]
         live = self._cached(self.jobs, ns, name)  # a stale miss costs a 409 and a requeue, never a duplicate
-        if live is not None and job_hash(live) == job_hash(desired):
+        if live is not None and recorded_hash(live) == recorded_hash(desired):
             return live
-        if live is None and self._succeeded.get(key) == job_hash(desired):
+        if live is None and self._succeeded.get(key) == recorded_hash(desired):
             # It already succeeded with these inputs and was cleaned up (ttlSecondsAfterFinished): never re-run.
             return None
         if live is not None:
@@ -315,7 +311,7 @@ class Operator:
             return
         self._phases[key] = phase
         if phase == "Succeeded":
-            self._succeeded[key] = job_hash(job)
+            self._succeeded[key] = recorded_hash(job)
             await self.recorder.emit(owner, "Normal", "SyncSucceeded", "the synchronize Job completed")
         elif phase == "Failed":
             cond = job_condition(job, "Failed") or {}
@@ -383,7 +379,7 @@ class Operator:
         if previous.get("phase") == "Succeeded" and previous.get("inputsHash"):
             self._succeeded[key] = previous["inputsHash"]  # survives controller restarts
         job = await self._ensure_job(key, ms, plan.job)
-        if job is None and self._succeeded.get(key) == job_hash(plan.job):
+        if job is None and self._succeeded.get(key) == recorded_hash(plan.job):
             return  # finished and cleaned up; the status already says Succeeded
         pods: list[dict[str, Any]] = []
         if job is not None and job_phase(job) in ("Succeeded", "Failed", "Running"):

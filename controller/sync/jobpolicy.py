@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.operator.secretmode import Finding
-from controller.operator.settings import JobPolicySettings, JobSettings
+from controller.config.controller import JobPolicySettings, JobSettings
+from controller.sync.secretmode import Finding
 
 ENV = "MODELFERRY_CONTROLLER__JOB_POLICY__"
 

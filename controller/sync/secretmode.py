@@ -11,21 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.config.controller import ControllerSettings
 from controller.kube.expansion import literal
-from controller.operator.jobs import (
-    JobOverrides,
-    JobRequest,
-    inputs_hash,
+from controller.sync.job import JobOverrides, JobRequest, render_job
+from controller.workload.identity import inputs_hash, owner_reference
+from controller.workload.secrets import (
     is_true,
     not_text_finding,
-    owner_reference,
     register_credentials,
-    render_job,
     secret_data,
     secret_ref,
     undecodable_keys,
 )
-from controller.operator.settings import ControllerSettings
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.units import parse_size

@@ -6,31 +6,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.config.controller import ControllerSettings
+from controller.kube.conditions import carry_transition_times, condition
 from controller.kube.expansion import literal
-from controller.operator.cabundle import invalid_ca_reference
-from controller.operator.claims import claim_mounts
-from controller.operator.jobpolicy import check_job_overrides
-from controller.operator.jobs import (
-    GROUP,
-    VERSION,
-    JobOverrides,
-    JobRequest,
-    bounded_name,
-    inputs_hash,
-    job_condition,
-    job_hash,
-    job_phase,
+from controller.sync.job import JobOverrides, JobRequest, render_job
+from controller.sync.jobpolicy import check_job_overrides
+from controller.sync.secretmode import Finding
+from controller.sync.transferspec import transfer_env_for
+from controller.workload.cabundle import invalid_ca_reference
+from controller.workload.claims import claim_mounts
+from controller.workload.identity import GROUP, VERSION, bounded_name, inputs_hash, owner_reference, recorded_hash
+from controller.workload.jobstatus import job_condition, job_phase
+from controller.workload.secrets import (
     not_text_finding,
-    owner_reference,
     register_credentials,
-    render_job,
     secret_data,
     secret_ref,
     undecodable_keys,
 )
-from controller.operator.secretmode import Finding
-from controller.operator.settings import ControllerSettings
-from controller.operator.transferspec import transfer_env_for
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.logs import scrub
 from modelferry.source_policy import check_cluster_source
@@ -304,10 +297,7 @@ def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _condition(
     kind: str, status: bool, reason: str, message: str, now: str, old: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    previous = next((c for c in old if c.get("type") == kind), None)
-    text = "True" if status else "False"
-    since = previous.get("lastTransitionTime") if previous and previous.get("status") == text else now
-    return {"type": kind, "status": text, "reason": reason, "message": message, "lastTransitionTime": since or now}
+    return carry_transition_times([condition(kind, status, reason, message, now)], old)[0]
 
 
 def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
@@ -367,7 +357,7 @@ def job_status(
         "phase": phase,
         "observedGeneration": (ms.get("metadata") or {}).get("generation"),
         "jobName": ((job or {}).get("metadata") or {}).get("name"),
-        "inputsHash": job_hash(job),
+        "inputsHash": recorded_hash(job),
         "startTime": jstatus.get("startTime"),
         "completionTime": jstatus.get("completionTime"),
     }

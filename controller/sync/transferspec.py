@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controller.operator.secretmode import Finding
+from controller.sync.secretmode import Finding
 from modelferry.settings import TransferSettings
 from modelferry.units import parse_size
 

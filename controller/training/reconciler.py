@@ -2,7 +2,7 @@
 
 The decisions are the pure functions of :mod:`controller.training` (render, compute_status) and the
 small pure helpers here; :class:`TrainingReconciler` only reads caches, talks to the API and writes
-status. It is registered by :class:`controller.operator.reconcile.Operator`, shares its work queue,
+status. It is registered by :class:`controller.operator.router.Operator`, shares its work queue,
 Event recorder and Job informer, and adds informers of its own (TrainingRuns, Services, and
 PyTorchJobs and TrainJobs when they are known to be served).
 """
@@ -13,19 +13,15 @@ import logging
 import time
 from typing import Any, Protocol
 
+from controller.config.controller import ControllerSettings
 from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
 from controller.kube.events import EventRecorder, now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Backoff, Informer, object_key
-from controller.operator.cabundle import ca_source
-from controller.operator.jobs import (
-    job_hash,
-)
-from controller.operator.log_progress import LogProgress
-from controller.operator.settings import ControllerSettings
-from controller.operator.status_patch import patch_status
-from controller.operator.training_facts import KIND, failure_report, modelsync_ref, rank_zero_pod, synced_models
-from controller.operator.workqueue import WorkQueue
+from controller.reconcile.log_progress import LogProgress
+from controller.reconcile.status import patch_status
+from controller.reconcile.workqueue import WorkQueue
+from controller.sync.targets import synced_models
 from controller.training import (
     RenderContext,
     compute_status,
@@ -34,7 +30,10 @@ from controller.training import (
     termination_report,
     workload_name,
 )
+from controller.training.facts import KIND, failure_report, modelsync_ref, rank_zero_pod
 from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
+from controller.workload.cabundle import ca_source
+from controller.workload.identity import recorded_hash
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ Key = tuple[str, str, str]
 
 # --- the adapter ---------------------------------------------------------------------------------------
 class OperatorParts(Protocol):
-    """What the reconciler shares with :class:`controller.operator.reconcile.Operator`, which registers it."""
+    """What the reconciler shares with :class:`controller.operator.router.Operator`, which registers it."""
 
     kube: Kube
     settings: ControllerSettings
@@ -269,7 +268,7 @@ class TrainingReconciler:
         """Create ``desired``, or replace the live object when its inputs hash differs; returns the live one."""
         _, ns, run_name = key
         name, kind = desired["metadata"]["name"], desired.get("kind", resource.kind)
-        if live is not None and job_hash(live) == job_hash(desired):
+        if live is not None and recorded_hash(live) == recorded_hash(desired):
             return live
         if live is not None:
             if not owned_by(live, KIND, run_name):
