@@ -14,23 +14,21 @@ or the spec cannot work, a running Deployment is kept as it is and the status sa
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from controller.kube.client import PODS, ConflictError, Resource
+from controller.kube.client import PODS, Resource
 from controller.kube.events import now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
+from controller.reconcile.owned import OwnedObjects
+from controller.reconcile.parts import Key, Parts
 from controller.reconcile.status import patch_status
 from controller.serving.inputs import Problem, ServingContext
 from controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
 from controller.serving.status import compute_status
 from controller.sync.targets import synced_models
-from controller.workload.identity import recorded_hash
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub
-
-if TYPE_CHECKING:
-    from controller.operator.router import Operator
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,6 @@ BASEMODELS = Resource("modelferry.io", "v1alpha1", "basemodels", "BaseModel")
 CLUSTERBASEMODELS = Resource("modelferry.io", "v1alpha1", "clusterbasemodels", "ClusterBaseModel")
 MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
 TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRun")
-Key = tuple[str, str, str]
 WARNING_PHASES = ("Degraded", "Failed")
 
 
@@ -56,14 +53,25 @@ def references(ms: dict[str, Any], kind: str, name: str) -> bool:
 
 
 class ServingReconciler:
-    """Level-triggered reconcile of ModelServers; registered on an :class:`Operator`."""
+    """Level-triggered reconcile of ModelServers."""
 
-    def __init__(self, op: Operator) -> None:
+    kind = KIND
+
+    def __init__(self, op: Parts) -> None:
         self.op = op
         self.kube = op.kube
         self.settings = op.settings.serving
         self.informers: dict[Resource, dict[str | None, Informer]] = {}
         self._last: dict[Key, tuple[str, str]] = {}
+        self.owned = OwnedObjects(
+            op,
+            KIND,
+            lambda: {r: self.informers[r] for r in (DEPLOYMENTS, SERVICES)},
+            in_place=True,  # Kubernetes rolls a changed Deployment with maxUnavailable: 0
+            event_noun=None,
+            refused_reason="NotManaged",
+            recheck_refused=30.0,  # its removal is not watched (label-selected informers): look again
+        )
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         handlers = {
             MODELSERVERS: (self._on_server, None),
@@ -152,13 +160,10 @@ class ServingReconciler:
     async def reconcile(self, ns: str, name: str) -> None:
         """Bring one ModelServer's Deployment, Service and status in line with its spec."""
         key: Key = (KIND, ns, name)
-        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
         ms = self._cached(MODELSERVERS, ns, name)
         if ms is None:
             for resource in (DEPLOYMENTS, SERVICES):  # garbage collection may be absent or slow
-                live = self._cached(resource, ns, name)
-                if live is not None and owned_by(live, KIND, name):
-                    await self.kube.delete(resource, ns, name)
+                await self.owned.delete(resource, name, self._cached(resource, ns, name))
             self._last.pop(key, None)
             return
         if (ms.get("metadata") or {}).get("deletionTimestamp"):
@@ -171,8 +176,8 @@ class ServingReconciler:
         if result.problem is None:
             desired_dep, desired_svc = result.objects
             try:
-                deployment = await self._ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)
-                await self._ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
+                deployment = (await self.owned.ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)).obj
+                await self.owned.ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
             except ModelferryError as exc:
                 if exc.retryable:
                     raise
@@ -202,48 +207,6 @@ class ServingReconciler:
         ) or []
         ports = (containers[0].get("ports") or [{}]) if containers else [{}]
         return int(ports[0].get("containerPort") or 0)
-
-    async def _ensure(
-        self, key: Key, ms: dict[str, Any], resource: Resource, desired: dict[str, Any], live: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        """Create ``desired`` or replace the live object in place when its inputs hash differs."""
-        _, ns, name = key
-        if live is not None and recorded_hash(live) == recorded_hash(desired):
-            return live
-        try:
-            if live is None:
-                try:
-                    created = await self.kube.create(resource, ns, desired)
-                except ConflictError:
-                    live = await self.kube.get(resource, ns, name)  # not in the label-selected cache: not ours?
-                    if live is None or owned_by(live, KIND, name):
-                        raise
-                else:
-                    await self.op.recorder.emit(
-                        ms, "Normal", f"{resource.kind}Created", f"created {resource.kind} {name}"
-                    )
-                    return created
-            if not owned_by(live, KIND, name):
-                message = f"{resource.kind} {name!r} exists and was not created by modelferry; delete or rename it"
-                await self.op._report(key, ms, [("Warning", "NotManaged", message)])
-                self.op.queue.add(key, 30.0)  # its removal is not watched (label-selected informers): look again
-                return None
-            body = {
-                **desired,
-                "metadata": {**desired["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]},
-            }
-            if resource is SERVICES:  # the cluster IP cannot change
-                kept = {k: v for k, v in (live.get("spec") or {}).items() if k in ("clusterIP", "clusterIPs")}
-                body["spec"] = {**desired["spec"], **kept}
-            replaced = await self.kube.replace(resource, ns, name, body)
-        except ConflictError:
-            self.op.queue.add(key, 1.0)  # someone else wrote it first: look again
-            return live
-        verb = "rolling out" if resource is DEPLOYMENTS else "updated"
-        await self.op.recorder.emit(
-            ms, "Normal", f"{resource.kind}Updated", f"inputs changed; {verb} {resource.kind} {name}"
-        )
-        return replaced
 
     async def _events(self, key: Key, ms: dict[str, Any], status: dict[str, Any]) -> None:
         """One Event per transition of phase or of the Degraded reason (not one per reconcile)."""

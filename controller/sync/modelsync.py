@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from controller.config.controller import ControllerSettings
-from controller.kube.conditions import carry_transition_times, condition
 from controller.kube.expansion import literal
 from controller.sync.job import JobOverrides, JobRequest, render_job
 from controller.sync.jobpolicy import check_job_overrides
@@ -15,8 +13,7 @@ from controller.sync.secretmode import Finding
 from controller.sync.transferspec import transfer_env_for
 from controller.workload.cabundle import invalid_ca_reference
 from controller.workload.claims import claim_mounts
-from controller.workload.identity import GROUP, VERSION, bounded_name, inputs_hash, owner_reference, recorded_hash
-from controller.workload.jobstatus import job_condition, job_phase
+from controller.workload.identity import GROUP, VERSION, bounded_name, inputs_hash, owner_reference
 from controller.workload.secrets import (
     not_text_finding,
     register_credentials,
@@ -25,7 +22,6 @@ from controller.workload.secrets import (
     undecodable_keys,
 )
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
-from modelferry.logs import scrub
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
@@ -275,118 +271,3 @@ def job_name(ms_name: str) -> str:
     names share their first 50 characters never share (and replace) one Job.
     """
     return bounded_name(f"modelsync-{ms_name}")
-
-
-def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The newest JSON summary that ``modelferry sync`` wrote to the termination log of a sync pod."""
-    best: tuple[str, dict[str, Any]] | None = None
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            try:
-                payload = json.loads(term.get("message") or "")
-            except ValueError:
-                continue
-            if isinstance(payload, dict):
-                stamp = str(term.get("finishedAt") or "")
-                if best is None or stamp >= best[0]:
-                    best = (stamp, payload)
-    return best[1] if best else None
-
-
-def _condition(
-    kind: str, status: bool, reason: str, message: str, now: str, old: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return carry_transition_times([condition(kind, status, reason, message, now)], old)[0]
-
-
-def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
-    """Status for bad input: Ready=False with what to fix; no Job exists."""
-    old = (ms.get("status") or {}).get("conditions") or []
-    message = scrub(finding.message, (ms.get("metadata") or {}).get("namespace"))
-    return {
-        "phase": "Failed",
-        "observedGeneration": (ms.get("metadata") or {}).get("generation"),
-        "message": message,
-        "jobName": None,
-        "conditions": [
-            _condition("Ready", False, finding.reason, message, now, old),
-            _condition("Synced", False, finding.reason, "no sync Job was created", now, old),
-        ],
-    }
-
-
-def live_progress(report: dict[str, Any] | None) -> dict[str, Any]:
-    """Status fields from a running sync's ``MODELFERRY_PROGRESS`` report (see ``parse_progress_line``)."""
-    if not report:
-        return {}
-    out: dict[str, Any] = {
-        "filesDone": report["files_done"],
-        "filesTotal": report["files_total"],
-        "bytesDone": report["bytes_done"],
-        "bytesTotal": report["bytes_total"],
-    }
-    total, done = report["bytes_total"], report["bytes_done"]
-    out["percent"] = round(min(100.0, 100.0 * done / total), 1) if total > 0 else 100.0
-    if isinstance(report.get("eta_s"), (int, float)):
-        out["etaSeconds"] = float(report["eta_s"])
-    if isinstance(report.get("rate_bytes_per_s"), int):
-        out["rateBytesPerSecond"] = report["rate_bytes_per_s"]
-    return out
-
-
-def job_status(
-    ms: dict[str, Any],
-    job: dict[str, Any] | None,
-    pods: list[dict[str, Any]],
-    now: str,
-    live: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Status from the ModelSync's Job and its pods (progress from the termination message).
-
-    ``live`` is the newest progress report read from the sync container's log; it only
-    counts while the Job runs (the termination message is the final word).
-    """
-    old_status = ms.get("status") or {}
-    old = old_status.get("conditions") or []
-    namespace = (ms.get("metadata") or {}).get("namespace")
-    phase = job_phase(job)
-    summary = termination_summary(pods) or {}
-    jstatus = (job or {}).get("status") or {}
-    status: dict[str, Any] = {
-        "phase": phase,
-        "observedGeneration": (ms.get("metadata") or {}).get("generation"),
-        "jobName": ((job or {}).get("metadata") or {}).get("name"),
-        "inputsHash": recorded_hash(job),
-        "startTime": jstatus.get("startTime"),
-        "completionTime": jstatus.get("completionTime"),
-    }
-    for key, src in (("filesTotal", "files"), ("bytesTotal", "bytes"), ("filesDone", None), ("bytesDone", None)):
-        if src and src in summary:
-            status[key] = summary[src]
-    if "files_copied" in summary:
-        status["filesDone"] = int(summary.get("files_copied", 0)) + int(summary.get("files_skipped", 0))
-        status["bytesDone"] = int(summary.get("bytes_copied", 0)) + int(summary.get("bytes_skipped", 0))
-    if summary.get("revision"):
-        status["resolvedRevision"] = scrub(str(summary["revision"]), namespace)
-    if phase == "Running":
-        status.update(live_progress(live))
-    ready = _condition("Ready", True, "JobCreated", "the sync Job exists", now, old)
-    if phase == "Succeeded":
-        message = "the model is synchronized"
-        synced = _condition("Synced", True, "SyncSucceeded", message, now, old)
-    elif phase == "Failed":
-        failed = job_condition(job, "Failed") or job_condition(job, "FailureTarget") or {}
-        # The failure record comes from the pod: scrubbed like a log line before it reaches status.
-        reason = scrub(str(summary.get("reason") or failed.get("reason") or "JobFailed"), namespace)
-        message = scrub(str(summary.get("message") or failed.get("message") or "the sync Job failed"), namespace)
-        synced = _condition("Synced", False, reason, message, now, old)
-    elif phase == "Running":
-        message = "the sync Job is running"
-        synced = _condition("Synced", False, "SyncRunning", message, now, old)
-    else:
-        message = "waiting for the sync Job to start"
-        synced = _condition("Synced", False, "SyncPending", message, now, old)
-    status["message"] = message
-    status["conditions"] = [ready, synced]
-    return {k: v for k, v in status.items() if v is not None}

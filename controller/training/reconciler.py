@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from controller.config.controller import ControllerSettings
-from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
-from controller.kube.events import EventRecorder, now_iso
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
+from controller.kube.client import JOBS, PODS, Resource
+from controller.kube.events import now_iso
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from controller.kube.watch import Backoff, Informer, object_key
 from controller.reconcile.log_progress import LogProgress
+from controller.reconcile.owned import OwnedObjects
+from controller.reconcile.parts import Key, Parts
 from controller.reconcile.status import patch_status
-from controller.reconcile.workqueue import WorkQueue
 from controller.sync.targets import synced_models
 from controller.training import (
     RenderContext,
@@ -33,7 +33,6 @@ from controller.training import (
 from controller.training.facts import KIND, failure_report, modelsync_ref, rank_zero_pod
 from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
 from controller.workload.cabundle import ca_source
-from controller.workload.identity import recorded_hash
 
 log = logging.getLogger(__name__)
 
@@ -44,39 +43,18 @@ TRAINJOBS = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainjobs", "TrainJob")
 TRAININGRUNTIMES = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainingruntimes", "TrainingRuntime")
 RESOURCES = {r.kind: r for r in (JOBS, PYTORCHJOBS, TRAINJOBS, SERVICES, TRAININGRUNTIMES)}
 POD_SELECTORS = {"Job": "job-name", "PyTorchJob": "training.kubeflow.org/job-name", "TrainJob": JOBSET_NAME_LABEL}
-Key = tuple[str, str, str]
-
-
-# --- the adapter ---------------------------------------------------------------------------------------
-class OperatorParts(Protocol):
-    """What the reconciler shares with :class:`controller.operator.router.Operator`, which registers it."""
-
-    kube: Kube
-    settings: ControllerSettings
-    recorder: EventRecorder
-    queue: WorkQueue
-    informers: list[Informer]
-    jobs: dict[str | None, Informer]
-    modelsyncs: dict[str | None, Informer]
-    reconciles: dict[str, int]
-    _reported: dict[Key, tuple[str, ...]]
-
-    def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]: ...
-
-    def pods_of(self, ns: str, job: str) -> list[dict[str, Any]]: ...
-
-    async def data_connections(self, ns: str) -> dict[str, dict[str, Any]]: ...
-
-    async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None: ...
 
 
 class TrainingReconciler:
-    """Level-triggered reconcile of TrainingRuns; registered on an :class:`Operator`."""
+    """Level-triggered reconcile of TrainingRuns."""
 
-    def __init__(self, op: OperatorParts) -> None:
+    kind = KIND
+
+    def __init__(self, op: Parts) -> None:
         self.op = op
         self.kube = op.kube
         self.settings = op.settings.training
+        self.owned = OwnedObjects(op, KIND, self._caches)
         self.runs: dict[str | None, Informer] = {}
         self.services: dict[str | None, Informer] = {}
         self.pytorchjobs: dict[str | None, Informer] = {}
@@ -122,10 +100,6 @@ class TrainingReconciler:
         if labels.get(LABEL_OWNER_KIND) == KIND and labels.get(LABEL_OWNER_NAME):
             self.op.queue.add((KIND, object_key(obj)[0], labels[LABEL_OWNER_NAME]))
 
-    def on_job(self, obj: dict[str, Any]) -> None:
-        """A managed Job changed (the operator's Job informer calls this)."""
-        self._on_owned("MODIFIED", obj)
-
     def on_modelsync(self, ns: str, name: str) -> None:
         """A ModelSync changed: requeue the TrainingRuns that take their base model from it."""
         for tr in self._items(ns):
@@ -160,7 +134,7 @@ class TrainingReconciler:
         return seen[0]
 
     async def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
-        modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
+        modelsyncs = self.op.modelsyncs(ns)
         secrets = await self.op.data_connections(ns)
         job = self.op.settings.job
         return RenderContext(
@@ -178,14 +152,13 @@ class TrainingReconciler:
     async def reconcile(self, ns: str, name: str) -> None:
         """Bring one TrainingRun's workload and status in line with its spec."""
         key: Key = (KIND, ns, name)
-        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
         inf = self.runs.get(ns) or self.runs.get(None)
         tr = inf.get(ns, name) if inf else None
         if tr is None:
             await self._delete_owned(ns, name, keep=())
             self._phases.pop(key, None)
             self.progress.forget(key)
-            self.op._reported.pop(key, None)
+            self.op.findings.forget(key)
             return
         if (tr.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -196,10 +169,12 @@ class TrainingReconciler:
         if result.problem is not None:
             problem = result.problem
             await self._delete_owned(ns, name, keep=())  # bad inputs: nothing should run
-            await self.op._report(key, tr, [("Warning", problem.reason, problem.message + "; no Job was created")])
+            await self.op.findings.report(
+                key, tr, [("Warning", problem.reason, problem.message + "; no Job was created")]
+            )
             await self._write_status(tr, compute_status(tr, None, problem=problem, now=now))
             return
-        self.op._reported.pop(key, None)
+        self.op.findings.forget(key)
         resource = RESOURCES[result.kind]
         desired, extras = result.objects[0], result.objects[1:]
         await self._delete_owned(ns, name, keep=(resource, *(RESOURCES[extra["kind"]] for extra in extras)))
@@ -258,55 +233,12 @@ class TrainingReconciler:
         return await self.progress.read(key, ns, pod)
 
     async def _ensure(
-        self,
-        key: Key,
-        owner: dict[str, Any],
-        resource: Resource,
-        desired: dict[str, Any],
-        live: dict[str, Any] | None,
+        self, key: Key, owner: dict[str, Any], resource: Resource, desired: dict[str, Any], live: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """Create ``desired``, or replace the live object when its inputs hash differs; returns the live one."""
-        _, ns, run_name = key
-        name, kind = desired["metadata"]["name"], desired.get("kind", resource.kind)
-        if live is not None and recorded_hash(live) == recorded_hash(desired):
-            return live
-        if live is not None:
-            if not owned_by(live, KIND, run_name):
-                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
-                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
-                return None
-            log.info("inputs of TrainingRun %s/%s changed: replacing %s %s", ns, run_name, kind, name)
-            await self.kube.delete(resource, ns, name)
-            self._remember(resource, ns, name, None)
-            await self.op.recorder.emit(owner, "Normal", "JobReplaced", f"inputs changed; {kind} {name} replaced")
-        try:
-            created = await self.kube.create(resource, ns, desired)
-        except ConflictError:
-            # Our caches hold only what we manage: a conflict is someone else's object, or one being deleted.
-            other = await self.kube.get(resource, ns, name)
-            if other is not None and not owned_by(other, KIND, run_name):
-                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
-                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
-                return None
-            self.op.queue.add(key, 1.0)
-            return None
-        self._remember(resource, ns, name, created)
-        self._phases.pop(key, None)
-        await self.op.recorder.emit(owner, "Normal", "JobCreated", f"created {kind} {name}")
-        return created
-
-    def _remember(self, resource: Resource, ns: str, name: str, obj: dict[str, Any] | None) -> None:
-        """Keep a cache current after our own write (the watch event follows)."""
-        informers = self._caches().get(resource) or {}
-        informer = informers.get(ns) or informers.get(None)
-        if informer is None:
-            return
-        if obj is None or not obj.get("metadata"):
-            informer.cache.pop((ns, name), None)
-        else:
-            obj.setdefault("apiVersion", resource.api_version)
-            obj.setdefault("kind", resource.kind)
-            informer.cache[(ns, name)] = obj
+        ensured = await self.owned.ensure(key, owner, resource, desired, live)
+        if ensured.created:
+            self._phases.pop(key, None)
+        return ensured.obj
 
     async def _delete_owned(self, ns: str, run_name: str, keep: tuple[Resource, ...]) -> None:
         """Delete this run's objects of every kind not in ``keep`` (garbage collection may be absent or slow)."""
@@ -314,25 +246,13 @@ class TrainingReconciler:
         for resource in (JOBS, PYTORCHJOBS, TRAINJOBS, TRAININGRUNTIMES, SERVICES):
             if resource in keep or not await self._possible(resource):
                 continue
-            live = await self._lookup(resource, ns, name)
-            if live is not None and owned_by(live, KIND, run_name):
-                log.info("removing %s %s/%s of TrainingRun %s", resource.kind, ns, name, run_name)
-                await self.kube.delete(resource, ns, name)
-                self._remember(resource, ns, name, None)
+            await self.owned.delete(resource, run_name, await self._lookup(resource, ns, name))
 
     def _caches(self) -> dict[Resource, dict[str | None, Informer]]:
         return {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs, TRAINJOBS: self.trainjobs}
 
     async def _lookup(self, resource: Resource, ns: str, name: str) -> dict[str, Any] | None:
-        """An owned object from the informer caches (a GET only for PyTorchJobs nobody watches).
-
-        A stale miss is harmless: the object's own watch event requeues the run, which looks again.
-        """
-        informers = self._caches().get(resource)
-        if not informers:
-            return await self.kube.get(resource, ns, name)
-        informer = informers.get(ns) or informers.get(None)
-        return informer.get(ns, name) if informer else None
+        return await self.owned.lookup(resource, ns, name)
 
     async def _possible(self, resource: Resource) -> bool:
         """Whether this run may own objects of ``resource`` (an API that is not served holds none)."""

@@ -27,7 +27,7 @@ import click
 from modelferry.cli.demo_display import DemoDisplay, human_bytes
 from modelferry.errors import ModelferryError, UsageError
 
-log = logging.getLogger("modelferry.sample")
+log = logging.getLogger("modelferry.demo")
 
 BUCKET = "modelferry-demo"
 ACCESS_KEY = "demo"

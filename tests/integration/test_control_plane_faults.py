@@ -175,12 +175,12 @@ async def test_lease_taken_by_another_identity_is_lost_then_regained(rig: Rig) -
     await eventually(lambda: elector.lost == 1 and not controller.acting.is_set())
     status, text = await readyz(controller)
     assert status == 503 and "intruder" in text
-    caches = controller.sync.job[NS]
+    caches = controller.operator.jobs[NS]
     await rig.apply_source()
     # The intruder never renews: two seconds after we saw its write, the Lease is ours again.
     await eventually(lambda: elector.acquired == 2 and controller.acting.is_set(), timeout=15)
     await eventually(rig.h.job)
-    assert controller.sync.job[NS] is caches and caches.synced.is_set()  # caches kept, not rebuilt
+    assert controller.operator.jobs[NS] is caches and caches.synced.is_set()  # caches kept, not rebuilt
     held = rig.h.emu.get(LEASES, "leases", NS, "modelferry-controller") or {}
     assert held["spec"]["holderIdentity"] == elector.identity
     assert alive(rig.h)

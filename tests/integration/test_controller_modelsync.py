@@ -203,7 +203,7 @@ async def test_two_controllers_one_leader(harness: Harness) -> None:
 async def test_relists_after_410_gone(harness: Harness) -> None:
     harness.emu.gone_next.add("secrets")
     controller = await harness.start()
-    informers = [*controller.operator.sources[NS], controller.operator.refs.informers[NS]]
+    informers = [*controller.operator.secrets.sources[NS], controller.operator.refs.informers[NS]]
     await eventually(lambda: sum(i.relists for i in informers) > len(informers))  # one of them listed twice
     await harness.apply(DEST)
     await harness.apply(HF)

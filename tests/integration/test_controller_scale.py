@@ -10,7 +10,9 @@ import pytest
 
 from controller.kube.client import Kube, build_api_client
 from controller.kube.events import EventRecorder
-from controller.operator.router import MODELSYNC, SECRET, Operator
+from controller.operator.router import Operator
+from controller.sync.modelsync import KIND as MODELSYNC
+from controller.sync.secret_reconciler import KIND as SECRET
 from tests.integration.test_controller_modelsync import DEST, HF, modelsync
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
@@ -48,7 +50,7 @@ async def test_only_referenced_and_model_source_secrets_are_cached(harness: Harn
     await eventually(harness.job)
     op = controller.operator
     assert set(op.refs.informers[NS].cache) == {(NS, "demo-models")}
-    assert {k for inf in op.sources[NS] for k in inf.cache} == {(NS, "model-source")}
+    assert {k for inf in op.secrets.sources[NS] for k in inf.cache} == {(NS, "model-source")}
     lists = [p for m, p in harness.emu.requests if m == "GET" and p.startswith(f"/api/v1/namespaces/{NS}/secrets?")]
     assert any("limit=50" in p for p in lists) and any("continue=" in p for p in lists)  # paged
     assert any("fieldSelector=metadata.name%3Dmodel-source" in p for p in lists)
@@ -144,12 +146,12 @@ async def test_a_secret_event_requeues_exactly_its_readers(harness: Harness) -> 
     kube = Kube(await build_api_client(api_url=harness.emu.url))
     try:
         op = Operator(kube, harness.settings())
-        op._on_modelsync("ADDED", {**modelsync("a"), "metadata": {"name": "a", "namespace": NS}})
+        op.modelsync._on_modelsync("ADDED", {**modelsync("a"), "metadata": {"name": "a", "namespace": NS}})
         other = modelsync("b", source={"uri": "s3://bucket/m", "credentialsSecret": "s3-creds"})
-        op._on_modelsync("ADDED", other)
+        op.modelsync._on_modelsync("ADDED", other)
         source = {**SOURCE, "data": {}}
-        op.sources[NS][0].cache[(NS, "model-source")] = source  # the informer caches, then calls the handler
-        op._on_source("ADDED", source)
+        op.secrets.sources[NS][0].cache[(NS, "model-source")] = source  # the informer caches, then calls the handler
+        op.secrets._on_source("ADDED", source)
         op.queue._due.clear()
         op._on_referenced(NS, "hf-token")
         assert set(op.queue._due) == {(MODELSYNC, NS, "a")}
@@ -157,7 +159,7 @@ async def test_a_secret_event_requeues_exactly_its_readers(harness: Harness) -> 
         op._on_referenced(NS, "demo-models")
         assert set(op.queue._due) == {(MODELSYNC, NS, "a"), (MODELSYNC, NS, "b"), (SECRET, NS, "model-source")}
         op.queue._due.clear()
-        op._on_modelsync("DELETED", other)
+        op.modelsync._on_modelsync("DELETED", other)
         op._on_referenced(NS, "s3-creds")
         assert set(op.queue._due) == {(MODELSYNC, NS, "b")}  # the deletion itself; s3-creds has no reader left
     finally:

@@ -10,14 +10,8 @@ import pytest
 
 from controller.config.controller import ControllerSettings, JobPolicySettings
 from controller.reconcile.workqueue import WorkQueue
-from controller.sync.modelsync import (
-    error_status,
-    job_name,
-    job_status,
-    plan_modelsync_job,
-    referenced_secrets,
-    termination_summary,
-)
+from controller.sync.modelsync import job_name, plan_modelsync_job, referenced_secrets
+from controller.sync.modelsync_status import error_status, job_status, termination_summary
 from controller.sync.secretmode import Finding
 
 SETTINGS = ControllerSettings()

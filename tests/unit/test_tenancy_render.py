@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from controller.config.controller import ControllerSettings, JobPolicySettings
-from controller.sync.modelsync import job_name, job_status, plan_modelsync_job
+from controller.sync.modelsync import job_name, plan_modelsync_job
+from controller.sync.modelsync_status import job_status
 from controller.sync.secretmode import plan_secret_job
 from controller.training.render import RenderContext, render, workload_name
 from modelferry.logs import setup_logging
