@@ -160,15 +160,18 @@ async def test_bad_input_sets_ready_false_without_job(
     await harness.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "empty", "namespace": NS},
                          "stringData": {"unrelated": "x"}})  # fmt: skip
     await harness.apply(obj, API, "modelsyncs")
-    await harness.start()
+    controller = await harness.start()
     status = await eventually(lambda: (s := ms_status(harness)).get("conditions") and s)
     ready = condition(status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == reason
     assert ready["message"]
     assert await eventually(lambda: harness.events(reason))
     assert harness.job("modelsync-granite") is None
+    key = ("ModelSync", NS, "granite")
+    await harness.reconciled(controller, key, harness.emu.get(API, "modelsyncs", NS, "granite") or {})
     reconciles = len([r for r in harness.emu.requests if "/status" in r[1]])
-    await asyncio.sleep(0.3)  # no crash loop: the status is not rewritten over and over
+    # no crash loop: a reconcile that saw the status it wrote does not rewrite it
+    await harness.reconciled(controller, key, harness.emu.get(API, "modelsyncs", NS, "granite") or {})
     assert len([r for r in harness.emu.requests if "/status" in r[1]]) == reconciles
 
 
@@ -190,7 +193,13 @@ async def test_two_controllers_one_leader(harness: Harness) -> None:
     second = await harness.start(identity="two")
     await eventually(lambda: harness.job("modelsync-granite"))
     await eventually(lambda: first.elector.is_leader.is_set() or second.elector.is_leader.is_set())
-    await asyncio.sleep(0.3)
+    # the other one has tried since, and found the Lease held by the leader
+    await eventually(
+        lambda: (
+            first.elector.other_holder == second.elector.identity
+            or second.elector.other_holder == first.elector.identity
+        )
+    )
     assert first.elector.is_leader.is_set() != second.elector.is_leader.is_set()
     assert len([r for r in harness.emu.requests if r[0] == "POST" and "/jobs" in r[1]]) == 1
     leader, standby = (first, second) if first.elector.is_leader.is_set() else (second, first)
@@ -248,7 +257,7 @@ async def test_finished_job_removed_by_ttl_is_not_rerun(harness: Harness) -> Non
     for obj in (DEST, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
-    await harness.start()
+    controller = await harness.start()
     job = await eventually(lambda: harness.job("modelsync-granite"))
     await harness.emu.set_status(
         "batch/v1",
@@ -259,7 +268,7 @@ async def test_finished_job_removed_by_ttl_is_not_rerun(harness: Harness) -> Non
     )
     await eventually(lambda: ms_status(harness).get("phase") == "Succeeded")
     await harness.emu.remove("batch/v1", "jobs", NS, "modelsync-granite")  # the TTL controller's doing
-    await asyncio.sleep(0.3)
+    await harness.reconciled(controller, ("ModelSync", NS, "granite"), job)  # it saw the Job gone
     assert harness.job("modelsync-granite") is None
     assert ms_status(harness)["phase"] == "Succeeded"
     assert ms_status(harness)["inputsHash"] == job["metadata"]["annotations"]["modelferry.io/inputs-hash"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -130,12 +129,13 @@ async def test_manual_upload_complete_wins_without_data_connection(harness: Harn
 async def test_secret_change_replaces_job_and_reapply_does_not(harness: Harness) -> None:
     await harness.apply(DEST)
     await harness.apply(source_secret(S3_SOURCE))
-    await harness.start()
+    controller = await harness.start()
     first = await eventually(harness.job)
     uid = first["metadata"]["uid"]
     await harness.apply(source_secret(S3_SOURCE))  # unchanged data, new resourceVersion
     await harness.apply(DEST)
-    await asyncio.sleep(0.3)  # give the controller the chance to (wrongly) act
+    # a reconcile that saw both writes has run (and had the chance to wrongly act)
+    await harness.reconciled(controller, ("Secret", NS, "model-source"), source_secret(S3_SOURCE), DEST)
     assert harness.job()["metadata"]["uid"] == uid
     await harness.apply(source_secret({**S3_SOURCE, "S3_SYNC_SRC__PATH": "s3://bucket/other/"}))
     replaced = await eventually(lambda: (j := harness.job()) and j["metadata"]["uid"] != uid and j)
@@ -152,8 +152,9 @@ async def test_restart_creates_no_duplicate_job(harness: Harness) -> None:
     controller = await harness.start()
     job = await eventually(harness.job)
     assert await harness.stop(controller) == 0
-    await harness.start()
-    await asyncio.sleep(0.3)
+    restarted = await harness.start()
+    await eventually(restarted.ready)
+    await harness.reconciled(restarted, ("Secret", NS, "model-source"), source_secret(S3_SOURCE), DEST)
     posts = [r for r in harness.emu.requests if r[0] == "POST" and "/jobs" in r[1]]
     assert len(posts) == 1
     assert harness.job()["metadata"]["uid"] == job["metadata"]["uid"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -192,7 +191,7 @@ async def test_bad_input_sets_ready_false_without_job(
     harness: Harness, spec: dict[str, Any], reason: str, phase: str
 ) -> None:
     await harness.apply(trainingrun(**spec), API, "trainingruns")
-    await harness.start(training=FAST)
+    controller = await harness.start(training=FAST)
     status = await eventually(lambda: (s := tr_status(harness)).get("conditions") and s)
     ready = condition(status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == reason and ready["message"]
@@ -200,8 +199,11 @@ async def test_bad_input_sets_ready_false_without_job(
     events = await eventually(lambda: harness.events(reason))
     assert events[0]["type"] == "Warning" and "no Job was created" in events[0]["message"]
     assert harness.job(JOB) is None
+    key = ("TrainingRun", NS, "qwen-lora")
+    await harness.reconciled(controller, key, harness.emu.get(API, "trainingruns", NS, "qwen-lora") or {})
     writes = len([r for r in harness.emu.requests if "/status" in r[1]])
-    await asyncio.sleep(0.3)  # no status-write loop on a bad input
+    # no status-write loop on a bad input: a reconcile that saw the status it wrote does not rewrite it
+    await harness.reconciled(controller, key, harness.emu.get(API, "trainingruns", NS, "qwen-lora") or {})
     assert len([r for r in harness.emu.requests if "/status" in r[1]]) == writes
 
 
@@ -217,7 +219,7 @@ async def test_invalid_spec_edit_removes_running_job(harness: Harness) -> None:
 
 async def test_spec_change_replaces_job_and_unchanged_does_nothing(harness: Harness) -> None:
     await harness.apply(trainingrun(), API, "trainingruns")
-    await harness.start(training=FAST)
+    controller = await harness.start(training=FAST)
     first = await eventually(lambda: harness.job(JOB))
     await eventually(lambda: tr_status(harness).get("phase") == "Pending")
     posts = [r for r in harness.emu.requests if r[0] in ("POST", "DELETE") and "/jobs" in r[1]]
@@ -225,7 +227,7 @@ async def test_spec_change_replaces_job_and_unchanged_does_nothing(harness: Harn
     same = trainingrun()
     same["metadata"]["labels"] = {"team": "nlp"}
     await harness.apply(same, API, "trainingruns")
-    await asyncio.sleep(0.3)
+    await harness.reconciled(controller, ("TrainingRun", NS, "qwen-lora"), same)
     assert harness.job(JOB)["metadata"]["uid"] == first["metadata"]["uid"]  # type: ignore[index]
     assert [r for r in harness.emu.requests if r[0] in ("POST", "DELETE") and "/jobs" in r[1]] == posts
     # A spec change: the Job is replaced with the new inputs hash.
