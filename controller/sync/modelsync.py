@@ -172,10 +172,10 @@ def plan_modelsync_job(
     env += src_env
     if target.get("uri"):
         try:
-            dst = parse_uri(target["uri"])
+            target_uri = parse_uri(target["uri"])
         except InvalidURIError as exc:
             return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
-        if dst.scheme == "hf":
+        if target_uri.scheme == "hf":
             return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
         target_arg = literal(target["uri"])
     elif target.get("dataConnection"):

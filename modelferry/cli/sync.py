@@ -134,16 +134,16 @@ def run_sync(
 ) -> SyncResult:
     """Open both stores, run the engine, report. Raises ModelferryError on failure."""
     src_uri = parse_uri(source, revision=revision)
-    dst_uri = parse_uri(target)
-    if dst_uri.scheme == "hf":
+    target_uri = parse_uri(target)
+    if target_uri.scheme == "hf":
         raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
     src = open_store(src_uri, settings.source, settings=settings, follow_symlinks=follow_symlinks)
     if decrypt:  # enigma: serve plaintext of encrypted files; keys from MODELFERRY_ENIGMA__*
         from modelferry.enigma.decrypting import decrypting_source
 
         src = decrypting_source(src)
-    dst = open_store(dst_uri, settings.target, settings=settings)
-    log.info("sync %s -> %s", src.describe(), dst.describe())
+    target_store = open_store(target_uri, settings.target, settings=settings)
+    log.info("sync %s -> %s", src.describe(), target_store.describe())
     # Everything imported so far lives as long as the process: keep the cyclic collector from
     # walking it again and again while the transfer allocates chunk after chunk.
     gc.freeze()
@@ -151,7 +151,7 @@ def run_sync(
         with cancel_on_signals() as cancel:
             return sync(
                 src,
-                dst,
+                target_store,
                 settings.transfer,
                 SyncOptions(include=include, exclude=exclude, dry_run=dry_run),
                 progress=progress_for(json_output, settings.progress_interval, quiet),
@@ -159,7 +159,7 @@ def run_sync(
             )
     finally:
         src.close()
-        dst.close()
+        target_store.close()
 
 
 @click.command("sync")

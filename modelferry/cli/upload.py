@@ -27,7 +27,7 @@ from modelferry.transfer.plan import SyncOptions
 log = logging.getLogger("modelferry.upload")
 
 
-def destination_from_secret(name: str, values: dict[str, str]) -> tuple[S3Credentials, str]:
+def target_from_secret(name: str, values: dict[str, str]) -> tuple[S3Credentials, str]:
     """S3 credentials and bucket from an OpenShift AI S3 data connection's values (pure)."""
     missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_BUCKET") if not values.get(k)]
     if missing:
@@ -310,7 +310,7 @@ def upload_command(
         _kube_io(kubeconfig, api_url, namespace, data_connection if paths else "", None, wait=wait, outside=outside)
     )
     if paths:
-        creds, bucket = destination_from_secret(data_connection, values)
+        creds, bucket = target_from_secret(data_connection, values)
         if endpoint:
             creds.endpoint_url = endpoint
         summary = upload_paths(paths, creds, bucket, prefix, settings)

@@ -32,7 +32,7 @@ LEASES = "coordination.k8s.io/v1"
 
 
 def secrets(ns: str = NS, suffix: str = "") -> list[dict[str, Any]]:
-    dest = {
+    target_secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "demo-models", "namespace": ns},
@@ -44,7 +44,7 @@ def secrets(ns: str = NS, suffix: str = "") -> list[dict[str, Any]]:
         "metadata": {"name": "model-source", "namespace": ns},
         "stringData": {"S3_SYNC_SRC__PATH": f"s3://src/model{suffix}/", "S3_SYNC_SRC__ENDPOINT": "http://minio:9000"},
     }
-    return [dest, source]
+    return [target_secret, source]
 
 
 class Rig:

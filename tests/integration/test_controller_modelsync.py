@@ -13,7 +13,7 @@ import pytest
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 API = "modelferry.io/v1alpha1"
-DEST = {
+TARGET = {
     "apiVersion": "v1",
     "kind": "Secret",
     "metadata": {"name": "demo-models", "namespace": NS},
@@ -85,7 +85,7 @@ async def finish_pod(h: Harness, job: str, message: dict[str, Any], exit_code: i
 
 
 async def test_happy_path_reaches_succeeded(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
@@ -125,7 +125,7 @@ async def test_happy_path_reaches_succeeded(harness: Harness) -> None:
 
 
 async def test_failed_job_reports_reason(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
@@ -145,11 +145,11 @@ async def test_failed_job_reports_reason(harness: Harness) -> None:
 @pytest.mark.parametrize(
     ("obj", "secrets", "reason"),
     [
-        (modelsync(source={"uri": "hf://"}), [DEST], "InvalidSourceURI"),
-        (modelsync(), [DEST], "CredentialsSecretNotFound"),
+        (modelsync(source={"uri": "hf://"}), [TARGET], "InvalidSourceURI"),
+        (modelsync(), [TARGET], "CredentialsSecretNotFound"),
         (modelsync(), [HF], "DataConnectionNotFound"),
         (modelsync(target={"uri": "s3://"}), [HF], "InvalidTargetURI"),
-        (modelsync(source={"uri": "hf://a/b", "credentialsSecret": "empty"}), [DEST], "CredentialsSecretInvalid"),
+        (modelsync(source={"uri": "hf://a/b", "credentialsSecret": "empty"}), [TARGET], "CredentialsSecretInvalid"),
     ],
 )
 async def test_bad_input_sets_ready_false_without_job(
@@ -176,7 +176,7 @@ async def test_bad_input_sets_ready_false_without_job(
 
 
 async def test_deleting_modelsync_removes_job(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
@@ -186,7 +186,7 @@ async def test_deleting_modelsync_removes_job(harness: Harness) -> None:
 
 
 async def test_two_controllers_one_leader(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     first = await harness.start(identity="one")
@@ -214,14 +214,14 @@ async def test_relists_after_410_gone(harness: Harness) -> None:
     controller = await harness.start()
     informers = [*controller.operator.secrets.sources[NS], controller.operator.refs.informers[NS]]
     await eventually(lambda: sum(i.relists for i in informers) > len(informers))  # one of them listed twice
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     await harness.apply(HF)
     await harness.apply(modelsync(), API, "modelsyncs")
     assert await eventually(lambda: harness.job("modelsync-granite"))
 
 
 async def test_health_and_metrics(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     controller = await harness.start()
@@ -254,7 +254,7 @@ async def test_sigterm_style_stop_drains(harness: Harness) -> None:
 
 
 async def test_finished_job_removed_by_ttl_is_not_rerun(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     controller = await harness.start()
@@ -279,7 +279,7 @@ async def test_relist_reports_objects_deleted_while_disconnected(harness: Harnes
     from controller.kube.watch import Informer
 
     seen: list[tuple[str, str]] = []
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     kube = Kube(await build_api_client(api_url=harness.emu.url))
     try:
         informer = Informer(kube, SECRETS, lambda kind, obj: seen.append((kind, obj["metadata"]["name"])), namespace=NS)

@@ -31,7 +31,7 @@ def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
     }
 
 
-DEST = secret("demo-models", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_BUCKET": "dest-bucket"})
+TARGET = secret("demo-models", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_BUCKET": "dest-bucket"})
 SOURCE = secret("model-source", {"S3_SYNC_SRC__PATH": "s3://bucket/folder/", "S3_SYNC_SRC__ACCESS_KEY": "k",
                                  "S3_SYNC_SRC__SECRET_KEY": "x"})  # fmt: skip
 
@@ -79,7 +79,7 @@ def test_modelsync_job_mounts_openshift_ai_bundle_by_default() -> None:
 
 def test_a_named_configmap_is_required_and_becomes_the_ca_bundle() -> None:
     settings = ControllerSettings(job=JobSettings(ca_configmap="corp-ca", ca_configmap_keys=["root.pem", "inter.pem"]))
-    plan = plan_secret_job(SOURCE, DEST, settings)
+    plan = plan_secret_job(SOURCE, TARGET, settings)
     assert plan.job is not None
     pod = pod_of(plan.job)
     volume = ca_volume(pod)
