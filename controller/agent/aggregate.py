@@ -35,9 +35,9 @@ def aggregate(configmaps: list[dict[str, Any]]) -> dict[ModelRef, dict[str, Any]
     out: dict[ModelRef, dict[str, list[str]]] = {}
     configs: dict[ModelRef, dict[str, dict[str, Any]]] = {}
     failures: dict[ModelRef, dict[str, tuple[str, str]]] = {}
-    for cm in configmaps:
-        node = str((cm.get("metadata") or {}).get("name", ""))
-        for key, value in (cm.get("data") or {}).items():
+    for configmap in configmaps:
+        node = str((configmap.get("metadata") or {}).get("name", ""))
+        for key, value in (configmap.get("data") or {}).items():
             if key == RESOURCES_KEY:
                 continue
             body = parse_entry(value)
@@ -114,28 +114,28 @@ EMPTY = {**status_for({}), "conditions": [ready_condition("Pending", {})]}
 
 async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io", version: str = "v1alpha1") -> int:
     """One pass; returns how many models got a new status."""
-    bm = Resource(group, version, "basemodels", "BaseModel")
-    cbm = Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False)
-    cms, _ = await kube.list(CONFIGMAPS, namespace, label_selector=CONFIGMAP_SELECTOR)
-    rolled = aggregate(cms)
+    basemodels = Resource(group, version, "basemodels", "BaseModel")
+    clusterbasemodels = Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False)
+    node_configmaps, _ = await kube.list(CONFIGMAPS, namespace, label_selector=CONFIGMAP_SELECTOR)
+    rolled = aggregate(node_configmaps)
     events = EventRecorder(kube, component="modelferry-model-status")
     now = now_iso()
     changed = 0
-    for res in (bm, cbm):
-        items, _ = await kube.list(res, None)
+    for resource in (basemodels, clusterbasemodels):
+        items, _ = await kube.list(resource, None)
         for obj in items:
-            ref = ModelRef.of({**obj, "kind": res.kind})
+            ref = ModelRef.of({**obj, "kind": resource.kind})
             have = obj.get("status") or {}
             want = with_transition_times(rolled.get(ref, EMPTY), have, now)
             if all(have.get(k) == v for k, v in want.items()):
                 continue
             try:
-                await kube.patch(res, ref.namespace or None, ref.name, {"status": want}, sub="status")
+                await kube.patch(resource, ref.namespace or None, ref.name, {"status": want}, sub="status")
                 changed += 1
             except NotFoundError:
                 continue
             if (event := refusal_event(want, have)) is not None:
-                await events.emit({**obj, "kind": res.kind, "apiVersion": f"{group}/{version}"}, "Warning", *event)
+                await events.emit({**obj, "kind": resource.kind, "apiVersion": f"{group}/{version}"}, "Warning", *event)
     return changed
 
 

@@ -139,10 +139,13 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        bm, cbm = model_resources(*settings.group_version())
+        basemodels, clusterbasemodels = model_resources(*settings.group_version())
         self.backoff = Backoff(self.opts.api_backoff_seconds, self.opts.api_backoff_max_seconds)
         common: dict[str, Any] = {"backoff": self.backoff, "timeout_seconds": self.opts.watch_timeout_seconds}
-        self.informers = [Informer(kube, bm, self.on_event, **common), Informer(kube, cbm, self.on_event, **common)]
+        self.informers = [
+            Informer(kube, basemodels, self.on_event, **common),
+            Informer(kube, clusterbasemodels, self.on_event, **common),
+        ]
         self.failures = 0  # failed publishing passes in all (each is retried after a backoff)
         gopher.sink = self
         gopher.credentials_for = self.credentials_for

@@ -94,9 +94,9 @@ class Operator:
     async def data_connections(self, namespace: str) -> dict[str, dict[str, Any]]:
         """The data connections named by the ModelSyncs of ``namespace`` (indexed by them; a GET the first time only)."""
         names = {
-            str(dc)
+            str(connection)
             for m in self.modelsyncs(namespace)
-            if (dc := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))
+            if (connection := ((m.get("spec") or {}).get("target") or {}).get("dataConnection"))
         }
         found = await self.refs.many(namespace, names)
         return {n: s for n, s in found.items() if s is not None}

@@ -42,9 +42,9 @@ TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRu
 WARNING_PHASES = ("Degraded", "Failed")
 
 
-def references(ms: dict[str, Any], kind: str, name: str) -> bool:
+def references(server: dict[str, Any], kind: str, name: str) -> bool:
     """Whether ModelServer ``ms`` names the ``kind`` object ``name``."""
-    spec = ms.get("spec") or {}
+    spec = server.get("spec") or {}
     model, adapter = spec.get("model") or {}, spec.get("adapter") or {}
     field = {"BaseModel": "baseModel", "ClusterBaseModel": "clusterBaseModel", "ModelSync": "modelSync"}.get(kind)
     if field:
@@ -116,14 +116,14 @@ class ServingReconciler:
         """A model, ModelSync or TrainingRun changed: requeue the ModelServers that name it."""
         ns, name = object_key(obj)
         obj_kind = str(obj.get("kind") or "")
-        for ms in self._all(MODELSERVERS):
-            m_ns = object_key(ms)[0]
-            if (obj_kind == "ClusterBaseModel" or m_ns == ns) and references(ms, obj_kind, name):
-                self.op.queue.add((KIND, *object_key(ms)))
+        for server in self._all(MODELSERVERS):
+            server_ns = object_key(server)[0]
+            if (obj_kind == "ClusterBaseModel" or server_ns == ns) and references(server, obj_kind, name):
+                self.op.queue.add((KIND, *object_key(server)))
 
     def resync(self) -> None:
-        for ms in self._all(MODELSERVERS):
-            self.op.queue.add((KIND, *object_key(ms)))
+        for server in self._all(MODELSERVERS):
+            self.op.queue.add((KIND, *object_key(server)))
 
     # --- caches --------------------------------------------------------------------------------------
     def _all(self, resource: Resource, ns: str | None = None) -> list[dict[str, Any]]:
@@ -138,9 +138,9 @@ class ServingReconciler:
     async def _context(self, ns: str) -> ServingContext:
         secrets = await self.op.data_connections(ns)  # the Secret index: no cache of every Secret
         outputs = {
-            object_key(tr)[1]: str((tr.get("status") or {}).get("outputUri"))
-            for tr in self._all(TRAININGRUNS, ns)
-            if (tr.get("status") or {}).get("phase") == "Succeeded" and (tr.get("status") or {}).get("outputUri")
+            object_key(run)[1]: str((run.get("status") or {}).get("outputUri"))
+            for run in self._all(TRAININGRUNS, ns)
+            if (run.get("status") or {}).get("phase") == "Succeeded" and (run.get("status") or {}).get("outputUri")
         }
         s = self.settings
         return ServingContext(
@@ -160,24 +160,24 @@ class ServingReconciler:
     async def reconcile(self, ns: str, name: str) -> None:
         """Bring one ModelServer's Deployment, Service and status in line with its spec."""
         key: Key = (KIND, ns, name)
-        ms = self._cached(MODELSERVERS, ns, name)
-        if ms is None:
+        server = self._cached(MODELSERVERS, ns, name)
+        if server is None:
             for resource in (DEPLOYMENTS, SERVICES):  # garbage collection may be absent or slow
                 await self.owned.delete(resource, name, self._cached(resource, ns, name))
             self._last.pop(key, None)
             return
-        if (ms.get("metadata") or {}).get("deletionTimestamp"):
+        if (server.get("metadata") or {}).get("deletionTimestamp"):
             return
-        ms.setdefault("apiVersion", MODELSERVERS.api_version)
-        ms.setdefault("kind", KIND)
+        server.setdefault("apiVersion", MODELSERVERS.api_version)
+        server.setdefault("kind", KIND)
         ctx = await self._context(ns)
-        result = render(ms, ctx)
+        result = render(server, ctx)
         deployment = self._cached(DEPLOYMENTS, ns, name)
         if result.problem is None:
             desired_dep, desired_svc = result.objects
             try:
-                deployment = (await self.owned.ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)).obj
-                await self.owned.ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
+                deployment = (await self.owned.ensure(key, server, DEPLOYMENTS, desired_dep, deployment)).obj
+                await self.owned.ensure(key, server, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
             except ModelferryError as exc:
                 if exc.retryable:
                     raise
@@ -196,9 +196,9 @@ class ServingReconciler:
             nodes_ready = len((model.get("status") or {}).get("nodesReady") or [])
         port = result.port or self._live_port(deployment)
         url = service_url(name, ns, port, ctx) if port else ""
-        status = compute_status(ms, result, deployment, pods, nodes_ready=nodes_ready, url=url, now=now_iso())
-        await self._events(key, ms, status)
-        await self._write_status(ms, status)
+        status = compute_status(server, result, deployment, pods, nodes_ready=nodes_ready, url=url, now=now_iso())
+        await self._events(key, server, status)
+        await self._write_status(server, status)
 
     @staticmethod
     def _live_port(deployment: dict[str, Any] | None) -> int:
@@ -208,7 +208,7 @@ class ServingReconciler:
         ports = (containers[0].get("ports") or [{}]) if containers else [{}]
         return int(ports[0].get("containerPort") or 0)
 
-    async def _events(self, key: Key, ms: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _events(self, key: Key, server: dict[str, Any], status: dict[str, Any]) -> None:
         """One Event per transition of phase or of the Degraded reason (not one per reconcile)."""
         degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
         model = next(c for c in status["conditions"] if c["type"] == "ModelAvailable")
@@ -221,9 +221,9 @@ class ServingReconciler:
         message = status.get("message") or status["phase"]
         if status["phase"] == "Ready" and status.get("url"):
             message = f"{message}; serving at {status['url']}"
-        await self.op.recorder.emit(ms, kind, status["phase"] if kind == "Normal" else reason, message)
+        await self.op.recorder.emit(server, kind, status["phase"] if kind == "Normal" else reason, message)
 
-    async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
-        ns, _ = object_key(ms)
+    async def _write_status(self, server: dict[str, Any], status: dict[str, Any]) -> None:
+        ns, _ = object_key(server)
         infs = self.informers[MODELSERVERS]
-        await patch_status(self.kube, MODELSERVERS, ms, status, infs.get(ns) or infs.get(None))
+        await patch_status(self.kube, MODELSERVERS, server, status, infs.get(ns) or infs.get(None))

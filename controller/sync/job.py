@@ -109,9 +109,9 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
     named = ov.ca_configmap or settings.ca_configmap
     keys = ("ca-bundle.crt",) if ov.ca_configmap else tuple(settings.ca_configmap_keys)
     mount_ca(pod_spec, ca_source(named, keys, platform=settings.platform_ca), [container])
-    sa = ov.service_account_name or settings.service_account_name
-    if sa:
-        pod_spec["serviceAccountName"] = sa
+    service_account = ov.service_account_name or settings.service_account_name
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
     if ov.node_selector:
         pod_spec["nodeSelector"] = dict(ov.node_selector)
     if ov.tolerations:

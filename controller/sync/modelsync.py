@@ -58,9 +58,9 @@ class SyncPlan:
     error: Finding | None = None
 
 
-def referenced_secrets(ms: dict[str, Any]) -> list[str]:
+def referenced_secrets(modelsync: dict[str, Any]) -> list[str]:
     """Names of the Secrets a ModelSync reads (the controller fetches them for :func:`plan_modelsync_job`)."""
-    spec = ms.get("spec") or {}
+    spec = modelsync.get("spec") or {}
     names = [
         (spec.get("source") or {}).get("credentialsSecret"),
         (spec.get("target") or {}).get("credentialsSecret"),
@@ -136,11 +136,11 @@ def _credentials(
 
 
 def plan_modelsync_job(
-    ms: dict[str, Any], secrets: dict[str, dict[str, Any] | None], settings: ControllerSettings
+    modelsync: dict[str, Any], secrets: dict[str, dict[str, Any] | None], settings: ControllerSettings
 ) -> SyncPlan:
     """The Job for a ModelSync. ``secrets`` maps each :func:`referenced_secrets` name to the Secret or None."""
-    meta = ms.get("metadata") or {}
-    spec = ms.get("spec") or {}
+    meta = modelsync.get("metadata") or {}
+    spec = modelsync.get("spec") or {}
     source = spec.get("source") or {}
     target = spec.get("target") or {}
     for secret_name, secret in secrets.items():
@@ -153,14 +153,16 @@ def plan_modelsync_job(
     if refused is not None:
         return SyncPlan(error=refused)
     try:
-        src = parse_uri(source.get("uri") or "", revision=source.get("revision"))
+        source_uri = parse_uri(source.get("uri") or "", revision=source.get("revision"))
     except InvalidURIError as exc:
         return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
     try:
         check_cluster_source(
-            src,
+            source_uri,
             allowed_local_roots=settings.allowed_local_roots,
-            mounted_claims=[src.bucket] if src.scheme == "pvc" else [],  # claim_mounts below mounts it, or refuses
+            mounted_claims=[source_uri.bucket]
+            if source_uri.scheme == "pvc"
+            else [],  # claim_mounts below mounts it, or refuses
             where="spec.source.uri",
         )
     except SourceNotAllowedError as exc:
@@ -179,28 +181,32 @@ def plan_modelsync_job(
             return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
         target_arg = literal(target["uri"])
     elif target.get("dataConnection"):
-        dc = target["dataConnection"]
-        values = secret_data(secrets.get(dc)) if secrets.get(dc) is not None else None
+        connection_name = target["dataConnection"]
+        values = secret_data(secrets.get(connection_name)) if secrets.get(connection_name) is not None else None
         if values is None:
             return SyncPlan(
                 error=Finding(
                     "DataConnectionNotFound",
-                    f"data connection Secret {dc!r} does not exist in this namespace; create it or fix "
+                    f"data connection Secret {connection_name!r} does not exist in this namespace; create it or fix "
                     "spec.target.dataConnection",
                 )
             )
         missing = [k for k in ("AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k not in values]
         if missing:
             return SyncPlan(
-                error=Finding("DataConnectionInvalid", f"data connection {dc!r} lacks {', '.join(missing)}; add them")
+                error=Finding(
+                    "DataConnectionInvalid", f"data connection {connection_name!r} lacks {', '.join(missing)}; add them"
+                )
             )
         path = (target.get("path") or "models/").strip("/")
         try:
             parse_uri(f"s3://{values['AWS_S3_BUCKET']}/{path}")
         except InvalidURIError as exc:
-            return SyncPlan(error=Finding("InvalidTargetURI", f"data connection {dc!r} / spec.target.path: {exc}"))
-        env.append(secret_ref("MF_DEST_BUCKET", dc, "AWS_S3_BUCKET"))
-        env += _credential_env("TARGET", dc, values)
+            return SyncPlan(
+                error=Finding("InvalidTargetURI", f"data connection {connection_name!r} / spec.target.path: {exc}")
+            )
+        env.append(secret_ref("MF_DEST_BUCKET", connection_name, "AWS_S3_BUCKET"))
+        env += _credential_env("TARGET", connection_name, values)
         target_arg = f"s3://$(MF_DEST_BUCKET)/{literal(path)}/" if path else "s3://$(MF_DEST_BUCKET)/"
     else:
         return SyncPlan(error=Finding("TargetNotConfigured", "set spec.target.uri or spec.target.dataConnection"))

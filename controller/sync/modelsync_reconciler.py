@@ -69,35 +69,35 @@ class ModelSyncReconciler:
             listener(ns, name)
 
     def resync(self) -> None:
-        for ms in self.items():
-            self.parts.queue.add((KIND, *object_key(ms)))
+        for modelsync in self.items():
+            self.parts.queue.add((KIND, *object_key(modelsync)))
 
     async def reconcile(self, ns: str, name: str) -> None:
         """Bring one ModelSync's Job and status in line with its spec and Secrets."""
         key: Key = (KIND, ns, name)
-        ms = cached(self.informers, ns, name)
-        if ms is None:
+        modelsync = cached(self.informers, ns, name)
+        if modelsync is None:
             self.parts.refs.drop(key)
             await self.jobs.delete(key, job_name(name))
             self.progress.forget(key)
             return
-        if (ms.get("metadata") or {}).get("deletionTimestamp"):
+        if (modelsync.get("metadata") or {}).get("deletionTimestamp"):
             return
-        names = referenced_secrets(ms)
+        names = referenced_secrets(modelsync)
         self.parts.refs.set(key, ns, names)
         secrets = await self.parts.refs.many(ns, names)
-        plan = plan_modelsync_job(ms, secrets, self.settings)
+        plan = plan_modelsync_job(modelsync, secrets, self.settings)
         now = now_iso()
         if plan.error is not None or plan.job is None:
             assert plan.error is not None
-            await self.parts.findings.report(key, ms, [("Warning", plan.error.reason, plan.error.message)])
-            await self._write_status(ms, error_status(ms, plan.error, now))
+            await self.parts.findings.report(key, modelsync, [("Warning", plan.error.reason, plan.error.message)])
+            await self._write_status(modelsync, error_status(modelsync, plan.error, now))
             return
         self.parts.findings.forget(key)
-        previous = ms.get("status") or {}
+        previous = modelsync.get("status") or {}
         if previous.get("phase") == "Succeeded" and previous.get("inputsHash"):
             self.jobs.succeeded[key] = previous["inputsHash"]  # survives controller restarts
-        ensured = await self.jobs.ensure(key, ms, plan.job)
+        ensured = await self.jobs.ensure(key, modelsync, plan.job)
         if ensured is None:
             return  # finished and cleaned up; the status already says Succeeded
         if ensured.created:
@@ -115,8 +115,8 @@ class ModelSyncReconciler:
             self.parts.queue.add(key, self.settings.sync_progress_seconds)  # progress lives in a log, not a watch
         else:
             self.progress.forget(key)
-        await self.jobs.phase_events(key, ms, job)
-        await self._write_status(ms, job_status(ms, job, pods, now, live))
+        await self.jobs.phase_events(key, modelsync, job)
+        await self._write_status(modelsync, job_status(modelsync, job, pods, now, live))
 
     async def _pods(self, ns: str, job: dict[str, Any] | None, previous: dict[str, Any]) -> list[dict[str, Any]]:
         """The Job's pods from the one Pod watch; at a Job's end, once, from the API if the watch is behind."""
@@ -129,6 +129,8 @@ class ModelSyncReconciler:
             pods, _ = await self.parts.kube.list(PODS, ns, label_selector=f"job-name={job['metadata']['name']}")
         return pods
 
-    async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
-        ns, _ = object_key(ms)
-        await patch_status(self.parts.kube, MODELSYNCS, ms, status, self.informers.get(ns) or self.informers.get(None))
+    async def _write_status(self, modelsync: dict[str, Any], status: dict[str, Any]) -> None:
+        ns, _ = object_key(modelsync)
+        await patch_status(
+            self.parts.kube, MODELSYNCS, modelsync, status, self.informers.get(ns) or self.informers.get(None)
+        )

@@ -35,13 +35,13 @@ def _condition(
     return carry_transition_times([condition(kind, status, reason, message, now)], old)[0]
 
 
-def error_status(ms: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
+def error_status(modelsync: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
     """Status for bad input: Ready=False with what to fix; no Job exists."""
-    old = (ms.get("status") or {}).get("conditions") or []
-    message = scrub(finding.message, (ms.get("metadata") or {}).get("namespace"))
+    old = (modelsync.get("status") or {}).get("conditions") or []
+    message = scrub(finding.message, (modelsync.get("metadata") or {}).get("namespace"))
     return {
         "phase": "Failed",
-        "observedGeneration": (ms.get("metadata") or {}).get("generation"),
+        "observedGeneration": (modelsync.get("metadata") or {}).get("generation"),
         "message": message,
         "jobName": None,
         "conditions": [
@@ -71,7 +71,7 @@ def live_progress(report: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def job_status(
-    ms: dict[str, Any],
+    modelsync: dict[str, Any],
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     now: str,
@@ -82,15 +82,15 @@ def job_status(
     ``live`` is the newest progress report read from the sync container's log; it only
     counts while the Job runs (the termination message is the final word).
     """
-    old_status = ms.get("status") or {}
+    old_status = modelsync.get("status") or {}
     old = old_status.get("conditions") or []
-    namespace = (ms.get("metadata") or {}).get("namespace")
+    namespace = (modelsync.get("metadata") or {}).get("namespace")
     phase = job_phase(job)
     summary = termination_summary(pods) or {}
     jstatus = (job or {}).get("status") or {}
     status: dict[str, Any] = {
         "phase": phase,
-        "observedGeneration": (ms.get("metadata") or {}).get("generation"),
+        "observedGeneration": (modelsync.get("metadata") or {}).get("generation"),
         "jobName": ((job or {}).get("metadata") or {}).get("name"),
         "inputsHash": recorded_hash(job),
         "startTime": jstatus.get("startTime"),

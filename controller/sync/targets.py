@@ -7,13 +7,13 @@ from typing import Any
 from controller.workload.secrets import secret_data
 
 
-def modelsync_target(ms: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> str | None:
+def modelsync_target(modelsync: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> str | None:
     """Where a ModelSync put the model: its target URI, or the data connection's bucket and path."""
-    target = (ms.get("spec") or {}).get("target") or {}
+    target = (modelsync.get("spec") or {}).get("target") or {}
     if target.get("uri"):
         return str(target["uri"])
-    dc = target.get("dataConnection")
-    bucket = secret_data(secrets.get(dc)).get("AWS_S3_BUCKET") if dc else None
+    connection = target.get("dataConnection")
+    bucket = secret_data(secrets.get(connection)).get("AWS_S3_BUCKET") if connection else None
     if not bucket:
         return None
     path = str(target.get("path") or "models/").strip("/")
@@ -23,10 +23,10 @@ def modelsync_target(ms: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> 
 def synced_models(modelsyncs: list[dict[str, Any]], secrets: dict[str, dict[str, Any]]) -> dict[str, str]:
     """ModelSync name -> target URI, for the ModelSyncs of one namespace that finished syncing."""
     out: dict[str, str] = {}
-    for ms in modelsyncs:
-        if (ms.get("status") or {}).get("phase") != "Succeeded":
+    for modelsync in modelsyncs:
+        if (modelsync.get("status") or {}).get("phase") != "Succeeded":
             continue
-        uri = modelsync_target(ms, secrets)
+        uri = modelsync_target(modelsync, secrets)
         if uri:
-            out[str((ms.get("metadata") or {}).get("name"))] = uri
+            out[str((modelsync.get("metadata") or {}).get("name"))] = uri
     return out

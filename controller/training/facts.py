@@ -11,9 +11,9 @@ INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 KUBEFLOW_REPLICA = "training.kubeflow.org/replica-type"
 
 
-def modelsync_ref(tr: dict[str, Any]) -> str | None:
+def modelsync_ref(run: dict[str, Any]) -> str | None:
     """The ModelSync a TrainingRun takes its base model from, if any."""
-    base = ((tr.get("spec") or {}).get("baseModel")) or {}
+    base = ((run.get("spec") or {}).get("baseModel")) or {}
     ref = base.get("modelSyncRef") if isinstance(base, dict) else None
     return str(ref["name"]) if isinstance(ref, dict) and ref.get("name") else None
 

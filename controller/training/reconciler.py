@@ -102,14 +102,14 @@ class TrainingReconciler:
 
     def on_modelsync(self, ns: str, name: str) -> None:
         """A ModelSync changed: requeue the TrainingRuns that take their base model from it."""
-        for tr in self._items(ns):
-            if modelsync_ref(tr) == name:
-                self.op.queue.add((KIND, *object_key(tr)))
+        for run in self._items(ns):
+            if modelsync_ref(run) == name:
+                self.op.queue.add((KIND, *object_key(run)))
 
     def resync(self) -> None:
         for inf in self.runs.values():
-            for tr in inf.items():
-                self.op.queue.add((KIND, *object_key(tr)))
+            for run in inf.items():
+                self.op.queue.add((KIND, *object_key(run)))
 
     def _items(self, ns: str) -> list[dict[str, Any]]:
         inf = self.runs.get(ns) or self.runs.get(None)
@@ -153,56 +153,56 @@ class TrainingReconciler:
         """Bring one TrainingRun's workload and status in line with its spec."""
         key: Key = (KIND, ns, name)
         inf = self.runs.get(ns) or self.runs.get(None)
-        tr = inf.get(ns, name) if inf else None
-        if tr is None:
+        run = inf.get(ns, name) if inf else None
+        if run is None:
             await self._delete_owned(ns, name, keep=())
             self._phases.pop(key, None)
             self.progress.forget(key)
             self.op.findings.forget(key)
             return
-        if (tr.get("metadata") or {}).get("deletionTimestamp"):
+        if (run.get("metadata") or {}).get("deletionTimestamp"):
             return
-        tr.setdefault("apiVersion", TRAININGRUNS.api_version)
-        tr.setdefault("kind", KIND)
-        result = render(tr, await self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
+        run.setdefault("apiVersion", TRAININGRUNS.api_version)
+        run.setdefault("kind", KIND)
+        result = render(run, await self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
         now = now_iso()
         if result.problem is not None:
             problem = result.problem
             await self._delete_owned(ns, name, keep=())  # bad inputs: nothing should run
             await self.op.findings.report(
-                key, tr, [("Warning", problem.reason, problem.message + "; no Job was created")]
+                key, run, [("Warning", problem.reason, problem.message + "; no Job was created")]
             )
-            await self._write_status(tr, compute_status(tr, None, problem=problem, now=now))
+            await self._write_status(run, compute_status(run, None, problem=problem, now=now))
             return
         self.op.findings.forget(key)
         resource = RESOURCES[result.kind]
         desired, extras = result.objects[0], result.objects[1:]
         await self._delete_owned(ns, name, keep=(resource, *(RESOURCES[extra["kind"]] for extra in extras)))
-        old = tr.get("status") or {}
+        old = run.get("status") or {}
         wname = desired["metadata"]["name"]
         live = await self._lookup(resource, ns, wname)
         if (
             live is None
             and old.get("phase") == "Succeeded"
-            and old.get("observedGeneration") == (tr.get("metadata") or {}).get("generation")
+            and old.get("observedGeneration") == (run.get("metadata") or {}).get("generation")
         ):
             return  # finished and its workload removed by someone: a succeeded run is never re-run
         for extra in extras:  # first: a TrainJob is refused while its TrainingRuntime does not exist
             extra_resource = RESOURCES[extra["kind"]]
             extra_live = await self._lookup(extra_resource, ns, extra["metadata"]["name"])
-            await self._ensure(key, tr, extra_resource, extra, extra_live)
-        workload = await self._ensure(key, tr, resource, desired, live)
-        status = compute_status(tr, workload, now=now)
+            await self._ensure(key, run, extra_resource, extra, extra_live)
+        workload = await self._ensure(key, run, resource, desired, live)
+        status = compute_status(run, workload, now=now)
         settled = old.get("phase") == status["phase"]
         report = await self._report_of(key, result.kind, workload, status["phase"], settled=settled)
         if report:
-            status = compute_status(tr, workload, report=report, now=now)
+            status = compute_status(run, workload, report=report, now=now)
         watched = {"Job": True, "PyTorchJob": bool(self.pytorchjobs), "TrainJob": bool(self.trainjobs)}
         unwatched = not watched[result.kind]  # discovered, so no informer on it
         if status["phase"] == "Running" or (unwatched and status["phase"] == "Pending"):
             self.op.queue.add(key, self.settings.progress_seconds)  # progress lives in a log, not in a watch
-        await self._phase_events(key, tr, status)
-        await self._write_status(tr, status)
+        await self._phase_events(key, run, status)
+        await self._write_status(run, status)
 
     async def _report_of(
         self, key: Key, kind: str, workload: dict[str, Any] | None, phase: str, *, settled: bool = True
@@ -262,7 +262,7 @@ class TrainingReconciler:
             return await self.has_trainjob()
         return True
 
-    async def _phase_events(self, key: Key, tr: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _phase_events(self, key: Key, run: dict[str, Any], status: dict[str, Any]) -> None:
         phase = status["phase"]
         if self._phases.get(key) == phase:
             return
@@ -270,11 +270,11 @@ class TrainingReconciler:
         complete: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Complete"), {})
         if phase == "Succeeded":
             where = f"; output at {status['outputUri']}" if status.get("outputUri") else ""
-            await self.op.recorder.emit(tr, "Normal", "TrainingSucceeded", "training finished" + where)
+            await self.op.recorder.emit(run, "Normal", "TrainingSucceeded", "training finished" + where)
         elif phase == "Failed":
             message = f"{complete.get('reason', 'TrainingFailed')}: {complete.get('message', '')}".rstrip(": ")
-            await self.op.recorder.emit(tr, "Warning", "TrainingFailed", message)
+            await self.op.recorder.emit(run, "Warning", "TrainingFailed", message)
 
-    async def _write_status(self, tr: dict[str, Any], status: dict[str, Any]) -> None:
-        ns, _ = object_key(tr)
-        await patch_status(self.kube, TRAININGRUNS, tr, status, self.runs.get(ns) or self.runs.get(None))
+    async def _write_status(self, run: dict[str, Any], status: dict[str, Any]) -> None:
+        ns, _ = object_key(run)
+        await patch_status(self.kube, TRAININGRUNS, run, status, self.runs.get(ns) or self.runs.get(None))
