@@ -151,11 +151,12 @@ def parse(model: type[M], obj: Mapping[str, Any]) -> M:
         where = "/".join(str(p) for p in (meta.get("namespace"), meta.get("name")) if p)
         problems = "; ".join(_problem(e) for e in exc.errors(include_url=False)[:5])
         raise InvalidSpecError(
-            problems, obj=f"{obj.get('kind') or 'object'} {where}", hint="fix the field(s) named in the spec"
+            problems, obj=f"{obj.get('kind') or 'object'} {where}", hint="Fix the field(s) named above"
         ) from None
 
 
 def _problem(error: Any) -> str:
     path = ".".join(["spec", *(str(p) for p in error["loc"])])
-    got = repr(error.get("input"))
-    return f"{path}: {error['msg']} (got {got[:60]})"
+    if error["type"] == "missing":
+        return f"{path} is required"
+    return f"{path}: {error['msg']} (got {repr(error.get('input'))[:60]})"

@@ -73,7 +73,10 @@ class Target(ApiModel):
 class Decrypt(ApiModel):
     """Decrypt enigma-encrypted files while syncing (plaintext is verified before it lands)."""
 
-    credentials_secret: str = required(
+    # required by the CRD; unset here reaches the controller's own InvalidDecrypt finding
+    model_config = {"json_schema_extra": {"required": ["credentialsSecret"]}}
+
+    credentials_secret: str | None = prop(
         "Secret whose MODELFERRY_ENIGMA__*, VAULT_*, BAO_*, AWS_* and OCI_* keys configure the KMS (passed by reference)."
     )
 
@@ -96,9 +99,11 @@ class JobOverrides(ApiModel):
     )
     tolerations: list[Object] = items("Taints the sync pod tolerates (keys the job policy allows).")
     service_account_name: str | None = prop("The sync pod's ServiceAccount (when the job policy allows it).")
-    ca_config_map: str | None = prop(
+    # Any: invalid_ca_reference refuses what is not a ConfigMap name, a non-string too (InvalidCAConfigMap)
+    ca_config_map: Any = prop(
         "ConfigMap in this namespace with PEM CA bundles (key ca-bundle.crt) trusted by the sync Job for every "
         "HTTPS endpoint; the controller's default (or OpenShift AI's odh-trusted-ca-bundle) when unset",
+        type="string",
         maxLength=253,
     )
     active_deadline_seconds: int | None = prop("Seconds the sync Job may run in all.", minimum=1)
