@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.v1alpha1.nodeagent import NodeAgentSpec, parse_spec
+from controller.api.meta import ConditionStatus
+from controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, parse_spec
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from modelferry.errors import InvalidSpecError
@@ -296,8 +297,14 @@ def inputs_hash(daemonset: dict[str, Any] | None) -> str | None:
 
 
 def _condition(status: bool, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {"type": "Ready", "status": "True" if status else "False", "reason": reason, "message": message,
-            "lastTransitionTime": now}  # fmt: skip
+    state = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    return {
+        "type": ConditionType.READY.value,
+        "status": state.value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
 
 
 def rollout(daemonset: dict[str, Any]) -> tuple[bool, str, str]:
@@ -331,7 +338,7 @@ def agent_status(
         cond = _condition(False, "DaemonSetPending", f"DaemonSet {namespace}/{name} is being created", now)
     else:
         cond = _condition(*rollout(daemonset), now)
-    old = {c.get("type"): c for c in (agent.get("status") or {}).get("conditions") or []}.get("Ready")
+    old = {c.get("type"): c for c in (agent.get("status") or {}).get("conditions") or []}.get(ConditionType.READY.value)
     if old and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
         cond["lastTransitionTime"] = old.get("lastTransitionTime") or now
     status["conditions"] = [cond]
