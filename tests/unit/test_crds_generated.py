@@ -65,6 +65,13 @@ def test_schema_is_structural_and_every_field_is_described(kind: Any) -> None:
         assert _walk(structural(model), f".{part}") == []
 
 
+def test_metadata_is_a_bare_object() -> None:
+    """The API server refuses a CRD whose metadata schema says anything but ``type: object`` (even a description)."""
+    for path in files():
+        crd = yaml.safe_load(path.read_text())
+        assert crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["metadata"] == {"type": "object"}
+
+
 def test_optional_fields_lose_null_and_int_or_string_is_marked() -> None:
     class Sample(ApiModel):
         size: int | str | None = prop("A size.")

@@ -34,7 +34,7 @@ def openapi_schema(kind: Kind) -> dict[str, Any]:
             "description": "The versioned schema of this representation of an object (modelferry.io/v1alpha1).",
         },
         "kind": {"type": "string", "description": f"The REST resource this object represents ({kind.kind})."},
-        "metadata": {"type": "object", "description": "Standard object metadata (name, namespace, labels ...)."},
+        "metadata": {"type": "object"},  # the API server allows nothing else here (not even a description)
         "spec": structural(kind.spec),
         "status": structural(kind.status),
     }
