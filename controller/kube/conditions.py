@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from controller.api.meta import ConditionStatus
+
 Condition = dict[str, Any]
 
 
 def condition(kind: str, ok: bool, reason: str, message: str, now: str) -> Condition:
-    """A condition of type ``kind``: status ``True``/``False``, a CamelCase reason, a message, stamped ``now``."""
+    """A condition of type ``kind`` (a kind's ``ConditionType``): status ``True``/``False``, a CamelCase reason,
+    a message, stamped ``now``. Plain strings in, so the status compares equal to what the API server returns."""
     return {
-        "type": kind,
-        "status": "True" if ok else "False",
+        "type": str(kind),
+        "status": (ConditionStatus.TRUE if ok else ConditionStatus.FALSE).value,
         "reason": reason,
         "message": message,
         "lastTransitionTime": now,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.v1alpha1 import modelsync as api
 from controller.config.controller import ControllerSettings
 from controller.kube.expansion import literal
 from controller.sync.job import JobOverrides, JobRequest, render_job
@@ -21,7 +22,7 @@ from controller.workload.secrets import (
     secret_ref,
     undecodable_keys,
 )
-from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.errors import InvalidSpecError, InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
@@ -140,6 +141,10 @@ def plan_modelsync_job(
 ) -> SyncPlan:
     """The Job for a ModelSync. ``secrets`` maps each :func:`referenced_secrets` name to the Secret or None."""
     meta = modelsync.get("metadata") or {}
+    try:
+        typed = api.parse_spec(modelsync)
+    except InvalidSpecError as exc:
+        return SyncPlan(error=Finding(exc.reason, str(exc)))
     spec = modelsync.get("spec") or {}
     source = spec.get("source") or {}
     target = spec.get("target") or {}
@@ -148,8 +153,7 @@ def plan_modelsync_job(
         bad = undecodable_keys(secret)
         if bad:
             return SyncPlan(error=Finding("SecretValueNotText", not_text_finding(secret_name, bad)))
-    job_spec = spec.get("job") or {}
-    refused = check_job_overrides(job_spec, settings.job_policy, settings.job)
+    refused = check_job_overrides(typed.job, settings.job_policy, settings.job)
     if refused is not None:
         return SyncPlan(error=refused)
     try:
@@ -213,7 +217,7 @@ def plan_modelsync_job(
     tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
     if err:
         return SyncPlan(error=err)
-    transfer_env, err = transfer_env_for(spec.get("transfer") or {})
+    transfer_env, err = transfer_env_for(typed.transfer)
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from controller.api.v1alpha1.modelsync import ConditionType
 from controller.kube.conditions import carry_transition_times, condition
 from controller.sync.secretmode import Finding
 from controller.workload.identity import recorded_hash
@@ -29,12 +30,6 @@ def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best[1] if best else None
 
 
-def _condition(
-    kind: str, status: bool, reason: str, message: str, now: str, old: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return carry_transition_times([condition(kind, status, reason, message, now)], old)[0]
-
-
 def error_status(modelsync: dict[str, Any], finding: Finding, now: str) -> dict[str, Any]:
     """Status for bad input: Ready=False with what to fix; no Job exists."""
     old = (modelsync.get("status") or {}).get("conditions") or []
@@ -44,10 +39,13 @@ def error_status(modelsync: dict[str, Any], finding: Finding, now: str) -> dict[
         "observedGeneration": (modelsync.get("metadata") or {}).get("generation"),
         "message": message,
         "jobName": None,
-        "conditions": [
-            _condition("Ready", False, finding.reason, message, now, old),
-            _condition("Synced", False, finding.reason, "no sync Job was created", now, old),
-        ],
+        "conditions": carry_transition_times(
+            [
+                condition(ConditionType.READY, False, finding.reason, message, now),
+                condition(ConditionType.SYNCED, False, finding.reason, "no sync Job was created", now),
+            ],
+            old,
+        ),
     }
 
 
@@ -106,22 +104,22 @@ def job_status(
         status["resolvedRevision"] = scrub(str(summary["revision"]), namespace)
     if phase == "Running":
         status.update(live_progress(live))
-    ready = _condition("Ready", True, "JobCreated", "the sync Job exists", now, old)
+    ready = condition(ConditionType.READY, True, "JobCreated", "the sync Job exists", now)
     if phase == "Succeeded":
         message = "the model is synchronized"
-        synced = _condition("Synced", True, "SyncSucceeded", message, now, old)
+        synced = condition(ConditionType.SYNCED, True, "SyncSucceeded", message, now)
     elif phase == "Failed":
         failed = job_condition(job, "Failed") or job_condition(job, "FailureTarget") or {}
         # The failure record comes from the pod: scrubbed like a log line before it reaches status.
         reason = scrub(str(summary.get("reason") or failed.get("reason") or "JobFailed"), namespace)
         message = scrub(str(summary.get("message") or failed.get("message") or "the sync Job failed"), namespace)
-        synced = _condition("Synced", False, reason, message, now, old)
+        synced = condition(ConditionType.SYNCED, False, reason, message, now)
     elif phase == "Running":
         message = "the sync Job is running"
-        synced = _condition("Synced", False, "SyncRunning", message, now, old)
+        synced = condition(ConditionType.SYNCED, False, "SyncRunning", message, now)
     else:
         message = "waiting for the sync Job to start"
-        synced = _condition("Synced", False, "SyncPending", message, now, old)
+        synced = condition(ConditionType.SYNCED, False, "SyncPending", message, now)
     status["message"] = message
-    status["conditions"] = [ready, synced]
+    status["conditions"] = carry_transition_times([ready, synced], old)
     return {k: v for k, v in status.items() if v is not None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from controller.api.v1alpha1.trainingrun import ConditionType
 from controller.kube.conditions import carry_transition_times, condition
 from controller.training.validate import Problem
 from modelferry.logs import scrub_record
@@ -83,7 +84,7 @@ def compute_status(
         failed = {
             "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
             "observedGeneration": generation,
-            "conditions": [condition("Ready", False, problem.reason, problem.message, now)],
+            "conditions": [condition(ConditionType.READY, False, problem.reason, problem.message, now)],
         }
         return dict(scrub_record(failed, namespace))
     phase = _workload_phase(workload)
@@ -98,16 +99,20 @@ def compute_status(
         value = report.get(key) or old.get(key)
         if value:
             status[key] = value
-    conditions = [condition("Ready", True, "JobCreated", "the training workload exists", now)]
+    conditions = [condition(ConditionType.READY, True, "JobCreated", "the training workload exists", now)]
     if phase == "Succeeded":
         conditions.append(
-            condition("Complete", True, "TrainingSucceeded", report.get("message") or "training finished", now)
+            condition(
+                ConditionType.COMPLETE, True, "TrainingSucceeded", report.get("message") or "training finished", now
+            )
         )
     elif phase == "Failed":
         reason = report.get("reason") or "TrainingFailed"
         message = report.get("message") or "the training workload failed; see the pod logs and <output>/failed/"
-        conditions.append(condition("Complete", False, reason, message, now))
+        conditions.append(condition(ConditionType.COMPLETE, False, reason, message, now))
     else:
-        conditions.append(condition("Complete", False, "Running" if phase == "Running" else "Pending", phase, now))
+        conditions.append(
+            condition(ConditionType.COMPLETE, False, "Running" if phase == "Running" else "Pending", phase, now)
+        )
     status["conditions"] = carry_transition_times(conditions, old.get("conditions"))
     return dict(scrub_record(status, namespace))
