@@ -139,13 +139,10 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        basemodels, clusterbasemodels = model_resources(*settings.group_version())
         self.backoff = Backoff(self.opts.api_backoff_seconds, self.opts.api_backoff_max_seconds)
         common: dict[str, Any] = {"backoff": self.backoff, "timeout_seconds": self.opts.watch_timeout_seconds}
-        self.informers = [
-            Informer(kube, basemodels, self.on_event, **common),
-            Informer(kube, clusterbasemodels, self.on_event, **common),
-        ]
+        models = model_resources(*settings.group_version())  # BaseModels, ClusterBaseModels
+        self.informers = [Informer(kube, resource, self.on_event, **common) for resource in models]
         self.failures = 0  # failed publishing passes in all (each is retried after a backoff)
         gopher.sink = self
         gopher.credentials_for = self.credentials_for
