@@ -149,9 +149,11 @@ def test_an_untrusted_server_is_a_permanent_tls_error_naming_the_ca(
 ) -> None:
     other = make_private_ca(tmp_path / "other", name="some other CA")
     client = _client(other)
-    with serve(BLOB, tls=server_tls) as srv:
-        with pytest.raises(TLSVerificationError, match="certificate verify failed") as info:
-            b"".join(client.get_range(srv.url, 0, 2 << 20))
+    with (
+        serve(BLOB, tls=server_tls) as srv,
+        pytest.raises(TLSVerificationError, match="certificate verify failed") as info,
+    ):
+        b"".join(client.get_range(srv.url, 0, 2 << 20))
     assert str(other.ca_file) in str(info.value)
     assert info.value.hint and "--ca-bundle" in info.value.hint
     assert used == []
