@@ -88,6 +88,8 @@ def render(
             tls=(
                 f"        ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n"
                 "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+                # Kernel TLS where the kernel has it (sendfile then encrypts in the kernel); a no-op elsewhere.
+                "        ssl_conf_command Options KTLS;\n"
                 if name == "https" and cert
                 else ""
             ),
