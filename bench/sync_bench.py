@@ -34,7 +34,7 @@ from nginx_server import run_nginx
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-TOOLS = ("modelferry-hf", "modelferry-s3", "snapshot_download", "boto3")
+TOOLS = ("modelferry-s3", "boto3", "modelferry-hf", "snapshot_download")  # each compared pair side by side
 
 
 @dataclass
@@ -168,15 +168,17 @@ def bench(args: argparse.Namespace) -> list[Run]:
             env["PYTHONPATH"] = str(args.modelferry_src)
             env["MF_BENCH_CWD"] = str(args.modelferry_src)
         with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
-            for scenario in args.scenarios:
-                url = getattr(endpoints, scenario)
+            # Each repetition runs every tool in every scenario back to back (a tool's plain and HTTPS
+            # runs, and modelferry and the tool it is compared with, close in time on a shared machine).
+            for n in range(args.runs):
                 for tool in args.tools:
-                    tool_env = dict(env)
-                    if scenario == "https":  # each tool's own documented way to trust a private CA
-                        variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
-                        if variable:
-                            tool_env[variable] = endpoints.ca_file
-                    for n in range(args.runs):
+                    for scenario in args.scenarios:
+                        url = getattr(endpoints, scenario)
+                        tool_env = dict(env)
+                        if scenario == "https":  # each tool's own documented way to trust a private CA
+                            variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
+                            if variable:
+                                tool_env[variable] = endpoints.ca_file
                         before = endpoints.cpu_seconds()
                         run = _one(
                             tool, scenario, url, n, files, total, scratch, tool_env, args.keep_logs, endpoints.ca_file
