@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,4 +158,32 @@ def test_an_untrusted_server_is_a_permanent_tls_error_naming_the_ca(
     assert str(other.ca_file) in str(info.value)
     assert info.value.hint and "--ca-bundle" in info.value.hint
     assert used == []
+    client.close()
+
+
+def test_interrupt_wakes_a_reader_blocked_on_a_tls_body(
+    ca: PrivateCA, server_tls: ssl.SSLContext, used: list[ssl.SSLSocket]
+) -> None:
+    """Cancellation (SIGTERM) shuts the TLS socket down under the reader: it fails at once, not after the stall timeout."""
+    client = _client(ca, stall=60)
+    first = threading.Event()
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in client.get_range(srv.url, 0, 4 << 20):
+                first.set()
+        except BaseException as exc:
+            failure.append(exc)
+
+    with serve(BLOB, mode="stall", fault_after=(1 << 20) + 100, tls=server_tls) as srv:
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert first.wait(10)
+        client.interrupt()
+        reader.join(20)
+        assert not reader.is_alive()
+    assert len(failure) == 1
+    assert isinstance(failure[0], RetryableError) and not isinstance(failure[0], StalledError)
+    assert len(used) == 1
     client.close()
