@@ -21,6 +21,24 @@ from modelferry.backends.oci import OCICredentials
 from modelferry.backends.registry import credential_blocks
 from modelferry.backends.s3 import S3Credentials
 
+__all__ = [
+    "OTHER_COMPONENTS",
+    "COSCredentials",
+    "Credentials",
+    "GiB",
+    "HFCredentials",
+    "MiB",
+    "OCICredentials",
+    "S3Credentials",
+    "SyncSettings",
+    "TLSSettings",
+    "TransferSettings",
+    "field_paths",
+    "masked",
+    "shown_default",
+    "warn_unknown_env",
+]
+
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
@@ -58,10 +76,10 @@ if TYPE_CHECKING:  # what mypy sees: the built-in blocks (a unit test keeps this
     class Credentials(BaseModel):
         """Credentials for one side of a sync, per scheme."""
 
-        s3: S3Credentials
-        hf: HFCredentials
-        cos: COSCredentials
-        oci: OCICredentials
+        s3: S3Credentials = Field(default_factory=S3Credentials)
+        hf: HFCredentials = Field(default_factory=HFCredentials)
+        cos: COSCredentials = Field(default_factory=COSCredentials)
+        oci: OCICredentials = Field(default_factory=OCICredentials)
 
 else:
     Credentials = _credentials_model()

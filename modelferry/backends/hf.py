@@ -65,8 +65,12 @@ BACKEND = Backend(
         SecretKey("hf_token", "token", SecretUse.AGENT),
     ),
     cli_options=(
-        CliOption("--hf-token", ("source.hf.token",), "Hugging Face token (env HF_TOKEN or MODELFERRY_SOURCE__HF__TOKEN)."),
-        CliOption("--hf-token-file", ("source.hf.token_file",), "File holding the Hugging Face token (a mounted Secret)."),
+        CliOption(
+            "--hf-token", ("source.hf.token",), "Hugging Face token (env HF_TOKEN or MODELFERRY_SOURCE__HF__TOKEN)."
+        ),
+        CliOption(
+            "--hf-token-file", ("source.hf.token_file",), "File holding the Hugging Face token (a mounted Secret)."
+        ),
         CliOption("--hf-endpoint", ("source.hf.endpoint",), "Hub endpoint or mirror (env HF_ENDPOINT)."),
     ),
     loggers=("huggingface_hub", "httpx2", "httpcore2"),  # huggingface_hub 2.x: one INFO line per request otherwise

@@ -43,7 +43,9 @@ BACKEND = Backend(
     format=format_bucket,
     opener="modelferry.storage.openers:open_s3",
     bucket_store=True,
-    credentials=Credentials("s3", S3Credentials, "s3:// (and cos:// HMAC) access", ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")),
+    credentials=Credentials(
+        "s3", S3Credentials, "s3:// (and cos:// HMAC) access", ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    ),
     secret_keys=(
         SecretKey("AWS_ACCESS_KEY_ID", "access_key_id", _EVERYWHERE),
         SecretKey("AWS_SECRET_ACCESS_KEY", "secret_access_key", _EVERYWHERE),
