@@ -33,6 +33,7 @@ __all__ = [
     "SyncSettings",
     "TLSSettings",
     "TransferSettings",
+    "credentials_model",
     "field_paths",
     "masked",
     "shown_default",
@@ -63,7 +64,7 @@ class TLSSettings(BaseModel):
 
 # The credentials blocks are the storage backends' (modelferry.backends): one field per backend, in
 # registration order, so a new backend's block appears under source.* and target.* without an edit here.
-def _credentials_model() -> type[BaseModel]:
+def credentials_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
         block.block: (block.model, Field(default_factory=block.model, description=block.description))
         for block in credential_blocks()
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # what mypy sees: the built-in blocks (a unit test keeps this
         oci: OCICredentials = Field(default_factory=OCICredentials)
 
 else:
-    Credentials = _credentials_model()
+    Credentials = credentials_model()
 
 
 class TransferSettings(BaseModel):
