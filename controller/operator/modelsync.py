@@ -31,7 +31,7 @@ from controller.operator.jobs import (
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from controller.operator.transferspec import transfer_env_for
-from modelferry.backends import SecretUse, secret_keys
+from modelferry.backends import SecretUse, backend_for, secret_keys
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.logs import scrub
 from modelferry.source_policy import check_cluster_source
@@ -166,8 +166,8 @@ def plan_modelsync_job(
             dst = parse_uri(target["uri"])
         except InvalidURIError as exc:
             return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
-        if dst.scheme == "hf":
-            return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
+        if not backend_for(dst.scheme).can_be_target:
+            return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {dst.scheme}:// cannot be a target"))
         target_arg = literal(target["uri"])
     elif target.get("dataConnection"):
         dc = target["dataConnection"]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modelferry.backends import backend_for
 from modelferry.errors import ModelferryError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
@@ -70,8 +71,9 @@ def validate(
     output = spec.get("output") or {}
     if (p := _uri_problem(output.get("uri"), "spec.output.uri")) is not None:
         return p
-    if parse_uri(output["uri"]).scheme == "hf":
-        return Problem("InvalidURI", "spec.output.uri: hf:// cannot be written to; use a bucket or a PVC")
+    scheme = parse_uri(output["uri"]).scheme
+    if not backend_for(scheme).can_be_target:
+        return Problem("InvalidURI", f"spec.output.uri: {scheme}:// cannot be written to; use a bucket or a PVC")
     trainer = spec.get("trainer") or {}
     runtime, image = trainer.get("runtime"), trainer.get("image")
     if runtime and image:
