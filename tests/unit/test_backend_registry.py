@@ -10,7 +10,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 from pydantic import BaseModel, Field, SecretStr
 
 from controller.agent.kubeside import credentials_from_secret, used_keys
@@ -21,6 +23,7 @@ from controller.training.render import sidecar_env
 from modelferry.backends import Backend, CliOption, Credentials, SecretKey, backends, register, unregister
 from modelferry.backends.grammar import format_bucket, parse_bucket
 from modelferry.backends.registry import cli_options, overrides
+from modelferry.cli.sync import credential_options, overrides_from
 from modelferry.errors import InvalidURIError, UsageError
 from modelferry.settings import Credentials as SettingsCredentials
 from modelferry.settings import SyncSettings, credentials_model
@@ -84,6 +87,20 @@ def test_a_registered_backend_reaches_the_parser_open_store_and_settings(toy: Ba
     assert "toy" in credentials_model().model_fields  # the settings' credentials blocks
     assert overrides({"toy_token": "t"})["source.toy.token"] == "t"
     assert [o.flag for o in cli_options()][-1] == "--toy-token"
+
+
+def test_a_registered_backend_reaches_the_credential_options(toy: Backend) -> None:
+    seen: dict[str, object] = {}
+
+    @click.command()
+    @credential_options
+    def command(**kw: object) -> None:
+        seen.update(overrides_from(kw))
+
+    result = CliRunner().invoke(command, ["--toy-token", "t", "--source-endpoint", "http://e"])
+    assert result.exit_code == 0, result.output
+    assert seen["source.toy.token"] == "t"
+    assert seen["source.s3.endpoint_url"] == seen["source.oci.endpoint"] == "http://e"
 
 
 def test_a_registered_backend_reaches_the_controllers_secret_key_tables(toy: Backend) -> None:
