@@ -3,6 +3,7 @@ the CLI and the controller's Secret-key tables. A toy backend registered here is
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import subprocess
@@ -200,3 +201,16 @@ def test_importing_the_registry_parser_settings_and_open_store_loads_no_sdk() ->
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_view_mypy_sees_names_registered_blocks_with_their_models() -> None:
+    """``settings.Credentials`` as mypy sees it (under TYPE_CHECKING) may list only blocks the registry has."""
+    tree = ast.parse((ROOT / "modelferry" / "settings.py").read_text())
+    [view] = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Credentials"]
+    typed = {
+        stmt.target.id: ast.unparse(stmt.annotation)
+        for stmt in view.body
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+    }
+    blocks = {b.credentials.block: b.credentials.model.__name__ for b in backends() if b.credentials}
+    assert typed and typed.items() <= blocks.items()
