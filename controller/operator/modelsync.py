@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.v1alpha1 import modelsync as api
 from controller.kube.expansion import literal
 from controller.operator.cabundle import invalid_ca_reference
 from controller.operator.claims import claim_mounts
@@ -32,7 +33,7 @@ from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from controller.operator.transferspec import transfer_env_for
 from modelferry.backends import SecretUse, backend_for, secret_keys
-from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.errors import InvalidSpecError, InvalidURIError, SourceNotAllowedError
 from modelferry.logs import scrub
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
@@ -131,6 +132,10 @@ def plan_modelsync_job(
 ) -> SyncPlan:
     """The Job for a ModelSync. ``secrets`` maps each :func:`referenced_secrets` name to the Secret or None."""
     meta = ms.get("metadata") or {}
+    try:
+        typed = api.parse_spec(ms)
+    except InvalidSpecError as exc:
+        return SyncPlan(error=Finding(exc.reason, str(exc)))
     spec = ms.get("spec") or {}
     source = spec.get("source") or {}
     target = spec.get("target") or {}
@@ -139,8 +144,7 @@ def plan_modelsync_job(
         bad = undecodable_keys(secret)
         if bad:
             return SyncPlan(error=Finding("SecretValueNotText", not_text_finding(secret_name, bad)))
-    job_spec = spec.get("job") or {}
-    refused = check_job_overrides(job_spec, settings.job_policy, settings.job)
+    refused = check_job_overrides(typed.job, settings.job_policy, settings.job)
     if refused is not None:
         return SyncPlan(error=refused)
     try:
@@ -198,7 +202,7 @@ def plan_modelsync_job(
     tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
     if err:
         return SyncPlan(error=err)
-    transfer_env, err = transfer_env_for(spec.get("transfer") or {})
+    transfer_env, err = transfer_env_for(typed.transfer)
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env

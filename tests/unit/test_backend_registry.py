@@ -20,7 +20,8 @@ from controller.agent.kubeside import credentials_from_secret, used_keys
 from controller.operator.modelsync import plan_modelsync_job
 from controller.operator.settings import ControllerSettings
 from controller.serving.render import render
-from controller.training.render import sidecar_env
+from controller.training import RenderContext
+from controller.training import render as render_training
 from modelferry.backends import Backend, CliOption, Credentials, SecretKey, backends, register, unregister
 from modelferry.backends.grammar import format_bucket, parse_bucket
 from modelferry.backends.registry import cli_options, overrides
@@ -32,6 +33,7 @@ from modelferry.storage import Store, open_store
 from modelferry.storage.local import LocalStore
 from modelferry.uri import StorageURI, parse_uri
 from tests.unit.test_serving_render import CTX, server
+from tests.unit.test_training_render import tr_with
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENED: list[StorageURI] = []
@@ -119,9 +121,11 @@ def test_a_registered_backend_reaches_the_controllers_secret_key_tables(toy: Bac
     assert (ref["name"], ref["key"]) == ("toy-creds", "TOY_TOKEN")
     assert "sekrit" not in json.dumps(plan.job)
     # TrainingRun: the sidecar gets an optional reference.
-    spec = {"dataset": {"uri": "toy://bucket/data", "secretRef": "toy-creds"}, "output": {"uri": "s3://out-bucket/x"}}
-    names = {e["name"] for e in sidecar_env(spec, "hf://org/base", rank_zero_only=False)}
-    assert "MODELFERRY_SIDECAR_SOURCE__TOY__TOKEN" in names
+    run = tr_with(dataset={"uri": "toy://bucket/data", "secretRef": "toy-creds"})
+    rendered = render_training(run, RenderContext())
+    assert rendered.problem is None, rendered.problem
+    sidecar = rendered.objects[0]["spec"]["template"]["spec"]["containers"][1]
+    assert "MODELFERRY_SIDECAR_SOURCE__TOY__TOKEN" in {e["name"] for e in sidecar["env"]}
     # ModelServer: the pull init container gets the key under its own name.
     result = render(server("vllm", {"uri": "toy://bucket/llama", "secretRef": "toy-creds"}), CTX)
     assert result.problem is None, result.problem
