@@ -33,18 +33,13 @@ from controller.operator.settings import IMAGE, TRAIN_IMAGE
 from controller.training.trainjob import train_job, training_runtime
 from controller.training.validate import Problem, validate
 from controller.training.wrapper import wrapped_command
+from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import InvalidSpecError
 
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 WORKSPACE = "/workspace"
 MASTER_PORT = 29500
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-S3_KEYS = {  # OpenShift AI data connection keys -> sidecar settings
-    "AWS_ACCESS_KEY_ID": "S3__ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "S3__SECRET_ACCESS_KEY",
-    "AWS_S3_ENDPOINT": "S3__ENDPOINT_URL",
-    "AWS_DEFAULT_REGION": "S3__REGION",
-}
 MLFLOW_KEYS = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_TOKEN",
@@ -89,7 +84,12 @@ class RenderResult:
 def _secret_env(secret: str | None, prefix: str) -> list[dict[str, Any]]:
     if not secret:
         return []
-    return [secret_ref(f"MODELFERRY_SIDECAR_{prefix}{v}", secret, k, optional=True) for k, v in S3_KEYS.items()]
+    # The keys each backend maps for training (modelferry.backends), by optional reference: the controller
+    # does not read the Secret, so a key it lacks leaves the setting unset.
+    return [
+        secret_ref(f"MODELFERRY_SIDECAR_{prefix}{block.upper()}__{name.upper()}", secret, key, optional=True)
+        for key, block, name in secret_keys(SecretUse.TRAINING)
+    ]
 
 
 def sidecar_env(spec: TrainingRunSpec, base_uri: str, *, rank_zero_only: bool) -> list[dict[str, Any]]:
