@@ -30,6 +30,7 @@ from controller.serving.presets import ADAPTER_PATH, MODEL_PATH, TMP, EngineComm
 from controller.training.render import SECURITY  # the restricted container securityContext of every workload
 from controller.workload.identity import inputs_hash, owner_reference
 from controller.workload.secrets import secret_ref
+from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import InvalidSpecError
 
 KIND = "ModelServer"
@@ -37,7 +38,6 @@ SHM = "/dev/shm"  # noqa: S108 - a memory emptyDir (engines share tensors throug
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 ANNOTATION_METRICS = "modelferry.io/metrics-path"
 LABEL_SERVER = "modelferry.io/modelserver"
-PULL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "HF_TOKEN")  # fmt: skip
 
 
 @dataclass
@@ -55,7 +55,9 @@ def _fetch(name: str, uri: str, path: str, secret: str | None, ctx: ServingConte
         {"name": "MODELFERRY_LOG_FORMAT", "value": "json"},
     ]
     if secret:
-        env += [secret_ref(k, secret, k, optional=True) for k in PULL_KEYS]
+        # The keys each backend maps for serving (modelferry.backends), under their own names: the sync
+        # reads them as its SDKs' standard variables.
+        env += [secret_ref(key, secret, key, optional=True) for key, _, _ in secret_keys(SecretUse.SERVING)]
     return {
         "name": name,
         "image": ctx.image,

@@ -22,33 +22,13 @@ from controller.workload.secrets import (
     secret_ref,
     undecodable_keys,
 )
+from modelferry.backends import SecretUse, backend_for, secret_keys
 from modelferry.errors import InvalidSpecError, InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
 PLURAL = "modelsyncs"
-
-# Secret key -> settings field, per credentials block; every key is passed by reference.
-CREDENTIAL_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
-    "S3": (
-        ("AWS_ACCESS_KEY_ID", "ACCESS_KEY_ID"),
-        ("AWS_SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY"),
-        ("AWS_SESSION_TOKEN", "SESSION_TOKEN"),
-        ("AWS_S3_ENDPOINT", "ENDPOINT_URL"),
-        ("AWS_ENDPOINT_URL", "ENDPOINT_URL"),
-        ("AWS_DEFAULT_REGION", "REGION"),
-        ("AWS_REGION", "REGION"),
-    ),
-    "HF": (("HF_TOKEN", "TOKEN"), ("HF_ENDPOINT", "ENDPOINT")),
-    "COS": (
-        ("IBMCLOUD_API_KEY", "API_KEY"),
-        ("COS_API_KEY", "API_KEY"),
-        ("COS_INSTANCE_CRN", "INSTANCE_CRN"),
-        ("COS_REGION", "REGION"),
-        ("COS_ENDPOINT", "ENDPOINT_URL"),
-    ),
-}
 
 
 @dataclass
@@ -104,12 +84,12 @@ def _decrypt_env(
 def _credential_env(side: str, secret_name: str, values: dict[str, str]) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for block, pairs in CREDENTIAL_KEYS.items():
-        for key, field_name in pairs:
-            env_name = f"MODELFERRY_{side}__{block}__{field_name}"
-            if key in values and env_name not in seen:
-                seen.add(env_name)
-                env.append(secret_ref(env_name, secret_name, key))
+    # Secret key -> settings field, per credentials block (each backend's, modelferry.backends); by reference.
+    for key, block, field_name in secret_keys(SecretUse.MODELSYNC):
+        env_name = f"MODELFERRY_{side}__{block.upper()}__{field_name.upper()}"
+        if key in values and env_name not in seen:
+            seen.add(env_name)
+            env.append(secret_ref(env_name, secret_name, key))
     return env
 
 
@@ -128,7 +108,7 @@ def _credentials(
     values = secret_data(secret)
     env = _credential_env(side, name, values)
     if not env:
-        known = sorted({k for pairs in CREDENTIAL_KEYS.values() for k, _ in pairs})
+        known = sorted({key for key, _, _ in secret_keys(SecretUse.MODELSYNC)})
         return [], Finding(
             "CredentialsSecretInvalid",
             f"Secret {name!r} holds none of the keys modelferry reads ({', '.join(known)}); add the right keys",
@@ -181,8 +161,10 @@ def plan_modelsync_job(
             target_uri = parse_uri(target["uri"])
         except InvalidURIError as exc:
             return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
-        if target_uri.scheme == "hf":
-            return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
+        if not backend_for(target_uri.scheme).can_be_target:
+            return SyncPlan(
+                error=Finding("InvalidTargetURI", f"spec.target.uri: {target_uri.scheme}:// cannot be a target")
+            )
         target_arg = literal(target["uri"])
     elif target.get("dataConnection"):
         connection_name = target["dataConnection"]

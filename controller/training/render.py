@@ -29,18 +29,13 @@ from controller.workload.cabundle import CASource, mount_ca
 from controller.workload.claims import ClaimMounts, claim_mounts
 from controller.workload.identity import bounded_name, inputs_hash, owner_reference
 from controller.workload.secrets import secret_ref
+from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import InvalidSpecError
 
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 WORKSPACE = "/workspace"
 MASTER_PORT = 29500
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-S3_KEYS = {  # OpenShift AI data connection keys -> sidecar settings
-    "AWS_ACCESS_KEY_ID": "S3__ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "S3__SECRET_ACCESS_KEY",
-    "AWS_S3_ENDPOINT": "S3__ENDPOINT_URL",
-    "AWS_DEFAULT_REGION": "S3__REGION",
-}
 MLFLOW_KEYS = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_TOKEN",
@@ -85,7 +80,12 @@ class RenderResult:
 def _secret_env(secret: str | None, prefix: str) -> list[dict[str, Any]]:
     if not secret:
         return []
-    return [secret_ref(f"MODELFERRY_SIDECAR_{prefix}{v}", secret, k, optional=True) for k, v in S3_KEYS.items()]
+    # The keys each backend maps for training (modelferry.backends), by optional reference: the controller
+    # does not read the Secret, so a key it lacks leaves the setting unset.
+    return [
+        secret_ref(f"MODELFERRY_SIDECAR_{prefix}{block.upper()}__{name.upper()}", secret, key, optional=True)
+        for key, block, name in secret_keys(SecretUse.TRAINING)
+    ]
 
 
 def sidecar_env(spec: TrainingRunSpec, base_uri: str, *, rank_zero_only: bool) -> list[dict[str, Any]]:

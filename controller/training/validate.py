@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.api.v1alpha1.trainingrun import Runtime, TrainingRunSpec
+from modelferry.backends import backend_for
 from modelferry.errors import ModelferryError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
@@ -69,8 +70,9 @@ def validate(
         return p
     if (p := _uri_problem(spec.output.uri, "spec.output.uri")) is not None:
         return p
-    if parse_uri(spec.output.uri).scheme == "hf":
-        return Problem("InvalidURI", "spec.output.uri: hf:// cannot be written to; use a bucket or a PVC")
+    scheme = parse_uri(spec.output.uri).scheme
+    if not backend_for(scheme).can_be_target:
+        return Problem("InvalidURI", f"spec.output.uri: {scheme}:// cannot be written to; use a bucket or a PVC")
     trainer = spec.trainer
     runtime, image = trainer.runtime, trainer.image
     if runtime and image:
