@@ -364,17 +364,22 @@ class S3Store(S3Calls):
         """
         if keep is None:
             return
-        wanted = record_stems(keep)
         root = self._list_prefix()
         paginator = self.client.get_paginator("list_objects_v2")
 
         try:
-            stale = [
-                str(obj["Key"])[len(root) :]
+            records = [
+                (str(obj["Key"]), obj["LastModified"].timestamp())
                 for page in paginator.paginate(Bucket=self.uri.bucket, Prefix=f"{root}{PARTIAL_DIR}/")
                 for obj in page.get("Contents", []) or []
-                if stale_record(str(obj["Key"]), wanted)
-                and (older_than is None or obj["LastModified"].timestamp() < older_than)
+            ]
+            if not records:
+                return  # the usual case: ``keep`` (maybe a million paths) is never read
+            wanted = record_stems(keep)
+            stale = [
+                key[len(root) :]
+                for key, modified in records
+                if stale_record(key, wanted) and (older_than is None or modified < older_than)
             ]
             drop_records(self, stale, self.abort_upload)
         except Exception as exc:

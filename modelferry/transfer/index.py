@@ -83,9 +83,7 @@ class TreeIndex:
         self._dir = tempfile.mkdtemp(prefix="modelferry-index-", dir=directory)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(
-                str(Path(self._dir) / "index.db"), check_same_thread=False, isolation_level=None
-            )
+            self._db = sqlite3.connect(str(Path(self._dir) / "index.db"), check_same_thread=False, isolation_level=None)
             for pragma in (
                 "journal_mode=OFF",  # a scratch database: nothing to recover after a crash
                 "synchronous=OFF",
@@ -119,7 +117,7 @@ class TreeIndex:
         assert table in TABLES
         width = len(INFO_COLS) if table in ("src", "tgt") else len(RECORD_COLS)
         verb = "INSERT" if unique else "INSERT OR REPLACE"
-        sql = f"{verb} INTO {table} VALUES ({', '.join('?' * width)})"  # noqa: S608 - fixed names
+        sql = f"{verb} INTO {table} VALUES ({', '.join('?' * width)})"
         count = 0
         batch: list[tuple[Any, ...]] = []
         for row in rows:

@@ -93,6 +93,11 @@ class Plan:
     def bytes_of(self, action: Action) -> int:
         return int(self.index.scalar("SELECT COALESCE(SUM(size), 0) FROM plan WHERE action = ?", action.value))
 
+    def paths(self) -> Iterator[str]:
+        """Every planned path (streamed)."""
+        for row in self.index.rows("SELECT path FROM plan WHERE path > ? ORDER BY path LIMIT ?"):
+            yield row[0]
+
     @property
     def excluded(self) -> int:
         return self.index.count("excluded")
@@ -315,7 +320,8 @@ def decide_all(index: TreeIndex, options: PlanOptions, describe_source: str) -> 
         )
     if not index.count("src"):
         raise NotFoundError(
-            f"nothing to copy: {describe_source} lists no files" + (" after filtering" if index.count("excluded") else ""),
+            f"nothing to copy: {describe_source} lists no files"
+            + (" after filtering" if index.count("excluded") else ""),
             obj=describe_source,
             hint="Check the URI's prefix and the --include/--exclude patterns",
         )
