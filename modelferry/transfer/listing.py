@@ -7,12 +7,12 @@ it (a page at a time), and a manifest is parsed entry by entry as its bytes arri
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError
 from modelferry.storage.base import MANIFEST_NAME, ObjectInfo, Store
 from modelferry.transfer.index import TreeIndex, info_row, record_row
-from modelferry.transfer.manifest import iter_manifest
+from modelferry.transfer.manifest import SPOOL_PART, iter_manifest
 from modelferry.transfer.plan import Plan, PlanOptions, SyncOptions, add_source, decide_all
 
 log = logging.getLogger(__name__)
@@ -37,29 +37,44 @@ def load_manifest(store: Store, seen: ObjectInfo | None, index: TreeIndex, table
     An unreadable manifest leaves ``table`` empty (every file is verified again) but counts as there.
 
     Local stores leave ``.modelferry/`` out of their listings: they are asked with a ``stat``;
-    stores that cannot ``stat`` cheaply answer through their own ``read_bytes``.
+    stores that cannot ``stat`` cheaply answer through their own ``read_bytes``. A manifest larger
+    than :data:`SPOOL_PART` is streamed in ranges, never held whole.
     """
     where = store.describe(MANIFEST_NAME)
+    if seen is None and store.features.random_write:
+        seen = store.stat(MANIFEST_NAME)
+    chunks: Iterable[bytes]
+    if seen is not None and seen.size > SPOOL_PART:
+        chunks = _reading(store.read(MANIFEST_NAME, 0, seen.size, info=seen))
+    else:
+        data = store.read_bytes(MANIFEST_NAME)
+        if data is None:
+            return False
+        chunks = [data]
     try:
-        if seen is None and store.features.random_write:
-            seen = store.stat(MANIFEST_NAME)
-        if seen is not None:
-            chunks = store.read(MANIFEST_NAME, 0, seen.size, info=seen)
-        else:
-            data = store.read_bytes(MANIFEST_NAME)
-            if data is None:
-                return False
-            chunks = [data]
         index.insert(table, (record_row(e) for e in iter_manifest(chunks, {}, where=where)), unique=False)
-    except NotFoundError:
+    except _ReadFailed as exc:
         index.clear(table)
-        return False
+        cause = exc.__cause__
+        if isinstance(cause, NotFoundError):
+            return False  # removed since the listing
+        assert cause is not None
+        raise cause from None
     except PermanentError as exc:
-        if isinstance(exc, AccessDeniedError):
-            raise
         log.info("%s is unreadable (%s): every file is verified again", where, exc.message)
         index.clear(table)
     return True
+
+
+class _ReadFailed(Exception):
+    """The store failed while a manifest streamed in (its error is the cause): not a parse error."""
+
+
+def _reading(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except Exception as exc:
+        raise _ReadFailed() from exc
 
 
 def index_target(target: Store, index: TreeIndex, dry_run: bool) -> bool:
