@@ -40,7 +40,7 @@ from modelferry.errors import (
 from modelferry.logs import register_secret
 from modelferry.retry import retry_call
 from modelferry.settings import HFCredentials, TLSSettings, TransferSettings
-from modelferry.storage.base import FileSink, InPlace, ObjectInfo, Store, StoreFeatures
+from modelferry.storage.base import MANIFEST_NAME, FileSink, InPlace, ObjectInfo, Store, StoreFeatures
 from modelferry.storage.http import RangedHTTPClient, parse_retry_after
 from modelferry.storage.hub_tls import use_hub_tls
 from modelferry.tls import is_tls_failure, resolve_tls
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 T = TypeVar("T")
+_END = object()  # the tree listing is exhausted
+LIST_CACHE = 10_000  # listings up to this many files are kept for a second use
 
 
 def resolve_endpoint(creds: HFCredentials, environ: dict[str, str] | None = None) -> str:
@@ -161,6 +163,8 @@ class HFStore(Store):
         )
         self._sha: str | None = None
         self._files: list[ObjectInfo] | None = None
+        self._listed = False
+        self._manifest: ObjectInfo | None = None
 
     # -- metadata ----------------------------------------------------------------
 
@@ -210,19 +214,53 @@ class HFStore(Store):
             log.info("pinned %s to commit %s", self.uri, info.sha)
 
     def list(self) -> Iterator[ObjectInfo]:
-        """Every file of the repo at the pinned commit (cached: the commit never changes)."""
-        if self._files is None:
-            self.resolve()
-            sha = self._sha
+        """Every file of the repo at the pinned commit, as the tree's pages arrive.
 
-            def fetch() -> list[ObjectInfo]:
-                entries = self.api.list_repo_tree(
-                    self.repo_id, recursive=True, expand=False, revision=sha, repo_type=self.repo_type
-                )
-                return [self._info(e) for e in entries if isinstance(e, RepoFile)]
+        A listing of up to :data:`LIST_CACHE` files is kept (the commit never changes); a larger
+        one streams every time. A page that fails is retried: the tree is listed again from the
+        start and the entries already handed out are skipped.
+        """
+        if self._files is not None:
+            yield from self._files
+            return
+        self.resolve()
+        sha = self._sha
+        entries: Iterator[object] | None = None
+        taken = 0
 
-            self._files = self._call(fetch, f"listing {self.uri}")
-        yield from self._files
+        def step() -> object:
+            nonlocal entries
+            try:
+                if entries is None:
+                    entries = iter(
+                        self.api.list_repo_tree(
+                            self.repo_id, recursive=True, expand=False, revision=sha, repo_type=self.repo_type
+                        )
+                    )
+                    for _ in range(taken):
+                        next(entries, None)
+                return next(entries, _END)
+            except BaseException:
+                entries = None
+                raise
+
+        cache: list[ObjectInfo] | None = []
+        manifest: ObjectInfo | None = None
+        while (entry := self._call(step, f"listing {self.uri}")) is not _END:
+            taken += 1
+            if not isinstance(entry, RepoFile):
+                continue
+            info = self._info(entry)
+            if info.path == MANIFEST_NAME:
+                manifest = info
+            if cache is not None:
+                cache.append(info)
+                if len(cache) > LIST_CACHE:
+                    cache = None
+            yield info
+        self._files = cache
+        self._manifest = manifest
+        self._listed = True
 
     def _info(self, entry: RepoFile) -> ObjectInfo:
         if entry.lfs is not None:
@@ -239,6 +277,8 @@ class HFStore(Store):
         )
 
     def stat(self, path: str) -> ObjectInfo | None:
+        if path == MANIFEST_NAME and self._listed:
+            return self._manifest  # seen (or not) by the last listing: no second pass over a large tree
         for info in self.list():
             if info.path == path:
                 return info

@@ -159,14 +159,29 @@ class S3Store(S3Calls):
         return f"{self.uri.prefix}/" if self.uri.prefix else ""
 
     def list(self) -> Iterator[ObjectInfo]:
+        """Every object under the prefix, a page at a time as the listing arrives (in the store's key order).
+
+        Objects whose checksum needs a HEAD (multipart: part 1 gives the part size; a stored
+        sha256) are completed in parallel, page by page; the rest pass straight through.
+        """
         prefix = self._list_prefix()
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.uri.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size})
-        found: builtins.list[ObjectInfo] = []
-        needs_head: builtins.list[ObjectInfo] = []
+        pages = iter(
+            paginator.paginate(Bucket=self.uri.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size})
+        )
+        pool: concurrent.futures.ThreadPoolExecutor | None = None
         try:
-            for page in pages:
+            while True:
+                try:
+                    page = next(pages, None)
+                except Exception as exc:
+                    raise translate(
+                        exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name, tls=self.tls
+                    ) from exc
+                if page is None:
+                    return
                 self.count("list_objects_v2")
+                infos: builtins.list[tuple[ObjectInfo, bool]] = []
                 for obj in page.get("Contents", []) or []:
                     rel = str(obj["Key"])[len(prefix) :]
                     if not rel or rel.endswith("/"):
@@ -177,24 +192,18 @@ class S3Store(S3Calls):
                         etag=clean_etag(obj.get("ETag")),
                         md5=etag_md5(obj.get("ETag")),
                     )
-                    if info.multipart_count or "SHA256" in (obj.get("ChecksumAlgorithm") or []):
-                        needs_head.append(info)
-                    else:
-                        found.append(info)
-        except Exception as exc:
-            raise translate(
-                exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name, tls=self.tls
-            ) from exc
-        found.extend(self._with_details(needs_head))
-        yield from sorted(found, key=lambda i: i.path)
-
-    def _with_details(self, infos: builtins.list[ObjectInfo]) -> builtins.list[ObjectInfo]:
-        """HEAD multipart objects (part 1 gives the part size) and ones carrying a sha256, in parallel."""
-        if not infos:
-            return []
-        workers = min(len(infos), self.transfer.concurrency)
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="s3-head") as pool:
-            return list(pool.map(self._detail, infos))
+                    infos.append((info, bool(info.multipart_count or "SHA256" in (obj.get("ChecksumAlgorithm") or []))))
+                if not any(needs for _, needs in infos):
+                    yield from (info for info, _ in infos)
+                    continue
+                if pool is None:
+                    pool = concurrent.futures.ThreadPoolExecutor(
+                        self.transfer.concurrency, thread_name_prefix="s3-head"
+                    )
+                yield from pool.map(lambda pair: self._detail(pair[0]) if pair[1] else pair[0], infos)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def _detail(self, info: ObjectInfo) -> ObjectInfo:
         kwargs: dict[str, Any] = {"Bucket": self.uri.bucket, "Key": self.uri.key(info.path), "ChecksumMode": "ENABLED"}
