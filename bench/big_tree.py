@@ -92,7 +92,9 @@ def main() -> None:
     parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
     parser.add_argument("--json", type=Path, default=None, help="append the results here (JSON lines)")
     args = parser.parse_args()
-    print("| case | files | seconds | files/s | peak RSS MiB | CPU s | exit |\n|---|---|---|---|---|---|---|", flush=True)
+    print(
+        "| case | files | seconds | files/s | peak RSS MiB | CPU s | exit |\n|---|---|---|---|---|---|---|", flush=True
+    )
     with tempfile.TemporaryDirectory(prefix="mf-big-") as name:
         for files in args.files:
             server, url = serve(files)
