@@ -78,6 +78,8 @@ class Engine:
         self._jobs_left = 0
         self._error: BaseException | None = None
         self._open: set[FileJob] = set()
+        self._open_lock = threading.Lock()  # guards _open only: the queue's lock is not taken for it
+        self._waiting = 0  # workers waiting on _cond (a finished file wakes them only when there are some)
         self.refetched: list[str] = []
         self.index: TreeIndex | None = None
         self.copied_files = 0
@@ -209,7 +211,9 @@ class Engine:
                             self._queue.popleft()
                             self._budget_used += cost
                             break
+                    self._waiting += 1
                     self._cond.wait(timeout=1.0)
+                    self._waiting -= 1
             try:
                 self._run_part(job, idx)
             except BaseException as exc:
@@ -249,7 +253,7 @@ class Engine:
                 resume=job.upload.resume_point() if resumable else None,
             )
             job.finished = job.upload.finished_parts() if not job.server_copy else set()
-            with self._cond:
+            with self._open_lock:
                 self._open.add(job)
 
     def _run_part(self, job: FileJob, idx: int) -> None:
@@ -280,9 +284,12 @@ class Engine:
                 job.part_md5[idx] = digest
         job.committed.add(idx)
         self._release_hashed(job)
-        with self._cond:
-            job.remaining -= 1
-            last = job.remaining == 0
+        if len(job.parts) == 1:
+            last = True
+        else:
+            with job.open_lock:
+                job.remaining -= 1
+                last = job.remaining == 0
         if last:
             self._finish_file(job)
         elif job.upload.resumable:
@@ -348,7 +355,7 @@ class Engine:
         )
         if mismatch is not None:
             job.upload.abort(keep_partial=False)
-            with self._cond:
+            with self._open_lock:
                 self._open.discard(job)
             if job.attempt == 0:
                 log.warning(
@@ -381,7 +388,7 @@ class Engine:
             self.progress.add_bytes(0 if not skip_hash else info.size, 0)
         else:
             etag = job.upload.complete()
-        with self._cond:
+        with self._open_lock:
             self._open.discard(job)
         entry = ManifestEntry(
             path=info.path,
@@ -400,13 +407,14 @@ class Engine:
             self.copied_files += 1
             self.copied_bytes += info.size
             self._jobs_left -= 1
-            self._cond.notify_all()
+            if self._waiting or self._jobs_left == 0:
+                self._cond.notify_all()
         self.progress.file_done()
         log.debug("placed %s (%d bytes, sha256 %s)", info.path, info.size, sha256)
 
     def _abort_open(self) -> None:
         keep = self._error is None or (isinstance(self._error, ModelferryError) and self._error.retryable)
-        with self._cond:
+        with self._open_lock:
             open_jobs = list(self._open)
             self._open.clear()
         for job in open_jobs:
