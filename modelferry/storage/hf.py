@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 import httpx2
 from huggingface_hub import HfApi, get_token, hf_hub_url
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 T = TypeVar("T")
 _END = object()  # the tree listing is exhausted
+PROBE_NAME = "modelferry-probe-5e1d7c"  # a file name with nothing to quote, to learn the resolve URL's shape
 LIST_CACHE = 10_000  # listings up to this many files are kept for a second use
 
 
@@ -164,6 +166,7 @@ class HFStore(Store):
         self._sha: str | None = None
         self._files: list[ObjectInfo] | None = None
         self._listed = False
+        self._url_template: tuple[str, str] | None = None
         self._manifest: ObjectInfo | None = None
 
     # -- metadata ----------------------------------------------------------------
@@ -287,9 +290,24 @@ class HFStore(Store):
     # -- bytes -------------------------------------------------------------------
 
     def file_url(self, path: str) -> str:
-        """The resolve URL of ``path`` at the pinned commit."""
+        """The resolve URL of ``path`` at the pinned commit.
+
+        ``hf_hub_url`` is asked once, for a probe name; every path then fills the same template,
+        quoted as ``hf_hub_url`` quotes it (a small file's download costs less CPU).
+        """
         self.resolve()
-        return hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=self._sha, endpoint=self.endpoint)
+        if self._url_template is None:
+            probe = hf_hub_url(
+                self.repo_id, PROBE_NAME, repo_type=self.repo_type, revision=self._sha, endpoint=self.endpoint
+            )
+            head, found, tail = probe.partition(PROBE_NAME)
+            if not found:
+                return hf_hub_url(
+                    self.repo_id, path, repo_type=self.repo_type, revision=self._sha, endpoint=self.endpoint
+                )
+            self._url_template = (head, tail)
+        head, tail = self._url_template
+        return head + quote(path) + tail
 
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -16,7 +16,7 @@ import json
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -37,6 +37,9 @@ class ManifestEntry:
     source_etag: str | None = None  # the source object's ETag, to detect unchanged sources
     part_size: int | None = None  # multipart part size used at the target
     mtime_ns: int | None = None  # local targets: detects in-place edits
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(ManifestEntry))
 
 
 @dataclass
@@ -93,7 +96,8 @@ class Manifest:
 
 
 def entry_json(entry: ManifestEntry) -> str:
-    return json.dumps({k: v for k, v in asdict(entry).items() if v is not None}, separators=(", ", ": "))
+    fields = {name: getattr(entry, name) for name in ENTRY_FIELDS}
+    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(", ", ": "))
 
 
 def spool_manifest(spool: IO[bytes], header: dict[str, Any], files: Iterable[ManifestEntry], *, total_size: int) -> int:

@@ -1,4 +1,4 @@
-"""Anonymous S3 reads build their URLs without botocore's presigner, and must spell them exactly as botocore does."""
+"""Read URLs built from a template (anonymous S3, Hub resolve) must equal what botocore and huggingface_hub spell."""
 
 from __future__ import annotations
 
@@ -39,3 +39,20 @@ def test_signed_url_cache_is_bounded() -> None:
     for n in range(1, URL_CACHE + 5):
         reader.url(f"k{n}")
     assert len(reader._urls) == URL_CACHE and "k0" not in reader._urls
+
+
+@pytest.mark.parametrize("endpoint", ["https://huggingface.co", "http://127.0.0.1:8080/mirror"])
+@pytest.mark.parametrize("kind", ["model", "dataset"])
+def test_hub_resolve_urls_equal_hf_hub_url(endpoint: str, kind: str) -> None:
+    from huggingface_hub import hf_hub_url
+
+    from modelferry.settings import HFCredentials, TransferSettings
+    from modelferry.storage.hf import HFStore
+    from modelferry.uri import parse_uri
+
+    uri = parse_uri("hf://org/repo" if kind == "model" else "hf://datasets/org/repo")
+    store = HFStore(uri, HFCredentials(endpoint=endpoint), TransferSettings())
+    store._sha = "0123456789abcdef0123456789abcdef01234567"  # pinned without a server
+    for path in KEYS:
+        want = hf_hub_url(store.repo_id, path, repo_type=store.repo_type, revision=store._sha, endpoint=endpoint)
+        assert store.file_url(path) == want
