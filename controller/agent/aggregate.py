@@ -14,6 +14,8 @@ from typing import Any
 
 from controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
 from controller.agent.tasks import ModelRef
+from controller.api.meta import ConditionStatus
+from controller.api.v1alpha1.basemodel import ConditionType, State
 from controller.kube.client import Kube, Resource
 from controller.kube.events import EventRecorder, now_iso
 from modelferry.errors import ModelferryError, NotFoundError
@@ -81,14 +83,15 @@ def status_for(nodes: dict[str, list[str]]) -> dict[str, Any]:
 
 def ready_condition(state: str, failures: dict[str, tuple[str, str]]) -> dict[str, str]:
     """The ``Ready`` condition: True with a Ready node; else False, with the first failed node's reason."""
-    if state == "Ready":
-        return {"type": "Ready", "status": "True", "reason": "Ready", "message": "the model is ready on a node"}
+    ready, true, false = ConditionType.READY.value, ConditionStatus.TRUE.value, ConditionStatus.FALSE.value
+    if state == State.READY:
+        return {"type": ready, "status": true, "reason": "Ready", "message": "the model is ready on a node"}
     if failures:
         node = min(failures)
         reason, message = failures[node]
         more = f" (and {len(failures) - 1} more nodes)" if len(failures) > 1 else ""
-        return {"type": "Ready", "status": "False", "reason": reason, "message": f"node {node}: {message}{more}"}
-    return {"type": "Ready", "status": "False", "reason": state, "message": f"no node holds the model yet ({state})"}
+        return {"type": ready, "status": false, "reason": reason, "message": f"node {node}: {message}{more}"}
+    return {"type": ready, "status": false, "reason": state, "message": f"no node holds the model yet ({state})"}
 
 
 def with_transition_times(want: dict[str, Any], have: dict[str, Any], now: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.v1alpha1 import modelsync as api
 from controller.kube.expansion import literal
 from controller.operator.cabundle import invalid_ca_reference
 from controller.operator.claims import claim_mounts
@@ -31,34 +32,14 @@ from controller.operator.jobs import (
 from controller.operator.secretmode import Finding
 from controller.operator.settings import ControllerSettings
 from controller.operator.transferspec import transfer_env_for
-from modelferry.errors import InvalidURIError, SourceNotAllowedError
+from modelferry.backends import SecretUse, backend_for, secret_keys
+from modelferry.errors import InvalidSpecError, InvalidURIError, SourceNotAllowedError
 from modelferry.logs import scrub
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
 KIND = "ModelSync"
 PLURAL = "modelsyncs"
-
-# Secret key -> settings field, per credentials block; every key is passed by reference.
-CREDENTIAL_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
-    "S3": (
-        ("AWS_ACCESS_KEY_ID", "ACCESS_KEY_ID"),
-        ("AWS_SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY"),
-        ("AWS_SESSION_TOKEN", "SESSION_TOKEN"),
-        ("AWS_S3_ENDPOINT", "ENDPOINT_URL"),
-        ("AWS_ENDPOINT_URL", "ENDPOINT_URL"),
-        ("AWS_DEFAULT_REGION", "REGION"),
-        ("AWS_REGION", "REGION"),
-    ),
-    "HF": (("HF_TOKEN", "TOKEN"), ("HF_ENDPOINT", "ENDPOINT")),
-    "COS": (
-        ("IBMCLOUD_API_KEY", "API_KEY"),
-        ("COS_API_KEY", "API_KEY"),
-        ("COS_INSTANCE_CRN", "INSTANCE_CRN"),
-        ("COS_REGION", "REGION"),
-        ("COS_ENDPOINT", "ENDPOINT_URL"),
-    ),
-}
 
 
 @dataclass
@@ -114,12 +95,12 @@ def _decrypt_env(
 def _credential_env(side: str, secret_name: str, values: dict[str, str]) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for block, pairs in CREDENTIAL_KEYS.items():
-        for key, field_name in pairs:
-            env_name = f"MODELFERRY_{side}__{block}__{field_name}"
-            if key in values and env_name not in seen:
-                seen.add(env_name)
-                env.append(secret_ref(env_name, secret_name, key))
+    # Secret key -> settings field, per credentials block (each backend's, modelferry.backends); by reference.
+    for key, block, field_name in secret_keys(SecretUse.MODELSYNC):
+        env_name = f"MODELFERRY_{side}__{block.upper()}__{field_name.upper()}"
+        if key in values and env_name not in seen:
+            seen.add(env_name)
+            env.append(secret_ref(env_name, secret_name, key))
     return env
 
 
@@ -138,7 +119,7 @@ def _credentials(
     values = secret_data(secret)
     env = _credential_env(side, name, values)
     if not env:
-        known = sorted({k for pairs in CREDENTIAL_KEYS.values() for k, _ in pairs})
+        known = sorted({key for key, _, _ in secret_keys(SecretUse.MODELSYNC)})
         return [], Finding(
             "CredentialsSecretInvalid",
             f"Secret {name!r} holds none of the keys modelferry reads ({', '.join(known)}); add the right keys",
@@ -151,6 +132,10 @@ def plan_modelsync_job(
 ) -> SyncPlan:
     """The Job for a ModelSync. ``secrets`` maps each :func:`referenced_secrets` name to the Secret or None."""
     meta = ms.get("metadata") or {}
+    try:
+        typed = api.parse_spec(ms)
+    except InvalidSpecError as exc:
+        return SyncPlan(error=Finding(exc.reason, str(exc)))
     spec = ms.get("spec") or {}
     source = spec.get("source") or {}
     target = spec.get("target") or {}
@@ -159,8 +144,7 @@ def plan_modelsync_job(
         bad = undecodable_keys(secret)
         if bad:
             return SyncPlan(error=Finding("SecretValueNotText", not_text_finding(secret_name, bad)))
-    job_spec = spec.get("job") or {}
-    refused = check_job_overrides(job_spec, settings.job_policy, settings.job)
+    refused = check_job_overrides(typed.job, settings.job_policy, settings.job)
     if refused is not None:
         return SyncPlan(error=refused)
     try:
@@ -186,8 +170,8 @@ def plan_modelsync_job(
             dst = parse_uri(target["uri"])
         except InvalidURIError as exc:
             return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
-        if dst.scheme == "hf":
-            return SyncPlan(error=Finding("InvalidTargetURI", "spec.target.uri: hf:// cannot be a target"))
+        if not backend_for(dst.scheme).can_be_target:
+            return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {dst.scheme}:// cannot be a target"))
         target_arg = literal(target["uri"])
     elif target.get("dataConnection"):
         dc = target["dataConnection"]
@@ -218,7 +202,7 @@ def plan_modelsync_job(
     tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
     if err:
         return SyncPlan(error=err)
-    transfer_env, err = transfer_env_for(spec.get("transfer") or {})
+    transfer_env, err = transfer_env_for(typed.transfer)
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env

@@ -26,6 +26,7 @@ from controller.operator.jobs import (
     undecodable_keys,
 )
 from controller.operator.settings import ControllerSettings
+from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.units import parse_size
@@ -35,12 +36,19 @@ MiB = 1 << 20
 DEST_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_BUCKET")
 COS_KEYS = ("S3_SYNC_COS_TEMPORARY_PASSCODE", "S3_SYNC_COS_API_KEY", "IBMCLOUD_API_KEY")
 
+# The data connection's key for each s3 settings field (the s3 backend's, modelferry.backends).
+_DATA_CONNECTION = {name: key for key, block, name in secret_keys(SecretUse.DATA_CONNECTION) if block == "s3"}
 # (model-source key suffix, data-connection fall-back key, settings field)
 S3_FIELDS = (
-    ("ENDPOINT", "AWS_S3_ENDPOINT", "ENDPOINT_URL"),
-    ("ACCESS_KEY", "AWS_ACCESS_KEY_ID", "ACCESS_KEY_ID"),
-    ("SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY"),
-    ("REGION", "AWS_DEFAULT_REGION", "REGION"),
+    *(
+        (suffix, _DATA_CONNECTION[name], name.upper())
+        for suffix, name in (
+            ("ENDPOINT", "endpoint_url"),
+            ("ACCESS_KEY", "access_key_id"),
+            ("SECRET_KEY", "secret_access_key"),
+            ("REGION", "region"),
+        )
+    ),
     ("VALIDATE_TLS", None, "VERIFY_TLS"),
 )
 

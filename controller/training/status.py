@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from controller.api.meta import ConditionStatus
+from controller.api.v1alpha1.trainingrun import ConditionType
 from controller.training.validate import Problem
 from modelferry.logs import scrub_record
 
@@ -46,10 +48,10 @@ def termination_report(pod: dict[str, Any] | None, container: str = "sidecar") -
     return None
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, Any]:
+def _condition(kind: ConditionType, ok: bool, reason: str, message: str, now: str) -> dict[str, Any]:
     return {
-        "type": kind,
-        "status": "True" if ok else "False",
+        "type": kind.value,
+        "status": (ConditionStatus.TRUE if ok else ConditionStatus.FALSE).value,
         "reason": reason,
         "message": message,
         "lastTransitionTime": now,
@@ -92,7 +94,7 @@ def compute_status(
         failed = {
             "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
             "observedGeneration": generation,
-            "conditions": [_condition("Ready", False, problem.reason, problem.message, now)],
+            "conditions": [_condition(ConditionType.READY, False, problem.reason, problem.message, now)],
         }
         return dict(scrub_record(failed, namespace))
     phase = _workload_phase(workload)
@@ -107,17 +109,21 @@ def compute_status(
         value = report.get(key) or old.get(key)
         if value:
             status[key] = value
-    conditions = [_condition("Ready", True, "JobCreated", "the training workload exists", now)]
+    conditions = [_condition(ConditionType.READY, True, "JobCreated", "the training workload exists", now)]
     if phase == "Succeeded":
         conditions.append(
-            _condition("Complete", True, "TrainingSucceeded", report.get("message") or "training finished", now)
+            _condition(
+                ConditionType.COMPLETE, True, "TrainingSucceeded", report.get("message") or "training finished", now
+            )
         )
     elif phase == "Failed":
         reason = report.get("reason") or "TrainingFailed"
         message = report.get("message") or "the training workload failed; see the pod logs and <output>/failed/"
-        conditions.append(_condition("Complete", False, reason, message, now))
+        conditions.append(_condition(ConditionType.COMPLETE, False, reason, message, now))
     else:
-        conditions.append(_condition("Complete", False, "Running" if phase == "Running" else "Pending", phase, now))
+        conditions.append(
+            _condition(ConditionType.COMPLETE, False, "Running" if phase == "Running" else "Pending", phase, now)
+        )
     # a condition keeps its lastTransitionTime while its status does not change
     previous = {c.get("type"): c for c in old.get("conditions") or []}
     for cond in conditions:
