@@ -11,7 +11,6 @@ failure or SIGTERM and aborted on any other (see :mod:`.object_upload`).
 from __future__ import annotations
 
 import base64
-import builtins
 import collections
 import concurrent.futures
 import hashlib
@@ -41,6 +40,7 @@ from modelferry.storage.s3_config import (
 )
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
+from modelferry.storage.s3_listing import list_pages
 from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.uri import StorageURI
@@ -171,53 +171,10 @@ class S3Store(S3Calls):
         return f"{self.uri.prefix}/" if self.uri.prefix else ""
 
     def list(self) -> Iterator[ObjectInfo]:
-        """Every object under the prefix, a page at a time as the listing arrives (in the store's key order).
+        """Every object under the prefix, a page at a time as the listing arrives (see :func:`list_pages`)."""
+        return list_pages(self, self._list_prefix())
 
-        Objects whose checksum needs a HEAD (multipart: part 1 gives the part size; a stored
-        sha256) are completed in parallel, page by page; the rest pass straight through.
-        """
-        prefix = self._list_prefix()
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = iter(
-            paginator.paginate(Bucket=self.uri.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size})
-        )
-        pool: concurrent.futures.ThreadPoolExecutor | None = None
-        try:
-            while True:
-                try:
-                    page = next(pages, None)
-                except Exception as exc:
-                    raise translate(
-                        exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name, tls=self.tls
-                    ) from exc
-                if page is None:
-                    return
-                self.count("list_objects_v2")
-                infos: builtins.list[tuple[ObjectInfo, bool]] = []
-                for obj in page.get("Contents", []) or []:
-                    rel = str(obj["Key"])[len(prefix) :]
-                    if not rel or rel.endswith("/"):
-                        continue  # the prefix itself or a "directory" marker
-                    info = ObjectInfo(
-                        path=rel,
-                        size=int(obj["Size"]),
-                        etag=clean_etag(obj.get("ETag")),
-                        md5=etag_md5(obj.get("ETag")),
-                    )
-                    infos.append((info, bool(info.multipart_count or "SHA256" in (obj.get("ChecksumAlgorithm") or []))))
-                if not any(needs for _, needs in infos):
-                    yield from (info for info, _ in infos)
-                    continue
-                if pool is None:
-                    pool = concurrent.futures.ThreadPoolExecutor(
-                        self.transfer.concurrency, thread_name_prefix="s3-head"
-                    )
-                yield from pool.map(lambda pair: self._detail(pair[0]) if pair[1] else pair[0], infos)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-
-    def _detail(self, info: ObjectInfo) -> ObjectInfo:
+    def head_details(self, info: ObjectInfo) -> ObjectInfo:
         kwargs: dict[str, Any] = {"Bucket": self.uri.bucket, "Key": self.uri.key(info.path), "ChecksumMode": "ENABLED"}
         if info.multipart_count:
             kwargs["PartNumber"] = 1
@@ -254,7 +211,7 @@ class S3Store(S3Calls):
             return None
         info = self._from_head(path, head)
         if info.etag and ObjectInfo(path=path, size=info.size, etag=info.etag).multipart_count:
-            return self._detail(info)
+            return self.head_details(info)
         return info
 
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
