@@ -4,18 +4,34 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from modelferry.checksums import clean_etag
+from modelferry.settings import TransferSettings
 from modelferry.storage.base import ObjectInfo
 from modelferry.storage.s3_config import etag_md5
 from modelferry.storage.s3_errors import translate
-
-if TYPE_CHECKING:
-    from modelferry.storage.s3 import S3Store
+from modelferry.uri import StorageURI
 
 
-def list_pages(store: S3Store, prefix: str) -> Iterator[ObjectInfo]:
+class ListedStore(Protocol):
+    """What a listing needs of the S3 store."""
+
+    client: Any
+    uri: StorageURI
+    page_size: int
+    transfer: TransferSettings
+    tls: Any
+
+    @property
+    def endpoint_name(self) -> str: ...
+
+    def count(self, kind: str) -> None: ...
+
+    def head_details(self, info: ObjectInfo) -> ObjectInfo: ...
+
+
+def list_pages(store: ListedStore, prefix: str) -> Iterator[ObjectInfo]:
     """Every object under the prefix, a page at a time as the listing arrives (in the store's key order).
 
     Objects whose checksum needs a HEAD (multipart: part 1 gives the part size; a stored
