@@ -57,7 +57,7 @@ def serve(files: int) -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{line.split()[-1]}"
 
 
-def run(case: str, files: int, url: str, scratch: Path, src: Path | None) -> dict[str, object]:
+def run(case: str, files: int, url: str, scratch: Path, src: Path | None, label: str) -> dict[str, object]:
     target = scratch / f"out-{case}-{files}"
     args = [a.format(url=url, dir=target) for a in CASES[case]]
     if "s3://" in " ".join(args):
@@ -81,7 +81,7 @@ def run(case: str, files: int, url: str, scratch: Path, src: Path | None) -> dic
         "files_per_s": round(files / seconds),
         "peak_rss_mib": round(peak, 1),
         "cpu_s": round(cpu, 1),
-        "code": str(src) if src else "this checkout",
+        "code": label,
     }
 
 
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, nargs="+", default=[50_000, 200_000])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["hub-skip", "s3-skip"])
     parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
+    parser.add_argument("--label", default="this checkout", help="what the code is, for the JSON (e.g. before)")
     parser.add_argument("--json", type=Path, default=None, help="append the results here (JSON lines)")
     args = parser.parse_args()
     print(
@@ -100,7 +101,7 @@ def main() -> None:
             server, url = serve(files)
             try:
                 for case in args.cases:
-                    row = run(case, files, url, Path(name), args.modelferry_src)
+                    row = run(case, files, url, Path(name), args.modelferry_src, args.label)
                     print(
                         f"| {row['case']} | {files} | {row['seconds']} | {row['files_per_s']} | {row['peak_rss_mib']} "
                         f"| {row['cpu_s']} | {row['exit']} |",

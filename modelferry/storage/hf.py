@@ -167,6 +167,7 @@ class HFStore(Store):
         self._files: list[ObjectInfo] | None = None
         self._listed = False
         self._url_template: tuple[str, str] | None = None
+        self._described: tuple[str | None, str] | None = None
         self._manifest: ObjectInfo | None = None
 
     # -- metadata ----------------------------------------------------------------
@@ -180,7 +181,10 @@ class HFStore(Store):
         return f"hf:{self.endpoint}/{self.repo_type}/{self.repo_id}"
 
     def describe(self, path: str = "") -> str:
-        base = str(self.uri.with_revision(self._sha or self.uri.revision))
+        revision = self._sha or self.uri.revision
+        if self._described is None or self._described[0] != revision:  # once per revision, not per part
+            self._described = (revision, str(self.uri.with_revision(revision)))
+        base = self._described[1]
         return f"{base}/{path}" if path else base
 
     def _call(self, fn: Callable[[], T], what: str) -> T:

@@ -92,7 +92,9 @@ def sync(
         remove_manifest(target)
     engine.run(plan)
     header = Manifest(source=str(source.uri), revision=source.revision).header()
-    write_manifest_entries(target, header, manifest_entries(plan.index), total_size=plan.total_bytes)
+    kept: list[ManifestEntry] | None = [] if plan.count() <= SMALL_MANIFEST else None
+    written = manifest_entries(plan.index)
+    write_manifest_entries(target, header, keeping(written, kept), total_size=plan.total_bytes)
     # Partials of files outside this plan (other filters, files gone) would otherwise pile up.
     target.cleanup_partials(keep=plan.paths(), older_than=started_wall)
     counters = engine.progress.counters
@@ -103,7 +105,10 @@ def sync(
     result.bytes_transferred = counters.bytes_transferred
     result.retries = counters.retries
     result.refetched = engine.refetched
-    result.manifest = manifest_summary(header, plan) if plan.count() <= SMALL_MANIFEST else None
+    if kept is not None:  # small trees: callers and tests look at the entries
+        result.manifest = Manifest(
+            source=str(header["source"]), revision=header["revision"], files=kept, completed=str(header["completed"])
+        )
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -140,11 +145,9 @@ def manifest_entries(index: TreeIndex) -> Iterator[ManifestEntry]:
         )
 
 
-def manifest_summary(header: dict[str, Any], plan: Plan) -> Manifest:
-    """The written manifest as an object (small trees: callers and tests look at its entries)."""
-    return Manifest(
-        source=str(header["source"]),
-        revision=header["revision"],
-        files=list(manifest_entries(plan.index)),
-        completed=str(header["completed"]),
-    )
+def keeping(entries: Iterator[ManifestEntry], kept: list[ManifestEntry] | None) -> Iterator[ManifestEntry]:
+    """``entries``, also appended to ``kept`` when it is a list."""
+    for entry in entries:
+        if kept is not None:
+            kept.append(entry)
+        yield entry
