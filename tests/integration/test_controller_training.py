@@ -84,7 +84,9 @@ def emu(h: Harness) -> TrainingKubeEmulator | RealKube:
     return h.emu
 
 
-async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index: str | None = None) -> str:
+async def put_pod(
+    h: Harness, *, terminated: dict[str, Any] | None = None, index: str | None = None, phase: str | None = None
+) -> str:
     name = f"{JOB}-abcde"
     labels = h.pod_labels(JOB)
     if index is not None:
@@ -95,7 +97,8 @@ async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NS, "labels": labels},
         "status": {
-            "phase": ("Succeeded" if terminated.get("exitCode") == 0 else "Failed") if terminated else "Running",
+            "phase": phase
+            or (("Succeeded" if terminated.get("exitCode") == 0 else "Failed") if terminated else "Running"),
             "containerStatuses": [{"name": "trainer", "state": {}}, {"name": "sidecar", "state": state}],
         },
     }
@@ -357,10 +360,9 @@ async def test_sidecar_log_read_only_while_running_and_at_most_once_per_interval
     await harness.apply(trainingrun(), API, "trainingruns")
     controller = await harness.start(training={"progress_seconds": 3600})
     await eventually(lambda: harness.job(JOB))
-    pod_name = await put_pod(harness)
-    pod = harness.emu.get("v1", "pods", NS, pod_name) or {}
-    pod["status"]["phase"] = "Pending"  # scheduled, not started: no log to read
-    await harness.emu.put_object("v1", "pods", pod)
+    # Scheduled, not started: no log to read. Created Pending (not Running, then Pending): a reconcile
+    # between the two writes would have seen a running pod.
+    pod_name = await put_pod(harness, phase="Pending")
     emu(harness).logs[(NS, pod_name, "sidecar")] = 'MODELFERRY_PROGRESS {"progress": {"step": 3}}'
     await set_job(harness, {"active": 1, "startTime": "2026-01-01T00:00:00Z"})
     await eventually(lambda: tr_status(harness).get("phase") == "Running")
