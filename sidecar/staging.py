@@ -55,7 +55,7 @@ def stage(uri: str, target_dir: Path, creds: Credentials, transfer: TransferSett
         result = copy_tree(source, target, creds, Credentials(), transfer)
     except NotFoundError:
         result = None
-    if (result is None or not result.plan.items) and source.is_bucket and source.prefix:
+    if (result is None or not result.plan.count()) and source.is_bucket and source.prefix:
         # s3://bucket/data/train.jsonl names one object: list its parent, take only that name.
         parent, _, name = source.prefix.rpartition("/")
         return copy_tree(replace(source, prefix=parent), target, creds, Credentials(), transfer, include=(name,))

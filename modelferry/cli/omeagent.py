@@ -76,7 +76,7 @@ def _execute(job: SyncJob, extra: dict[str, Any], *, dry_run: bool, json_output:
     if json_output:
         return 0
     if dry_run:
-        for item in result.plan.items:
+        for item in result.plan:
             click.echo(f"{item.action:5} {item.source.size:>14}  {item.source.path}  ({item.reason})")
     else:
         log.info(

@@ -254,12 +254,12 @@ def sync_command(
     if json_output:
         return 0
     if dry_run:
-        for item in result.plan.items:
+        for item in result.plan:
             click.echo(
                 f"{item.action:5} {item.source.size:>14}  {item.source.path}  ({item.reason}; verify {item.expected.strength})"
             )
         click.echo(
-            f"{len(result.plan.items)} files, {result.plan.total_bytes} bytes; {result.plan.copy_bytes} bytes to copy"
+            f"{result.plan.count()} files, {result.plan.total_bytes} bytes; {result.plan.copy_bytes} bytes to copy"
         )
     else:
         log.info(

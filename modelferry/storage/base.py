@@ -44,10 +44,14 @@ class ObjectInfo:
 
     @property
     def multipart_count(self) -> int | None:
-        """Number of parts when the ETag is a multipart ETag (``hex-N``)."""
+        """Number of parts when the ETag is a multipart ETag (``<md5 hex>-N``).
+
+        Only an MD5 (32 hex digits) before the dash counts: other servers' ETags that merely
+        end in ``-digits`` (nginx's ``<mtime hex>-<size hex>``) are opaque, not multipart.
+        """
         if self.etag and "-" in self.etag:
-            tail = self.etag.strip().strip('"').rsplit("-", 1)[1]  # ETags often arrive quoted
-            if tail.isdigit():
+            head, tail = self.etag.strip().strip('"').rsplit("-", 1)  # ETags often arrive quoted
+            if tail.isdigit() and len(head) == 32 and all(c in "0123456789abcdefABCDEF" for c in head):
                 return int(tail)
         return None
 

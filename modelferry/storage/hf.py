@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 import httpx2
 from huggingface_hub import HfApi, get_token, hf_hub_url
@@ -40,7 +41,7 @@ from modelferry.errors import (
 from modelferry.logs import register_secret
 from modelferry.retry import retry_call
 from modelferry.settings import HFCredentials, TLSSettings, TransferSettings
-from modelferry.storage.base import FileSink, InPlace, ObjectInfo, Store, StoreFeatures
+from modelferry.storage.base import MANIFEST_NAME, FileSink, InPlace, ObjectInfo, Store, StoreFeatures
 from modelferry.storage.http import RangedHTTPClient, parse_retry_after
 from modelferry.storage.hub_tls import use_hub_tls
 from modelferry.tls import is_tls_failure, resolve_tls
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 T = TypeVar("T")
+_END = object()  # the tree listing is exhausted
+PROBE_NAME = "modelferry-probe-5e1d7c"  # a file name with nothing to quote, to learn the resolve URL's shape
+LIST_CACHE = 10_000  # listings up to this many files are kept for a second use
 
 
 def resolve_endpoint(creds: HFCredentials, environ: dict[str, str] | None = None) -> str:
@@ -161,6 +165,10 @@ class HFStore(Store):
         )
         self._sha: str | None = None
         self._files: list[ObjectInfo] | None = None
+        self._listed = False
+        self._url_template: tuple[str, str] | None = None
+        self._described: tuple[str | None, str] | None = None
+        self._manifest: ObjectInfo | None = None
 
     # -- metadata ----------------------------------------------------------------
 
@@ -173,7 +181,10 @@ class HFStore(Store):
         return f"hf:{self.endpoint}/{self.repo_type}/{self.repo_id}"
 
     def describe(self, path: str = "") -> str:
-        base = str(self.uri.with_revision(self._sha or self.uri.revision))
+        revision = self._sha or self.uri.revision
+        if self._described is None or self._described[0] != revision:  # once per revision, not per part
+            self._described = (revision, str(self.uri.with_revision(revision)))
+        base = self._described[1]
         return f"{base}/{path}" if path else base
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
@@ -210,19 +221,53 @@ class HFStore(Store):
             log.info("pinned %s to commit %s", self.uri, info.sha)
 
     def list(self) -> Iterator[ObjectInfo]:
-        """Every file of the repo at the pinned commit (cached: the commit never changes)."""
-        if self._files is None:
-            self.resolve()
-            sha = self._sha
+        """Every file of the repo at the pinned commit, as the tree's pages arrive.
 
-            def fetch() -> list[ObjectInfo]:
-                entries = self.api.list_repo_tree(
-                    self.repo_id, recursive=True, expand=False, revision=sha, repo_type=self.repo_type
-                )
-                return [self._info(e) for e in entries if isinstance(e, RepoFile)]
+        A listing of up to :data:`LIST_CACHE` files is kept (the commit never changes); a larger
+        one streams every time. A page that fails is retried: the tree is listed again from the
+        start and the entries already handed out are skipped.
+        """
+        if self._files is not None:
+            yield from self._files
+            return
+        self.resolve()
+        sha = self._sha
+        entries: Iterator[object] | None = None
+        taken = 0
 
-            self._files = self._call(fetch, f"listing {self.uri}")
-        yield from self._files
+        def step() -> object:
+            nonlocal entries
+            try:
+                if entries is None:
+                    entries = iter(
+                        self.api.list_repo_tree(
+                            self.repo_id, recursive=True, expand=False, revision=sha, repo_type=self.repo_type
+                        )
+                    )
+                    for _ in range(taken):
+                        next(entries, None)
+                return next(entries, _END)
+            except BaseException:
+                entries = None
+                raise
+
+        cache: list[ObjectInfo] | None = []
+        manifest: ObjectInfo | None = None
+        while (entry := self._call(step, f"listing {self.uri}")) is not _END:
+            taken += 1
+            if not isinstance(entry, RepoFile):
+                continue
+            info = self._info(entry)
+            if info.path == MANIFEST_NAME:
+                manifest = info
+            if cache is not None:
+                cache.append(info)
+                if len(cache) > LIST_CACHE:
+                    cache = None
+            yield info
+        self._files = cache
+        self._manifest = manifest
+        self._listed = True
 
     def _info(self, entry: RepoFile) -> ObjectInfo:
         if entry.lfs is not None:
@@ -239,6 +284,8 @@ class HFStore(Store):
         )
 
     def stat(self, path: str) -> ObjectInfo | None:
+        if path == MANIFEST_NAME and self._listed:
+            return self._manifest  # seen (or not) by the last listing: no second pass over a large tree
         for info in self.list():
             if info.path == path:
                 return info
@@ -247,9 +294,24 @@ class HFStore(Store):
     # -- bytes -------------------------------------------------------------------
 
     def file_url(self, path: str) -> str:
-        """The resolve URL of ``path`` at the pinned commit."""
+        """The resolve URL of ``path`` at the pinned commit.
+
+        ``hf_hub_url`` is asked once, for a probe name; every path then fills the same template,
+        quoted as ``hf_hub_url`` quotes it (a small file's download costs less CPU).
+        """
         self.resolve()
-        return hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=self._sha, endpoint=self.endpoint)
+        if self._url_template is None:
+            probe = hf_hub_url(
+                self.repo_id, PROBE_NAME, repo_type=self.repo_type, revision=self._sha, endpoint=self.endpoint
+            )
+            head, found, tail = probe.partition(PROBE_NAME)
+            if not found:
+                return hf_hub_url(
+                    self.repo_id, path, repo_type=self.repo_type, revision=self._sha, endpoint=self.endpoint
+                )
+            self._url_template = (head, tail)
+        head, tail = self._url_template
+        return head + quote(path) + tail
 
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -218,12 +218,14 @@ class LocalStore(Store):
             os.rmdir("partial", dir_fd=meta)
 
     def _remove_stale(self, partial: int, keep: Iterable[str], older_than: float | None) -> None:
-        wanted = {partial_stem(path) for path in keep}
         groups: dict[str, list[str]] = {}
         with contextlib.suppress(OSError):
             for name in os.listdir(partial):
                 if _PARTIAL_RE.match(name) or _JOURNAL_RE.match(name):
                     groups.setdefault(name[:24], []).append(name)
+        if not groups:
+            return  # the usual case: ``keep`` (maybe a million paths) is never read
+        wanted = {partial_stem(path) for path in keep}
         for stem, names in groups.items():
             if stem in wanted or (older_than is not None and _newest_mtime(partial, names) >= older_than):
                 continue

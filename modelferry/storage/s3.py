@@ -11,7 +11,6 @@ failure or SIGTERM and aborted on any other (see :mod:`.object_upload`).
 from __future__ import annotations
 
 import base64
-import builtins
 import collections
 import concurrent.futures
 import hashlib
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 from modelferry.checksums import clean_etag
@@ -30,9 +30,17 @@ from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, FileSink, InPlace, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.http import RangedHTTPClient, read_arrived
-from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, s3_tls
+from modelferry.storage.s3_config import (
+    b64_to_hex_any,
+    client_config,
+    etag_md5,
+    fast_timestamp,
+    resolve_endpoint,
+    s3_tls,
+)
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
+from modelferry.storage.s3_listing import list_pages
 from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.uri import StorageURI
@@ -77,7 +85,11 @@ class S3Store(S3Calls):
         register_secret(secret)
         register_secret(token)
         try:
+            core = botocore.session.get_session()
+            # Listings carry a LastModified per object; dateutil's parser cost ~0.1 ms each.
+            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
             session = boto3.session.Session(
+                botocore_session=core,
                 profile_name=creds.profile,
                 aws_access_key_id=creds.access_key_id if creds.access_key_id and secret else None,
                 aws_secret_access_key=secret if creds.access_key_id else None,
@@ -159,44 +171,10 @@ class S3Store(S3Calls):
         return f"{self.uri.prefix}/" if self.uri.prefix else ""
 
     def list(self) -> Iterator[ObjectInfo]:
-        prefix = self._list_prefix()
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.uri.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size})
-        found: builtins.list[ObjectInfo] = []
-        needs_head: builtins.list[ObjectInfo] = []
-        try:
-            for page in pages:
-                self.count("list_objects_v2")
-                for obj in page.get("Contents", []) or []:
-                    rel = str(obj["Key"])[len(prefix) :]
-                    if not rel or rel.endswith("/"):
-                        continue  # the prefix itself or a "directory" marker
-                    info = ObjectInfo(
-                        path=rel,
-                        size=int(obj["Size"]),
-                        etag=clean_etag(obj.get("ETag")),
-                        md5=etag_md5(obj.get("ETag")),
-                    )
-                    if info.multipart_count or "SHA256" in (obj.get("ChecksumAlgorithm") or []):
-                        needs_head.append(info)
-                    else:
-                        found.append(info)
-        except Exception as exc:
-            raise translate(
-                exc, bucket=self.uri.bucket, what=str(self.uri), endpoint=self.endpoint_name, tls=self.tls
-            ) from exc
-        found.extend(self._with_details(needs_head))
-        yield from sorted(found, key=lambda i: i.path)
+        """Every object under the prefix, a page at a time as the listing arrives (see :func:`list_pages`)."""
+        return list_pages(self, self._list_prefix())
 
-    def _with_details(self, infos: builtins.list[ObjectInfo]) -> builtins.list[ObjectInfo]:
-        """HEAD multipart objects (part 1 gives the part size) and ones carrying a sha256, in parallel."""
-        if not infos:
-            return []
-        workers = min(len(infos), self.transfer.concurrency)
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="s3-head") as pool:
-            return list(pool.map(self._detail, infos))
-
-    def _detail(self, info: ObjectInfo) -> ObjectInfo:
+    def head_details(self, info: ObjectInfo) -> ObjectInfo:
         kwargs: dict[str, Any] = {"Bucket": self.uri.bucket, "Key": self.uri.key(info.path), "ChecksumMode": "ENABLED"}
         if info.multipart_count:
             kwargs["PartNumber"] = 1
@@ -233,7 +211,7 @@ class S3Store(S3Calls):
             return None
         info = self._from_head(path, head)
         if info.etag and ObjectInfo(path=path, size=info.size, etag=info.etag).multipart_count:
-            return self._detail(info)
+            return self.head_details(info)
         return info
 
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
@@ -364,17 +342,22 @@ class S3Store(S3Calls):
         """
         if keep is None:
             return
-        wanted = record_stems(keep)
         root = self._list_prefix()
         paginator = self.client.get_paginator("list_objects_v2")
 
         try:
-            stale = [
-                str(obj["Key"])[len(root) :]
+            records = [
+                (str(obj["Key"]), obj["LastModified"].timestamp())
                 for page in paginator.paginate(Bucket=self.uri.bucket, Prefix=f"{root}{PARTIAL_DIR}/")
                 for obj in page.get("Contents", []) or []
-                if stale_record(str(obj["Key"]), wanted)
-                and (older_than is None or obj["LastModified"].timestamp() < older_than)
+            ]
+            if not records:
+                return  # the usual case: ``keep`` (maybe a million paths) is never read
+            wanted = record_stems(keep)
+            stale = [
+                key[len(root) :]
+                for key, modified in records
+                if stale_record(key, wanted) and (older_than is None or modified < older_than)
             ]
             drop_records(self, stale, self.abort_upload)
         except Exception as exc:

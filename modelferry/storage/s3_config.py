@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import os
 from typing import Any
 from urllib.parse import urlparse
 
+import botocore.utils
 from botocore import UNSIGNED
 from botocore.config import Config
 
@@ -93,3 +95,12 @@ def b64_to_hex_any(value: str) -> str | None:
     except ValueError:
         return None
     return raw.hex() if len(raw) == 32 else b64_to_hex(value)
+
+
+def fast_timestamp(value: str) -> datetime.datetime:
+    """S3's ISO 8601 timestamps (``2026-01-01T00:00:00.000Z``) at ``fromisoformat`` speed; anything else as botocore parses it."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 from modelferry.retry import Cancelled
 from modelferry.storage.base import Store
@@ -42,14 +43,15 @@ def hash_item(store: Store, item: PlanItem, cancel: threading.Event) -> PlanItem
 
 
 def resolve_checks(plan: Plan, source: Store, target: Store, *, workers: int, cancel: threading.Event) -> Plan:
-    """Turn every CHECK into SKIP or COPY by hashing, several files at once."""
-    checks = [i for i in plan.items if i.action == Action.CHECK]
-    if not checks:
+    """Turn every CHECK into SKIP or COPY by hashing, several files at once (a batch of the plan at a time)."""
+    if not plan.count(Action.CHECK):
         return plan
 
     def one(item: PlanItem) -> PlanItem:
         return hash_item(source if item.check_source else target, item, cancel)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(checks), workers, 8)), thread_name_prefix="check") as pool:
-        decided = {i.source.path: i for i in pool.map(one, checks)}
-    return Plan(items=[decided.get(i.source.path, i) for i in plan.items], excluded=plan.excluded)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 8)), thread_name_prefix="check") as pool:
+        checks = plan.of(Action.CHECK)
+        while batch := list(islice(checks, 256)):
+            plan.replace(list(pool.map(one, batch)))
+    return plan

@@ -16,10 +16,10 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 
 from modelferry.errors import (
-    AccessDeniedError,
     InsufficientSpaceError,
     IntegrityError,
     ModelferryError,
@@ -28,7 +28,8 @@ from modelferry.errors import (
 from modelferry.retry import Cancelled, retry_call
 from modelferry.settings import TransferSettings
 from modelferry.speed import LowSpeedGuard
-from modelferry.storage.base import ObjectInfo, Store
+from modelferry.storage.base import Store
+from modelferry.transfer.index import TreeIndex
 from modelferry.transfer.inflight import (
     FileJob,
     NullUpload,
@@ -37,13 +38,20 @@ from modelferry.transfer.inflight import (
     part_layout,
     scheduling_part_size,
 )
-from modelferry.transfer.manifest import Manifest, ManifestEntry, read_manifest
+from modelferry.transfer.listing import build_plan
+from modelferry.transfer.manifest import ManifestEntry
 from modelferry.transfer.part import copy_part
-from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions, make_plan
+from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions
 from modelferry.transfer.progress import Progress
 from modelferry.transfer.verify import InOrderHasher, check
 
 log = logging.getLogger(__name__)
+
+
+def batched(items: Iterable[PlanItem], size: int) -> Iterator[list[PlanItem]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 class Engine:
@@ -69,26 +77,30 @@ class Engine:
         self._budget_used = 0
         self._jobs_left = 0
         self._error: BaseException | None = None
-        self._entries: dict[str, ManifestEntry] = {}
         self._open: set[FileJob] = set()
+        self._open_lock = threading.Lock()  # guards _open only: the queue's lock is not taken for it
+        self._waiting = 0  # workers waiting on _cond (a finished file wakes them only when there are some)
         self.refetched: list[str] = []
-        self.target_files: dict[str, ObjectInfo] = {}
+        self.index: TreeIndex | None = None
+        self.copied_files = 0
+        self.copied_bytes = 0
         self._hash_budget = settings.memory_budget
         self.server_copy = bool(target.features.server_side_copy and source.identity() == target.identity())
         self.speed = LowSpeedGuard(settings.speed_limit, settings.speed_time)
 
     # -- planning ---------------------------------------------------------------
 
-    def plan(self, options: SyncOptions) -> tuple[Plan, Manifest | None]:
-        self.source.resolve()
-        source_files = list(self.source.list())
-        source_manifest = read_manifest(self.source)
-        target_files, target_manifest = self._target_state(options.dry_run)
-        self.target_files = target_files
-        plan = make_plan(
-            source_files,
-            target_files,
-            options=PlanOptions(
+    def plan(self, options: SyncOptions) -> tuple[Plan, bool]:
+        """List both sides into a fresh index and decide; also whether the target has a manifest file."""
+        if self.index is not None:
+            self.index.close()
+        self.index = TreeIndex()
+        return build_plan(
+            self.source,
+            self.target,
+            self.index,
+            options,
+            PlanOptions(
                 include=options.include,
                 exclude=options.exclude,
                 size_limit=self.settings.size_limit or None,
@@ -96,26 +108,7 @@ class Engine:
                 target_is_local=self.target.features.random_write,
                 source_is_local=self.source.features.random_write,
             ),
-            target_manifest=target_manifest.by_path() if target_manifest else None,
-            source_manifest=source_manifest.by_path() if source_manifest else None,
-            describe_source=self.source.describe(),
         )
-        return plan, target_manifest
-
-    def _target_state(self, dry_run: bool) -> tuple[dict[str, ObjectInfo], Manifest | None]:
-        """What the target holds. A dry run without the target's credentials plans every file as a copy."""
-        try:
-            self.target.resolve()
-            return {i.path: i for i in self.target.list()}, read_manifest(self.target)
-        except AccessDeniedError as exc:
-            if not dry_run:
-                raise
-            log.warning(
-                "dry run: the target could not be read (%s); every file is planned as a copy. Give the target's "
-                "credentials to see what it already holds",
-                exc.message,
-            )
-            return {}, None
 
     def check_space(self, plan: Plan) -> None:
         free = self.target.free_space()
@@ -131,25 +124,25 @@ class Engine:
 
     # -- running ---------------------------------------------------------------
 
-    def run(self, plan: Plan) -> dict[str, ManifestEntry]:
-        """Copy every COPY item; returns manifest entries for copied files."""
-        copies = [i for i in plan.items if i.action == Action.COPY]
-        skipped = [i for i in plan.items if i.action == Action.SKIP]
-        self.progress.start(len(plan.items), plan.total_bytes, len(skipped), sum(i.source.size for i in skipped))
-        group = files_in_flight(self.settings.concurrency, len(copies))
+    def run(self, plan: Plan) -> None:
+        """Copy every COPY item; each placed file is recorded in the plan's index (``done``)."""
+        self.index = plan.index
+        copies = plan.count(Action.COPY)
+        skipped = plan.count(Action.SKIP)
+        self.progress.start(plan.count(), plan.total_bytes, skipped, plan.bytes_of(Action.SKIP))
+        group = files_in_flight(self.settings.concurrency, copies)
         # Up to two groups are open at once (one finishing, the next starting); half the
         # budget goes to out-of-order bytes, the rest covers chunks in flight and buffers.
         self._hash_budget = max(8 << 20, self.settings.memory_budget // (4 * group))
-        # Per-file transfer state is made a group at a time as the queue drains (memory flat in
-        # the number of files); the queue order is the same as building it all up front.
+        # Per-file transfer state is made a group at a time as the queue drains, from the plan
+        # read back in batches (memory flat in the number of files).
         self._groups = (
-            [self._make_job(item, group) for item in copies[first : first + group]]
-            for first in range(0, len(copies), group)
+            [self._make_job(item, group) for item in members] for members in batched(plan.of(Action.COPY), group)
         )
         with self._cond:
-            self._jobs_left = len(copies)
+            self._jobs_left = copies
             self._refill()
-        parts = len(self._queue) if len(copies) <= group else self.settings.concurrency
+        parts = len(self._queue) if copies <= group else self.settings.concurrency
         threads = [
             threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True)
             for n in range(min(self.settings.concurrency, parts) or 1)
@@ -171,7 +164,6 @@ class Engine:
             self._abort_open()
         if self._error is not None:
             raise self._error
-        return dict(self._entries)
 
     def _make_job(self, item: PlanItem, group: int = 1) -> FileJob:
         part_size = self.settings.part_size
@@ -219,7 +211,9 @@ class Engine:
                             self._queue.popleft()
                             self._budget_used += cost
                             break
+                    self._waiting += 1
                     self._cond.wait(timeout=1.0)
+                    self._waiting -= 1
             try:
                 self._run_part(job, idx)
             except BaseException as exc:
@@ -259,7 +253,7 @@ class Engine:
                 resume=job.upload.resume_point() if resumable else None,
             )
             job.finished = job.upload.finished_parts() if not job.server_copy else set()
-            with self._cond:
+            with self._open_lock:
                 self._open.add(job)
 
     def _run_part(self, job: FileJob, idx: int) -> None:
@@ -290,9 +284,12 @@ class Engine:
                 job.part_md5[idx] = digest
         job.committed.add(idx)
         self._release_hashed(job)
-        with self._cond:
-            job.remaining -= 1
-            last = job.remaining == 0
+        if len(job.parts) == 1:
+            last = True
+        else:
+            with job.open_lock:
+                job.remaining -= 1
+                last = job.remaining == 0
         if last:
             self._finish_file(job)
         elif job.upload.resumable:
@@ -358,7 +355,7 @@ class Engine:
         )
         if mismatch is not None:
             job.upload.abort(keep_partial=False)
-            with self._cond:
+            with self._open_lock:
                 self._open.discard(job)
             if job.attempt == 0:
                 log.warning(
@@ -391,7 +388,7 @@ class Engine:
             self.progress.add_bytes(0 if not skip_hash else info.size, 0)
         else:
             etag = job.upload.complete()
-        with self._cond:
+        with self._open_lock:
             self._open.discard(job)
         entry = ManifestEntry(
             path=info.path,
@@ -404,16 +401,20 @@ class Engine:
         if self.target.features.random_write:
             stat = self.target.stat(info.path)
             entry.mtime_ns = stat.mtime_ns if stat else None
+        assert self.index is not None
+        self.index.record_done(entry)
         with self._cond:
-            self._entries[info.path] = entry
+            self.copied_files += 1
+            self.copied_bytes += info.size
             self._jobs_left -= 1
-            self._cond.notify_all()
+            if self._waiting or self._jobs_left == 0:
+                self._cond.notify_all()
         self.progress.file_done()
         log.debug("placed %s (%d bytes, sha256 %s)", info.path, info.size, sha256)
 
     def _abort_open(self) -> None:
         keep = self._error is None or (isinstance(self._error, ModelferryError) and self._error.retryable)
-        with self._cond:
+        with self._open_lock:
             open_jobs = list(self._open)
             self._open.clear()
         for job in open_jobs:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelferry.settings import TransferSettings
-from modelferry.storage.base import MANIFEST_NAME, Store
+from modelferry.storage.base import Store
 from modelferry.transfer.checks import resolve_checks
 from modelferry.transfer.engine import Engine
-from modelferry.transfer.manifest import Manifest, ManifestEntry, remove_manifest, write_manifest
+from modelferry.transfer.index import RECORD_COLS, TreeIndex, row_record
+from modelferry.transfer.manifest import Manifest, ManifestEntry, remove_manifest, write_manifest_entries
 from modelferry.transfer.plan import Action, Plan, SyncOptions
 from modelferry.transfer.progress import Progress
 
@@ -40,7 +42,7 @@ class SyncResult:
             "source": self.source,
             "target": self.target,
             "revision": self.revision,
-            "files": len(self.plan.items),
+            "files": self.plan.count(),
             "bytes": self.plan.total_bytes,
             "files_copied": self.files_copied,
             "bytes_copied": self.bytes_copied,
@@ -71,7 +73,7 @@ def sync(
     started = time.monotonic()
     started_wall = time.time()
     engine = Engine(source, target, settings, progress=progress, cancel=cancel)
-    plan, old_manifest = engine.plan(options)
+    plan, had_manifest = engine.plan(options)
     result = SyncResult(
         source=str(source.uri),
         target=str(target.uri),
@@ -85,41 +87,67 @@ def sync(
     engine.check_space(plan)
     plan = resolve_checks(plan, source, target, workers=settings.concurrency, cancel=engine.cancel)
     result.plan = plan
-    copies = plan.of(Action.COPY)
-    # Withdraw the completion marker before any file changes; an unreadable one (read as None) too.
-    if copies and (old_manifest is not None or target.read_bytes(MANIFEST_NAME) is not None):
+    # Withdraw the completion marker before any file changes; an unreadable one too.
+    if had_manifest and plan.count(Action.COPY):
         remove_manifest(target)
-    entries = engine.run(plan)
-    manifest = Manifest(source=str(source.uri), revision=source.revision)
-    previous = old_manifest.by_path() if old_manifest else {}
-    for item in plan.items:
-        if item.source.path in entries:
-            manifest.files.append(entries[item.source.path])
-            continue
-        old = previous.get(item.source.path)
-        tgt = engine.target_files.get(item.source.path)
-        manifest.files.append(
-            ManifestEntry(
-                path=item.source.path,
-                size=item.source.size,
-                sha256=item.known_sha256 or item.source.sha256,
-                etag=tgt.etag if tgt else (old.etag if old else None),
-                source_etag=item.source.etag,
-                part_size=old.part_size if old else None,
-                mtime_ns=tgt.mtime_ns if tgt else None,
-            )
-        )
-    write_manifest(target, manifest)
+    engine.run(plan)
+    header = Manifest(source=str(source.uri), revision=source.revision).header()
+    kept: list[ManifestEntry] | None = [] if plan.count() <= SMALL_MANIFEST else None
+    written = manifest_entries(plan.index)
+    write_manifest_entries(target, header, keeping(written, kept), total_size=plan.total_bytes)
     # Partials of files outside this plan (other filters, files gone) would otherwise pile up.
-    target.cleanup_partials(keep=[i.source.path for i in plan.items], older_than=started_wall)
+    target.cleanup_partials(keep=plan.paths(), older_than=started_wall)
     counters = engine.progress.counters
-    result.files_copied = len(entries)
-    result.bytes_copied = sum(e.size for e in entries.values())
-    result.files_skipped = len(plan.items) - len(entries)
+    result.files_copied = engine.copied_files
+    result.bytes_copied = engine.copied_bytes
+    result.files_skipped = plan.count() - engine.copied_files
     result.bytes_skipped = plan.total_bytes - result.bytes_copied
     result.bytes_transferred = counters.bytes_transferred
     result.retries = counters.retries
     result.refetched = engine.refetched
-    result.manifest = manifest
+    if kept is not None:  # small trees: callers and tests look at the entries
+        result.manifest = Manifest(
+            source=str(header["source"]), revision=header["revision"], files=kept, completed=str(header["completed"])
+        )
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+SMALL_MANIFEST = 10_000  # results carry the manifest's entries only for trees up to this many files
+
+_DONE = ", ".join(f"done.{c}" for c in RECORD_COLS)
+MANIFEST_ROWS = (
+    f"SELECT plan.path, plan.size, plan.sha256, plan.known_sha256, plan.etag, {_DONE}, "  # noqa: S608 - fixed names
+    "tgt.path, tgt.etag, tgt.mtime_ns, tman.etag, tman.part_size FROM plan "
+    "LEFT JOIN done ON done.path = plan.path LEFT JOIN tgt ON tgt.path = plan.path "
+    "LEFT JOIN tman ON tman.path = plan.path WHERE plan.path > ? ORDER BY plan.path LIMIT ?"
+)
+
+
+def manifest_entries(index: TreeIndex) -> Iterator[ManifestEntry]:
+    """Every planned file's manifest entry, sorted by path: what the engine placed, else what was there."""
+    width = len(RECORD_COLS)
+    for row in index.rows(MANIFEST_ROWS, key=0):
+        path, size, sha256, known, source_etag = row[:5]
+        done = row[5 : 5 + width]
+        if done[0] is not None:
+            yield row_record(done)
+            continue
+        tgt_path, tgt_etag, tgt_mtime, old_etag, old_part_size = row[5 + width :]
+        yield ManifestEntry(
+            path=path,
+            size=size,
+            sha256=known or sha256,
+            etag=tgt_etag if tgt_path is not None else old_etag,
+            source_etag=source_etag,
+            part_size=old_part_size,
+            mtime_ns=tgt_mtime,
+        )
+
+
+def keeping(entries: Iterator[ManifestEntry], kept: list[ManifestEntry] | None) -> Iterator[ManifestEntry]:
+    """``entries``, also appended to ``kept`` when it is a list."""
+    for entry in entries:
+        if kept is not None:
+            kept.append(entry)
+        yield entry

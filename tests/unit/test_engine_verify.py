@@ -122,9 +122,19 @@ def test_multipart_etag_rule() -> None:
 
 
 def test_expectation_strength_and_check() -> None:
-    info = ObjectInfo(path="a", size=len(DATA), etag='"abc-3"', part_size=4000)
+    info = ObjectInfo(path="a", size=len(DATA), etag='"5d41402abc4b2a76b9719d911017c592-3"', part_size=4000)
     exp = Expectation.for_object(info)
     assert exp.strength == "multipart-etag" and exp.part_size == 4000
+    # Only an MD5 before the dash makes a multipart ETag: nginx's "<mtime hex>-<size hex>" is opaque
+    # (no HEAD for it at listing time, nothing to verify but the size).
+    for opaque in (
+        '"6571a2b3-1000"',
+        '"abc-3"',
+        '"5d41402abc4b2a76b9719d911017c59-3"',
+        '"5d41402abc4b2a76b9719d911017c592-x"',
+    ):
+        other = ObjectInfo(path="a", size=len(DATA), etag=opaque)
+        assert other.multipart_count is None and Expectation.for_object(other).strength == "size", opaque
     parts = [hashlib.md5(DATA[o : o + 4000]).digest() for o in range(0, len(DATA), 4000)]
     good = Expectation(multipart_etag=multipart_etag(parts), part_size=4000)
     assert check(good, size=1, got_size=1, sha256="x", md5=None, git_sha1=None, part_md5s=parts) is None
