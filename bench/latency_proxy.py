@@ -93,6 +93,8 @@ async def _serve(port: int, upstream: tuple[str, int], delay: float) -> None:
         _nodelay(server_w)
         try:
             await asyncio.gather(_pump(client_r, server_w, delay), _pump(server_r, client_w, delay))
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping
         finally:
             for w in (client_w, server_w):
                 with contextlib.suppress(Exception):

@@ -30,7 +30,14 @@ from modelferry.logs import register_secret
 from modelferry.settings import MiB, S3Credentials, TLSSettings, TransferSettings
 from modelferry.storage.base import PARTIAL_DIR, FileSink, InPlace, ObjectInfo, Store, StoreFeatures, Upload
 from modelferry.storage.http import RangedHTTPClient, read_arrived
-from modelferry.storage.s3_config import b64_to_hex_any, client_config, etag_md5, resolve_endpoint, s3_tls
+from modelferry.storage.s3_config import (
+    b64_to_hex_any,
+    client_config,
+    etag_md5,
+    resolve_endpoint,
+    s3_multipart_etag,
+    s3_tls,
+)
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
 from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
@@ -177,7 +184,7 @@ class S3Store(S3Calls):
                         etag=clean_etag(obj.get("ETag")),
                         md5=etag_md5(obj.get("ETag")),
                     )
-                    if info.multipart_count or "SHA256" in (obj.get("ChecksumAlgorithm") or []):
+                    if s3_multipart_etag(info.etag) or "SHA256" in (obj.get("ChecksumAlgorithm") or []):
                         needs_head.append(info)
                     else:
                         found.append(info)

@@ -86,6 +86,19 @@ def etag_md5(etag: str | None) -> str | None:
     return None
 
 
+def s3_multipart_etag(etag: str | None) -> bool:
+    """Whether ``etag`` is an S3 multipart ETag: the MD5 of the part MD5s (32 hex digits), ``-``, the part count.
+
+    Other tags with a dash (nginx's ``<mtime hex>-<size hex>``, all digits after the dash for many
+    sizes) are opaque: a HEAD of their part 1 would only cost a round trip per object.
+    """
+    clean = clean_etag(etag)
+    if not clean or "-" not in clean:
+        return False
+    head, tail = clean.rsplit("-", 1)
+    return tail.isdigit() and etag_md5(head) is not None
+
+
 def b64_to_hex_any(value: str) -> str | None:
     """base64 of a 32-byte sha256 to hex (``b64_to_hex`` only handles 16-byte MD5s)."""
     try:

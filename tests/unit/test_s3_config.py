@@ -23,6 +23,7 @@ from modelferry.storage.s3_config import (
     etag_md5,
     is_aws_endpoint,
     resolve_endpoint,
+    s3_multipart_etag,
     resolve_region,
     s3_tls,
 )
@@ -80,6 +81,17 @@ def test_etag_md5_only_for_single_part() -> None:
     assert etag_md5('"5d41402abc4b2a76b9719d911017c592"') == "5d41402abc4b2a76b9719d911017c592"
     assert etag_md5('"5d41402abc4b2a76b9719d911017c592-3"') is None
     assert etag_md5(None) is None
+
+
+def test_only_md5_dash_count_is_a_multipart_etag() -> None:
+    assert s3_multipart_etag('"5d41402abc4b2a76b9719d911017c592-3"')
+    assert s3_multipart_etag("5D41402ABC4B2A76B9719D911017C592-12")
+    # nginx's "<mtime hex>-<size hex>" with an all-digit size: an opaque tag, no HEAD per object for it
+    assert not s3_multipart_etag('"6930a1b2-2000"')
+    assert not s3_multipart_etag("5d41402abc4b2a76b9719d911017c592")
+    assert not s3_multipart_etag("5d41402abc4b2a76b9719d911017c592-")
+    assert not s3_multipart_etag("zz41402abc4b2a76b9719d911017c592-2")
+    assert not s3_multipart_etag(None)
 
 
 @pytest.mark.parametrize(
