@@ -185,6 +185,31 @@ class RangedHTTPClient:
             with self._inflight_lock:
                 self._inflight.discard(sock)
 
+    def put(
+        self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str], what: str
+    ) -> urllib3.BaseHTTPResponse:
+        """PUT ``body`` to ``url`` (no redirects); the whole (small) answer, whatever its status.
+
+        Transport failures are translated as for GETs: a certificate problem is the TLS failure,
+        anything else on the way (reset, timeout, refused) is retryable.
+        """
+        try:
+            return self._pool.request(
+                "PUT",
+                url,
+                body=cast(bytes, body),  # any bytes-like object goes out as it is (urllib3 takes its buffer)
+                headers={"User-Agent": self.user_agent, **headers},
+                redirect=False,
+                preload_content=True,
+                decode_content=False,
+            )
+        except ReadTimeoutError as exc:
+            raise StalledError(f"{what}: no answer to the upload within the stall timeout", obj=what) from exc
+        except Urllib3HTTPError as exc:
+            if is_tls_failure(exc):
+                raise self.tls.failure(urlsplit(url).netloc, exc, what=what) from exc
+            raise RetryableError(f"{what}: connection failed during the upload: {exc}", obj=what) from exc
+
     def _open(self, url: str, headers: dict[str, str], what: str) -> tuple[urllib3.BaseHTTPResponse, str]:
         """GET ``url`` following redirects; the Authorization header stays with its origin."""
         origin = url
