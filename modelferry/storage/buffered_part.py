@@ -59,7 +59,7 @@ class PartBuffers:
                 self._held += len(buf)
 
 
-BUFFERS = PartBuffers(keep=256 * MiB)  # shared by every upload of the process
+BUFFERS = PartBuffers(keep=128 * MiB)  # shared by every upload of the process (two default parts)
 
 
 class BufferedUpload(Protocol):
