@@ -23,8 +23,8 @@ from modelferry.storage.s3_config import (
     etag_md5,
     is_aws_endpoint,
     resolve_endpoint,
-    s3_multipart_etag,
     resolve_region,
+    s3_multipart_etag,
     s3_tls,
 )
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
