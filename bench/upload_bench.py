@@ -197,7 +197,9 @@ def _one(
     log = scratch / f"{prefix}.log"
     os.sync()  # nobody pays for write-back an earlier run left behind
     load = os.getloadavg()[0]
-    code, seconds, rss, cpu, maxrss = run_once(command(tool, url, args.data / "files", prefix, args.modelferry_args), env, log)
+    code, seconds, rss, cpu, maxrss = run_once(
+        command(tool, url, args.data / "files", prefix, args.modelferry_args), env, log
+    )
     problem = f"exit {code}" if code else verify(args.server, store, direct, files, prefix, tool)
     if problem:
         print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
