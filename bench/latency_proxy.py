@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 CHUNK = 256 << 10  # bytes per read
 MAX_WAITING = 32 << 20  # bytes per direction waiting out their delay before reading pauses
@@ -126,12 +127,17 @@ def run_proxy(upstream_url: str, rtt_ms: float) -> Iterator[str]:
             raise RuntimeError(f"latency proxy did not start: {line!r}")
         yield f"{scheme}://127.0.0.1:{int(line.split()[-1])}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:

@@ -127,10 +127,10 @@ def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, floa
     return proc.returncode, seconds, peak, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def verify(files: list[GeneratedFile], target: Path) -> str:
-    """'' when every file is there with the right sha256, else what is wrong."""
+def verify(files: list[GeneratedFile], target: Path, suffix: str = "") -> str:
+    """'' when every file is there (as ``target/path + suffix``) with the right sha256, else what is wrong."""
     for f in files:
-        path = target / f.path
+        path = target / f"{f.path}{suffix}"
         if not path.is_file() or path.stat().st_size != f.size:
             return f"{f.path}: missing or wrong size"
         digest = hashlib.sha256()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -40,8 +39,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gen_model import GeneratedFile, GiB, generate
-from latency_proxy import run_proxy
+from latency_proxy import run_proxy, stop
 from sync_bench import Run, best, median, run_once
+from sync_bench import verify as verify_files
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -94,12 +94,7 @@ def run_server(kind: str, workdir: Path, server_binary: str | None) -> Iterator[
             _client(url).create_bucket(Bucket=BUCKET)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _client(url: str) -> object:
@@ -136,16 +131,9 @@ def verify(kind: str, root: Path, url: str, files: list[GeneratedFile], prefix: 
         return f"{len(bad)} files missing or wrong size" if bad else ("no manifest" if missing_manifest else "")
     base = root / BUCKET / prefix
     suffix = "._S3rver_object" if kind == "s3rver" else ""  # rclone keeps objects as plain files
-    for f in files:
-        path = base / f"{f.path}{suffix}"
-        if not path.is_file() or path.stat().st_size != f.size:
-            return f"{f.path}: missing or wrong size"
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(16 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != f.sha256:
-            return f"{f.path}: sha256 mismatch"
+    problem = verify_files(files, base, suffix)
+    if problem:
+        return problem
     if tool == "modelferry" and not (base / ".modelferry" / f"manifest.json{suffix}").is_file():
         return "no manifest"
     return ""

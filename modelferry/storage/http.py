@@ -203,12 +203,16 @@ class RangedHTTPClient:
                 preload_content=True,
                 decode_content=False,
             )
-        except ReadTimeoutError as exc:
-            raise StalledError(f"{what}: no answer to the upload within the stall timeout", obj=what) from exc
         except Urllib3HTTPError as exc:
-            if is_tls_failure(exc):
-                raise self.tls.failure(urlsplit(url).netloc, exc, what=what) from exc
-            raise RetryableError(f"{what}: connection failed during the upload: {exc}", obj=what) from exc
+            raise self._transport_error(exc, url, what) from exc
+
+    def _transport_error(self, exc: Urllib3HTTPError, url: str, what: str) -> Exception:
+        """A request that got no answer: stalled, a TLS failure (permanent), or a retryable connection failure."""
+        if isinstance(exc, ReadTimeoutError):
+            return StalledError(f"{what}: no response within the stall timeout", obj=what)
+        if is_tls_failure(exc):
+            return self.tls.failure(urlsplit(url).netloc, exc, what=what)
+        return RetryableError(f"{what}: connection failed: {exc}", obj=what)
 
     def _open(self, url: str, headers: dict[str, str], what: str) -> tuple[urllib3.BaseHTTPResponse, str]:
         """GET ``url`` following redirects; the Authorization header stays with its origin."""
@@ -222,12 +226,8 @@ class RangedHTTPClient:
                 resp = self._pool.request(
                     "GET", current, headers=send, preload_content=False, decode_content=False, redirect=False
                 )
-            except ReadTimeoutError as exc:
-                raise StalledError(f"{what}: no response within the stall timeout", obj=what) from exc
             except Urllib3HTTPError as exc:
-                if is_tls_failure(exc):
-                    raise self.tls.failure(urlsplit(current).netloc, exc, what=what) from exc
-                raise RetryableError(f"{what}: connection failed: {exc}", obj=what) from exc
+                raise self._transport_error(exc, current, what) from exc
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location")
                 resp.drain_conn()

@@ -70,37 +70,25 @@ class PresignedWriter:
         ``params`` are the operation's parameters besides the bucket; every one that becomes a
         header (Content-MD5, metadata) must also be in ``headers``, so the signature covers it.
         """
-        return retry_call(
-            lambda: self._put_once(operation, params, body, headers, what),
-            retries=ATTEMPTS - 1,
-            base=self.backoff[0],
-            cap=self.backoff[1],
-            what=what,
-        )
 
-    def _put_once(
-        self,
-        operation: str,
-        params: dict[str, Any],
-        body: bytes | bytearray | memoryview,
-        headers: Mapping[str, str],
-        what: str,
-    ) -> Mapping[str, str]:
-        url: str = self.client.generate_presigned_url(
-            operation, Params={"Bucket": self.bucket, **params}, ExpiresIn=PRESIGN_SECONDS
-        )
-        self.requests += 1
-        resp = self.http.put(url, body, headers, what)
-        if 200 <= resp.status < 300:
-            return resp.headers
-        error = error_document(resp.data or b"")
-        response: Any = {
-            "Error": error,
-            "ResponseMetadata": {
-                "HTTPStatusCode": resp.status,
-                "HTTPHeaders": {k.lower(): v for k, v in resp.headers.items()},
-            },
-        }
-        raise translate_client_error(
-            ClientError(response, operation), bucket=self.bucket, what=what, endpoint=self.endpoint
-        )
+        def once() -> Mapping[str, str]:
+            url: str = self.client.generate_presigned_url(
+                operation, Params={"Bucket": self.bucket, **params}, ExpiresIn=PRESIGN_SECONDS
+            )
+            self.requests += 1
+            resp = self.http.put(url, body, headers, what)
+            if 200 <= resp.status < 300:
+                return resp.headers
+            error = error_document(resp.data or b"")
+            response: Any = {
+                "Error": error,
+                "ResponseMetadata": {
+                    "HTTPStatusCode": resp.status,
+                    "HTTPHeaders": {k.lower(): v for k, v in resp.headers.items()},
+                },
+            }
+            raise translate_client_error(
+                ClientError(response, operation), bucket=self.bucket, what=what, endpoint=self.endpoint
+            )
+
+        return retry_call(once, retries=ATTEMPTS - 1, base=self.backoff[0], cap=self.backoff[1], what=what)

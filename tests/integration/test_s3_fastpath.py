@@ -1,4 +1,4 @@
-"""S3 fast reads: presigned GET URLs through RangedHTTPClient, against a real moto server."""
+"""S3 fast paths: presigned GET and PUT URLs through RangedHTTPClient, against moto and status stand-ins."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError, ThrottledError
+from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError, RetryableError, ThrottledError
 from modelferry.settings import MiB, S3Credentials, TransferSettings
 from modelferry.storage.base import ObjectInfo
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3 import S3Store
 from modelferry.storage.s3_fastread import PresignedReader
+from modelferry.storage.s3_fastwrite import PresignedWriter
 from modelferry.uri import parse_uri
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, shared_servers
 
@@ -105,6 +106,26 @@ class _StatusHandler(http.server.BaseHTTPRequestHandler):
     """Answers every GET with the status named in the path (``/403``, ``/429``), counting requests."""
 
     hits: ClassVar[list[str]] = []
+    md5s: ClassVar[list[str]] = []
+    codes: ClassVar[dict[int, str]] = {
+        400: "BadDigest",
+        403: "AccessDenied",
+        404: "NoSuchUpload",
+        500: "InternalError",
+        503: "SlowDown",
+    }
+
+    def do_PUT(self) -> None:
+        """An upload answered with the status named in the path and its S3 error document."""
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.hits.append(self.path)
+        self.md5s.append(self.headers.get("Content-MD5", ""))
+        status = int(self.path.strip("/").split("?")[0])
+        body = f"<Error><Code>{self.codes[status]}</Code><Message>says &lt;no&gt;</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self) -> None:
         self.hits.append(self.path)
@@ -124,6 +145,7 @@ def status_server() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _StatusHandler.hits.clear()
+    _StatusHandler.md5s.clear()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -157,3 +179,30 @@ def test_throttling_is_retryable_with_retry_after(status_server: str, status: in
     with pytest.raises(ThrottledError) as err:
         b"".join(reader.read("m/w.bin", 0, 10, etag=None, what="s3://bkt/m/w.bin"))
     assert err.value.retry_after == 7
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "attempts"),
+    [
+        (503, ThrottledError, 2),  # retried once here, as botocore would, then the engine's turn
+        (500, RetryableError, 2),
+        (403, AccessDeniedError, 1),
+        (404, NotFoundError, 1),
+        (400, PermanentError, 1),
+    ],
+)
+def test_error_answers_are_translated_and_name_the_object(
+    status_server: str, status: int, kind: type[Exception], attempts: int
+) -> None:
+    writer = PresignedWriter(
+        _Presigner(f"{status_server}/{status}"),
+        "bkt",
+        RangedHTTPClient(connect_timeout=5, stall_timeout=5),
+        endpoint=status_server,
+        backoff=(0.01, 0.01),
+    )
+    with pytest.raises(kind) as err:
+        writer.put("upload_part", {"Key": "m/w.bin"}, b"x" * 100, {"Content-MD5": "e"}, what="s3://bkt/m/w.bin")
+    assert "s3://bkt/m/w.bin" in str(err.value)
+    assert len(_StatusHandler.hits) == attempts
+    assert _StatusHandler.md5s == ["e"] * attempts  # the checksum header travels with every attempt

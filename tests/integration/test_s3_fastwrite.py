@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError, RetryableError, ThrottledError
 from modelferry.settings import MiB, S3Credentials, TransferSettings
 from modelferry.storage.buffered_part import BUFFERS, BufferedPart, PartBuffers
-from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3 import S3Store
-from modelferry.storage.s3_fastwrite import PresignedWriter, error_document
+from modelferry.storage.s3_fastwrite import error_document
 from modelferry.storage.s3_upload import SHA256_META
 from modelferry.uri import parse_uri
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, shared_servers
@@ -71,75 +67,6 @@ def test_bearer_mode_uploads_through_botocore(moto: MotoS3) -> None:
     write(store, "a.bin", b"abc", 5 * MiB)
     assert client.get_object(Bucket="slowup", Key="m/a.bin")["Body"].read() == b"abc"
     store.close()
-
-
-class _ErrorHandler(http.server.BaseHTTPRequestHandler):
-    """Answers every PUT with the status and S3 error code named in the path (``/503/SlowDown``)."""
-
-    hits: ClassVar[list[str]] = []
-    md5s: ClassVar[list[str]] = []
-
-    def do_PUT(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.hits.append(self.path)
-        self.md5s.append(self.headers.get("Content-MD5", ""))
-        status, code = self.path.strip("/").split("?")[0].split("/")
-        body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>says &lt;no&gt;</Message></Error>".encode()
-        self.send_response(int(status))
-        self.send_header("Retry-After", "3")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def error_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _ErrorHandler.hits.clear()
-    _ErrorHandler.md5s.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class _Presigner:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def generate_presigned_url(self, *_: Any, **__: Any) -> str:
-        return self.url
-
-
-@pytest.mark.parametrize(
-    ("answer", "kind", "attempts"),
-    [
-        ("503/SlowDown", ThrottledError, 2),  # retried once here, as botocore would, then the engine's turn
-        ("500/InternalError", RetryableError, 2),
-        ("403/AccessDenied", AccessDeniedError, 1),
-        ("404/NoSuchUpload", NotFoundError, 1),
-        ("400/BadDigest", PermanentError, 1),
-    ],
-)
-def test_error_answers_are_translated_and_name_the_object(
-    error_server: str, answer: str, kind: type[Exception], attempts: int
-) -> None:
-    writer = PresignedWriter(
-        _Presigner(f"{error_server}/{answer}"),
-        "bkt",
-        RangedHTTPClient(connect_timeout=5, stall_timeout=5),
-        endpoint=error_server,
-        backoff=(0.01, 0.01),
-    )
-    with pytest.raises(kind) as err:
-        writer.put("upload_part", {"Key": "m/w.bin"}, b"x" * 100, {"Content-MD5": "e"}, what="s3://bkt/m/w.bin")
-    assert "s3://bkt/m/w.bin" in str(err.value)
-    assert len(_ErrorHandler.hits) == attempts
-    assert _ErrorHandler.md5s == ["e"] * attempts  # the checksum header travels with every attempt
 
 
 def test_error_document_is_read_without_a_parser() -> None:
