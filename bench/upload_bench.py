@@ -186,7 +186,7 @@ def _one(
     os.sync()  # nobody pays for write-back an earlier run left behind
     load = os.getloadavg()[0]
     code, seconds, rss, cpu, maxrss = run_once(
-        command(tool, url, args.data / "files", prefix, args.modelferry_args), env, log
+        command(tool, url, (args.data / "files").resolve(), prefix, args.modelferry_args), env, log
     )
     problem = f"exit {code}" if code else verify(args.server, store, direct, files, prefix, tool)
     if problem:
