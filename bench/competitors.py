@@ -48,9 +48,9 @@ def s3(endpoint: str, target: Path) -> None:
     with create_transfer_manager(client, TransferConfig()) as manager:
         futures = []
         for key in keys:
-            dest = target / key.removeprefix("model/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            futures.append(manager.download("bench", key, str(dest)))
+            target_path = target / key.removeprefix("model/")
+            target_path.parent.mkdir(parents=True, exist_ok=True)
+            futures.append(manager.download("bench", key, str(target_path)))
         for future in futures:
             future.result()
 

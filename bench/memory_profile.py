@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelferry.storage.base import ObjectInfo
-from modelferry.transfer.jobs import FileJob
+from modelferry.transfer.inflight import FileJob
 from modelferry.transfer.manifest import ManifestEntry
 from modelferry.transfer.plan import PlanOptions, make_plan
 

@@ -9,6 +9,7 @@ a static ListObjectsV2 page) for boto3 and modelferry.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -36,6 +37,28 @@ class Endpoints:
     unlimited: str
     https: str  # unlimited, behind TLS with a private CA
     ca_file: str  # the CA that signed the https endpoint's certificate
+    pid: int = 0  # nginx's master process (its workers do the serving and the encrypting)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds spent so far by nginx's workers (the server's share of a run)."""
+        return sum(_cpu_seconds(child) for child in _children(self.pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(c) for c in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def free_port() -> int:
@@ -65,6 +88,8 @@ def render(
             tls=(
                 f"        ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n"
                 "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+                # Kernel TLS where the kernel has it (sendfile then encrypts in the kernel); a no-op elsewhere.
+                "        ssl_conf_command Options KTLS;\n"
                 if name == "https" and cert
                 else ""
             ),
@@ -114,6 +139,7 @@ def run_nginx(workdir: Path, data: Path, files: list[GeneratedFile], limit_rate:
             unlimited=f"http://127.0.0.1:{ports['unlimited']}",
             https=f"https://127.0.0.1:{ports['https']}",
             ca_file=str(ca.ca_file),
+            pid=proc.pid,
         )
     finally:
         proc.send_signal(signal.SIGQUIT)  # graceful stop of master and workers

@@ -36,7 +36,7 @@ from nginx_server import run_nginx
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-TOOLS = ("modelferry-hf", "modelferry-s3", "snapshot_download", "boto3")
+TOOLS = ("modelferry-s3", "boto3", "modelferry-hf", "snapshot_download")  # each compared pair side by side
 
 
 @dataclass
@@ -54,6 +54,9 @@ class Run:
     load: float
     ok: bool
     note: str = ""
+    n: int = 0  # which repetition (0, 1, ...)
+    client_cpu_s_per_gb: float = 0.0  # the tool's CPU seconds per 10^9 bytes: what a user on a real network pays
+    server_cpu_s: float = 0.0  # nginx's workers during the run (serving, and encrypting for https)
     rtt_ms: float | None = None  # round trip added by bench/latency_proxy.py (None: no proxy)
 
 
@@ -168,40 +171,35 @@ def bench(args: argparse.Namespace) -> list[Run]:
             env["PYTHONPATH"] = str(args.modelferry_src)
             env["MF_BENCH_CWD"] = str(args.modelferry_src)
         with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
-            for scenario, rtt in [(s, r) for s in args.scenarios for r in (args.rtt_ms or [None])]:
-                with contextlib.ExitStack() as stack:
-                    url = getattr(endpoints, scenario)
-                    if rtt is not None:  # the same server behind the latency proxy
-                        url = stack.enter_context(run_proxy(url, rtt))
-                    runs += _tools(args, scenario, rtt, url, files, total, scratch, env, endpoints.ca_file)
-    return runs
-
-
-def _tools(
-    args: argparse.Namespace,
-    scenario: str,
-    rtt: float | None,
-    url: str,
-    files: list[GeneratedFile],
-    total: int,
-    scratch: Path,
-    env: dict[str, str],
-    ca_file: str,
-) -> list[Run]:
-    """Every tool ``args.runs`` times against ``url`` (one scenario, one round-trip time)."""
-    runs: list[Run] = []
-    label = scenario if rtt is None else f"{scenario}+{rtt:g}ms"
-    for tool in args.tools:
-        tool_env = dict(env)
-        if scenario == "https":  # each tool's own documented way to trust a private CA
-            variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
-            if variable:
-                tool_env[variable] = ca_file
-        for n in range(args.runs):
-            run = _one(tool, label, url, n, files, total, scratch, tool_env, args.keep_logs, ca_file)
-            run.rtt_ms = rtt
-            print(json.dumps(asdict(run)), flush=True)
-            runs.append(run)
+            # With --rtt-ms every scenario is also served behind the latency proxy, once per round trip.
+            targets = [(s, r) for s in args.scenarios for r in (args.rtt_ms or [None])]
+            with contextlib.ExitStack() as proxies:
+                urls = {
+                    (s, r): proxies.enter_context(run_proxy(getattr(endpoints, s), r))
+                    if r is not None
+                    else getattr(endpoints, s)
+                    for s, r in targets
+                }
+                # Each repetition runs every tool in every scenario back to back (a tool's plain and HTTPS
+                # runs, and modelferry and the tool it is compared with, close in time on a shared machine).
+                for n in range(args.runs):
+                    for tool in args.tools:
+                        for scenario, rtt in targets:
+                            label = scenario if rtt is None else f"{scenario}+{rtt:g}ms"
+                            tool_env = dict(env)
+                            if scenario == "https":  # each tool's own documented way to trust a private CA
+                                variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
+                                if variable:
+                                    tool_env[variable] = endpoints.ca_file
+                            before = endpoints.cpu_seconds()
+                            url = urls[(scenario, rtt)]
+                            run = _one(
+                                tool, label, url, n, files, total, scratch, tool_env, args.keep_logs, endpoints.ca_file
+                            )
+                            run.server_cpu_s = round(endpoints.cpu_seconds() - before, 2)
+                            run.rtt_ms = rtt
+                            print(json.dumps(asdict(run)), flush=True)
+                            runs.append(run)
     return runs
 
 
@@ -242,6 +240,8 @@ def _one(
         round(load, 1),
         not problem,
         problem,
+        n,
+        round(cpu / (total / 1e9), 2),
     )
     return run
 
@@ -273,8 +273,7 @@ def table(runs: list[Run]) -> str:
         "| modelferry-hf / this (best, median) | same protocol: ours / this (best, median) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    scenarios = list(dict.fromkeys(r.scenario for r in runs))
-    for scenario in scenarios:
+    for scenario in dict.fromkeys(r.scenario for r in runs):
         for (tool, sc), r in sorted(top.items()):
             if sc != scenario:
                 continue
@@ -288,10 +287,41 @@ def table(runs: list[Run]) -> str:
                 f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.files_s:.0f} | {r.peak_rss_mb:.0f} "
                 f"| {r.cpu_s:.1f} | {cells[0]} | {cells[1]} |"
             )
+    lines += ["", *ratios(runs)]
     failed = [r for r in runs if not r.ok]
     for r in failed:
         lines.append(f"\nFAILED: {r.tool} ({r.scenario}): {r.note}")
     return "\n".join(lines)
+
+
+def ratios(runs: list[Run]) -> list[str]:
+    """Per repetition: HTTPS over plain HTTP for each tool, and modelferry over the other tool on HTTPS."""
+    by = {(r.tool, r.scenario, r.n): r for r in runs if r.ok}
+    pairs = [("modelferry-s3", "boto3"), ("modelferry-hf", "snapshot_download")]
+    lines = [
+        "| run | tool | HTTPS MB/s | plain MB/s | HTTPS / plain | client CPU s/GB (HTTPS, plain) "
+        "| server CPU s (HTTPS, plain) | modelferry / other tool, HTTPS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted({r.n for r in runs}):
+        for ours, theirs in pairs:
+            for tool in (ours, theirs):
+                tls, plain = by.get((tool, "https", n)), by.get((tool, "unlimited", n))
+                if tls is None:
+                    continue
+                other = by.get((theirs, "https", n))
+                vs = f"{tls.mb_s / other.mb_s:.2f}x" if tool == ours and other else ""
+                plain_cols = (
+                    (f"{plain.mb_s:.0f}", f"{tls.mb_s / plain.mb_s:.2f}", f"{plain.client_cpu_s_per_gb:.2f}")
+                    if plain
+                    else ("", "", "")
+                )
+                lines.append(
+                    f"| {n + 1} | {tool} | {tls.mb_s:.0f} | {plain_cols[0]} | {plain_cols[1]} "
+                    f"| {tls.client_cpu_s_per_gb:.2f}, {plain_cols[2]} "
+                    f"| {tls.server_cpu_s:.1f}, {plain.server_cpu_s if plain else 0:.1f} | {vs} |"
+                )
+    return lines if len(lines) > 2 else []
 
 
 def main() -> None:

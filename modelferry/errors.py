@@ -157,3 +157,9 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return 130
     return EXIT_PERMANENT
+
+
+class InvalidSpecError(PermanentError):
+    """A custom resource's spec that does not have the shape its CRD declares (fix the object)."""
+
+    reason = "InvalidSpec"

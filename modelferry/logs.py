@@ -16,6 +16,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from modelferry.backends.registry import sdk_loggers
+
 _secrets: set[str] = set()
 # Values registered for one scope (a namespace, in the controller): masked only in text about that scope,
 # so one tenant's Secret values never mask words in another tenant's status or Events.
@@ -130,16 +132,10 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: Any = None) ->
     root.setLevel(level.upper())
     # Third-party chatter stays at WARNING unless we debug.
     noisy = [
-        "botocore",
-        "boto3",
+        *sdk_loggers(),  # each storage backend's SDK (modelferry.backends)
         "urllib3",
-        "s3transfer",
         "httpx",
         "httpcore",
-        "httpx2",  # huggingface_hub 2.x: one INFO line per Hub request otherwise
-        "httpcore2",
-        "huggingface_hub",
-        "oci",
         "aiohttp.access",
         "werkzeug",
         "moto",

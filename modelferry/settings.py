@@ -10,10 +10,35 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelferry.backends.cos import COSCredentials
+from modelferry.backends.hf import HFCredentials
+from modelferry.backends.oci import OCICredentials
+from modelferry.backends.registry import credential_blocks
+from modelferry.backends.s3 import S3Credentials
+
+__all__ = [
+    "OTHER_COMPONENTS",
+    "COSCredentials",
+    "Credentials",
+    "GiB",
+    "HFCredentials",
+    "MiB",
+    "OCICredentials",
+    "S3Credentials",
+    "SyncSettings",
+    "TLSSettings",
+    "TransferSettings",
+    "credentials_model",
+    "field_paths",
+    "masked",
+    "shown_default",
+    "warn_unknown_env",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,69 +62,28 @@ class TLSSettings(BaseModel):
     )
 
 
-class S3Credentials(BaseModel):
-    """An S3-compatible endpoint (AWS, MinIO, Ceph, ODF, IBM COS with HMAC, Oracle's compat API)."""
-
-    endpoint_url: str | None = Field(
-        None, description="Endpoint with scheme; AWS_ENDPOINT_URL / AWS_S3_ENDPOINT when unset"
-    )
-    region: str | None = Field(None, description="Region; AWS_DEFAULT_REGION / AWS_REGION when unset")
-    access_key_id: str | None = Field(None, description="Access key id; AWS_ACCESS_KEY_ID when unset")
-    secret_access_key: SecretStr | None = Field(None, description="Secret key; AWS_SECRET_ACCESS_KEY when unset")
-    session_token: SecretStr | None = Field(None, description="STS session token; AWS_SESSION_TOKEN when unset")
-    profile: str | None = Field(None, description="A named profile from ~/.aws/config")
-    addressing_style: Literal["auto", "path", "virtual"] = Field(
-        "auto", description="Bucket addressing; 'auto' uses path style for custom endpoints"
-    )
-    verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate (off: overrides tls.verify)")
-    ca_bundle: str | None = Field(
-        None, description="A CA bundle for this endpoint only; the tls setting (then AWS_CA_BUNDLE) when unset"
-    )
-    anonymous: bool = Field(False, description="Send unsigned requests (public buckets)")
+# The credentials blocks are the storage backends' (modelferry.backends): one field per backend, in
+# registration order, so a new backend's block appears under source.* and target.* without an edit here.
+def credentials_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        block.block: (block.model, Field(default_factory=block.model, description=block.description))
+        for block in credential_blocks()
+    }
+    return create_model("Credentials", __doc__="Credentials for one side of a sync, per scheme.", **fields)
 
 
-class HFCredentials(BaseModel):
-    """The Hugging Face Hub or a mirror."""
+if TYPE_CHECKING:  # what mypy sees: the built-in blocks (a unit test keeps this in step with the registry)
 
-    token: SecretStr | None = Field(None, description="Access token; HF_TOKEN when unset")
-    token_file: str | None = Field(None, description="A file holding the token (a mounted Secret)")
-    endpoint: str | None = Field(None, description="Hub endpoint; HF_ENDPOINT or https://huggingface.co when unset")
+    class Credentials(BaseModel):
+        """Credentials for one side of a sync, per scheme."""
 
+        s3: S3Credentials = Field(default_factory=S3Credentials)
+        hf: HFCredentials = Field(default_factory=HFCredentials)
+        cos: COSCredentials = Field(default_factory=COSCredentials)
+        oci: OCICredentials = Field(default_factory=OCICredentials)
 
-class COSCredentials(BaseModel):
-    """IBM Cloud Object Storage with IAM (HMAC keys go in the s3 block)."""
-
-    api_key: SecretStr | None = Field(None, description="IBM Cloud API key; IBMCLOUD_API_KEY when unset")
-    passcode: SecretStr | None = Field(None, description="One-time passcode, exchanged for an IAM token exactly once")
-    iam_endpoint: str = Field("https://iam.cloud.ibm.com", description="IAM token endpoint")
-    instance_crn: str | None = Field(None, description="Service instance CRN (a bucket CRN is accepted and trimmed)")
-    endpoint_url: str | None = Field(None, description="COS S3 endpoint; derived from region when unset")
-    region: str | None = Field(None, description="COS region or geo, e.g. us-geo or eu-de")
-
-
-class OCICredentials(BaseModel):
-    """Oracle Cloud Infrastructure Object Storage."""
-
-    auth_type: Literal["user_principal", "instance_principal", "resource_principal", "api_key"] = Field(
-        "user_principal",
-        description="How to authenticate (OME's UserPrincipal/InstancePrincipal/ResourcePrincipal)",
-    )
-    config_file: str | None = Field(None, description="OCI config file; ~/.oci/config when unset")
-    profile: str = Field("DEFAULT", description="Profile in the OCI config file")
-    region: str | None = Field(None, description="Region, e.g. us-chicago-1 (overrides the config file)")
-    endpoint: str | None = Field(None, description="Object Storage service endpoint override")
-    obo_token: SecretStr | None = Field(
-        None, description="On-behalf-of token sent signed as opc-obo-token (OME input_object_store.obo_token)"
-    )
-
-
-class Credentials(BaseModel):
-    """Credentials for one side of a sync, per scheme."""
-
-    s3: S3Credentials = Field(default_factory=S3Credentials, description="s3:// (and cos:// HMAC) access")
-    hf: HFCredentials = Field(default_factory=HFCredentials, description="hf:// access")
-    cos: COSCredentials = Field(default_factory=COSCredentials, description="cos:// IAM access")
-    oci: OCICredentials = Field(default_factory=OCICredentials, description="oci:// access")
+else:
+    Credentials = credentials_model()
 
 
 class TransferSettings(BaseModel):

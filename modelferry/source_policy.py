@@ -21,10 +21,13 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Sequence
 
+from modelferry.backends import backend_for, find
+from modelferry.backends.registry import schemes as registered_schemes
 from modelferry.errors import SourceNotAllowedError
 from modelferry.uri import StorageURI
 
-REMOTE_SCHEMES = ("hf", "s3", "cos", "oci")
+# The remote schemes registered at import; the check asks the registry (modelferry.backends) itself.
+REMOTE_SCHEMES = tuple(s for s in registered_schemes() if backend_for(s).remote)
 
 
 def under_root(path: str, root: str) -> bool:
@@ -47,7 +50,8 @@ def check_cluster_source(
     The check is on the path as written (``..`` normalised away); a caller that can
     look at the filesystem (the agent) checks the path with its links resolved too.
     """
-    if uri.scheme in REMOTE_SCHEMES:
+    backend = find(uri.scheme)
+    if backend is not None and backend.remote:
         return
     if uri.scheme == "pvc":
         if uri.bucket in mounted_claims:

@@ -39,6 +39,7 @@ TLS_HINT = (
     "certificate; in a cluster, name a CA ConfigMap (see docs/tls.md). --no-verify-tls only for a test endpoint"
 )
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+OP_ENABLE_KTLS = getattr(ssl, "OP_ENABLE_KTLS", 1 << 3)  # SSL_OP_ENABLE_KTLS, OpenSSL 3 (ssl.h)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,20 @@ class TLSConfig:
         return self.cafile or True
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A client SSLContext with this trust (urllib3, httpx, aiohttp)."""
+        """A client SSLContext with this trust (urllib3, httpx, aiohttp), shared: never change it."""
         return _context(self.verify, self.cafile)
+
+    def bulk_context(self) -> ssl.SSLContext:
+        """A new client SSLContext with this trust for bulk reads: kernel TLS asked for (see below).
+
+        ``SSL_OP_ENABLE_KTLS`` (Python 3.11 has no name for the bit): OpenSSL moves a connection's
+        record layer into the kernel where the kernel offers the ``tls`` ULP and supports the cipher
+        and version, and silently stays in user space everywhere else. ``SSL_read`` returns
+        plaintext either way. Only for contexts whose sockets are read, not ``sendfile``d to.
+        """
+        ctx = _new_context(self.verify, self.cafile)
+        ctx.options |= OP_ENABLE_KTLS
+        return ctx
 
     def describe(self) -> str:
         """Which CA was used, in words."""
@@ -213,6 +226,10 @@ def _combine(path: str, stamp: tuple[tuple[str, int], ...]) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _context(verify: bool, cafile: str | None) -> ssl.SSLContext:
+    return _new_context(verify, cafile)
+
+
+def _new_context(verify: bool, cafile: str | None) -> ssl.SSLContext:
     if not verify:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False

@@ -26,9 +26,9 @@ from sidecar.metrics import (
     parse_line,
 )
 from sidecar.mlflow_stream import MlflowStreamer
-from sidecar.runtimes import runtime_command
 from sidecar.settings import SidecarSettings
 from sidecar.supervisor import CONTROL_DIR, LOG_FILE, LocalTrainer, PodTrainer, Trainer, write_atomic
+from sidecar.trainer_command import runtime_command
 
 log = logging.getLogger("modelferry.sidecar")
 

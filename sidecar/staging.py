@@ -33,21 +33,21 @@ def copy_tree(
 ) -> SyncResult:
     """One sync from ``source`` to ``target``; the manifest is written last."""
     src = open_store(source, source_creds, transfer=transfer)
-    dst = open_store(target, target_creds, transfer=transfer)
+    target_store = open_store(target, target_creds, transfer=transfer)
     try:
         options = SyncOptions(include=include, exclude=exclude)
-        return sync(src, dst, transfer, options, progress=Progress(mode="log", interval=10.0))
+        return sync(src, target_store, transfer, options, progress=Progress(mode="log", interval=10.0))
     finally:
         src.close()
-        dst.close()
+        target_store.close()
 
 
-def stage(uri: str, dest: Path, creds: Credentials, transfer: TransferSettings) -> SyncResult:
-    """Stage a model or dataset URI (a directory/prefix, or one file) into the directory ``dest``."""
-    log.info("staging %s -> %s", uri, dest)
-    dest.mkdir(parents=True, exist_ok=True)
+def stage(uri: str, target_dir: Path, creds: Credentials, transfer: TransferSettings) -> SyncResult:
+    """Stage a model or dataset URI (a directory/prefix, or one file) into the directory ``target_dir``."""
+    log.info("staging %s -> %s", uri, target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
     source = parse_uri(uri)
-    target = parse_uri(str(dest.resolve()))
+    target = parse_uri(str(target_dir.resolve()))
     if source.scheme == "file" and Path(source.path).is_file():
         single = Path(source.path)
         return copy_tree(parse_uri(str(single.parent)), target, creds, Credentials(), transfer, include=(single.name,))

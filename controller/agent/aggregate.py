@@ -14,7 +14,10 @@ from typing import Any
 
 from controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
 from controller.agent.tasks import ModelRef
+from controller.api.meta import ConditionStatus
+from controller.api.v1alpha1.basemodel import ConditionType, State
 from controller.kube.client import Kube, Resource
+from controller.kube.conditions import carry_transition_times
 from controller.kube.events import EventRecorder, now_iso
 from modelferry.errors import ModelferryError, NotFoundError
 
@@ -34,9 +37,9 @@ def aggregate(configmaps: list[dict[str, Any]]) -> dict[ModelRef, dict[str, Any]
     out: dict[ModelRef, dict[str, list[str]]] = {}
     configs: dict[ModelRef, dict[str, dict[str, Any]]] = {}
     failures: dict[ModelRef, dict[str, tuple[str, str]]] = {}
-    for cm in configmaps:
-        node = str((cm.get("metadata") or {}).get("name", ""))
-        for key, value in (cm.get("data") or {}).items():
+    for configmap in configmaps:
+        node = str((configmap.get("metadata") or {}).get("name", ""))
+        for key, value in (configmap.get("data") or {}).items():
             if key == RESOURCES_KEY:
                 continue
             body = parse_entry(value)
@@ -81,24 +84,20 @@ def status_for(nodes: dict[str, list[str]]) -> dict[str, Any]:
 
 def ready_condition(state: str, failures: dict[str, tuple[str, str]]) -> dict[str, str]:
     """The ``Ready`` condition: True with a Ready node; else False, with the first failed node's reason."""
-    if state == "Ready":
-        return {"type": "Ready", "status": "True", "reason": "Ready", "message": "the model is ready on a node"}
+    ready, true, false = ConditionType.READY.value, ConditionStatus.TRUE.value, ConditionStatus.FALSE.value
+    if state == State.READY:
+        return {"type": ready, "status": true, "reason": "Ready", "message": "the model is ready on a node"}
     if failures:
         node = min(failures)
         reason, message = failures[node]
         more = f" (and {len(failures) - 1} more nodes)" if len(failures) > 1 else ""
-        return {"type": "Ready", "status": "False", "reason": reason, "message": f"node {node}: {message}{more}"}
-    return {"type": "Ready", "status": "False", "reason": state, "message": f"no node holds the model yet ({state})"}
+        return {"type": ready, "status": false, "reason": reason, "message": f"node {node}: {message}{more}"}
+    return {"type": ready, "status": false, "reason": state, "message": f"no node holds the model yet ({state})"}
 
 
 def with_transition_times(want: dict[str, Any], have: dict[str, Any], now: str) -> dict[str, Any]:
     """``want`` with each condition's ``lastTransitionTime`` kept from ``have`` unless its status changed."""
-    old = {c.get("type"): c for c in have.get("conditions") or [] if isinstance(c, dict)}
-    conditions = []
-    for cond in want.get("conditions") or []:
-        prev = old.get(cond["type"]) or {}
-        same = prev.get("status") == cond["status"] and prev.get("lastTransitionTime")
-        conditions.append({**cond, "lastTransitionTime": prev["lastTransitionTime"] if same else now})
+    conditions = carry_transition_times(want.get("conditions") or [], have.get("conditions"), now)
     return {**want, "conditions": conditions} if conditions else want
 
 
@@ -118,28 +117,28 @@ EMPTY = {**status_for({}), "conditions": [ready_condition("Pending", {})]}
 
 async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io", version: str = "v1alpha1") -> int:
     """One pass; returns how many models got a new status."""
-    bm = Resource(group, version, "basemodels", "BaseModel")
-    cbm = Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False)
-    cms, _ = await kube.list(CONFIGMAPS, namespace, label_selector=CONFIGMAP_SELECTOR)
-    rolled = aggregate(cms)
+    basemodels = Resource(group, version, "basemodels", "BaseModel")
+    clusterbasemodels = Resource(group, version, "clusterbasemodels", "ClusterBaseModel", namespaced=False)
+    node_configmaps, _ = await kube.list(CONFIGMAPS, namespace, label_selector=CONFIGMAP_SELECTOR)
+    rolled = aggregate(node_configmaps)
     events = EventRecorder(kube, component="modelferry-model-status")
     now = now_iso()
     changed = 0
-    for res in (bm, cbm):
-        items, _ = await kube.list(res, None)
+    for resource in (basemodels, clusterbasemodels):
+        items, _ = await kube.list(resource, None)
         for obj in items:
-            ref = ModelRef.of({**obj, "kind": res.kind})
+            ref = ModelRef.of({**obj, "kind": resource.kind})
             have = obj.get("status") or {}
             want = with_transition_times(rolled.get(ref, EMPTY), have, now)
             if all(have.get(k) == v for k, v in want.items()):
                 continue
             try:
-                await kube.patch(res, ref.namespace or None, ref.name, {"status": want}, sub="status")
+                await kube.patch(resource, ref.namespace or None, ref.name, {"status": want}, sub="status")
                 changed += 1
             except NotFoundError:
                 continue
             if (event := refusal_event(want, have)) is not None:
-                await events.emit({**obj, "kind": res.kind, "apiVersion": f"{group}/{version}"}, "Warning", *event)
+                await events.emit({**obj, "kind": resource.kind, "apiVersion": f"{group}/{version}"}, "Warning", *event)
     return changed
 
 

@@ -5,9 +5,10 @@ DaemonSet from a NodeAgent (as GPU and storage operators do with their cluster p
 field at its default the DaemonSet equals ``manifests/agent/daemonset.yaml`` (a test compares them), so
 the plain manifests and the OLM install run the same agent.
 
-``render_daemonset`` takes the NodeAgent as a plain dict and returns the DaemonSet, or a
-:class:`Problem` for input the CRD schema should have refused (a NodeAgent is cluster-scoped and only
-cluster administrators write it, but it is still checked before anything reaches a pod spec).
+``render_daemonset`` takes the NodeAgent as a plain dict, checks its spec (:func:`validate`, for input
+the CRD schema should have refused: a NodeAgent is cluster-scoped and only cluster administrators write
+it, but it is still checked before anything reaches a pod spec), then renders the DaemonSet from the
+typed spec (:class:`NodeAgentSpec`), or returns the :class:`Problem`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, parse_spec
+from controller.kube.conditions import carry_transition_times, condition
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.errors import InvalidSpecError
 
 API_VERSION = "modelferry.io/v1alpha1"
 KIND = "NodeAgent"
@@ -149,22 +153,29 @@ def _env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": literal(value)}
 
 
-def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
+def _fraction(value: float) -> str:
+    """A fraction as written (1 rather than 1.0: the API server stores a whole number without the point)."""
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def _container(spec: NodeAgentSpec, image: str, root: str) -> dict[str, Any]:
     env: list[dict[str, Any]] = [
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         _env("MODELFERRY_AGENT__MODELS_ROOT", root),
-        _env("MODELFERRY_AGENT__WORKERS", str(spec.get("workers", 2))),
-        _env("MODELFERRY_AGENT__HIGH_WATERMARK", str(spec.get("highWatermark", 0.9))),
+        _env("MODELFERRY_AGENT__WORKERS", str(2 if spec.workers is None else spec.workers)),
+        _env(
+            "MODELFERRY_AGENT__HIGH_WATERMARK", "0.9" if spec.high_watermark is None else _fraction(spec.high_watermark)
+        ),
     ]
-    if spec.get("watchOme"):
+    if spec.watch_ome:
         env.append(_env("MODELFERRY_AGENT__WATCH_OME", "true"))
-    env.append(_env("MODELFERRY_LOG_FORMAT", str(spec.get("logFormat", "json"))))
+    env.append(_env("MODELFERRY_LOG_FORMAT", spec.log_format or "json"))
     # Trusted CAs for the model stores (docs/tls.md): used when the optional ConfigMap holds PEM files.
     env.append(_env("MODELFERRY_TLS__CLUSTER_BUNDLE", TRUSTED_CA_DIR))
     container: dict[str, Any] = {"name": "agent", "image": image}
-    if spec.get("imagePullPolicy"):
-        container["imagePullPolicy"] = spec["imagePullPolicy"]
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
     container.update(
         {
             "command": ["modelferry", "agent"],  # args stay free for flags, as in OME's pod spec
@@ -181,7 +192,9 @@ def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
                 "periodSeconds": 30,
                 "failureThreshold": 4,
             },
-            "resources": json.loads(json.dumps(spec.get("resources", DEFAULT_RESOURCES))),
+            "resources": spec.resources.wire()
+            if spec.resources is not None
+            else json.loads(json.dumps(DEFAULT_RESOURCES)),
             "securityContext": {
                 "allowPrivilegeEscalation": False,
                 "readOnlyRootFilesystem": True,
@@ -200,28 +213,33 @@ def _container(spec: dict[str, Any], image: str, root: str) -> dict[str, Any]:
 def render_daemonset(agent: dict[str, Any], *, namespace: str, default_image: str) -> dict[str, Any] | Problem:
     """The DaemonSet that should exist for ``agent`` in ``namespace`` (owned by it), or why there is none."""
     meta = agent.get("metadata") or {}
-    spec = agent.get("spec") or {}
-    if not isinstance(spec, dict):
+    raw = agent.get("spec") or {}
+    if not isinstance(raw, dict):
         return Problem("InvalidSpec", "spec must be an object; see `kubectl explain nodeagent.spec`")
-    if problem := validate(spec):
+    if problem := validate(raw):
         return problem
+    try:
+        spec = parse_spec(agent)
+    except InvalidSpecError as exc:  # validate() refuses first; this names anything it let through
+        return Problem(exc.reason, str(exc))
     name = str(meta.get("name") or DEFAULT_NAME)
-    root = str(spec.get("modelsRoot", DEFAULT_MODELS_ROOT)).rstrip("/") or DEFAULT_MODELS_ROOT
+    root = (spec.models_root or DEFAULT_MODELS_ROOT).rstrip("/") or DEFAULT_MODELS_ROOT
     pod: dict[str, Any] = {"serviceAccountName": SERVICE_ACCOUNT}
-    if spec.get("nodeSelector"):
-        pod["nodeSelector"] = dict(spec["nodeSelector"])
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    tolerations = DEFAULT_TOLERATIONS if spec.tolerations is None else [t.wire() for t in spec.tolerations]
     pod.update(
         {
-            "priorityClassName": spec.get("priorityClassName", DEFAULT_PRIORITY_CLASS),
+            "priorityClassName": spec.priority_class_name or DEFAULT_PRIORITY_CLASS,
             "terminationGracePeriodSeconds": 60,
-            "tolerations": json.loads(json.dumps(spec.get("tolerations", DEFAULT_TOLERATIONS))),
+            "tolerations": json.loads(json.dumps(tolerations)),
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": 65532,
                 "runAsGroup": 65532,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            "containers": [_container(spec, str(spec.get("image") or default_image), root)],
+            "containers": [_container(spec, spec.image or default_image, root)],
             "volumes": [
                 {"name": "models", "hostPath": {"path": root, "type": "DirectoryOrCreate"}},
                 {"name": "tmp", "emptyDir": {}},
@@ -238,7 +256,10 @@ def render_daemonset(agent: dict[str, Any], *, namespace: str, default_image: st
     )
     ds_spec: dict[str, Any] = {
         "selector": {"matchLabels": dict(SELECTOR)},
-        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": spec.get("maxUnavailable", 1)}},
+        "updateStrategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 1 if spec.max_unavailable is None else spec.max_unavailable},
+        },
         "template": {
             "metadata": {
                 "labels": dict(SELECTOR),
@@ -275,11 +296,6 @@ def inputs_hash(daemonset: dict[str, Any] | None) -> str | None:
     return (((daemonset or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HASH)
 
 
-def _condition(status: bool, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {"type": "Ready", "status": "True" if status else "False", "reason": reason, "message": message,
-            "lastTransitionTime": now}  # fmt: skip
-
-
 def rollout(daemonset: dict[str, Any]) -> tuple[bool, str, str]:
     """Whether every selected node runs a ready, current agent: (ready, reason, message)."""
     meta, st = daemonset.get("metadata") or {}, daemonset.get("status") or {}
@@ -306,13 +322,12 @@ def agent_status(
     status["readyNodes"] = int(st.get("numberReady") or 0)
     status["updatedNodes"] = int(st.get("updatedNumberScheduled") or 0)
     if problem is not None:
-        cond = _condition(False, problem.reason, problem.message, now)
+        cond = condition(ConditionType.READY, False, problem.reason, problem.message, now)
     elif daemonset is None:
-        cond = _condition(False, "DaemonSetPending", f"DaemonSet {namespace}/{name} is being created", now)
+        cond = condition(
+            ConditionType.READY, False, "DaemonSetPending", f"DaemonSet {namespace}/{name} is being created", now
+        )
     else:
-        cond = _condition(*rollout(daemonset), now)
-    old = {c.get("type"): c for c in (agent.get("status") or {}).get("conditions") or []}.get("Ready")
-    if old and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
-        cond["lastTransitionTime"] = old.get("lastTransitionTime") or now
-    status["conditions"] = [cond]
+        cond = condition(ConditionType.READY, *rollout(daemonset), now)
+    status["conditions"] = carry_transition_times([cond], (agent.get("status") or {}).get("conditions"))
     return status

@@ -110,13 +110,13 @@ def seed_with_links(old: Path, staging: Path) -> None:
         rel = src.relative_to(old)
         if rel.parts and rel.parts[0] == MANIFEST_DIR and rel.as_posix() != f"{MANIFEST_DIR}/manifest.json":
             continue
-        dst = staging / rel
+        target_path = staging / rel
         if src.is_dir():
-            dst.mkdir(parents=True, exist_ok=True)
-        elif not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            target_path.mkdir(parents=True, exist_ok=True)
+        elif not target_path.exists():
+            target_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(src, dst)
+                os.link(src, target_path)
             except OSError:
                 return  # no hard links here: the engine simply downloads everything
 

@@ -30,6 +30,7 @@ from controller.agent.settings import AgentSettings
 from controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
 from controller.kube.client import ConflictError, Kube, Resource
 from controller.kube.watch import Backoff, Informer
+from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import Credentials
@@ -62,17 +63,11 @@ def model_resources(group: str, version: str) -> tuple[Resource, Resource]:
 
 
 CREDENTIAL_MARKS = ("SECRET", "TOKEN", "PASSWORD", "PASSCODE", "ACCESS_KEY", "API_KEY", "PRIVATE", "CREDENTIAL")
-USED_KEYS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_S3_ENDPOINT",
-    "AWS_ENDPOINT_URL",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "HF_TOKEN",
-    "token",
-    "hf_token",
-)
+
+
+def used_keys() -> set[str]:
+    """The Secret keys the agent reads (each storage backend's)."""
+    return {key for key, _, _ in secret_keys(SecretUse.AGENT)}
 
 
 def is_credential_key(key: str) -> bool:
@@ -91,7 +86,7 @@ def secret_values(secret: dict[str, Any], *, where: str) -> dict[str, str]:
         try:
             raw[str(key)] = base64.b64decode(str(value), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            if key in USED_KEYS:
+            if key in used_keys():
                 raise UsageError(
                     f"Secret {where} key {key!r} is not UTF-8 text",
                     obj=where,
@@ -106,19 +101,20 @@ def secret_values(secret: dict[str, Any], *, where: str) -> dict[str, str]:
 
 
 def credentials_from_secret(secret: dict[str, Any], base: Credentials, *, where: str = "") -> Credentials:
-    """Credentials from a ``spec.storage.key`` Secret (AWS_*, HF_TOKEN / token keys), over ``base``."""
+    """Credentials from a ``spec.storage.key`` Secret (AWS_*, HF_TOKEN / token keys), over ``base``.
+
+    The keys are each backend's (modelferry.backends); for a field named by several keys the first one
+    listed that holds a value wins.
+    """
     raw = secret_values(secret, where=where or str((secret.get("metadata") or {}).get("name", "")))
     creds = base.model_copy(deep=True)
-    s3 = {
-        "access_key_id": raw.get("AWS_ACCESS_KEY_ID"),
-        "secret_access_key": raw.get("AWS_SECRET_ACCESS_KEY"),
-        "endpoint_url": raw.get("AWS_S3_ENDPOINT") or raw.get("AWS_ENDPOINT_URL"),
-        "region": raw.get("AWS_DEFAULT_REGION") or raw.get("AWS_REGION"),
-    }
-    creds.s3 = creds.s3.model_validate({**creds.s3.model_dump(), **{k: v for k, v in s3.items() if v}})
-    token = raw.get("HF_TOKEN") or raw.get("token") or raw.get("hf_token")
-    if token:
-        creds.hf = creds.hf.model_validate({**creds.hf.model_dump(), "token": token})
+    found: dict[str, dict[str, str]] = {}
+    for key, block, name in secret_keys(SecretUse.AGENT):
+        if raw.get(key):
+            found.setdefault(block, {}).setdefault(name, raw[key])
+    for block, values in found.items():
+        current = getattr(creds, block)
+        setattr(creds, block, current.model_validate({**current.model_dump(), **values}))
     return creds
 
 
@@ -139,10 +135,10 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        bm, cbm = model_resources(*settings.group_version())
         self.backoff = Backoff(self.opts.api_backoff_seconds, self.opts.api_backoff_max_seconds)
         common: dict[str, Any] = {"backoff": self.backoff, "timeout_seconds": self.opts.watch_timeout_seconds}
-        self.informers = [Informer(kube, bm, self.on_event, **common), Informer(kube, cbm, self.on_event, **common)]
+        models = model_resources(*settings.group_version())  # BaseModels, ClusterBaseModels
+        self.informers = [Informer(kube, resource, self.on_event, **common) for resource in models]
         self.failures = 0  # failed publishing passes in all (each is retried after a backoff)
         gopher.sink = self
         gopher.credentials_for = self.credentials_for

@@ -2,14 +2,14 @@
 
 The decisions are the pure functions of :mod:`controller.agent.daemonset`; this adapter reads its caches,
 creates or replaces the DaemonSet (owned by the NodeAgent, so deleting the NodeAgent removes it) in the
-agent namespace, and writes the NodeAgent's status. The :class:`Operator` registers it with one line and
-routes queue keys ``("NodeAgent", "", name)`` to :meth:`NodeAgentReconciler.reconcile`.
+agent namespace, and writes the NodeAgent's status. The operator routes queue keys ``("NodeAgent", "", name)``
+to :meth:`NodeAgentReconciler.reconcile`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from controller.agent.daemonset import (
     KIND,
@@ -19,12 +19,11 @@ from controller.agent.daemonset import (
     inputs_hash,
     render_daemonset,
 )
-from controller.kube.client import ConflictError, Kube, Resource
+from controller.kube.client import ConflictError, Resource
 from controller.kube.events import now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
-from controller.operator.settings import ControllerSettings
-from controller.operator.workqueue import WorkQueue
+from controller.reconcile.parts import Parts
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +31,12 @@ NODEAGENTS = Resource("modelferry.io", "v1alpha1", "nodeagents", KIND, namespace
 DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
 
 
-class OperatorParts(Protocol):
-    """What the reconciler shares with the operator that registers it."""
-
-    kube: Kube
-    settings: ControllerSettings
-    queue: WorkQueue
-    informers: list[Informer]
-    reconciles: dict[str, int]
-
-
 class NodeAgentReconciler:
     """Level-triggered reconcile of NodeAgents (cluster-scoped) into DaemonSets in the agent namespace."""
 
-    def __init__(self, op: OperatorParts) -> None:
+    kind = KIND
+
+    def __init__(self, op: Parts) -> None:
         self.op = op
         self.kube = op.kube
         self.namespace = op.settings.agent_namespace
@@ -75,9 +66,8 @@ class NodeAgentReconciler:
         for agent in self.agents.items():
             self.op.queue.add((KIND, "", object_key(agent)[1]))
 
-    async def reconcile(self, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str) -> None:
         """Bring one NodeAgent's DaemonSet and status in line with its spec."""
-        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
         agent = self.agents.get("", name)
         if agent is None or (agent.get("metadata") or {}).get("deletionTimestamp"):
             return  # garbage collection removes the DaemonSet through its owner reference

@@ -17,8 +17,9 @@ from typing import Any
 from controller.agent.disk import OutsideNamespaceError, model_dir
 from controller.agent.entries import label_key
 from controller.agent.tasks import ModelRef
-from controller.operator.settings import IMAGE
-from controller.serving.settings import SERVE_IMAGE
+from controller.api.v1alpha1.modelserver import ModelServerSpec
+from controller.config.controller import IMAGE
+from controller.config.serving import SERVE_IMAGE
 from modelferry.errors import ModelferryError
 from modelferry.uri import parse_uri
 
@@ -103,8 +104,7 @@ def _revision(uri: str) -> str:
         return ""
 
 
-def _node_cached(ms: dict[str, Any], kind: str, name: str, ctx: ServingContext) -> tuple[ModelSource, dict[str, Any]]:
-    ns = str(ms["metadata"].get("namespace") or "")
+def _node_cached(ns: str, kind: str, name: str, ctx: ServingContext) -> tuple[ModelSource, dict[str, Any]]:
     objs = ctx.base_models if kind == "BaseModel" else ctx.cluster_base_models
     obj = objs.get(name)
     if obj is None:
@@ -142,21 +142,20 @@ def _pull_uri(uri: str, what: str) -> str:
     return uri
 
 
-def resolve_model(ms: dict[str, Any], ctx: ServingContext) -> tuple[ModelSource, dict[str, Any] | None]:
+def resolve_model(ns: str, spec: ModelServerSpec, ctx: ServingContext) -> tuple[ModelSource, dict[str, Any] | None]:
     """The model's source, and the volume that holds it when no init container has to fill one."""
-    model = (ms.get("spec") or {}).get("model") or {}
-    ns = str(ms["metadata"].get("namespace") or "")
-    if model.get("baseModel"):
-        return _node_cached(ms, "BaseModel", str(model["baseModel"]), ctx)
-    if model.get("clusterBaseModel"):
-        return _node_cached(ms, "ClusterBaseModel", str(model["clusterBaseModel"]), ctx)
-    if model.get("modelSync"):
-        name = str(model["modelSync"])
+    model = spec.model
+    if model.base_model:
+        return _node_cached(ns, "BaseModel", model.base_model, ctx)
+    if model.cluster_base_model:
+        return _node_cached(ns, "ClusterBaseModel", model.cluster_base_model, ctx)
+    if model.model_sync:
+        name = model.model_sync
         target = ctx.model_syncs.get(name)
         if target is None:
             raise Refusal(Problem("ModelSyncNotReady", f"ModelSync {name!r} has not synced yet", waiting=True))
         return ModelSource("ModelSync", name, target, _revision(target)), None
-    uri = _pull_uri(str(model.get("uri") or ""), "model")
+    uri = _pull_uri(model.uri or "", "model")
     parsed = parse_uri(uri)
     if parsed.scheme == "pvc":
         if parsed.namespace not in ("", ns):
@@ -169,20 +168,20 @@ def resolve_model(ms: dict[str, Any], ctx: ServingContext) -> tuple[ModelSource,
     return ModelSource("URI", uri, uri, parsed.revision), None
 
 
-def resolve_adapter(spec: dict[str, Any], ctx: ServingContext) -> tuple[str, str] | None:
+def resolve_adapter(spec: ModelServerSpec, ctx: ServingContext) -> tuple[str, str] | None:
     """(URI, served name) of the adapter, or None."""
-    adapter = spec.get("adapter") or {}
-    if not adapter:
+    adapter = spec.adapter
+    if adapter is None or not adapter.wire():
         return None
-    if adapter.get("trainingRun"):
-        run = str(adapter["trainingRun"])
+    if adapter.training_run:
+        run = adapter.training_run
         out = ctx.training_outputs.get(run)
         if out is None:
             raise Refusal(Problem("AdapterNotReady", f"TrainingRun {run!r} has not succeeded yet", waiting=True))
-        return out.rstrip("/") + "/adapter", str(adapter.get("name") or run)
-    uri = _pull_uri(str(adapter.get("uri") or ""), "adapter")
+        return out.rstrip("/") + "/adapter", adapter.name or run
+    uri = _pull_uri(adapter.uri or "", "adapter")
     if parse_uri(uri).scheme == "pvc":
         raise Refusal(
             Problem("InvalidURI", "a pvc:// adapter is not supported; put it in a bucket or give its hf:// name")
         )
-    return uri, str(adapter.get("name") or "adapter")
+    return uri, adapter.name or "adapter"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.api.v1alpha1.modelserver import Engine, ModelServerSpec
+
 MODEL_PATH = "/models/model"
 ADAPTER_PATH = "/models/adapter"
 
@@ -107,7 +109,7 @@ def transformers(f: Facts, image: str | None, port: int, default_image: str) -> 
     return EngineCommand(image or default_image, ["modelferry"], args, env, port=port, root_image=False)
 
 
-def custom(f: Facts, engine: dict[str, Any], port: int) -> EngineCommand:
+def custom(f: Facts, engine: Engine, port: int) -> EngineCommand:
     """A custom image: its own command and args; the paths and names arrive as environment variables."""
     env = [
         {"name": "MODEL_PATH", "value": MODEL_PATH},
@@ -116,15 +118,16 @@ def custom(f: Facts, engine: dict[str, Any], port: int) -> EngineCommand:
     ]
     if f.adapter_name:
         env += [{"name": "ADAPTER_PATH", "value": ADAPTER_PATH}, {"name": "ADAPTER_NAME", "value": f.adapter_name}]
-    command = list(engine["command"]) if engine.get("command") else None
+    if engine.image is None:  # the CRD's rule: a custom engine needs an image
+        raise ValueError("a custom engine needs spec.engine.image")
     return EngineCommand(
-        str(engine["image"]),
-        command,
+        engine.image,
+        list(engine.command) or None,
         [],
         env,
         port=port,
-        health_path=str(engine.get("healthPath") or "/health"),
-        metrics_path=str(engine.get("metricsPath") or "/metrics"),
+        health_path=engine.health_path or "/health",
+        metrics_path=engine.metrics_path or "/metrics",
     )
 
 
@@ -143,12 +146,12 @@ def gpu_count(resources: dict[str, Any]) -> int:
     return 0
 
 
-def engine_command(spec: dict[str, Any], facts: Facts, default_image: str) -> EngineCommand:
+def engine_command(spec: ModelServerSpec, facts: Facts, default_image: str) -> EngineCommand:
     """The preset of ``spec.engine.type`` with the user's image, port and paths applied."""
-    engine = spec.get("engine") or {}
-    kind = str(engine.get("type"))
-    port = int(engine.get("port") or DEFAULT_PORTS.get(kind, 8000))
-    image = engine.get("image") or None
+    engine = spec.engine
+    kind = engine.type
+    port = engine.port or DEFAULT_PORTS.get(kind, 8000)
+    image = engine.image or None
     if kind == "vllm":
         out = vllm(facts, image, port)
     elif kind == "tgi":
@@ -162,10 +165,10 @@ def engine_command(spec: dict[str, Any], facts: Facts, default_image: str) -> En
     else:
         raise ValueError(f"unknown engine type {kind!r}")
     overrides: dict[str, Any] = {}
-    if engine.get("healthPath"):
-        overrides["health_path"] = str(engine["healthPath"])
-    if engine.get("metricsPath"):
-        overrides["metrics_path"] = str(engine["metricsPath"])
+    if engine.health_path:
+        overrides["health_path"] = engine.health_path
+    if engine.metrics_path:
+        overrides["metrics_path"] = engine.metrics_path
     if overrides:
         return EngineCommand(**{**out.__dict__, **overrides})
     return out

@@ -3,7 +3,7 @@
 A thin adapter around the pure functions of :mod:`controller.serving.render` and
 :mod:`controller.serving.status`. It keeps informers of its own (ModelServers, their Deployments,
 Services and pods, the BaseModels, ClusterBaseModels, ModelSyncs and TrainingRuns they name) and
-shares the :class:`~controller.operator.reconcile.Operator`'s work queue and Event recorder; the
+shares the :class:`~controller.operator.router.Operator`'s work queue and Event recorder; the
 operator only routes ``("ModelServer", ns, name)`` keys here.
 
 Changed inputs replace the Deployment in place (PUT), so Kubernetes rolls it with
@@ -14,23 +14,21 @@ or the spec cannot work, a running Deployment is kept as it is and the status sa
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from controller.kube.client import PODS, ConflictError, Resource
+from controller.kube.client import PODS, Resource
 from controller.kube.events import now_iso
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
 from controller.kube.watch import Informer, object_key
-from controller.operator.jobs import job_hash
-from controller.operator.status_patch import patch_status
-from controller.operator.training_facts import synced_models
+from controller.reconcile.owned import OwnedObjects
+from controller.reconcile.parts import Key, Parts
+from controller.reconcile.status import patch_status
 from controller.serving.inputs import Problem, ServingContext
 from controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
 from controller.serving.status import compute_status
+from controller.sync.targets import synced_models
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub
-
-if TYPE_CHECKING:
-    from controller.operator.reconcile import Operator
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +39,12 @@ BASEMODELS = Resource("modelferry.io", "v1alpha1", "basemodels", "BaseModel")
 CLUSTERBASEMODELS = Resource("modelferry.io", "v1alpha1", "clusterbasemodels", "ClusterBaseModel")
 MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
 TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRun")
-Key = tuple[str, str, str]
 WARNING_PHASES = ("Degraded", "Failed")
 
 
-def references(ms: dict[str, Any], kind: str, name: str) -> bool:
+def references(server: dict[str, Any], kind: str, name: str) -> bool:
     """Whether ModelServer ``ms`` names the ``kind`` object ``name``."""
-    spec = ms.get("spec") or {}
+    spec = server.get("spec") or {}
     model, adapter = spec.get("model") or {}, spec.get("adapter") or {}
     field = {"BaseModel": "baseModel", "ClusterBaseModel": "clusterBaseModel", "ModelSync": "modelSync"}.get(kind)
     if field:
@@ -56,14 +53,25 @@ def references(ms: dict[str, Any], kind: str, name: str) -> bool:
 
 
 class ServingReconciler:
-    """Level-triggered reconcile of ModelServers; registered on an :class:`Operator`."""
+    """Level-triggered reconcile of ModelServers."""
 
-    def __init__(self, op: Operator) -> None:
+    kind = KIND
+
+    def __init__(self, op: Parts) -> None:
         self.op = op
         self.kube = op.kube
         self.settings = op.settings.serving
         self.informers: dict[Resource, dict[str | None, Informer]] = {}
         self._last: dict[Key, tuple[str, str]] = {}
+        self.owned = OwnedObjects(
+            op,
+            KIND,
+            lambda: {r: self.informers[r] for r in (DEPLOYMENTS, SERVICES)},
+            in_place=True,  # Kubernetes rolls a changed Deployment with maxUnavailable: 0
+            event_noun=None,
+            refused_reason="NotManaged",
+            recheck_refused=30.0,  # its removal is not watched (label-selected informers): look again
+        )
         owned_selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_OWNER_KIND}={KIND}"
         handlers = {
             MODELSERVERS: (self._on_server, None),
@@ -108,14 +116,14 @@ class ServingReconciler:
         """A model, ModelSync or TrainingRun changed: requeue the ModelServers that name it."""
         ns, name = object_key(obj)
         obj_kind = str(obj.get("kind") or "")
-        for ms in self._all(MODELSERVERS):
-            m_ns = object_key(ms)[0]
-            if (obj_kind == "ClusterBaseModel" or m_ns == ns) and references(ms, obj_kind, name):
-                self.op.queue.add((KIND, *object_key(ms)))
+        for server in self._all(MODELSERVERS):
+            server_ns = object_key(server)[0]
+            if (obj_kind == "ClusterBaseModel" or server_ns == ns) and references(server, obj_kind, name):
+                self.op.queue.add((KIND, *object_key(server)))
 
     def resync(self) -> None:
-        for ms in self._all(MODELSERVERS):
-            self.op.queue.add((KIND, *object_key(ms)))
+        for server in self._all(MODELSERVERS):
+            self.op.queue.add((KIND, *object_key(server)))
 
     # --- caches --------------------------------------------------------------------------------------
     def _all(self, resource: Resource, ns: str | None = None) -> list[dict[str, Any]]:
@@ -130,9 +138,9 @@ class ServingReconciler:
     async def _context(self, ns: str) -> ServingContext:
         secrets = await self.op.data_connections(ns)  # the Secret index: no cache of every Secret
         outputs = {
-            object_key(tr)[1]: str((tr.get("status") or {}).get("outputUri"))
-            for tr in self._all(TRAININGRUNS, ns)
-            if (tr.get("status") or {}).get("phase") == "Succeeded" and (tr.get("status") or {}).get("outputUri")
+            object_key(run)[1]: str((run.get("status") or {}).get("outputUri"))
+            for run in self._all(TRAININGRUNS, ns)
+            if (run.get("status") or {}).get("phase") == "Succeeded" and (run.get("status") or {}).get("outputUri")
         }
         s = self.settings
         return ServingContext(
@@ -152,27 +160,24 @@ class ServingReconciler:
     async def reconcile(self, ns: str, name: str) -> None:
         """Bring one ModelServer's Deployment, Service and status in line with its spec."""
         key: Key = (KIND, ns, name)
-        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
-        ms = self._cached(MODELSERVERS, ns, name)
-        if ms is None:
+        server = self._cached(MODELSERVERS, ns, name)
+        if server is None:
             for resource in (DEPLOYMENTS, SERVICES):  # garbage collection may be absent or slow
-                live = self._cached(resource, ns, name)
-                if live is not None and owned_by(live, KIND, name):
-                    await self.kube.delete(resource, ns, name)
+                await self.owned.delete(resource, name, self._cached(resource, ns, name))
             self._last.pop(key, None)
             return
-        if (ms.get("metadata") or {}).get("deletionTimestamp"):
+        if (server.get("metadata") or {}).get("deletionTimestamp"):
             return
-        ms.setdefault("apiVersion", MODELSERVERS.api_version)
-        ms.setdefault("kind", KIND)
+        server.setdefault("apiVersion", MODELSERVERS.api_version)
+        server.setdefault("kind", KIND)
         ctx = await self._context(ns)
-        result = render(ms, ctx)
+        result = render(server, ctx)
         deployment = self._cached(DEPLOYMENTS, ns, name)
         if result.problem is None:
             desired_dep, desired_svc = result.objects
             try:
-                deployment = await self._ensure(key, ms, DEPLOYMENTS, desired_dep, deployment)
-                await self._ensure(key, ms, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
+                deployment = (await self.owned.ensure(key, server, DEPLOYMENTS, desired_dep, deployment)).obj
+                await self.owned.ensure(key, server, SERVICES, desired_svc, self._cached(SERVICES, ns, name))
             except ModelferryError as exc:
                 if exc.retryable:
                     raise
@@ -191,9 +196,9 @@ class ServingReconciler:
             nodes_ready = len((model.get("status") or {}).get("nodesReady") or [])
         port = result.port or self._live_port(deployment)
         url = service_url(name, ns, port, ctx) if port else ""
-        status = compute_status(ms, result, deployment, pods, nodes_ready=nodes_ready, url=url, now=now_iso())
-        await self._events(key, ms, status)
-        await self._write_status(ms, status)
+        status = compute_status(server, result, deployment, pods, nodes_ready=nodes_ready, url=url, now=now_iso())
+        await self._events(key, server, status)
+        await self._write_status(server, status)
 
     @staticmethod
     def _live_port(deployment: dict[str, Any] | None) -> int:
@@ -203,49 +208,7 @@ class ServingReconciler:
         ports = (containers[0].get("ports") or [{}]) if containers else [{}]
         return int(ports[0].get("containerPort") or 0)
 
-    async def _ensure(
-        self, key: Key, ms: dict[str, Any], resource: Resource, desired: dict[str, Any], live: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        """Create ``desired`` or replace the live object in place when its inputs hash differs."""
-        _, ns, name = key
-        if live is not None and job_hash(live) == job_hash(desired):
-            return live
-        try:
-            if live is None:
-                try:
-                    created = await self.kube.create(resource, ns, desired)
-                except ConflictError:
-                    live = await self.kube.get(resource, ns, name)  # not in the label-selected cache: not ours?
-                    if live is None or owned_by(live, KIND, name):
-                        raise
-                else:
-                    await self.op.recorder.emit(
-                        ms, "Normal", f"{resource.kind}Created", f"created {resource.kind} {name}"
-                    )
-                    return created
-            if not owned_by(live, KIND, name):
-                message = f"{resource.kind} {name!r} exists and was not created by modelferry; delete or rename it"
-                await self.op._report(key, ms, [("Warning", "NotManaged", message)])
-                self.op.queue.add(key, 30.0)  # its removal is not watched (label-selected informers): look again
-                return None
-            body = {
-                **desired,
-                "metadata": {**desired["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]},
-            }
-            if resource is SERVICES:  # the cluster IP cannot change
-                kept = {k: v for k, v in (live.get("spec") or {}).items() if k in ("clusterIP", "clusterIPs")}
-                body["spec"] = {**desired["spec"], **kept}
-            replaced = await self.kube.replace(resource, ns, name, body)
-        except ConflictError:
-            self.op.queue.add(key, 1.0)  # someone else wrote it first: look again
-            return live
-        verb = "rolling out" if resource is DEPLOYMENTS else "updated"
-        await self.op.recorder.emit(
-            ms, "Normal", f"{resource.kind}Updated", f"inputs changed; {verb} {resource.kind} {name}"
-        )
-        return replaced
-
-    async def _events(self, key: Key, ms: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _events(self, key: Key, server: dict[str, Any], status: dict[str, Any]) -> None:
         """One Event per transition of phase or of the Degraded reason (not one per reconcile)."""
         degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
         model = next(c for c in status["conditions"] if c["type"] == "ModelAvailable")
@@ -258,9 +221,9 @@ class ServingReconciler:
         message = status.get("message") or status["phase"]
         if status["phase"] == "Ready" and status.get("url"):
             message = f"{message}; serving at {status['url']}"
-        await self.op.recorder.emit(ms, kind, status["phase"] if kind == "Normal" else reason, message)
+        await self.op.recorder.emit(server, kind, status["phase"] if kind == "Normal" else reason, message)
 
-    async def _write_status(self, ms: dict[str, Any], status: dict[str, Any]) -> None:
-        ns, _ = object_key(ms)
+    async def _write_status(self, server: dict[str, Any], status: dict[str, Any]) -> None:
+        ns, _ = object_key(server)
         infs = self.informers[MODELSERVERS]
-        await patch_status(self.kube, MODELSERVERS, ms, status, infs.get(ns) or infs.get(None))
+        await patch_status(self.kube, MODELSERVERS, server, status, infs.get(ns) or infs.get(None))

@@ -14,13 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.api.v1alpha1.modelserver import ModelServerSpec, parse_spec
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.operator.jobs import (
-    inputs_hash,
-    owner_reference,
-    secret_ref,
-)
 from controller.serving.inputs import (
     ModelSource,
     Problem,
@@ -32,13 +28,16 @@ from controller.serving.inputs import (
 )
 from controller.serving.presets import ADAPTER_PATH, MODEL_PATH, TMP, EngineCommand, Facts, engine_command, gpu_count
 from controller.training.render import SECURITY  # the restricted container securityContext of every workload
+from controller.workload.identity import inputs_hash, owner_reference
+from controller.workload.secrets import secret_ref
+from modelferry.backends import SecretUse, secret_keys
+from modelferry.errors import InvalidSpecError
 
 KIND = "ModelServer"
 SHM = "/dev/shm"  # noqa: S108 - a memory emptyDir (engines share tensors through it)
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 ANNOTATION_METRICS = "modelferry.io/metrics-path"
 LABEL_SERVER = "modelferry.io/modelserver"
-PULL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "HF_TOKEN")  # fmt: skip
 
 
 @dataclass
@@ -56,7 +55,9 @@ def _fetch(name: str, uri: str, path: str, secret: str | None, ctx: ServingConte
         {"name": "MODELFERRY_LOG_FORMAT", "value": "json"},
     ]
     if secret:
-        env += [secret_ref(k, secret, k, optional=True) for k in PULL_KEYS]
+        # The keys each backend maps for serving (modelferry.backends), under their own names: the sync
+        # reads them as its SDKs' standard variables.
+        env += [secret_ref(key, secret, key, optional=True) for key, _, _ in secret_keys(SecretUse.SERVING)]
     return {
         "name": name,
         "image": ctx.image,
@@ -72,11 +73,11 @@ def _fetch(name: str, uri: str, path: str, secret: str | None, ctx: ServingConte
     }
 
 
-def _cache_volume(spec: dict[str, Any], ms_name: str, what: str) -> tuple[dict[str, Any], str | None]:
-    cache = spec.get("cache") or {}
-    if cache.get("claimName"):
-        return {"name": what, "persistentVolumeClaim": {"claimName": str(cache["claimName"])}}, f"{ms_name}/{what}"
-    return {"name": what, "emptyDir": {"sizeLimit": str(cache.get("size") or "50Gi")}}, None
+def _cache_volume(spec: ModelServerSpec, ms_name: str, what: str) -> tuple[dict[str, Any], str | None]:
+    cache = spec.cache
+    if cache.claim_name:
+        return {"name": what, "persistentVolumeClaim": {"claimName": cache.claim_name}}, f"{ms_name}/{what}"
+    return {"name": what, "emptyDir": {"sizeLimit": cache.size or "50Gi"}}, None
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -120,22 +121,23 @@ def render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
 
 
 def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
-    meta, spec = ms.get("metadata") or {}, ms.get("spec") or {}
+    meta = ms.get("metadata") or {}
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-    engine = spec.get("engine") or {}
-    model = spec.get("model") or {}
-    check_env_and_resources(spec)
-    source, mounted = resolve_model(ms, ctx)
+    check_env_and_resources(ms.get("spec") or {})  # names the entry the API server would refuse in the pod
+    try:
+        spec = parse_spec(ms)
+    except InvalidSpecError as exc:
+        raise Refusal(Problem(exc.reason, str(exc))) from None
+    source, mounted = resolve_model(ns, spec, ctx)
     adapter = resolve_adapter(spec, ctx)
-    resources = dict(spec.get("resources") or {})
-    gpus = gpu_count(resources)
+    gpus = gpu_count(spec.resources or {})
     facts = Facts(
-        served_name=str(model.get("servedName") or name),
+        served_name=spec.model.served_name or name,
         adapter_name=adapter[1] if adapter else None,
         gpus=gpus,
-        tensor_parallel=int(engine.get("tensorParallelSize") or max(gpus, 1)),
-        model_file=str(model.get("file") or "model.gguf"),
-        adapter_file=str((spec.get("adapter") or {}).get("file") or "adapter.gguf"),
+        tensor_parallel=spec.engine.tensor_parallel_size or max(gpus, 1),
+        model_file=spec.model.file or "model.gguf",
+        adapter_file=(spec.adapter.file if spec.adapter else None) or "adapter.gguf",
     )
     if facts.adapter_name == facts.served_name:
         raise Refusal(Problem("NameClash", f"the adapter and the model are both served as {facts.served_name!r}"))
@@ -161,11 +163,11 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
             "ownerReferences": owner,
         },
         "spec": {
-            "replicas": int(spec.get("replicas", 1)),
+            "replicas": spec.replicas,
             "selector": {"matchLabels": {LABEL_SERVER: name}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
-            "progressDeadlineSeconds": int(spec.get("startupSeconds") or 1800) + 600,
+            "progressDeadlineSeconds": (spec.startup_seconds or 1800) + 600,
             "template": {
                 "metadata": {
                     "labels": labels,
@@ -196,7 +198,7 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
 
 
 def _volumes(
-    spec: dict[str, Any],
+    spec: ModelServerSpec,
     name: str,
     source: ModelSource,
     mounted: dict[str, Any] | None,
@@ -207,7 +209,7 @@ def _volumes(
     init: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP}]
-    model_secret = (spec.get("model") or {}).get("secretRef")
+    model_secret = spec.model.secret_ref
     if mounted is not None:
         sub = mounted.pop("_subPath", None)
         volumes.append(mounted)
@@ -222,14 +224,14 @@ def _volumes(
         mounts.append({"name": "model", "mountPath": MODEL_PATH, "readOnly": True, **({"subPath": sub} if sub else {})})
     if adapter is not None:
         volumes.append({"name": "adapter", "emptyDir": {"sizeLimit": "10Gi"}})
-        secret = (spec.get("adapter") or {}).get("secretRef") or model_secret
+        secret = (spec.adapter.secret_ref if spec.adapter else None) or model_secret
         init.append(_fetch("fetch-adapter", adapter[0], ADAPTER_PATH, secret, ctx))
         mounts.append({"name": "adapter", "mountPath": ADAPTER_PATH, "readOnly": True})
     return init, volumes, mounts
 
 
 def _pod(
-    spec: dict[str, Any],
+    spec: ModelServerSpec,
     cmd: EngineCommand,
     init: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
@@ -237,18 +239,18 @@ def _pod(
     source: ModelSource,
     ctx: ServingContext,
 ) -> dict[str, Any]:
-    engine = spec.get("engine") or {}
-    user_env = [{**e, "name": str(e["name"])} for e in engine.get("env") or []]
+    engine = spec.engine
+    user_env = [{**e, "name": str(e["name"])} for e in engine.env]
     env = [*cmd.env, {"name": "HOME", "value": f"{TMP}/home"}, *user_env]
     volumes = [*volumes, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]
     container: dict[str, Any] = {
         "name": "engine",
         "image": cmd.image,
-        "args": [literal(a) for a in [*cmd.args, *(str(a) for a in engine.get("args") or [])]],
+        "args": [literal(a) for a in [*cmd.args, *engine.args]],
         "env": [{**e, "value": literal(str(e["value"]))} if "value" in e else e for e in env],
         "ports": [{"name": "http", "containerPort": cmd.port, "protocol": "TCP"}],
-        "resources": dict(spec.get("resources") or {}),
-        "startupProbe": _probe(cmd.health_path, 10, math.ceil(int(spec.get("startupSeconds") or 1800) / 10)),
+        "resources": dict(spec.resources or {}),
+        "startupProbe": _probe(cmd.health_path, 10, math.ceil((spec.startup_seconds or 1800) / 10)),
         "readinessProbe": _probe(cmd.health_path, 10, 3),
         "livenessProbe": _probe(cmd.health_path, 15, 4),
         "securityContext": {**SECURITY, "readOnlyRootFilesystem": not cmd.writable_root},
@@ -270,10 +272,10 @@ def _pod(
     }
     if init:
         pod["initContainers"] = init
-    if spec.get("nodeSelector"):
-        pod["nodeSelector"] = dict(spec["nodeSelector"])
-    if spec.get("tolerations"):
-        pod["tolerations"] = list(spec["tolerations"])
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = list(spec.tolerations)
     affinity = _affinity(source.node_label)
     if affinity:
         pod["affinity"] = affinity

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.v1alpha1.modelserver import ConditionType
+from controller.kube.conditions import condition
 from controller.serving.render import LABEL_SERVER, RenderResult
 from modelferry.logs import scrub
 
@@ -73,15 +75,8 @@ def pod_trouble(pods: list[dict[str, Any]]) -> Trouble | None:
     return found[0] if found else None
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str, now: str, gen: Any) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": _short(message),
-        "lastTransitionTime": now,
-        "observedGeneration": gen,
-    }
+def _condition(kind: ConditionType, ok: bool, reason: str, message: str, now: str, gen: Any) -> dict[str, Any]:
+    return {**condition(kind, ok, reason, _short(message), now), "observedGeneration": gen}
 
 
 def restarts(pods: list[dict[str, Any]]) -> int:
@@ -161,22 +156,24 @@ def compute_status(
     )
     if deadline is not None:
         progressing = _condition(
-            "Progressing", False, "ProgressDeadlineExceeded", deadline.get("message", ""), now, gen
+            ConditionType.PROGRESSING, False, "ProgressDeadlineExceeded", deadline.get("message", ""), now, gen
         )
     elif deployment is None:
-        progressing = _condition("Progressing", problem is None, "Creating", message, now, gen)
+        progressing = _condition(ConditionType.PROGRESSING, problem is None, "Creating", message, now, gen)
     elif rolling:
         progressing = _condition(
-            "Progressing", True, "RollingOut", f"{updated} of {desired} replicas updated", now, gen
+            ConditionType.PROGRESSING, True, "RollingOut", f"{updated} of {desired} replicas updated", now, gen
         )
     else:
-        progressing = _condition("Progressing", False, "RolloutComplete", f"{desired} replicas up to date", now, gen)
+        progressing = _condition(
+            ConditionType.PROGRESSING, False, "RolloutComplete", f"{desired} replicas up to date", now, gen
+        )
     if problem is not None and not problem.waiting:
-        degraded = _condition("Degraded", True, problem.reason, problem.message, now, gen)
+        degraded = _condition(ConditionType.DEGRADED, True, problem.reason, problem.message, now, gen)
     elif trouble is not None:
-        degraded = _condition("Degraded", True, trouble.reason, trouble.message, now, gen)
+        degraded = _condition(ConditionType.DEGRADED, True, trouble.reason, trouble.message, now, gen)
     else:
-        degraded = _condition("Degraded", False, "AsExpected", "no unhealthy pods", now, gen)
+        degraded = _condition(ConditionType.DEGRADED, False, "AsExpected", "no unhealthy pods", now, gen)
     status: dict[str, Any] = {
         "phase": phase,
         "message": _short(message),
@@ -187,8 +184,10 @@ def compute_status(
         "restarts": restarts(pods),
         "observedGeneration": gen,
         "conditions": [
-            _condition("ModelAvailable", model_ok, model_reason, model_msg, now, gen),
-            _condition("Available", ready >= 1, avail_reason, f"{ready} of {desired} replicas ready", now, gen),
+            _condition(ConditionType.MODEL_AVAILABLE, model_ok, model_reason, model_msg, now, gen),
+            _condition(
+                ConditionType.AVAILABLE, ready >= 1, avail_reason, f"{ready} of {desired} replicas ready", now, gen
+            ),
             progressing,
             degraded,
         ],

@@ -18,31 +18,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.api.v1alpha1.trainingrun import EnvVar, TrainingRunSpec, parse_spec
+from controller.config.controller import IMAGE, TRAIN_IMAGE
 from controller.kube.expansion import literal
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.operator.cabundle import CASource, mount_ca
-from controller.operator.claims import ClaimMounts, claim_mounts
-from controller.operator.jobs import (
-    bounded_name,
-    inputs_hash,
-    owner_reference,
-    secret_ref,
-)
-from controller.operator.settings import IMAGE, TRAIN_IMAGE
 from controller.training.trainjob import train_job, training_runtime
 from controller.training.validate import Problem, validate
 from controller.training.wrapper import wrapped_command
+from controller.workload.cabundle import CASource, mount_ca
+from controller.workload.claims import ClaimMounts, claim_mounts
+from controller.workload.identity import bounded_name, inputs_hash, owner_reference
+from controller.workload.secrets import secret_ref
+from modelferry.backends import SecretUse, secret_keys
+from modelferry.errors import InvalidSpecError
 
 ANNOTATION_HASH = "modelferry.io/inputs-hash"
 WORKSPACE = "/workspace"
 MASTER_PORT = 29500
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-S3_KEYS = {  # OpenShift AI data connection keys -> sidecar settings
-    "AWS_ACCESS_KEY_ID": "S3__ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "S3__SECRET_ACCESS_KEY",
-    "AWS_S3_ENDPOINT": "S3__ENDPOINT_URL",
-    "AWS_DEFAULT_REGION": "S3__REGION",
-}
 MLFLOW_KEYS = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_TOKEN",
@@ -87,43 +80,45 @@ class RenderResult:
 def _secret_env(secret: str | None, prefix: str) -> list[dict[str, Any]]:
     if not secret:
         return []
-    return [secret_ref(f"MODELFERRY_SIDECAR_{prefix}{v}", secret, k, optional=True) for k, v in S3_KEYS.items()]
+    # The keys each backend maps for training (modelferry.backends), by optional reference: the controller
+    # does not read the Secret, so a key it lacks leaves the setting unset.
+    return [
+        secret_ref(f"MODELFERRY_SIDECAR_{prefix}{block.upper()}__{name.upper()}", secret, key, optional=True)
+        for key, block, name in secret_keys(SecretUse.TRAINING)
+    ]
 
 
-def sidecar_env(spec: dict[str, Any], base_uri: str, *, rank_zero_only: bool) -> list[dict[str, Any]]:
+def sidecar_env(spec: TrainingRunSpec, base_uri: str, *, rank_zero_only: bool) -> list[dict[str, Any]]:
     """The sidecar's settings as MODELFERRY_SIDECAR_* variables, secrets by reference only."""
     p = "MODELFERRY_SIDECAR_"
-    dataset, output = spec.get("dataset") or {}, spec.get("output") or {}
-    mlflow, trainer = spec.get("mlflow") or {}, spec.get("trainer") or {}
-    timeouts = spec.get("timeouts") or {}
+    dataset, output, mlflow, timeouts = spec.dataset, spec.output, spec.mlflow, spec.timeouts
     env: list[dict[str, Any]] = [
         {"name": f"{p}MODE", "value": "pod"},
         {"name": f"{p}WORKSPACE", "value": WORKSPACE},
         # User strings go in literally: Kubernetes expands $(VAR) in env values too (see jobs.literal).
         {"name": f"{p}BASE_MODEL_URI", "value": literal(base_uri)},
-        {"name": f"{p}DATASET_URI", "value": literal(dataset["uri"])},
-        {"name": f"{p}OUTPUT_URI", "value": literal(output["uri"])},
-        {
-            "name": f"{p}HYPERPARAMETERS",
-            "value": literal(json.dumps(spec.get("hyperparameters") or {}, sort_keys=True)),
-        },
+        {"name": f"{p}DATASET_URI", "value": literal(dataset.uri)},
+        {"name": f"{p}OUTPUT_URI", "value": literal(output.uri)},
+        {"name": f"{p}HYPERPARAMETERS", "value": literal(json.dumps(spec.hyperparameters, sort_keys=True))},
         {"name": "MODELFERRY_LOG_FORMAT", "value": "json"},
         {"name": "HOME", "value": "/tmp/home"},  # noqa: S108 - an emptyDir
     ]
-    if trainer.get("runtime"):
-        env.append({"name": f"{p}RUNTIME", "value": literal(str(trainer["runtime"]))})
-    for key, setting in (("stallSeconds", "LIFECYCLE__STALL_TIMEOUT"), ("trainingSeconds", "LIFECYCLE__TIMEOUT")):
-        if timeouts.get(key):
-            env.append({"name": f"{p}{setting}", "value": literal(str(timeouts[key]))})
-    if mlflow.get("trackingUri"):
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": literal(str(mlflow["trackingUri"]))})
-    if mlflow.get("experiment"):
-        env.append({"name": "MLFLOW_EXPERIMENT_NAME", "value": literal(str(mlflow["experiment"]))})
-    if mlflow.get("secretRef"):
-        env += [secret_ref(k, mlflow["secretRef"], k, optional=True) for k in MLFLOW_KEYS]
-    model_secret = (spec.get("baseModel") or {}).get("secretRef")
-    env += _secret_env(dataset.get("secretRef") or model_secret, "SOURCE__")
-    env += _secret_env(output.get("secretRef"), "TARGET__")
+    if spec.trainer.runtime:
+        env.append({"name": f"{p}RUNTIME", "value": literal(spec.trainer.runtime)})
+    for seconds, setting in (
+        (timeouts.stall_seconds, "LIFECYCLE__STALL_TIMEOUT"),
+        (timeouts.training_seconds, "LIFECYCLE__TIMEOUT"),
+    ):
+        if seconds:
+            env.append({"name": f"{p}{setting}", "value": literal(str(seconds))})
+    if mlflow.tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": literal(mlflow.tracking_uri)})
+    if mlflow.experiment:
+        env.append({"name": "MLFLOW_EXPERIMENT_NAME", "value": literal(mlflow.experiment)})
+    if mlflow.secret_ref:
+        env += [secret_ref(k, mlflow.secret_ref, k, optional=True) for k in MLFLOW_KEYS]
+    env += _secret_env(dataset.secret_ref or spec.base_model.secret_ref, "SOURCE__")
+    env += _secret_env(output.secret_ref, "TARGET__")
     if rank_zero_only:
         env.append(
             {
@@ -135,7 +130,7 @@ def sidecar_env(spec: dict[str, Any], base_uri: str, *, rank_zero_only: bool) ->
 
 
 def pod_spec(
-    spec: dict[str, Any],
+    spec: TrainingRunSpec,
     ctx: RenderContext,
     base_uri: str,
     *,
@@ -145,26 +140,21 @@ def pod_spec(
 ) -> dict[str, Any]:
     """The training pod: trainer + sidecar + the shared workspace (+ the claims the sidecar reads or writes)."""
     claims = claims or ClaimMounts()
-    trainer = spec.get("trainer") or {}
-    dist = spec.get("distributed") or {}
+    trainer = spec.trainer
     mount = [{"name": "workspace", "mountPath": WORKSPACE}, {"name": "scratch", "mountPath": "/tmp"}]  # noqa: S108
-    if trainer.get("runtime"):
+    if trainer.runtime:
         image, command = ctx.train_image, wrapped_command([], [])  # the sidecar writes command.sh
     else:
         # The user's command and args reach the wrapper literally (no $(VAR) expansion; use the shell's $VAR).
-        image, command = (
-            trainer["image"],
-            wrapped_command(
-                [literal(str(c)) for c in trainer["command"]], [literal(str(a)) for a in trainer.get("args") or []]
-            ),
-        )
-    resources = dict(trainer.get("resources") or {})
-    gpus = int(dist.get("gpusPerWorker", 0) or 0)
+        image = trainer.image or ""  # validate() refuses a trainer with neither runtime nor image
+        command = wrapped_command([literal(c) for c in trainer.command], [literal(a) for a in trainer.args])
+    resources = dict(trainer.resources or {})
+    gpus = spec.distributed.gpus_per_worker
     if gpus:
         limits = dict(resources.get("limits") or {})
         limits["nvidia.com/gpu"] = gpus
         resources["limits"] = limits
-    mlflow_secret = (spec.get("mlflow") or {}).get("secretRef")
+    mlflow_secret = spec.mlflow.secret_ref
     trainer_env = [
         # the trainer may log to the same run itself (MLFLOW_RUN_ID comes from the sidecar)
         *([secret_ref(k, mlflow_secret, k, optional=True) for k in MLFLOW_KEYS] if mlflow_secret else []),
@@ -172,7 +162,7 @@ def pod_spec(
         {"name": "HOME", "value": "/tmp/home"},  # noqa: S108
         {"name": "HF_HOME", "value": "/tmp/hf"},  # noqa: S108
         *extra_trainer_env,
-        *[_user_env(e) for e in trainer.get("env") or []],
+        *[_user_env(e) for e in trainer.env],
     ]
     containers = [
         {
@@ -196,11 +186,11 @@ def pod_spec(
             "volumeMounts": [*mount, *claims.mounts],
         },
     ]
-    ws = spec.get("workspace") or {}
+    ws = spec.workspace
     volume: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": ws["claimName"]}}
-        if ws.get("claimName")
-        else {"emptyDir": {"sizeLimit": ws.get("size", "50Gi")}}
+        {"persistentVolumeClaim": {"claimName": ws.claim_name}}
+        if ws.claim_name
+        else {"emptyDir": {"sizeLimit": "50Gi" if ws.size is None else ws.size}}
     )
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -219,15 +209,15 @@ def pod_spec(
         pod["serviceAccountName"] = ctx.service_account_name
     # Only an MLflow server may need the pod's identity (MLFLOW_TRACKING_AUTH=kubernetes-namespaced on
     # OpenShift AI reads the ServiceAccount token); without MLflow no container gets an API token.
-    pod["automountServiceAccountToken"] = bool(spec.get("mlflow"))
+    pod["automountServiceAccountToken"] = bool(spec.mlflow.wire())
     return pod
 
 
-def _user_env(entry: dict[str, Any]) -> dict[str, Any]:
+def _user_env(entry: EnvVar) -> dict[str, Any]:
     """One ``spec.trainer.env`` entry; a literal ``value`` stays literal (``valueFrom`` is passed on)."""
-    out = {"name": str(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
-    if isinstance(out.get("value"), str):
-        out["value"] = literal(out["value"])
+    out = entry.wire()
+    if entry.value is not None:
+        out["value"] = literal(entry.value)
     return out
 
 
@@ -254,11 +244,10 @@ def _meta(tr: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-def _job(tr: dict[str, Any], name: str, pod: dict[str, Any], workers: int) -> dict[str, Any]:
-    spec = tr.get("spec") or {}
+def _job(tr: dict[str, Any], spec: TrainingRunSpec, name: str, pod: dict[str, Any], workers: int) -> dict[str, Any]:
     meta = _meta(tr, name)
     job_spec: dict[str, Any] = {
-        "backoffLimit": int((spec.get("timeouts") or {}).get("backoffLimit", 0)),
+        "backoffLimit": spec.timeouts.backoff_limit or 0,
         "podFailurePolicy": {
             "rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": "sidecar", "operator": "In", "values": [2, 3]}},
@@ -267,7 +256,7 @@ def _job(tr: dict[str, Any], name: str, pod: dict[str, Any], workers: int) -> di
         },
         "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod},
     }
-    deadline = (spec.get("timeouts") or {}).get("activeDeadlineSeconds")
+    deadline = spec.timeouts.active_deadline_seconds
     if deadline:
         job_spec["activeDeadlineSeconds"] = int(deadline)
     if workers > 1:
@@ -298,31 +287,33 @@ def torchrun_env(name: str, namespace: str, workers: int, gpus: int) -> list[dic
 
 def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
     """What should exist for TrainingRun ``tr``; a problem (and no objects) for bad inputs."""
-    spec = tr.get("spec") or {}
+    try:
+        spec = parse_spec(tr)
+    except InvalidSpecError as exc:
+        return RenderResult(problem=Problem(exc.reason, str(exc)))
     problem = validate(spec, ctx.model_syncs, ctx.allowed_local_roots)
     if problem is not None:
         return RenderResult(problem=problem)
-    base = spec["baseModel"]
-    base_uri = base.get("uri") or ctx.model_syncs[base["modelSyncRef"]["name"]]
+    ref = spec.base_model.model_sync_ref
+    base_uri = spec.base_model.uri or ctx.model_syncs[ref.name if ref else ""]
     meta = tr.get("metadata") or {}
     name = workload_name(meta.get("name", "run"))
     namespace = meta.get("namespace", "default")
-    dist = spec.get("distributed") or {}
-    workers, gpus = int(dist.get("workers", 1)), int(dist.get("gpusPerWorker", 0))
+    workers, gpus = spec.distributed.workers, spec.distributed.gpus_per_worker
     claims = claim_mounts(
         [
             ("spec.baseModel.uri", base_uri, False),
-            ("spec.dataset.uri", spec["dataset"]["uri"], False),
-            ("spec.output.uri", spec["output"]["uri"], True),
+            ("spec.dataset.uri", spec.dataset.uri, False),
+            ("spec.output.uri", spec.output.uri, True),
         ],
         namespace,
     )
     if claims.error:
         return RenderResult(problem=Problem("ClaimNotMountable", claims.error))
-    digest = inputs_hash(spec, base_uri)
+    digest = inputs_hash(tr.get("spec") or {}, base_uri)  # the spec as written: an upgrade replaces no Job
     if workers == 1:
         pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False, claims=claims)
-        job = _job(tr, name, pod, 1)
+        job = _job(tr, spec, name, pod, 1)
         job["metadata"]["annotations"][ANNOTATION_HASH] = digest
         return RenderResult(objects=[job])
     if ctx.has_trainjob:  # the Trainer sets PET_* itself; the node job is Indexed, so rank 0 is index 0
@@ -337,7 +328,7 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
         return RenderResult(objects=[pytorchjob], kind="PyTorchJob")
     env = torchrun_env(name, namespace, workers, gpus)
     pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=env, rank_zero_only=True, claims=claims)
-    job = _job(tr, name, pod, workers)
+    job = _job(tr, spec, name, pod, workers)
     job["metadata"]["annotations"][ANNOTATION_HASH] = digest
     service_meta = _meta(tr, name)
     service = {
@@ -357,7 +348,7 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
 def _pytorchjob(
     tr: dict[str, Any],
     name: str,
-    spec: dict[str, Any],
+    spec: TrainingRunSpec,
     ctx: RenderContext,
     base_uri: str,
     workers: int,
@@ -375,7 +366,7 @@ def _pytorchjob(
 
     meta = _meta(tr, name)
     meta["annotations"][ANNOTATION_HASH] = digest
-    gpus = int((spec.get("distributed") or {}).get("gpusPerWorker", 0))
+    gpus = spec.distributed.gpus_per_worker
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",

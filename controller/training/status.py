@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from controller.api.v1alpha1.trainingrun import ConditionType
+from controller.kube.conditions import carry_transition_times, condition
 from controller.training.validate import Problem
 from modelferry.logs import scrub_record
 
@@ -44,16 +46,6 @@ def termination_report(pod: dict[str, Any] | None, container: str = "sidecar") -
                 return None
             return data if isinstance(data, dict) else None
     return None
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now,
-    }
 
 
 def _workload_phase(workload: dict[str, Any] | None) -> str:
@@ -92,7 +84,7 @@ def compute_status(
         failed = {
             "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
             "observedGeneration": generation,
-            "conditions": [_condition("Ready", False, problem.reason, problem.message, now)],
+            "conditions": [condition(ConditionType.READY, False, problem.reason, problem.message, now)],
         }
         return dict(scrub_record(failed, namespace))
     phase = _workload_phase(workload)
@@ -107,22 +99,20 @@ def compute_status(
         value = report.get(key) or old.get(key)
         if value:
             status[key] = value
-    conditions = [_condition("Ready", True, "JobCreated", "the training workload exists", now)]
+    conditions = [condition(ConditionType.READY, True, "JobCreated", "the training workload exists", now)]
     if phase == "Succeeded":
         conditions.append(
-            _condition("Complete", True, "TrainingSucceeded", report.get("message") or "training finished", now)
+            condition(
+                ConditionType.COMPLETE, True, "TrainingSucceeded", report.get("message") or "training finished", now
+            )
         )
     elif phase == "Failed":
         reason = report.get("reason") or "TrainingFailed"
         message = report.get("message") or "the training workload failed; see the pod logs and <output>/failed/"
-        conditions.append(_condition("Complete", False, reason, message, now))
+        conditions.append(condition(ConditionType.COMPLETE, False, reason, message, now))
     else:
-        conditions.append(_condition("Complete", False, "Running" if phase == "Running" else "Pending", phase, now))
-    # a condition keeps its lastTransitionTime while its status does not change
-    previous = {c.get("type"): c for c in old.get("conditions") or []}
-    for cond in conditions:
-        prev = previous.get(cond["type"])
-        if prev and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
-            cond["lastTransitionTime"] = prev["lastTransitionTime"]
-    status["conditions"] = conditions
+        conditions.append(
+            condition(ConditionType.COMPLETE, False, "Running" if phase == "Running" else "Pending", phase, now)
+        )
+    status["conditions"] = carry_transition_times(conditions, old.get("conditions"))
     return dict(scrub_record(status, namespace))

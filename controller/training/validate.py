@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.v1alpha1.trainingrun import Runtime, TrainingRunSpec
+from modelferry.backends import backend_for
 from modelferry.errors import ModelferryError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri
 
-RUNTIMES = ("peft-lora",)
+RUNTIMES = tuple(r.value for r in Runtime)
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,17 @@ def _source_problem(value: Any, where: str, roots: Sequence[str]) -> Problem | N
 
 
 def validate(
-    spec: dict[str, Any], model_syncs: dict[str, str] | None = None, allowed_local_roots: Sequence[str] = ()
+    spec: TrainingRunSpec, model_syncs: dict[str, str] | None = None, allowed_local_roots: Sequence[str] = ()
 ) -> Problem | None:
     """The first problem with ``spec``, or None. ``model_syncs`` maps ModelSync names to their target URI."""
-    base = spec.get("baseModel") or {}
-    if not isinstance(base, dict) or not (base.get("uri") or base.get("modelSyncRef")):
+    base = spec.base_model
+    if not (base.uri or base.model_sync_ref):
         return Problem("InvalidSpec", "spec.baseModel needs uri or modelSyncRef.name")
-    if base.get("uri"):
-        if (p := _source_problem(base["uri"], "spec.baseModel.uri", allowed_local_roots)) is not None:
+    if base.uri:
+        if (p := _source_problem(base.uri, "spec.baseModel.uri", allowed_local_roots)) is not None:
             return p
-    else:
-        name = (base.get("modelSyncRef") or {}).get("name")
+    elif base.model_sync_ref is not None:
+        name = base.model_sync_ref.name
         if not name:
             return Problem("InvalidSpec", "spec.baseModel.modelSyncRef.name is empty")
         if name not in (model_syncs or {}):
@@ -64,38 +66,34 @@ def validate(
         where = f"the target of ModelSync {name!r} (spec.baseModel.modelSyncRef)"
         if (p := _source_problem((model_syncs or {})[name], where, allowed_local_roots)) is not None:
             return p
-    dataset = spec.get("dataset") or {}
-    if (p := _source_problem(dataset.get("uri"), "spec.dataset.uri", allowed_local_roots)) is not None:
+    if (p := _source_problem(spec.dataset.uri, "spec.dataset.uri", allowed_local_roots)) is not None:
         return p
-    output = spec.get("output") or {}
-    if (p := _uri_problem(output.get("uri"), "spec.output.uri")) is not None:
+    if (p := _uri_problem(spec.output.uri, "spec.output.uri")) is not None:
         return p
-    if parse_uri(output["uri"]).scheme == "hf":
-        return Problem("InvalidURI", "spec.output.uri: hf:// cannot be written to; use a bucket or a PVC")
-    trainer = spec.get("trainer") or {}
-    runtime, image = trainer.get("runtime"), trainer.get("image")
+    scheme = parse_uri(spec.output.uri).scheme
+    if not backend_for(scheme).can_be_target:
+        return Problem("InvalidURI", f"spec.output.uri: {scheme}:// cannot be written to; use a bucket or a PVC")
+    trainer = spec.trainer
+    runtime, image = trainer.runtime, trainer.image
     if runtime and image:
         return Problem("InvalidSpec", "spec.trainer: give either runtime or image (with command), not both")
     if not runtime and not image:
         return Problem("InvalidSpec", "spec.trainer needs runtime (peft-lora) or image and command")
     if runtime and runtime not in RUNTIMES:
-        if str(runtime).startswith("cohere"):
+        if runtime.startswith("cohere"):
             return Problem(
                 "RuntimeNotSupported", f"runtime {runtime!r} (OME's proprietary Cohere trainer) is not supported"
             )
         return Problem("RuntimeNotSupported", f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
-    if image and not trainer.get("command"):
+    if image and not trainer.command:
         return Problem("InvalidSpec", "spec.trainer.command is required with an image")
-    hyper = spec.get("hyperparameters") or {}
-    if not isinstance(hyper, dict) or any(isinstance(v, dict | list) for v in hyper.values()):
+    if any(isinstance(v, dict | list) for v in spec.hyperparameters.values()):
         return Problem("InvalidSpec", "spec.hyperparameters must map names to scalar values")
-    dist = spec.get("distributed") or {}
-    workers, gpus = dist.get("workers", 1), dist.get("gpusPerWorker", 0)
-    if not isinstance(workers, int) or workers < 1:
+    if spec.distributed.workers < 1:
         return Problem("InvalidSpec", "spec.distributed.workers must be 1 or more")
-    if not isinstance(gpus, int) or gpus < 0:
+    if spec.distributed.gpus_per_worker < 0:
         return Problem("InvalidSpec", "spec.distributed.gpusPerWorker must be 0 or more")
-    mlflow = spec.get("mlflow") or {}
-    if mlflow.get("trackingUri") and not str(mlflow["trackingUri"]).startswith(("http://", "https://", "databricks")):
+    tracking = spec.mlflow.tracking_uri
+    if tracking and not tracking.startswith(("http://", "https://", "databricks")):
         return Problem("InvalidSpec", "spec.mlflow.trackingUri must be an http(s) URL")
     return None

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from pydantic import SecretStr, ValidationError
 
-from modelferry.cli.runtime import register_credentials
+from modelferry.cli.dataplane import register_credentials
 from modelferry.errors import UsageError
 from modelferry.settings import warn_unknown_env
 

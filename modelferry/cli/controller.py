@@ -9,7 +9,7 @@ from typing import Any
 import click
 from pydantic import BaseModel, Field, ValidationError
 
-from modelferry.cli.runtime import write_termination_message
+from modelferry.cli.dataplane import write_termination_message
 from modelferry.errors import UsageError
 from modelferry.settings import SyncSettings, warn_unknown_env
 
@@ -40,8 +40,8 @@ def controller_command(
     Every option has a MODELFERRY_CONTROLLER__* variable (nested with __), e.g.
     MODELFERRY_CONTROLLER__NAMESPACES='["demo"]', MODELFERRY_CONTROLLER__JOB__BACKOFF_LIMIT=3.
     """
-    from controller.operator.runtime import serve
-    from controller.operator.settings import ControllerSettings
+    from controller.config.controller import ControllerSettings
+    from controller.operator.process import serve
 
     class _Env(BaseModel):
         controller: ControllerSettings = Field(description="controller settings")

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from modelferry.cli.dataplane import _set, build_settings
 from modelferry.cli.outcome import failure_record
-from modelferry.cli.runtime import _set, build_settings
 from modelferry.enigma import files
 from modelferry.enigma.crypto import default_workers
 from modelferry.enigma.kms import ProviderCache, make_provider
@@ -147,17 +147,17 @@ def run_each(
     results: list[files.FileResult] = []
     with json_failure(json_output, lambda: {"files": [r.to_dict() for r in results]}):
         src = open_location(path, sync_settings, side="source")
-        dst: Location | None = open_location(output, sync_settings, side="target") if output else None
-        sweep_local(dst or src)
+        target_location: Location | None = open_location(output, sync_settings, side="target") if output else None
+        sweep_local(target_location or src)
         try:
-            for item in work_items(src, dst, sync_settings):
+            for item in work_items(src, target_location, sync_settings):
                 result = op(item)
                 if result is not None:
                     results.append(result)
         finally:
             src.close()
-            if dst is not None:
-                dst.close()
+            if target_location is not None:
+                target_location.close()
     summary = {"status": "complete", "files": [r.to_dict() for r in results]}
     if json_output:
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")

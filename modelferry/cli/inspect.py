@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from modelferry.cli.runtime import build_settings
+from modelferry.cli.dataplane import build_settings
 from modelferry.cli.sync import credential_options, overrides_from
 from modelferry.modelinfo import ModelMetadata, inspect_store
 from modelferry.storage import open_store

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
+from modelferry.cli.dataplane import build_settings
 from modelferry.cli.outcome import report_failure, report_summary
-from modelferry.cli.runtime import build_settings
 from modelferry.cli.sync import run_sync
 from modelferry.errors import ModelferryError
 from modelferry.logs import setup_logging

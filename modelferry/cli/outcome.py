@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from modelferry.cli.runtime import write_termination_message
+from modelferry.cli.dataplane import write_termination_message
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub_record
 

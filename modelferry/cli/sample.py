@@ -40,7 +40,7 @@ def sample_command(size_mb: int, keep: bool, workdir: Path | None, concurrency: 
       modelferry sample
       modelferry sample --size-mb 500 --keep
     """
-    from modelferry.demo import SAMPLE_KEY_ID, SAMPLE_SECRET, EmbeddedS3, run_sample
+    from modelferry.sample import SAMPLE_KEY_ID, SAMPLE_SECRET, EmbeddedS3, run_sample
 
     transfer = TransferSettings(concurrency=concurrency, part_size=8 * MiB, size_limit=None)
     own_dir = workdir is None

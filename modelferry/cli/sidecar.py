@@ -13,7 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from modelferry.cli.runtime import register_credentials, write_termination_message
+from modelferry.cli.dataplane import register_credentials, write_termination_message
 from modelferry.errors import UsageError
 
 log = logging.getLogger("modelferry.sidecar")

@@ -8,12 +8,15 @@ from typing import Any
 
 import click
 
-from modelferry.cli.outcome import report_failure, report_summary
-from modelferry.cli.runtime import (
+from modelferry.backends import backend_for
+from modelferry.backends.registry import CliOption, cli_options
+from modelferry.backends.registry import overrides as backend_overrides
+from modelferry.cli.dataplane import (
     build_settings,
     cancel_on_signals,
     progress_for,
 )
+from modelferry.cli.outcome import report_failure, report_summary
 from modelferry.errors import ModelferryError
 from modelferry.settings import SyncSettings, TransferSettings, shown_default
 from modelferry.storage import open_store
@@ -33,32 +36,18 @@ FLAGS = {  # dotted setting -> the option that sets it, named in validation erro
 }
 
 
+def _click_option(option: CliOption) -> Any:
+    if option.is_flag:
+        return click.option(option.flag, is_flag=True, default=None, help=option.help)
+    kind = click.Choice(list(option.choices)) if option.choices else None
+    return click.option(option.flag, type=kind, default=None, help=option.help)
+
+
 def credential_options(fn: Any) -> Any:
-    """Credential options shared by sync-like commands; each has a MODELFERRY_* variable too."""
+    """Credential options shared by sync-like commands: each storage backend's (modelferry.backends), then
+    trust. Each has a MODELFERRY_* variable too."""
     options = [
-        click.option(
-            "--hf-token",
-            default=None,
-            help="Hugging Face token (env HF_TOKEN or MODELFERRY_SOURCE__HF__TOKEN).",
-        ),
-        click.option(
-            "--hf-token-file",
-            default=None,
-            help="File holding the Hugging Face token (a mounted Secret).",
-        ),
-        click.option("--hf-endpoint", default=None, help="Hub endpoint or mirror (env HF_ENDPOINT)."),
-        click.option("--source-endpoint", default=None, help="S3/COS/OCI endpoint for the source."),
-        click.option("--target-endpoint", default=None, help="S3/COS/OCI endpoint for the target."),
-        click.option("--source-region", default=None, help="Region of the source store."),
-        click.option("--target-region", default=None, help="Region of the target store."),
-        click.option("--source-profile", default=None, help="AWS profile for the source."),
-        click.option("--target-profile", default=None, help="AWS profile for the target."),
-        click.option(
-            "--addressing-style",
-            type=click.Choice(["auto", "path", "virtual"]),
-            default=None,
-            help="S3 bucket addressing for both sides.",
-        ),
+        *(_click_option(option) for option in cli_options()),
         click.option(
             "--no-verify-tls",
             is_flag=True,
@@ -71,20 +60,6 @@ def credential_options(fn: Any) -> Any:
             help="PEM CA bundle file or directory trusted by every HTTPS client: S3, Hub, IAM, Oracle "
             "(env MODELFERRY_TLS__CA_BUNDLE; AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE, SSL_CERT_FILE).",
         ),
-        click.option(
-            "--anonymous",
-            is_flag=True,
-            default=None,
-            help="Unsigned requests to the source (public buckets).",
-        ),
-        click.option("--oci-config", default=None, help="OCI config file (both sides)."),
-        click.option("--oci-profile", default=None, help="Profile in the OCI config file."),
-        click.option(
-            "--oci-auth",
-            type=click.Choice(["user_principal", "instance_principal", "resource_principal", "api_key"]),
-            default=None,
-            help="OCI authentication.",
-        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -92,30 +67,11 @@ def credential_options(fn: Any) -> Any:
 
 
 def overrides_from(kw: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "source.hf.token": kw.get("hf_token"),
-        "source.hf.token_file": kw.get("hf_token_file"),
-        "source.hf.endpoint": kw.get("hf_endpoint"),
-        "source.s3.endpoint_url": kw.get("source_endpoint"),
-        "target.s3.endpoint_url": kw.get("target_endpoint"),
-        "source.oci.endpoint": kw.get("source_endpoint"),
-        "target.oci.endpoint": kw.get("target_endpoint"),
-        "source.s3.region": kw.get("source_region"),
-        "target.s3.region": kw.get("target_region"),
-        "source.oci.region": kw.get("source_region"),
-        "target.oci.region": kw.get("target_region"),
-        "source.s3.profile": kw.get("source_profile"),
-        "target.s3.profile": kw.get("target_profile"),
-        "source.s3.anonymous": kw.get("anonymous"),
+    return {
+        **backend_overrides(kw),
         "tls.ca_bundle": kw.get("ca_bundle"),
         "tls.verify": False if kw.get("no_verify_tls") else None,
     }
-    for side in ("source", "target"):
-        out[f"{side}.s3.addressing_style"] = kw.get("addressing_style")
-        out[f"{side}.oci.config_file"] = kw.get("oci_config")
-        out[f"{side}.oci.profile"] = kw.get("oci_profile")
-        out[f"{side}.oci.auth_type"] = kw.get("oci_auth")
-    return out
 
 
 def run_sync(
@@ -134,16 +90,16 @@ def run_sync(
 ) -> SyncResult:
     """Open both stores, run the engine, report. Raises ModelferryError on failure."""
     src_uri = parse_uri(source, revision=revision)
-    dst_uri = parse_uri(target)
-    if dst_uri.scheme == "hf":
-        raise ModelferryError("hf:// cannot be a target", hint="Sync to a directory or a bucket")
+    target_uri = parse_uri(target)
+    if not backend_for(target_uri.scheme).can_be_target:
+        raise ModelferryError(f"{target_uri.scheme}:// cannot be a target", hint="Sync to a directory or a bucket")
     src = open_store(src_uri, settings.source, settings=settings, follow_symlinks=follow_symlinks)
     if decrypt:  # enigma: serve plaintext of encrypted files; keys from MODELFERRY_ENIGMA__*
         from modelferry.enigma.decrypting import decrypting_source
 
         src = decrypting_source(src)
-    dst = open_store(dst_uri, settings.target, settings=settings)
-    log.info("sync %s -> %s", src.describe(), dst.describe())
+    target_store = open_store(target_uri, settings.target, settings=settings)
+    log.info("sync %s -> %s", src.describe(), target_store.describe())
     # Everything imported so far lives as long as the process: keep the cyclic collector from
     # walking it again and again while the transfer allocates chunk after chunk.
     gc.freeze()
@@ -151,7 +107,7 @@ def run_sync(
         with cancel_on_signals() as cancel:
             return sync(
                 src,
-                dst,
+                target_store,
                 settings.transfer,
                 SyncOptions(include=include, exclude=exclude, dry_run=dry_run),
                 progress=progress_for(json_output, settings.progress_interval, quiet),
@@ -159,7 +115,7 @@ def run_sync(
             )
     finally:
         src.close()
-        dst.close()
+        target_store.close()
 
 
 @click.command("sync")

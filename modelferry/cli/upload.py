@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import click
 from pydantic import SecretStr
 
-from modelferry.cli.runtime import cancel_on_signals, progress_for
+from modelferry.cli.dataplane import cancel_on_signals, progress_for
 from modelferry.errors import ModelferryError, NotFoundError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import S3Credentials, SyncSettings, TransferSettings, shown_default
@@ -27,7 +27,7 @@ from modelferry.transfer.plan import SyncOptions
 log = logging.getLogger("modelferry.upload")
 
 
-def destination_from_secret(name: str, values: dict[str, str]) -> tuple[S3Credentials, str]:
+def target_from_secret(name: str, values: dict[str, str]) -> tuple[S3Credentials, str]:
     """S3 credentials and bucket from an OpenShift AI S3 data connection's values (pure)."""
     missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_BUCKET") if not values.get(k)]
     if missing:
@@ -149,7 +149,7 @@ async def _kube_io(
 ) -> dict[str, str]:
     try:
         from controller.kube.client import SECRETS, Kube, build_api_client
-        from controller.operator.jobs import secret_data
+        from controller.workload.secrets import secret_data
     except ImportError as exc:  # kubernetes-asyncio is in the [controller] extra
         raise UsageError(
             f"modelferry upload needs the Kubernetes client ({exc.name})", hint="pip install 'modelferry[controller]'"
@@ -310,7 +310,7 @@ def upload_command(
         _kube_io(kubeconfig, api_url, namespace, data_connection if paths else "", None, wait=wait, outside=outside)
     )
     if paths:
-        creds, bucket = destination_from_secret(data_connection, values)
+        creds, bucket = target_from_secret(data_connection, values)
         if endpoint:
             creds.endpoint_url = endpoint
         summary = upload_paths(paths, creds, bucket, prefix, settings)

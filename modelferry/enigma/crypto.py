@@ -178,12 +178,12 @@ def pipeline(
                     obj=obj,
                     hint="The file is truncated or was written to during the operation",
                 )
-            dst = memoryview(slot[1])[: out_size(want)]
+            target_view = memoryview(slot[1])[: out_size(want)]
             last = index == count - 1
             if pool is None:
-                window.append((work(index, src, last, dst), slot))
+                window.append((work(index, src, last, target_view), slot))
             else:
-                window.append((pool.submit(work, index, src, last, dst), slot))
+                window.append((pool.submit(work, index, src, last, target_view), slot))
         while window:
             yield from emit()
     finally:
@@ -261,7 +261,7 @@ def positional_pipeline(
     def one(index: int) -> None:
         if not hasattr(local, "bufs"):
             local.bufs = (bytearray(biggest), bytearray(out_size(biggest)))
-        src_buf, dst_buf = local.bufs
+        src_buf, target_buf = local.bufs
         want = lengths[index]
         src = memoryview(src_buf)[:want]
         got = read_at(src, in_base + index * in_step)
@@ -271,9 +271,9 @@ def positional_pipeline(
                 obj=obj,
                 hint="The file is truncated or was written to during the operation",
             )
-        dst = memoryview(dst_buf)[: out_size(want)]
-        produced = work(index, src, index == count - 1, dst)
-        write_at(dst[:produced], out_base + index * out_step)
+        target_view = memoryview(target_buf)[: out_size(want)]
+        produced = work(index, src, index == count - 1, target_view)
+        write_at(target_view[:produced], out_base + index * out_step)
 
     if workers <= 1 or count == 1:
         for index in range(count):

@@ -145,18 +145,18 @@ def _no_sink(_size: int) -> Sink:
 def _sink_factory(
     source: Location, output: Location | None, rel: str, src: Source, single: bool
 ) -> Callable[[int], Sink]:
-    dest = output or source
+    written_to = output or source
     mode = src.mode if src.mode is not None else 0o644
-    if dest.local is not None:
+    if written_to.local is not None:
         if output is None:
-            final = source.local if single and source.local is not None else dest.local / rel
-        elif single and not (dest.local.is_dir() or str(dest.uri.raw).endswith("/")):
-            final = dest.local
+            final = source.local if single and source.local is not None else written_to.local / rel
+        elif single and not (written_to.local.is_dir() or str(written_to.uri.raw).endswith("/")):
+            final = written_to.local
         else:
-            final = dest.local / rel
+            final = written_to.local / rel
         assert final is not None
         return lambda _size: LocalSink(final, mode)
-    store = dest.store
+    store = written_to.store
     assert store is not None
     if output is None and source.single is not None:
         name = source.single

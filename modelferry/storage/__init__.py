@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+import importlib.util
+from typing import Protocol, cast
 
+from modelferry.backends import backend_for
 from modelferry.errors import UsageError
 from modelferry.settings import Credentials, SyncSettings, TransferSettings
 from modelferry.storage.base import ObjectInfo, Store, Upload
 from modelferry.uri import StorageURI
 
-__all__ = ["ObjectInfo", "Store", "Upload", "open_store"]
+__all__ = ["ObjectInfo", "Opener", "Store", "Upload", "open_store"]
+
+
+class Opener(Protocol):
+    """What a backend's ``opener`` is: one side's store for a URI of its scheme."""
+
+    def __call__(
+        self,
+        uri: StorageURI,
+        credentials: Credentials,
+        settings: SyncSettings,
+        transfer: TransferSettings,
+        follow_symlinks: bool,
+    ) -> Store: ...
+
+
+def _opener(scheme: str) -> Opener:
+    backend = backend_for(scheme)
+    if backend.extra and importlib.util.find_spec(backend.sdk_module) is None:  # the SDK is an extra
+        raise UsageError(f"{scheme}:// needs {backend.sdk}", hint=f"pip install 'modelferry[{backend.extra}]'")
+    module, _, name = backend.opener.partition(":")
+    return cast(Opener, getattr(importlib.import_module(module), name))
 
 
 def open_store(
@@ -22,38 +46,14 @@ def open_store(
 ) -> Store:
     """A store for ``uri`` with one side's credentials. Heavy SDKs are imported only when used.
 
+    The backend registered for the scheme (``modelferry.backends``) names the function that opens it.
     ``follow_symlinks`` (``sync --follow-symlinks``) lets a local source follow links that lead
     outside it; by default only links that stay inside are followed.
     """
     settings = settings or SyncSettings()
     transfer = transfer or settings.transfer
-    if uri.scheme == "file":
-        from modelferry.storage.local import LocalStore
-
-        return LocalStore(uri, Path(uri.path), follow_symlinks=follow_symlinks)
-    if uri.scheme == "pvc":
-        from modelferry.storage.local import LocalStore
-
-        root = Path(settings.pvc_root) / uri.bucket
-        if uri.prefix:
-            root = root / uri.prefix
-        return LocalStore(uri, root, follow_symlinks=follow_symlinks)
-    if uri.scheme == "hf":
-        from modelferry.storage.hf import HFStore
-
-        return HFStore(uri, credentials.hf, transfer, tls=settings.tls)
-    if uri.scheme == "s3":
-        from modelferry.storage.s3 import S3Store
-
-        return S3Store(uri, credentials.s3, transfer, tls=settings.tls)
-    if uri.scheme == "cos":
-        from modelferry.storage.cos import open_cos_store
-
-        return open_cos_store(uri, credentials, transfer, settings.tls)
-    if uri.scheme == "oci":
-        try:
-            from modelferry.storage.oracle import OracleStore
-        except ImportError as exc:  # the oci SDK is an extra
-            raise UsageError("oci:// needs the Oracle SDK", hint="pip install 'modelferry[oci]'") from exc
-        return OracleStore(uri, credentials.oci, transfer, tls=settings.tls)
-    raise UsageError(f"unsupported scheme {uri.scheme!r}")
+    try:
+        opener = _opener(uri.scheme)
+    except KeyError:
+        raise UsageError(f"unsupported scheme {uri.scheme!r}") from None
+    return opener(uri, credentials, settings, transfer, follow_symlinks)

@@ -222,12 +222,12 @@ class Store(abc.ABC):
         """Remove one file (every target store implements this)."""
         raise UsageError(f"{self.uri.scheme}:// is read-only here: cannot delete {path}", obj=self.describe(path))
 
-    def copy_within(self, source: Store, src: ObjectInfo, dst_path: str, part_size: int) -> str | None:
+    def copy_within(self, source: Store, src: ObjectInfo, target_path: str, part_size: int) -> str | None:
         """Server-side copy from ``source`` (same identity). Returns the new ETag.
 
         Only called when ``features.server_side_copy`` is set.
         """
-        raise UsageError(f"{self.uri.scheme}:// cannot copy server-side", obj=self.describe(dst_path))
+        raise UsageError(f"{self.uri.scheme}:// cannot copy server-side", obj=self.describe(target_path))
 
     def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:  # noqa: B027
         """Remove leftovers of interrupted writes that no longer belong to a plan (stores that keep any)."""

@@ -43,6 +43,7 @@ from modelferry.errors import (
 from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
+from modelferry.storage.tls_body import stream_tls_body, tls_body
 from modelferry.tls import TLSConfig, is_tls_failure
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class RangedHTTPClient:
             timeout=urllib3.Timeout(connect=connect_timeout, read=stall_timeout),
             retries=False,
             cert_reqs="CERT_REQUIRED" if self.tls.verify else "CERT_NONE",
-            ca_certs=self.tls.cafile,
+            ssl_context=self.tls.bulk_context(),  # the CA loaded once, not per connection
         )
         # Sockets of responses being read right now, so interrupt() can wake their readers.
         self._inflight: set[socket.socket] = set()
@@ -331,6 +332,10 @@ class RangedHTTPClient:
                 return
             if direct is not None:  # plain HTTP: one recv per chunk (see socket_body)
                 yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
+                return
+            tls = None if skip else tls_body(resp, length)
+            if tls is not None:  # HTTPS: records decrypted straight into the chunk (see tls_body)
+                yield from stream_tls_body(tls, length, self.chunk_size, what)
                 return
             # Skipped bytes never reach the engine's run-wide check, so the skip has its own.
             guard = LowSpeedGuard(*self.speed)

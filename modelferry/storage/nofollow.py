@@ -1,7 +1,7 @@
 """Writing under a directory without ever following a symbolic link.
 
 A target directory may hold links planted by someone else (a shared volume, a
-tenant's earlier sync): ``dst/sub -> ../outside`` or a link at a temp-file
+tenant's earlier sync): ``target/sub -> ../outside`` or a link at a temp-file
 name. Every write below a target root therefore walks from the root one
 component at a time with ``openat(..., O_NOFOLLOW)`` (``os.open`` with
 ``dir_fd``) and creates files with ``O_CREAT | O_EXCL | O_NOFOLLOW``. A path
@@ -120,14 +120,14 @@ def fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)
 
 
-def rename_durably(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
-    """Rename (replacing ``dst``; a link there is replaced, not followed) and fsync the new name's directory.
+def rename_durably(source_dir: int, source: str, target_dir: int, target: str) -> None:
+    """Rename (replacing ``target``; a link there is replaced, not followed) and fsync the new name's directory.
 
     Only the destination directory is synced, as :func:`~modelferry.storage.durable_rename.replace_durably`
     does: the new entry is what must survive; a temp name that reappears after a crash is swept.
     """
-    os.replace(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
-    fsync_dir(dst_dir)
+    os.replace(source, target, src_dir_fd=source_dir, dst_dir_fd=target_dir)
+    fsync_dir(target_dir)
 
 
 def split_rel(path: str) -> tuple[list[str], str]:

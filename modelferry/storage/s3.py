@@ -312,29 +312,29 @@ class S3Store(S3Calls):
     def delete(self, path: str) -> None:
         self.call("delete_object", path, Bucket=self.uri.bucket, Key=self.uri.key(path))
 
-    def copy_within(self, source: Store, src: ObjectInfo, dst_path: str, part_size: int) -> str | None:
+    def copy_within(self, source: Store, src: ObjectInfo, target_path: str, part_size: int) -> str | None:
         """CopyObject up to 5 GiB, UploadPartCopy above; the bytes never leave the store."""
         if not isinstance(source, S3Store):
-            raise RetryableError("server-side copy needs an S3 source", obj=self.describe(dst_path))
+            raise RetryableError("server-side copy needs an S3 source", obj=self.describe(target_path))
         copy_source = {"Bucket": source.uri.bucket, "Key": source.uri.key(src.path)}
-        key = self.uri.key(dst_path)
+        key = self.uri.key(target_path)
         if src.size < self.copy_limit:
-            resp = self.call("copy_object", dst_path, Bucket=self.uri.bucket, Key=key, CopySource=copy_source)
+            resp = self.call("copy_object", target_path, Bucket=self.uri.bucket, Key=key, CopySource=copy_source)
             return clean_etag((resp.get("CopyObjectResult") or {}).get("ETag"))
-        return self._multipart_copy(copy_source, src, dst_path, key, part_size)
+        return self._multipart_copy(copy_source, src, target_path, key, part_size)
 
     def _multipart_copy(
-        self, copy_source: dict[str, str], src: ObjectInfo, dst_path: str, key: str, part_size: int
+        self, copy_source: dict[str, str], src: ObjectInfo, target_path: str, key: str, part_size: int
     ) -> str | None:
         part_size = max(part_size, MIN_PART, -(-src.size // MAX_PARTS))
         ranges = [(off, min(off + part_size, src.size) - 1) for off in range(0, src.size, part_size)]
-        upload_id = self.call("create_multipart_upload", dst_path, Bucket=self.uri.bucket, Key=key)["UploadId"]
+        upload_id = self.call("create_multipart_upload", target_path, Bucket=self.uri.bucket, Key=key)["UploadId"]
 
         def copy_part(n: int) -> dict[str, Any]:
             first, last = ranges[n]
             resp = self.call(
                 "upload_part_copy",
-                dst_path,
+                target_path,
                 Bucket=self.uri.bucket,
                 Key=key,
                 UploadId=upload_id,
@@ -349,14 +349,14 @@ class S3Store(S3Calls):
                 parts = list(pool.map(copy_part, range(len(ranges))))
             resp = self.call(
                 "complete_multipart_upload",
-                dst_path,
+                target_path,
                 Bucket=self.uri.bucket,
                 Key=key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
         except BaseException:
-            self.abort_upload(dst_path, upload_id)
+            self.abort_upload(target_path, upload_id)
             raise
         return clean_etag(resp.get("ETag"))
 

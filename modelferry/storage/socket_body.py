@@ -52,9 +52,12 @@ _pipes = threading.local()  # one pipe per worker thread, reused across parts
 _NO_SPLICE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}  # the target file cannot take spliced writes
 
 
-def plain_body(resp: Any, length: int) -> tuple[http.client.HTTPResponse, io.BufferedReader, socket.socket] | None:
-    """The pieces of urllib3 response ``resp`` when its ``length``-byte body can be read directly, else None."""
-    if not _HAS_WAITALL or length <= FIRST_READ:
+DirectBody = tuple[http.client.HTTPResponse, io.BufferedReader, socket.socket]
+
+
+def direct_body(resp: Any, length: int) -> DirectBody | None:
+    """The pieces of urllib3 response ``resp`` (plain or TLS socket) when its body can be read directly."""
+    if length <= FIRST_READ:
         return None
     raw = getattr(resp, "_fp", None)
     if not isinstance(raw, http.client.HTTPResponse) or raw.chunked or raw.length != length:
@@ -63,9 +66,19 @@ def plain_body(resp: Any, length: int) -> tuple[http.client.HTTPResponse, io.Buf
         return None
     reader = raw.fp
     sock = getattr(getattr(reader, "raw", None), "_sock", None)
-    if not isinstance(reader, io.BufferedReader) or type(sock) is not socket.socket or isinstance(sock, ssl.SSLSocket):
+    if not isinstance(reader, io.BufferedReader) or not isinstance(sock, socket.socket):
         return None
     return raw, reader, sock
+
+
+def plain_body(resp: Any, length: int) -> DirectBody | None:
+    """The pieces of urllib3 response ``resp`` when its ``length``-byte body can be read directly, else None."""
+    if not _HAS_WAITALL:
+        return None
+    parts = direct_body(resp, length)
+    if parts is None or type(parts[2]) is not socket.socket or isinstance(parts[2], ssl.SSLSocket):
+        return None
+    return parts
 
 
 def _set_rcvtimeo(sock: socket.socket, seconds: float) -> None:
@@ -74,7 +87,7 @@ def _set_rcvtimeo(sock: socket.socket, seconds: float) -> None:
 
 
 def stream_plain_body(
-    parts: tuple[http.client.HTTPResponse, io.BufferedReader, socket.socket],
+    parts: DirectBody,
     length: int,
     chunk_size: int,
     stall_timeout: float,
@@ -86,14 +99,14 @@ def stream_plain_body(
     connection; on failure the caller must close it.
     """
     raw, reader, sock = parts
-    first = _first_bytes(reader, length, what)
+    first = first_bytes(reader, length, what)
     yield first
     with _stall_guarded(sock, stall_timeout):
         yield from _recv_chunks(sock, length - len(first), length, chunk_size, what)
-    _finished(raw)
+    finished(raw)
 
 
-def _first_bytes(reader: io.BufferedReader, length: int, what: str) -> bytes:
+def first_bytes(reader: io.BufferedReader, length: int, what: str) -> bytes:
     """What http.client's reader already holds of the body (at most :data:`FIRST_READ`)."""
     first = reader.read1(min(FIRST_READ, length))
     if not first:
@@ -115,7 +128,7 @@ def _stall_guarded(sock: socket.socket, stall_timeout: float) -> Iterator[None]:
             sock.settimeout(previous)
 
 
-def _finished(raw: http.client.HTTPResponse) -> None:
+def finished(raw: http.client.HTTPResponse) -> None:
     """The body is consumed: let http.client (and so urllib3's pool) see a finished response."""
     raw.length = 0
     raw._close_conn()  # type: ignore[attr-defined]  # what http.client itself calls at end of body
@@ -161,7 +174,7 @@ def _drop_thread_pipe() -> None:
 
 
 def splice_plain_body(
-    parts: tuple[http.client.HTTPResponse, io.BufferedReader, socket.socket],
+    parts: DirectBody,
     length: int,
     sink: FileSink,
     chunk_size: int,
@@ -177,11 +190,11 @@ def splice_plain_body(
     filesystems) gets the rest of the body as ``bytes``, for the caller to write.
     """
     raw, reader, sock = parts
-    first = _first_bytes(reader, length, what)
+    first = first_bytes(reader, length, what)
     yield first
     with _stall_guarded(sock, stall_timeout):
         yield from _splice_chunks(sock, sink, sink.offset + len(first), length - len(first), length, chunk_size, what)
-    _finished(raw)
+    finished(raw)
 
 
 def _splice_chunks(

@@ -29,7 +29,7 @@ from modelferry.retry import Cancelled, retry_call
 from modelferry.settings import TransferSettings
 from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import ObjectInfo, Store
-from modelferry.transfer.jobs import (
+from modelferry.transfer.inflight import (
     FileJob,
     NullUpload,
     files_in_flight,

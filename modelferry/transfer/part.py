@@ -16,7 +16,7 @@ from modelferry.errors import RetryableError
 from modelferry.retry import Cancelled
 from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FilePartWriter, InPlace, Store
-from modelferry.transfer.jobs import FileJob
+from modelferry.transfer.inflight import FileJob
 from modelferry.transfer.progress import Progress
 
 MARK_EVERY = 4 << 20  # spliced bytes go to the hasher in runs of this size (fewer, larger read-backs)

@@ -153,7 +153,12 @@ async def test_the_controller_serves_healthz_against_an_api_server(image: Image)
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.1)
         assert answer.get("status") == 200, (answer, proc.returncode)
-        assert any(path.startswith("/api") or path.startswith("/apis") for _, path in emulator.requests)
+        # healthz may answer before the first list goes out: wait for it (a minute at most).
+        for _ in range(600):
+            if any(path.startswith(("/api", "/apis")) for _, path in emulator.requests) or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert any(path.startswith(("/api", "/apis")) for _, path in emulator.requests), proc.returncode
     finally:
         if proc.returncode is None:
             proc.terminate()

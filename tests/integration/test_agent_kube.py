@@ -132,7 +132,7 @@ async def running_agent(
 
 @pytest.fixture
 async def rig(tmp_path: Path, kube_backend: Callable[..., Any]) -> AsyncIterator[Rig]:
-    emu = kube_backend(role="agent", namespaces=(NS, "team"))
+    emu = kube_backend(role="agent", namespaces=(NS, "team", "tenant-a", "tenant-b"))
     await emu.start()
     await emu.put_object("v1", "nodes", {"metadata": {"name": "node-1", "labels": {"zone": "a"}}})
     options = {"workers": 2, "reconcile_interval": 0.2, "resync_interval": 0.5, "retry_backoff": 0.01}

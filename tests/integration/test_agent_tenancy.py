@@ -40,6 +40,23 @@ async def test_basemodel_path_cannot_reach_other_namespace(rig: Rig) -> None:
     plant_copy(cluster_copy, {"kind": "ClusterBaseModel", "namespace": "", "name": "llama"}, b"cluster weights")
     other_tenant = rig.root / "tenant-b" / "llama"
     plant_copy(other_tenant, {"kind": "BaseModel", "namespace": "tenant-b", "name": "llama"}, b"tenant-b weights")
+    # The planted copies belong to models that exist and that this node wants (same bytes at their
+    # sources), so the agent's cleanup of unwanted directories has no claim on them.
+    owners = (
+        ("clusterbasemodels", "", "cluster weights", cluster_copy),
+        ("basemodels", "tenant-b", "tenant-b weights", other_tenant),
+    )
+    for plural, ns, body, _ in owners:
+        source = rig.src / f"owner-{plural}"
+        source.mkdir()
+        (source / "weights.bin").write_bytes(body.encode())
+        owner = basemodel("llama", f"file://{source}", ns=ns)
+        if not ns:
+            owner["kind"] = "ClusterBaseModel"
+            del owner["metadata"]["namespace"]
+        await rig.emu.put_object(API, plural, owner)
+    await eventually(lambda: (rig.entry("tenant-b.basemodel.llama") or {}).get("status") == "Ready")
+    await eventually(lambda: (rig.entry("clusterbasemodel.llama") or {}).get("status") == "Ready")
     uri = f"file://{rig.src}/v1"
     for name, path in (("steal-cluster", "_cluster/llama"), ("steal-b", "tenant-b/llama"), ("climb", "../x")):
         await rig.emu.put_object(API, "basemodels", basemodel(name, uri, ns="tenant-a", path=path))
@@ -58,14 +75,14 @@ async def test_basemodel_path_cannot_reach_other_namespace(rig: Rig) -> None:
     assert (other_tenant / "weights.bin").read_bytes() == b"tenant-b weights"
 
     # The refusal reaches the BaseModel: a Ready=False condition with the reason, and a Warning Event.
-    await aggregate_once(rig.kube, NS)
+    await aggregate_once(rig.ctl, NS)
     status = rig.emu.get(API, "basemodels", "tenant-a", "climb")["status"]  # type: ignore[index]
     (ready,) = status["conditions"]
     assert ready["type"] == "Ready" and ready["status"] == "False" and ready["reason"] == "UnsafePath"
     assert ready["lastTransitionTime"]
     events = [e for e in rig.emu.all("v1", "events", "tenant-a") if e["involvedObject"]["name"] == "climb"]
     assert [(e["type"], e["reason"]) for e in events] == [("Warning", "UnsafePath")]
-    await aggregate_once(rig.kube, NS)  # unchanged: no second Event, the transition time stays
+    await aggregate_once(rig.ctl, NS)  # unchanged: no second Event, the transition time stays
     again = rig.emu.get(API, "basemodels", "tenant-a", "climb")["status"]  # type: ignore[index]
     assert again["conditions"][0]["lastTransitionTime"] == ready["lastTransitionTime"]
     assert len([e for e in rig.emu.all("v1", "events", "tenant-a") if e["involvedObject"]["name"] == "climb"]) == 1

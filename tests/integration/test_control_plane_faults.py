@@ -22,7 +22,7 @@ import pytest
 
 from controller.agent.kubeside import NodeAgent
 from controller.kube.lease import micro_time
-from controller.operator.runtime import Controller
+from controller.operator.process import Controller
 from tests.integration.test_agent_kube import basemodel, running_agent
 from tests.servers.faultproxy import FaultProxy
 from tests.servers.kube import KubeEmulator
@@ -32,7 +32,7 @@ LEASES = "coordination.k8s.io/v1"
 
 
 def secrets(ns: str = NS, suffix: str = "") -> list[dict[str, Any]]:
-    dest = {
+    target_secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "demo-models", "namespace": ns},
@@ -44,7 +44,7 @@ def secrets(ns: str = NS, suffix: str = "") -> list[dict[str, Any]]:
         "metadata": {"name": "model-source", "namespace": ns},
         "stringData": {"S3_SYNC_SRC__PATH": f"s3://src/model{suffix}/", "S3_SYNC_SRC__ENDPOINT": "http://minio:9000"},
     }
-    return [dest, source]
+    return [target_secret, source]
 
 
 class Rig:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.test_controller_modelsync import API, DEST, HF, modelsync
+from tests.integration.test_controller_modelsync import API, HF, TARGET, modelsync
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import Harness, eventually, running
 
@@ -18,7 +18,7 @@ async def harness() -> AsyncIterator[Harness]:
 
 
 async def test_modelsync_job_mounts_the_named_ca_configmap_and_points_the_variables_at_it(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync("with-ca", job={"caConfigMap": "corp-ca"}), API, "modelsyncs")
     await harness.apply(modelsync("platform"), API, "modelsyncs")

@@ -13,7 +13,7 @@ import pytest
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
 API = "modelferry.io/v1alpha1"
-DEST = {
+TARGET = {
     "apiVersion": "v1",
     "kind": "Secret",
     "metadata": {"name": "demo-models", "namespace": NS},
@@ -85,7 +85,7 @@ async def finish_pod(h: Harness, job: str, message: dict[str, Any], exit_code: i
 
 
 async def test_happy_path_reaches_succeeded(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
@@ -125,7 +125,7 @@ async def test_happy_path_reaches_succeeded(harness: Harness) -> None:
 
 
 async def test_failed_job_reports_reason(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
@@ -145,11 +145,11 @@ async def test_failed_job_reports_reason(harness: Harness) -> None:
 @pytest.mark.parametrize(
     ("obj", "secrets", "reason"),
     [
-        (modelsync(source={"uri": "hf://"}), [DEST], "InvalidSourceURI"),
-        (modelsync(), [DEST], "CredentialsSecretNotFound"),
+        (modelsync(source={"uri": "hf://"}), [TARGET], "InvalidSourceURI"),
+        (modelsync(), [TARGET], "CredentialsSecretNotFound"),
         (modelsync(), [HF], "DataConnectionNotFound"),
         (modelsync(target={"uri": "s3://"}), [HF], "InvalidTargetURI"),
-        (modelsync(source={"uri": "hf://a/b", "credentialsSecret": "empty"}), [DEST], "CredentialsSecretInvalid"),
+        (modelsync(source={"uri": "hf://a/b", "credentialsSecret": "empty"}), [TARGET], "CredentialsSecretInvalid"),
     ],
 )
 async def test_bad_input_sets_ready_false_without_job(
@@ -160,20 +160,23 @@ async def test_bad_input_sets_ready_false_without_job(
     await harness.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "empty", "namespace": NS},
                          "stringData": {"unrelated": "x"}})  # fmt: skip
     await harness.apply(obj, API, "modelsyncs")
-    await harness.start()
+    controller = await harness.start()
     status = await eventually(lambda: (s := ms_status(harness)).get("conditions") and s)
     ready = condition(status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == reason
     assert ready["message"]
     assert await eventually(lambda: harness.events(reason))
     assert harness.job("modelsync-granite") is None
+    key = ("ModelSync", NS, "granite")
+    await harness.reconciled(controller, key, harness.emu.get(API, "modelsyncs", NS, "granite") or {})
     reconciles = len([r for r in harness.emu.requests if "/status" in r[1]])
-    await asyncio.sleep(0.3)  # no crash loop: the status is not rewritten over and over
+    # no crash loop: a reconcile that saw the status it wrote does not rewrite it
+    await harness.reconciled(controller, key, harness.emu.get(API, "modelsyncs", NS, "granite") or {})
     assert len([r for r in harness.emu.requests if "/status" in r[1]]) == reconciles
 
 
 async def test_deleting_modelsync_removes_job(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     await harness.start()
@@ -183,14 +186,20 @@ async def test_deleting_modelsync_removes_job(harness: Harness) -> None:
 
 
 async def test_two_controllers_one_leader(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     first = await harness.start(identity="one")
     second = await harness.start(identity="two")
     await eventually(lambda: harness.job("modelsync-granite"))
     await eventually(lambda: first.elector.is_leader.is_set() or second.elector.is_leader.is_set())
-    await asyncio.sleep(0.3)
+    # the other one has tried since, and found the Lease held by the leader
+    await eventually(
+        lambda: (
+            first.elector.other_holder == second.elector.identity
+            or second.elector.other_holder == first.elector.identity
+        )
+    )
     assert first.elector.is_leader.is_set() != second.elector.is_leader.is_set()
     assert len([r for r in harness.emu.requests if r[0] == "POST" and "/jobs" in r[1]]) == 1
     leader, standby = (first, second) if first.elector.is_leader.is_set() else (second, first)
@@ -203,16 +212,16 @@ async def test_two_controllers_one_leader(harness: Harness) -> None:
 async def test_relists_after_410_gone(harness: Harness) -> None:
     harness.emu.gone_next.add("secrets")
     controller = await harness.start()
-    informers = [*controller.operator.sources[NS], controller.operator.refs.informers[NS]]
+    informers = [*controller.operator.secrets.sources[NS], controller.operator.refs.informers[NS]]
     await eventually(lambda: sum(i.relists for i in informers) > len(informers))  # one of them listed twice
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     await harness.apply(HF)
     await harness.apply(modelsync(), API, "modelsyncs")
     assert await eventually(lambda: harness.job("modelsync-granite"))
 
 
 async def test_health_and_metrics(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     controller = await harness.start()
@@ -245,10 +254,10 @@ async def test_sigterm_style_stop_drains(harness: Harness) -> None:
 
 
 async def test_finished_job_removed_by_ttl_is_not_rerun(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
-    await harness.start()
+    controller = await harness.start()
     job = await eventually(lambda: harness.job("modelsync-granite"))
     await harness.emu.set_status(
         "batch/v1",
@@ -259,7 +268,7 @@ async def test_finished_job_removed_by_ttl_is_not_rerun(harness: Harness) -> Non
     )
     await eventually(lambda: ms_status(harness).get("phase") == "Succeeded")
     await harness.emu.remove("batch/v1", "jobs", NS, "modelsync-granite")  # the TTL controller's doing
-    await asyncio.sleep(0.3)
+    await harness.reconciled(controller, ("ModelSync", NS, "granite"), job)  # it saw the Job gone
     assert harness.job("modelsync-granite") is None
     assert ms_status(harness)["phase"] == "Succeeded"
     assert ms_status(harness)["inputsHash"] == job["metadata"]["annotations"]["modelferry.io/inputs-hash"]
@@ -270,7 +279,7 @@ async def test_relist_reports_objects_deleted_while_disconnected(harness: Harnes
     from controller.kube.watch import Informer
 
     seen: list[tuple[str, str]] = []
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     kube = Kube(await build_api_client(api_url=harness.emu.url))
     try:
         informer = Informer(kube, SECRETS, lambda kind, obj: seen.append((kind, obj["metadata"]["name"])), namespace=NS)

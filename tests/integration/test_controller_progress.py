@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelferry.transfer.progress import format_progress_line
-from tests.integration.test_controller_modelsync import DEST, HF, modelsync, ms_status
+from tests.integration.test_controller_modelsync import HF, TARGET, modelsync, ms_status
 from tests.servers.kube_controller import NS, Harness, eventually, running
 from tests.servers.kube_real import RealKube
 from tests.servers.kube_training import TrainingKubeEmulator
@@ -47,7 +47,7 @@ def line(files_done: int, bytes_done: int, eta: float | None) -> str:
 
 
 async def start_running(h: Harness, **settings: Any) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await h.apply(obj)
     await h.apply(modelsync(), API, "modelsyncs")
     await h.start(**settings)

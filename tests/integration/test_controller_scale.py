@@ -10,8 +10,10 @@ import pytest
 
 from controller.kube.client import Kube, build_api_client
 from controller.kube.events import EventRecorder
-from controller.operator.reconcile import MODELSYNC, SECRET, Operator
-from tests.integration.test_controller_modelsync import DEST, HF, modelsync
+from controller.operator.router import Operator
+from controller.sync.modelsync import KIND as MODELSYNC
+from controller.sync.secret_reconciler import KIND as SECRET
+from tests.integration.test_controller_modelsync import HF, TARGET, modelsync
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
@@ -42,13 +44,13 @@ def api_requests(h: Harness, since: int = 0) -> list[tuple[str, str]]:
 async def test_only_referenced_and_model_source_secrets_are_cached(harness: Harness) -> None:
     for i in range(120):
         await harness.emu.put_object("v1", "secrets", unrelated(i))
-    for obj in (DEST, SOURCE):
+    for obj in (TARGET, SOURCE):
         await harness.apply(obj)
     controller = await harness.start(secret_page_size=50)
     await eventually(harness.job)
     op = controller.operator
     assert set(op.refs.informers[NS].cache) == {(NS, "demo-models")}
-    assert {k for inf in op.sources[NS] for k in inf.cache} == {(NS, "model-source")}
+    assert {k for inf in op.secrets.sources[NS] for k in inf.cache} == {(NS, "model-source")}
     lists = [p for m, p in harness.emu.requests if m == "GET" and p.startswith(f"/api/v1/namespaces/{NS}/secrets?")]
     assert any("limit=50" in p for p in lists) and any("continue=" in p for p in lists)  # paged
     assert any("fieldSelector=metadata.name%3Dmodel-source" in p for p in lists)
@@ -56,16 +58,16 @@ async def test_only_referenced_and_model_source_secrets_are_cached(harness: Harn
     first = harness.job()
     assert first is not None
     await harness.emu.put_object("v1", "secrets", {**unrelated(3), "stringData": {"token": "changed"}})
-    dest = copy.deepcopy(DEST)
-    dest["stringData"]["AWS_S3_BUCKET"] = "another-bucket"
-    await harness.apply(dest)
+    target_secret = copy.deepcopy(TARGET)
+    target_secret["stringData"]["AWS_S3_BUCKET"] = "another-bucket"
+    await harness.apply(target_secret)
     await eventually(lambda: (harness.job() or first)["metadata"]["uid"] != first["metadata"]["uid"])
     assert set(op.refs.informers[NS].cache) == {(NS, "demo-models")}
     assert op.refs.fetches == 0  # everything came from the list and the watch
 
 
 async def test_a_name_referenced_after_the_list_is_fetched_once(harness: Harness) -> None:
-    for obj in (DEST, HF):
+    for obj in (TARGET, HF):
         await harness.apply(obj)
     controller = await harness.start()
     await eventually(controller.acting.is_set)
@@ -86,7 +88,7 @@ async def test_a_name_referenced_after_the_list_is_fetched_once(harness: Harness
 
 
 async def test_finished_objects_cost_no_requests_on_resync(harness: Harness) -> None:
-    for obj in (DEST, HF, SOURCE):
+    for obj in (TARGET, HF, SOURCE):
         await harness.apply(obj)
     await harness.apply(modelsync(), API, "modelsyncs")
     controller = await harness.start()
@@ -122,7 +124,7 @@ async def test_finished_objects_cost_no_requests_on_resync(harness: Harness) -> 
 
 
 async def test_events_are_created_without_a_get_and_counted_on_conflict(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     obj = harness.emu.get("v1", "secrets", NS, "demo-models")
     assert obj is not None
     kube = Kube(await build_api_client(api_url=harness.emu.url))
@@ -144,12 +146,12 @@ async def test_a_secret_event_requeues_exactly_its_readers(harness: Harness) -> 
     kube = Kube(await build_api_client(api_url=harness.emu.url))
     try:
         op = Operator(kube, harness.settings())
-        op._on_modelsync("ADDED", {**modelsync("a"), "metadata": {"name": "a", "namespace": NS}})
+        op.modelsync._on_modelsync("ADDED", {**modelsync("a"), "metadata": {"name": "a", "namespace": NS}})
         other = modelsync("b", source={"uri": "s3://bucket/m", "credentialsSecret": "s3-creds"})
-        op._on_modelsync("ADDED", other)
+        op.modelsync._on_modelsync("ADDED", other)
         source = {**SOURCE, "data": {}}
-        op.sources[NS][0].cache[(NS, "model-source")] = source  # the informer caches, then calls the handler
-        op._on_source("ADDED", source)
+        op.secrets.sources[NS][0].cache[(NS, "model-source")] = source  # the informer caches, then calls the handler
+        op.secrets._on_source("ADDED", source)
         op.queue._due.clear()
         op._on_referenced(NS, "hf-token")
         assert set(op.queue._due) == {(MODELSYNC, NS, "a")}
@@ -157,7 +159,7 @@ async def test_a_secret_event_requeues_exactly_its_readers(harness: Harness) -> 
         op._on_referenced(NS, "demo-models")
         assert set(op.queue._due) == {(MODELSYNC, NS, "a"), (MODELSYNC, NS, "b"), (SECRET, NS, "model-source")}
         op.queue._due.clear()
-        op._on_modelsync("DELETED", other)
+        op.modelsync._on_modelsync("DELETED", other)
         op._on_referenced(NS, "s3-creds")
         assert set(op.queue._due) == {(MODELSYNC, NS, "b")}  # the deletion itself; s3-creds has no reader left
     finally:

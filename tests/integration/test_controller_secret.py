@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 
 from tests.servers.kube_controller import NS, Harness, eventually, running
 
-DEST = {
+TARGET = {
     "apiVersion": "v1",
     "kind": "Secret",
     "metadata": {"name": "demo-models", "namespace": NS, "labels": {"opendatahub.io/dashboard": "true"}},
@@ -57,7 +56,7 @@ def assert_no_secret_values(job: dict[str, Any], *secrets: dict[str, Any]) -> No
 
 
 async def test_s3_source_secret_creates_job_with_references(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     src = source_secret(S3_SOURCE)
     await harness.apply(src)
     await harness.start()
@@ -73,7 +72,7 @@ async def test_s3_source_secret_creates_job_with_references(harness: Harness) ->
     assert env["MF_DEST_BUCKET"] == {"name": "demo-models", "key": "AWS_S3_BUCKET"}
     assert env["MODELFERRY_TRANSFER__CONCURRENCY"] == "5"
     assert env["MODELFERRY_TRANSFER__PART_SIZE"] == str(15 << 20)
-    assert_no_secret_values(job, src, DEST)
+    assert_no_secret_values(job, src, TARGET)
     spec = job["spec"]
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 3]
@@ -86,7 +85,7 @@ async def test_s3_source_secret_creates_job_with_references(harness: Harness) ->
 
 
 async def test_cos_passcode_secret_is_never_retried(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     src = source_secret(
         {
             "S3_SYNC_USE_IBMCLOUD_CLI": "True",
@@ -106,7 +105,7 @@ async def test_cos_passcode_secret_is_never_retried(harness: Harness) -> None:
     env = env_of(job)
     assert env["MODELFERRY_SOURCE__COS__PASSCODE"] == {"name": "model-source", "key": "S3_SYNC_COS_TEMPORARY_PASSCODE"}
     assert env["MODELFERRY_SOURCE__COS__REGION"]["key"] == "S3_SYNC_COS_INSTANCE_REGION"
-    assert_no_secret_values(job, src, DEST)
+    assert_no_secret_values(job, src, TARGET)
     # A failed passcode Job says how to retry.
     await harness.emu.set_status(
         "batch/v1", "jobs", NS, "synchronize-model",
@@ -128,14 +127,15 @@ async def test_manual_upload_complete_wins_without_data_connection(harness: Harn
 
 
 async def test_secret_change_replaces_job_and_reapply_does_not(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     await harness.apply(source_secret(S3_SOURCE))
-    await harness.start()
+    controller = await harness.start()
     first = await eventually(harness.job)
     uid = first["metadata"]["uid"]
     await harness.apply(source_secret(S3_SOURCE))  # unchanged data, new resourceVersion
-    await harness.apply(DEST)
-    await asyncio.sleep(0.3)  # give the controller the chance to (wrongly) act
+    await harness.apply(TARGET)
+    # a reconcile that saw both writes has run (and had the chance to wrongly act)
+    await harness.reconciled(controller, ("Secret", NS, "model-source"), source_secret(S3_SOURCE), TARGET)
     assert harness.job()["metadata"]["uid"] == uid
     await harness.apply(source_secret({**S3_SOURCE, "S3_SYNC_SRC__PATH": "s3://bucket/other/"}))
     replaced = await eventually(lambda: (j := harness.job()) and j["metadata"]["uid"] != uid and j)
@@ -147,20 +147,21 @@ async def test_secret_change_replaces_job_and_reapply_does_not(harness: Harness)
 
 
 async def test_restart_creates_no_duplicate_job(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     await harness.apply(source_secret(S3_SOURCE))
     controller = await harness.start()
     job = await eventually(harness.job)
     assert await harness.stop(controller) == 0
-    await harness.start()
-    await asyncio.sleep(0.3)
+    restarted = await harness.start()
+    await eventually(restarted.ready)
+    await harness.reconciled(restarted, ("Secret", NS, "model-source"), source_secret(S3_SOURCE), TARGET)
     posts = [r for r in harness.emu.requests if r[0] == "POST" and "/jobs" in r[1]]
     assert len(posts) == 1
     assert harness.job()["metadata"]["uid"] == job["metadata"]["uid"]
 
 
 @pytest.mark.parametrize(
-    ("data", "dest", "reason"),
+    ("data", "target", "reason"),
     [
         (S3_SOURCE, False, "DataConnectionNotFound"),
         ({**S3_SOURCE, "S3_SYNC_SRC__PATH": "s3://"}, True, "InvalidSourceURI"),
@@ -170,10 +171,10 @@ async def test_restart_creates_no_duplicate_job(harness: Harness) -> None:
     ],
 )
 async def test_bad_secret_gives_event_and_no_job(
-    harness: Harness, data: dict[str, str], dest: bool, reason: str
+    harness: Harness, data: dict[str, str], target: bool, reason: str
 ) -> None:
-    if dest:
-        await harness.apply(DEST)
+    if target:
+        await harness.apply(TARGET)
     await harness.apply(source_secret(data))
     await harness.start()
     events = await eventually(lambda: harness.events(reason))
@@ -182,7 +183,7 @@ async def test_bad_secret_gives_event_and_no_job(
 
 
 async def test_aws_keys_in_model_source_warn_and_do_not_replace_destination(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     await harness.apply(source_secret({**S3_SOURCE, "AWS_ACCESS_KEY_ID": "sneaky"}))
     await harness.start()
     job = await eventually(harness.job)
@@ -194,14 +195,14 @@ async def test_late_data_connection_triggers_job(harness: Harness) -> None:
     await harness.apply(source_secret(S3_SOURCE))
     await harness.start()
     await eventually(lambda: harness.events("DataConnectionNotFound"))
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     assert await eventually(harness.job)
 
 
 @pytest.mark.parametrize("gc", [True, False])
 async def test_deleting_secret_removes_job(gc: bool, kube_backend: Callable[..., Any]) -> None:
     async with running(kube_backend(garbage_collect=gc)) as h:
-        await h.apply(DEST)
+        await h.apply(TARGET)
         await h.apply(source_secret(S3_SOURCE))
         await h.start()
         await eventually(h.job)
@@ -210,7 +211,7 @@ async def test_deleting_secret_removes_job(gc: bool, kube_backend: Callable[...,
 
 
 async def test_labelled_secret_counts_as_model_source(harness: Harness) -> None:
-    await harness.apply(DEST)
+    await harness.apply(TARGET)
     src = source_secret(S3_SOURCE, name="my-source")
     src["metadata"]["labels"] = {"modelferry.io/model-source": "true"}
     await harness.apply(src)

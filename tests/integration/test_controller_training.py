@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -84,7 +83,9 @@ def emu(h: Harness) -> TrainingKubeEmulator | RealKube:
     return h.emu
 
 
-async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index: str | None = None) -> str:
+async def put_pod(
+    h: Harness, *, terminated: dict[str, Any] | None = None, index: str | None = None, phase: str | None = None
+) -> str:
     name = f"{JOB}-abcde"
     labels = h.pod_labels(JOB)
     if index is not None:
@@ -95,7 +96,8 @@ async def put_pod(h: Harness, *, terminated: dict[str, Any] | None = None, index
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NS, "labels": labels},
         "status": {
-            "phase": ("Succeeded" if terminated.get("exitCode") == 0 else "Failed") if terminated else "Running",
+            "phase": phase
+            or (("Succeeded" if terminated.get("exitCode") == 0 else "Failed") if terminated else "Running"),
             "containerStatuses": [{"name": "trainer", "state": {}}, {"name": "sidecar", "state": state}],
         },
     }
@@ -192,7 +194,7 @@ async def test_bad_input_sets_ready_false_without_job(
     harness: Harness, spec: dict[str, Any], reason: str, phase: str
 ) -> None:
     await harness.apply(trainingrun(**spec), API, "trainingruns")
-    await harness.start(training=FAST)
+    controller = await harness.start(training=FAST)
     status = await eventually(lambda: (s := tr_status(harness)).get("conditions") and s)
     ready = condition(status, "Ready")
     assert ready["status"] == "False" and ready["reason"] == reason and ready["message"]
@@ -200,8 +202,11 @@ async def test_bad_input_sets_ready_false_without_job(
     events = await eventually(lambda: harness.events(reason))
     assert events[0]["type"] == "Warning" and "no Job was created" in events[0]["message"]
     assert harness.job(JOB) is None
+    key = ("TrainingRun", NS, "qwen-lora")
+    await harness.reconciled(controller, key, harness.emu.get(API, "trainingruns", NS, "qwen-lora") or {})
     writes = len([r for r in harness.emu.requests if "/status" in r[1]])
-    await asyncio.sleep(0.3)  # no status-write loop on a bad input
+    # no status-write loop on a bad input: a reconcile that saw the status it wrote does not rewrite it
+    await harness.reconciled(controller, key, harness.emu.get(API, "trainingruns", NS, "qwen-lora") or {})
     assert len([r for r in harness.emu.requests if "/status" in r[1]]) == writes
 
 
@@ -217,7 +222,7 @@ async def test_invalid_spec_edit_removes_running_job(harness: Harness) -> None:
 
 async def test_spec_change_replaces_job_and_unchanged_does_nothing(harness: Harness) -> None:
     await harness.apply(trainingrun(), API, "trainingruns")
-    await harness.start(training=FAST)
+    controller = await harness.start(training=FAST)
     first = await eventually(lambda: harness.job(JOB))
     await eventually(lambda: tr_status(harness).get("phase") == "Pending")
     posts = [r for r in harness.emu.requests if r[0] in ("POST", "DELETE") and "/jobs" in r[1]]
@@ -225,7 +230,7 @@ async def test_spec_change_replaces_job_and_unchanged_does_nothing(harness: Harn
     same = trainingrun()
     same["metadata"]["labels"] = {"team": "nlp"}
     await harness.apply(same, API, "trainingruns")
-    await asyncio.sleep(0.3)
+    await harness.reconciled(controller, ("TrainingRun", NS, "qwen-lora"), same)
     assert harness.job(JOB)["metadata"]["uid"] == first["metadata"]["uid"]  # type: ignore[index]
     assert [r for r in harness.emu.requests if r[0] in ("POST", "DELETE") and "/jobs" in r[1]] == posts
     # A spec change: the Job is replaced with the new inputs hash.
@@ -357,10 +362,9 @@ async def test_sidecar_log_read_only_while_running_and_at_most_once_per_interval
     await harness.apply(trainingrun(), API, "trainingruns")
     controller = await harness.start(training={"progress_seconds": 3600})
     await eventually(lambda: harness.job(JOB))
-    pod_name = await put_pod(harness)
-    pod = harness.emu.get("v1", "pods", NS, pod_name) or {}
-    pod["status"]["phase"] = "Pending"  # scheduled, not started: no log to read
-    await harness.emu.put_object("v1", "pods", pod)
+    # Scheduled, not started: no log to read. Created Pending (not Running, then Pending): a reconcile
+    # between the two writes would have seen a running pod.
+    pod_name = await put_pod(harness, phase="Pending")
     emu(harness).logs[(NS, pod_name, "sidecar")] = 'MODELFERRY_PROGRESS {"progress": {"step": 3}}'
     await set_job(harness, {"active": 1, "startTime": "2026-01-01T00:00:00Z"})
     await eventually(lambda: tr_status(harness).get("phase") == "Running")

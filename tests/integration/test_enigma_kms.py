@@ -23,15 +23,15 @@ from tests.servers.vault import BaoServer, bao_binary, bao_dev_server, free_port
 CHUNK = MIN_CHUNK_SIZE
 
 
-def encrypt(provider: KeyProvider, src: Path, dst: Path) -> None:
+def encrypt(provider: KeyProvider, src: Path, target_path: Path) -> None:
     source = LocalSource(src)
-    files.encrypt(source, lambda _n: LocalSink(dst, 0o644), provider, CHUNK, 2)
+    files.encrypt(source, lambda _n: LocalSink(target_path, 0o644), provider, CHUNK, 2)
 
 
-def decrypt(settings: EnigmaSettings, src: Path, dst: Path) -> None:
+def decrypt(settings: EnigmaSettings, src: Path, target_path: Path) -> None:
     cache = ProviderCache(settings)
     try:
-        files.decrypt(LocalSource(src), lambda _n: LocalSink(dst, 0o644), cache, 2)
+        files.decrypt(LocalSource(src), lambda _n: LocalSink(target_path, 0o644), cache, 2)
     finally:
         cache.close()
 

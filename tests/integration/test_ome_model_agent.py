@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from controller.agent.aggregate import aggregate_once
+from controller.config.controller import ControllerSettings
 from controller.kube.client import Kube, build_api_client
-from controller.operator.settings import ControllerSettings
 from modelferry.cli.agent import agent_command, apply_ome_environment, settings_from_options
 from modelferry.cli.main import cli, hoist_global_options
 from modelferry.errors import UsageError

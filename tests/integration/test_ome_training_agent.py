@@ -139,7 +139,7 @@ def test_vanilla_trains_only_the_last_layers(tiny_model: Path, tmp_path: Path) -
             {**COHERE_LORA, "cohere_ft": {**COHERE_LORA["cohere_ft"], "strategy": "vanilla", "n_last_layers": 1}},
         ).cohere_ft
     )
-    from sidecar.runtimes import runtime_command
+    from sidecar.trainer_command import runtime_command
 
     (tmp_path / "ws" / "data").mkdir(parents=True)
     (tmp_path / "ws" / "data" / "train.jsonl").write_bytes(DATA)
@@ -287,6 +287,6 @@ def test_cohere_lora_maps_every_key_to_the_trainer(tmp_path: Path) -> None:
     }
     env = fields["trainer_env"]
     assert env["OME_AGENT_COHERE_FT_SIZE"] == "small" and env["OME_AGENT_COHERE_FT_NAME"] == "ft-cohere-1"
-    from sidecar.runtimes import PEFT_LORA_FLAGS
+    from sidecar.trainer_command import PEFT_LORA_FLAGS
 
     assert all(k in PEFT_LORA_FLAGS for k in fields["hyperparameters"])

@@ -145,14 +145,14 @@ def oracle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ob
     from tests.servers.oracle import OracleServer
 
     monkeypatch.setenv("MODELFERRY_TRANSFER__PART_SIZE", str(MiB))
-    with OracleServer("tenancya") as src, OracleServer("tenancyb") as dst:
+    with OracleServer("tenancya") as src, OracleServer("tenancyb") as target_server:
         src.create_bucket("model-store")
-        dst.create_bucket("test-bucket")
-        yield src, dst, write_oci_config(tmp_path)
+        target_server.create_bucket("test-bucket")
+        yield src, target_server, write_oci_config(tmp_path)
 
 
 def replica_args(oracle: tuple[object, object, Path], config: Path) -> list[str]:
-    src, dst, oci_config = oracle
+    src, target_server, oci_config = oracle
     return [
         "replica",
         "--config",
@@ -162,7 +162,7 @@ def replica_args(oracle: tuple[object, object, Path], config: Path) -> list[str]
         "--source-endpoint",
         src.endpoint,  # type: ignore[attr-defined]
         "--target-endpoint",
-        dst.endpoint,  # type: ignore[attr-defined]
+        target_server.endpoint,  # type: ignore[attr-defined]
     ]
 
 
@@ -196,8 +196,8 @@ def test_replica_cross_tenancy_then_skip(
 ) -> None:
     from tests.servers.oracle import OracleServer
 
-    src, dst = oracle[0], oracle[1]
-    assert isinstance(src, OracleServer) and isinstance(dst, OracleServer)
+    src, target_server = oracle[0], oracle[1]
+    assert isinstance(src, OracleServer) and isinstance(target_server, OracleServer)
     files = model_files()
     for name, data in files.items():
         src.put("model-store", f"meta/llama/{name}", data, parts=2 if len(data) > MiB else 1)
@@ -206,8 +206,8 @@ def test_replica_cross_tenancy_then_skip(
     assert run([*replica_args(oracle, config), "--json"]) == 0
     assert json.loads(capfd.readouterr().out)["files_copied"] == 3
     for name, data in files.items():
-        assert dst.get("test-bucket", f"meta/llama/{name}") == data
-    assert "meta/llama-70b/x.bin" not in dst.buckets["test-bucket"]
+        assert target_server.get("test-bucket", f"meta/llama/{name}") == data
+    assert "meta/llama-70b/x.bin" not in target_server.buckets["test-bucket"]
     assert run([*replica_args(oracle, config), "--json"]) == 0
     assert json.loads(capfd.readouterr().out)["files_skipped"] == 3
 

@@ -127,9 +127,9 @@ def test_oci_to_oci_cross_region_byte_for_byte_then_skip(
 ) -> None:
     files = seed_model(chicago)
     src = store(chicago, oci_config, "models", "llama")
-    dst = store(frankfurt, oci_config, "replica", "meta/llama", region="eu-frankfurt-1")
-    assert src.identity() != dst.identity()
-    result = sync(src, dst, transfer())
+    target_store = store(frankfurt, oci_config, "replica", "meta/llama", region="eu-frankfurt-1")
+    assert src.identity() != target_store.identity()
+    result = sync(src, target_store, transfer())
     assert result.files_copied == len(files)
     for name, data in files.items():
         assert frankfurt.get("replica", f"meta/llama/{name}") == data
@@ -263,8 +263,8 @@ def test_connection_refused_is_retryable(oci_config: Path) -> None:
 
 
 def test_failed_upload_is_aborted_and_invisible(chicago: OracleServer, oci_config: Path) -> None:
-    dst = store(chicago, oci_config, "copy")
-    upload = dst.open_upload("big.bin", 3 * MiB, MiB)
+    target_store = store(chicago, oci_config, "copy")
+    upload = target_store.open_upload("big.bin", 3 * MiB, MiB)
     assert chicago.uploads
     writer = upload.part(0, 0, MiB)
     writer.write(b"x" * MiB)

@@ -68,11 +68,11 @@ def target(moto: MotoS3) -> S3Store:
 
 
 def run(source: LocalStore | HFStore, moto: MotoS3, options: SyncOptions | None = None) -> None:
-    dest = target(moto)
+    target_store = target(moto)
     try:
-        sync(source, dest, settings(), options or SyncOptions())
+        sync(source, target_store, settings(), options or SyncOptions())
     finally:
-        dest.close()
+        target_store.close()
 
 
 def uploads(client: Any) -> list[dict[str, Any]]:

@@ -77,14 +77,14 @@ def test_trickling_hub_fails_sync_into_a_bucket(hub: FakeHub, oci_config: Path) 
     """Hub -> bucket: the body is received into memory (part MD5s), one recv per chunk."""
     from tests.integration.test_oracle import transfer as oracle_transfer
 
-    with OracleServer("nsdst") as dst:
-        dst.create_bucket("models")
+    with OracleServer("nsdst") as target_server:
+        target_server.create_bucket("models")
         settings = oracle_transfer(**LIMITS)
         source = HFStore(parse_uri("hf://org/model"), HFCredentials(endpoint=hub.url), settings)
-        target = store(dst, oci_config, "models", "model")
+        target = store(target_server, oci_config, "models", "model")
         with pytest.raises(TooSlowError, match="low-speed limit"):
             sync(source, target, settings, SyncOptions())
-        assert "model/model.safetensors" not in dst.buckets["models"]
+        assert "model/model.safetensors" not in target_server.buckets["models"]
     assert len(hub.file_gets("model.safetensors")) >= 2
 
 

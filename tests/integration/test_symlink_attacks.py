@@ -29,9 +29,13 @@ def run_sync(*args: str) -> tuple[int, dict[str, object]]:
     return proc.returncode, json.loads("\n".join(lines)) if lines else {}
 
 
-def local_sync(src: Path, dst: Path, **kw: bool) -> None:
+def local_sync(src: Path, target_dir: Path, **kw: bool) -> None:
     settings = TransferSettings(free_space_margin=0)
-    sync(open_store(parse_uri(str(src)), Credentials(), **kw), open_store(parse_uri(str(dst)), Credentials()), settings)
+    sync(
+        open_store(parse_uri(str(src)), Credentials(), **kw),
+        open_store(parse_uri(str(target_dir)), Credentials()),
+        settings,
+    )
 
 
 @pytest.fixture
@@ -48,36 +52,38 @@ def test_sync_never_writes_through_a_symlink_in_the_target(tmp_path: Path, sourc
     outside.mkdir()
     victim = outside / "weights.bin"
     victim.write_bytes(b"victim")
-    dst = tmp_path / "dst"
-    dst.mkdir()
-    (dst / "sub").symlink_to("../outside")  # dst/sub -> ../outside: a write to sub/weights.bin would land there
-    code, record = run_sync(str(source), str(dst))
+    target_dir = tmp_path / "dst"
+    target_dir.mkdir()
+    (target_dir / "sub").symlink_to(
+        "../outside"
+    )  # target_dir/sub -> ../outside: a write to sub/weights.bin would land there
+    code, record = run_sync(str(source), str(target_dir))
     assert code == 3 and record["reason"] == "UnsafePath", record
     assert victim.read_bytes() == b"victim" and sorted(p.name for p in outside.iterdir()) == ["weights.bin"]
 
     # A link inside the target's own bookkeeping: the partial directory, or the manifest.
-    (dst / "sub").unlink()
-    (dst / ".modelferry").mkdir()
-    (dst / ".modelferry" / "partial").symlink_to(outside)
-    code, record = run_sync(str(source), str(dst))
+    (target_dir / "sub").unlink()
+    (target_dir / ".modelferry").mkdir()
+    (target_dir / ".modelferry" / "partial").symlink_to(outside)
+    code, record = run_sync(str(source), str(target_dir))
     assert code == 3 and record["reason"] == "UnsafePath", record
     assert sorted(p.name for p in outside.iterdir()) == ["weights.bin"] and victim.read_bytes() == b"victim"
 
-    (dst / ".modelferry" / "partial").unlink()
-    (dst / ".modelferry" / "manifest.json").symlink_to(victim)
-    code, record = run_sync(str(source), str(dst))
+    (target_dir / ".modelferry" / "partial").unlink()
+    (target_dir / ".modelferry" / "manifest.json").symlink_to(victim)
+    code, record = run_sync(str(source), str(target_dir))
     assert code == 3 and record["reason"] == "UnsafePath", record
     assert victim.read_bytes() == b"victim"
 
     # A link planted at the partial file name older versions used (<stem>.part): never opened now.
-    (dst / ".modelferry" / "manifest.json").unlink()
-    (dst / ".modelferry" / "partial").mkdir()
+    (target_dir / ".modelferry" / "manifest.json").unlink()
+    (target_dir / ".modelferry" / "partial").mkdir()
     for rel in ("config.json", "sub/weights.bin"):
-        (dst / PARTIAL_DIR / f"{partial_stem(rel)}.part").symlink_to(victim)
-    code, record = run_sync(str(source), str(dst))
+        (target_dir / PARTIAL_DIR / f"{partial_stem(rel)}.part").symlink_to(victim)
+    code, record = run_sync(str(source), str(target_dir))
     assert code == 0, record
     assert victim.read_bytes() == b"victim"
-    assert (dst / "sub" / "weights.bin").read_bytes() == (source / "sub" / "weights.bin").read_bytes()
+    assert (target_dir / "sub" / "weights.bin").read_bytes() == (source / "sub" / "weights.bin").read_bytes()
 
 
 def test_partial_files_have_unpredictable_names_and_still_resume(tmp_path: Path) -> None:
@@ -115,28 +121,30 @@ def test_local_source_link_out_of_its_root_is_refused(tmp_path: Path, source: Pa
     secrets.mkdir()
     (secrets / "token").write_text("agent-token")
     (source / "token").symlink_to(secrets / "token")
-    dst = tmp_path / "dst"
-    code, record = run_sync(str(source), str(dst))
+    target_dir = tmp_path / "dst"
+    code, record = run_sync(str(source), str(target_dir))
     assert code == 3 and record["reason"] == "UnsafePath" and "outside the source" in str(record["message"]), record
-    assert not (dst / "token").exists()
+    assert not (target_dir / "token").exists()
 
     # A directory link out of the root is refused the same way; a loop is refused, not walked forever.
     (source / "token").unlink()
     (source / "sub" / "more").symlink_to(secrets)
     with pytest.raises(UnsafePathError, match="outside the source"):
-        local_sync(source, dst)
+        local_sync(source, target_dir)
     (source / "sub" / "more").unlink()
     (source / "sub" / "loop").symlink_to("..")
     with pytest.raises(UnsafePathError, match="loop"):
-        local_sync(source, dst)
+        local_sync(source, target_dir)
     (source / "sub" / "loop").unlink()
 
     # Links that stay inside are followed; --follow-symlinks opts in to the rest (CLI only).
     (source / "alias.json").symlink_to("config.json")
     (source / "token").symlink_to(secrets / "token")
-    code, record = run_sync(str(source), str(dst), "--follow-symlinks")
+    code, record = run_sync(str(source), str(target_dir), "--follow-symlinks")
     assert code == 0, record
-    assert (dst / "token").read_text() == "agent-token" and (dst / "alias.json").read_bytes() == b'{"a": 1}'
+    assert (target_dir / "token").read_text() == "agent-token" and (
+        target_dir / "alias.json"
+    ).read_bytes() == b'{"a": 1}'
 
 
 @pytest.fixture
@@ -155,11 +163,11 @@ def test_hugging_face_cache_snapshot_links_to_blobs_still_work(tmp_path: Path, h
     snapshot = Path(snapshot_download("org/model", cache_dir=str(cache), endpoint=hub.url))
     assert snapshot.parent.name == "snapshots" and (snapshot / "config.json").is_symlink()  # the real layout
     assert (snapshot / "nested" / "tokenizer.json").resolve().parent.name == "blobs"
-    dst = tmp_path / "dst"
-    code, record = run_sync(str(snapshot), str(dst))
+    target_dir = tmp_path / "dst"
+    code, record = run_sync(str(snapshot), str(target_dir))
     assert code == 0, record
     for name, body in files.items():
-        assert (dst / name).read_bytes() == body and not (dst / name).is_symlink()
+        assert (target_dir / name).read_bytes() == body and not (target_dir / name).is_symlink()
 
     # The cache's blobs/ belong to this repository only: a link into another place is still refused.
     elsewhere = tmp_path / "elsewhere.txt"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from modelferry.storage.base import FileSink
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.socket_body import CAN_SPLICE
 from tests.integration.test_sync_lifecycle import big_model, journaled_parts
+from tests.servers.blocked import blocked_in_io, threads_blocked_in_io
 from tests.servers.hfhub import HubRepo
 from tests.servers.lifecycle import StallingHub, spawn, terminate, wait_for
 
@@ -63,7 +63,8 @@ def test_interrupt_wakes_a_read_blocked_on_a_silent_server(
     sink = FileSink(fd, 0, lambda exc: exc) if splice else None
     thread, errors = read_in_thread(client, url, length, sink)
     assert wait_for(lambda: hub.stalled >= 1), "the server never went silent"
-    time.sleep(0.2)  # let the reader block in its read (the wake-up must work on a blocked read)
+    # the reader is asleep in its read (the wake-up must work on a blocked read, not on one about to start)
+    assert wait_for(lambda: thread.native_id is not None and blocked_in_io("self", thread.native_id))
     client.interrupt()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the read was not woken by interrupt()"
@@ -114,7 +115,8 @@ def _sigterm_scenario(hub: StallingHub, tmp_path: Path) -> None:
         hub.faults.slow_delay = 0.0
         assert wait_for(lambda: hub.stalled >= 2, proc), "the workers never hit the silent server"
         assert proc.poll() is None, "the copy ended before it could be signalled"
-        time.sleep(0.3)  # both workers are now blocked in a read with a 60 s stall timeout
+        # both workers are now asleep in a read with a 60 s stall timeout (not about to start one)
+        assert wait_for(lambda: threads_blocked_in_io(proc.pid) >= 2, proc), "the workers never blocked in a read"
         code, drained_in = terminate(proc, timeout=30)
     finally:
         if proc.poll() is None:

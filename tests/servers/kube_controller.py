@@ -8,9 +8,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from controller.config.controller import ControllerSettings
 from controller.kube.client import Kube, build_api_client
-from controller.operator.runtime import Controller
-from controller.operator.settings import ControllerSettings
+from controller.operator.process import Controller
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_real import RealKube
 
@@ -89,6 +89,42 @@ class Harness:
     async def close(self) -> None:
         for c, _, _ in list(self.controllers):
             await self.stop(c)
+
+    async def reconciled(
+        self, controller: Controller, key: tuple[str, str, str], *changed: dict[str, Any], timeout: float = 10.0
+    ) -> None:
+        """Until a reconcile of ``key`` has finished that began once ``changed`` were in the controller's caches.
+
+        Each object of ``changed`` (as applied, or as last read) is looked up on the server: the controller's
+        informers of its kind must hold the server's current resourceVersion of it (the change, or a later
+        one), or no longer hold it once it is deleted. Then the key is queued and the test waits for a reconcile that started after that: reconciles
+        of one key never overlap, so that one saw every change. A test that shows "nothing happened" waits
+        here instead of sleeping (a sleep passes whether or not the controller ever looked).
+        """
+        op = controller.operator
+        informers = [*op.informers, *op.dependent]
+        for obj in changed:
+            api, kind, meta = obj["apiVersion"], obj["kind"], obj.get("metadata") or {}
+            ns, name = meta.get("namespace") or "", meta["name"]
+            mine = [i for i in informers if (i.resource.api_version, i.resource.kind) == (api, kind)]
+            assert mine, f"the controller does not watch {kind}"
+            plural = mine[0].resource.plural
+
+            def in_caches(ns: str = ns, name: str = name, mine: list[Any] = mine, plural: str = plural) -> bool:
+                # the server's version now (the controller may have written it since the test did)
+                live = self.emu.get(mine[0].resource.api_version, plural, ns, name)
+                version = (live or {}).get("metadata", {}).get("resourceVersion")
+                held = [
+                    (i.get(ns, name) or {}).get("metadata", {}).get("resourceVersion")
+                    for i in mine
+                    if i.get(ns, name) is not None
+                ]
+                return not held if version is None else bool(held) and all(v == version for v in held)
+
+            await eventually(in_caches, timeout)
+        mark = op.started_keys[key]
+        op.queue.add(key)
+        await eventually(lambda: op.finished_keys[key] > mark, timeout)
 
     def job(self, name: str = "synchronize-model") -> dict[str, Any] | None:
         return self.emu.get("batch/v1", "jobs", NS, name)

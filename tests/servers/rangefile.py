@@ -3,18 +3,22 @@
 Serves one in-memory blob at any path. ``mode`` picks the behaviour of body responses:
 ``normal``; ``chunked`` (Transfer-Encoding: chunked, no Content-Length); ``drop`` (close the
 connection after ``fault_after`` body bytes); ``stall`` (send ``fault_after`` bytes then wait
-until ``release`` is set). ``connections`` counts accepted TCP connections.
+until ``release`` is set); ``trickle`` (send ``fault_after`` bytes, then one byte every
+:data:`TRICKLE_EVERY` seconds until ``release`` is set, counting them in ``trickled``). ``connections`` counts accepted TCP connections.
+With ``tls`` (a server SSLContext) it speaks HTTPS.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+TRICKLE_EVERY = 0.02
 _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
 
@@ -26,6 +30,7 @@ class RangeFileServer:
     mode: str = "normal"
     fault_after: int = 0
     connections: int = 0
+    trickled: int = 0
     release: threading.Event = field(default_factory=threading.Event)
     url: str = ""
 
@@ -58,6 +63,20 @@ def _handler(state: RangeFileServer) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if state.mode == "trickle":
+                self.wfile.write(body[: state.fault_after])
+                self.wfile.flush()
+                for i in range(state.fault_after, len(body)):
+                    if state.release.wait(timeout=TRICKLE_EVERY):  # released: stop trickling
+                        break
+                    try:
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client went away
+                        break
+                    state.trickled += 1
+                self.close_connection = True
+                return
             if state.mode in ("drop", "stall"):
                 self.wfile.write(body[: state.fault_after])
                 self.wfile.flush()
@@ -71,12 +90,17 @@ def _handler(state: RangeFileServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(blob: bytes, mode: str = "normal", fault_after: int = 0) -> Iterator[RangeFileServer]:
+def serve(
+    blob: bytes, mode: str = "normal", fault_after: int = 0, tls: ssl.SSLContext | None = None
+) -> Iterator[RangeFileServer]:
     """Run the server on an ephemeral 127.0.0.1 port for the duration of the block."""
     state = RangeFileServer(blob=blob, mode=mode, fault_after=fault_after)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/blob"
+    if tls is not None:  # the handshake runs in the handler's thread, on its first read
+        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    scheme = "https" if tls is not None else "http"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/blob"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

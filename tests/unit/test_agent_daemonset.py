@@ -17,8 +17,8 @@ from controller.agent.daemonset import (
     inputs_hash,
     render_daemonset,
 )
+from controller.config.controller import ControllerSettings
 from controller.kube.ownership import owned_by
-from controller.operator.settings import ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ControllerSettings().job.image  # a NodeAgent without an image runs the controller's own

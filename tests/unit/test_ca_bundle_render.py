@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.operator.cabundle import CA_ROOT, INJECT_LABEL, ODH_CONFIGMAP, ca_source
-from controller.operator.modelsync import plan_modelsync_job
-from controller.operator.secretmode import plan_secret_job
-from controller.operator.settings import ControllerSettings, JobSettings
+from controller.config.controller import ControllerSettings, JobSettings
+from controller.sync.modelsync import plan_modelsync_job
+from controller.sync.secretmode import plan_secret_job
 from controller.training import RenderContext, render
+from controller.workload.cabundle import CA_ROOT, INJECT_LABEL, ODH_CONFIGMAP, ca_source
 from modelferry.tls import resolve_tls
 from tests.servers.tlsca import make_private_ca
 from tests.unit.test_training_render import TR
@@ -31,7 +31,7 @@ def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
     }
 
 
-DEST = secret("demo-models", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_BUCKET": "dest-bucket"})
+TARGET = secret("demo-models", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_BUCKET": "dest-bucket"})
 SOURCE = secret("model-source", {"S3_SYNC_SRC__PATH": "s3://bucket/folder/", "S3_SYNC_SRC__ACCESS_KEY": "k",
                                  "S3_SYNC_SRC__SECRET_KEY": "x"})  # fmt: skip
 
@@ -79,7 +79,7 @@ def test_modelsync_job_mounts_openshift_ai_bundle_by_default() -> None:
 
 def test_a_named_configmap_is_required_and_becomes_the_ca_bundle() -> None:
     settings = ControllerSettings(job=JobSettings(ca_configmap="corp-ca", ca_configmap_keys=["root.pem", "inter.pem"]))
-    plan = plan_secret_job(SOURCE, DEST, settings)
+    plan = plan_secret_job(SOURCE, TARGET, settings)
     assert plan.job is not None
     pod = pod_of(plan.job)
     volume = ca_volume(pod)
@@ -148,6 +148,6 @@ def test_the_mounted_directory_is_what_the_pod_trusts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keys", [["../x"], [".."], ["a/b"]])
 def test_bad_configmap_keys_are_refused(keys: list[str]) -> None:
-    from controller.operator.cabundle import invalid_ca_reference
+    from controller.workload.cabundle import invalid_ca_reference
 
     assert invalid_ca_reference("ok", keys) is not None

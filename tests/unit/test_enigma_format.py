@@ -41,15 +41,15 @@ def providers(*keys: Path, previous: list[Path] | None = None) -> ProviderCache:
     return ProviderCache(EnigmaSettings(provider="local", local=local))
 
 
-def encrypt_file(src: Path, dst: Path, key: Path, workers: int = 2) -> None:
+def encrypt_file(src: Path, target_path: Path, key: Path, workers: int = 2) -> None:
     provider = LocalKeyProvider(str(key))
     source = LocalSource(src)
-    files.encrypt(source, lambda _n: LocalSink(dst, source.mode or 0o644), provider, CHUNK, workers)
+    files.encrypt(source, lambda _n: LocalSink(target_path, source.mode or 0o644), provider, CHUNK, workers)
 
 
-def decrypt_file(src: Path, dst: Path, cache: ProviderCache, workers: int = 2) -> None:
+def decrypt_file(src: Path, target_path: Path, cache: ProviderCache, workers: int = 2) -> None:
     source = LocalSource(src)
-    files.decrypt(source, lambda _n: LocalSink(dst, 0o644), cache, workers)
+    files.decrypt(source, lambda _n: LocalSink(target_path, 0o644), cache, workers)
 
 
 def no_leftovers(directory: Path) -> list[str]:

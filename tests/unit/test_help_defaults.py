@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from controller.agent.settings import AgentOptions
-from controller.operator.settings import ControllerSettings
+from controller.config.controller import ControllerSettings
 from modelferry.cli.main import cli
 from modelferry.settings import TransferSettings, shown_default
 

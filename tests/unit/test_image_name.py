@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.operator.settings import IMAGE, ControllerSettings
+from controller.config.controller import IMAGE, ControllerSettings
 from controller.training import RenderContext
 from modelferry import __version__
 from tests.unit.test_manifests import OVERLAYS, kustomize

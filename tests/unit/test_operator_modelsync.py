@@ -8,17 +8,11 @@ from typing import Any
 
 import pytest
 
-from controller.operator.modelsync import (
-    error_status,
-    job_name,
-    job_status,
-    plan_modelsync_job,
-    referenced_secrets,
-    termination_summary,
-)
-from controller.operator.secretmode import Finding
-from controller.operator.settings import ControllerSettings, JobPolicySettings
-from controller.operator.workqueue import WorkQueue
+from controller.config.controller import ControllerSettings, JobPolicySettings
+from controller.reconcile.workqueue import WorkQueue
+from controller.sync.modelsync import job_name, plan_modelsync_job, referenced_secrets
+from controller.sync.modelsync_status import error_status, job_status, termination_summary
+from controller.sync.secretmode import Finding
 
 SETTINGS = ControllerSettings()
 

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from controller.operator.jobs import ANNOTATION_HASH, JobRequest, is_true, job_phase, render_job, secret_data
-from controller.operator.secretmode import is_model_source, plan_secret_job
-from controller.operator.settings import ControllerSettings, JobSettings
+from controller.config.controller import ControllerSettings, JobSettings
+from controller.sync.job import JobRequest, render_job
+from controller.sync.secretmode import is_model_source, plan_secret_job
+from controller.workload.identity import ANNOTATION_HASH
+from controller.workload.jobstatus import job_phase
+from controller.workload.secrets import is_true, secret_data
 
 SETTINGS = ControllerSettings()
 
@@ -25,7 +28,7 @@ def secret(name: str, data: dict[str, str], **meta: Any) -> dict[str, Any]:
     }
 
 
-DEST = secret("demo-models", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_BUCKET": "dest-bucket",
+TARGET = secret("demo-models", {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_BUCKET": "dest-bucket",
                               "AWS_S3_ENDPOINT": "https://e", "AWS_DEFAULT_REGION": "r"})  # fmt: skip
 SRC = {"S3_SYNC_SRC__PATH": "s3://bucket/folder/", "S3_SYNC_SRC__ACCESS_KEY": "k", "S3_SYNC_SRC__SECRET_KEY": "x"}
 
@@ -53,7 +56,7 @@ def test_model_source_by_name_or_label() -> None:
 
 
 def test_s3_source_falls_back_to_destination_values() -> None:
-    plan = plan_secret_job(secret("model-source", SRC), DEST, SETTINGS)
+    plan = plan_secret_job(secret("model-source", SRC), TARGET, SETTINGS)
     assert plan.mode == "s3" and plan.job is not None
     values = env(plan.job)
     assert values["MODELFERRY_SOURCE__S3__ENDPOINT_URL"] == {"name": "demo-models", "key": "AWS_S3_ENDPOINT"}
@@ -67,7 +70,7 @@ def test_s3_source_falls_back_to_destination_values() -> None:
 
 def test_dest_overrides_come_from_model_source() -> None:
     data = {**SRC, "S3_SYNC_DEST__ENDPOINT": "https://other", "S3_SYNC_DEST__BUCKET": "other-bucket"}
-    plan = plan_secret_job(secret("model-source", data), DEST, SETTINGS)
+    plan = plan_secret_job(secret("model-source", data), TARGET, SETTINGS)
     assert plan.job is not None
     values = env(plan.job)
     assert values["MODELFERRY_TARGET__S3__ENDPOINT_URL"] == {"name": "model-source", "key": "S3_SYNC_DEST__ENDPOINT"}
@@ -78,7 +81,7 @@ def test_dest_overrides_come_from_model_source() -> None:
 def test_transfer_config_maps_to_engine_settings() -> None:
     data = {**SRC, "S3_SYNC_TRANSFER_CONFIG__MAX_FILES": "4", "S3_SYNC_TRANSFER_CONFIG__MAX_THREADS_PER_FILE": "8",
             "S3_SYNC_TRANSFER_CONFIG__CHUNK_SIZE": "8MiB"}  # fmt: skip
-    plan = plan_secret_job(secret("model-source", data), DEST, SETTINGS)
+    plan = plan_secret_job(secret("model-source", data), TARGET, SETTINGS)
     assert plan.job is not None
     assert env(plan.job)["MODELFERRY_TRANSFER__CONCURRENCY"] == "32"
     assert env(plan.job)["MODELFERRY_TRANSFER__PART_SIZE"] == str(8 << 20)
@@ -87,10 +90,12 @@ def test_transfer_config_maps_to_engine_settings() -> None:
 def test_cos_api_key_may_retry_but_passcode_may_not() -> None:
     base = {"S3_SYNC_USE_IBMCLOUD_CLI": "yes", "S3_SYNC_COS_BUCKET": "cos-bucket", "S3_SYNC_COS_MODEL_PREFIX": "m",
             "S3_SYNC_COS_INSTANCE_CRN": "crn:v1:x"}  # fmt: skip
-    passcode = plan_secret_job(secret("model-source", {**base, "S3_SYNC_COS_TEMPORARY_PASSCODE": "p"}), DEST, SETTINGS)
+    passcode = plan_secret_job(
+        secret("model-source", {**base, "S3_SYNC_COS_TEMPORARY_PASSCODE": "p"}), TARGET, SETTINGS
+    )
     assert passcode.mode == "cos" and passcode.job is not None
     assert passcode.job["spec"]["backoffLimit"] == 0
-    api_key = plan_secret_job(secret("model-source", {**base, "IBMCLOUD_API_KEY": "k"}), DEST, SETTINGS)
+    api_key = plan_secret_job(secret("model-source", {**base, "IBMCLOUD_API_KEY": "k"}), TARGET, SETTINGS)
     assert api_key.job is not None
     assert api_key.job["spec"]["backoffLimit"] == SETTINGS.job.backoff_limit
     assert env(api_key.job)["MODELFERRY_SOURCE__COS__API_KEY"] == {"name": "model-source", "key": "IBMCLOUD_API_KEY"}
@@ -104,12 +109,12 @@ def test_manual_upload_complete_wins_over_everything() -> None:
 
 
 def test_flag_not_literally_true_is_not_complete() -> None:
-    plan = plan_secret_job(secret("model-source", {**SRC, "S3_SYNC_LOCAL_UPLOAD_COMPLETE": "maybe"}), DEST, SETTINGS)
+    plan = plan_secret_job(secret("model-source", {**SRC, "S3_SYNC_LOCAL_UPLOAD_COMPLETE": "maybe"}), TARGET, SETTINGS)
     assert plan.mode == "s3"
 
 
 def test_aws_keys_in_model_source_warn() -> None:
-    plan = plan_secret_job(secret("model-source", {**SRC, "AWS_SECRET_ACCESS_KEY": "z"}), DEST, SETTINGS)
+    plan = plan_secret_job(secret("model-source", {**SRC, "AWS_SECRET_ACCESS_KEY": "z"}), TARGET, SETTINGS)
     assert [w.reason for w in plan.warnings] == ["IgnoredDestinationKeys"]
     assert plan.job is not None
     assert env(plan.job)["MODELFERRY_TARGET__S3__SECRET_ACCESS_KEY"]["name"] == "demo-models"
@@ -128,12 +133,12 @@ def test_custom_data_connection_name() -> None:
 
 
 def test_hash_changes_with_data_only() -> None:
-    first = plan_secret_job(secret("model-source", SRC), DEST, SETTINGS).job
-    again = plan_secret_job(secret("model-source", dict(SRC)), DEST, SETTINGS).job
-    changed = plan_secret_job(secret("model-source", {**SRC, "S3_SYNC_SRC__SECRET_KEY": "new"}), DEST, SETTINGS).job
+    first = plan_secret_job(secret("model-source", SRC), TARGET, SETTINGS).job
+    again = plan_secret_job(secret("model-source", dict(SRC)), TARGET, SETTINGS).job
+    changed = plan_secret_job(secret("model-source", {**SRC, "S3_SYNC_SRC__SECRET_KEY": "new"}), TARGET, SETTINGS).job
     dest_changed = plan_secret_job(
         secret("model-source", SRC),
-        secret("demo-models", {**secret_data(DEST), "AWS_SECRET_ACCESS_KEY": "t"}),
+        secret("demo-models", {**secret_data(TARGET), "AWS_SECRET_ACCESS_KEY": "t"}),
         SETTINGS,
     ).job
     assert first and again and changed and dest_changed

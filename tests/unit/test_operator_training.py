@@ -8,16 +8,11 @@ from typing import Any
 
 import yaml
 
-from controller.operator.status_patch import keep_transition_times
-from controller.operator.training import workload_name
-from controller.operator.training_facts import (
-    failure_report,
-    modelsync_ref,
-    modelsync_target,
-    rank_zero_pod,
-    synced_models,
-)
+from controller.kube.conditions import keep_transition_times
+from controller.sync.targets import modelsync_target, synced_models
 from controller.training import RenderContext, render
+from controller.training.facts import failure_report, modelsync_ref, rank_zero_pod
+from controller.training.reconciler import workload_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +93,10 @@ def test_keep_transition_times() -> None:
     same = {"conditions": [{"type": "Ready", "status": "False", "reason": "X", "lastTransitionTime": "t1"}]}
     other = {"conditions": [{"type": "Ready", "status": "False", "reason": "Y", "lastTransitionTime": "t1"}]}
     assert keep_transition_times(old, same)["conditions"][0]["lastTransitionTime"] == "t0"
-    assert keep_transition_times(old, other)["conditions"][0]["lastTransitionTime"] == "t1"
+    # one rule for every kind: the time moves with the status only, never with the reason alone
+    assert keep_transition_times(old, other)["conditions"][0]["lastTransitionTime"] == "t0"
+    flipped = {"conditions": [{"type": "Ready", "status": "True", "reason": "Y", "lastTransitionTime": "t1"}]}
+    assert keep_transition_times(old, flipped)["conditions"][0]["lastTransitionTime"] == "t1"
 
 
 def controller_grants() -> dict[tuple[str, str], set[str]]:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from modelferry.cli.runtime import progress_for
+from modelferry.cli.dataplane import progress_for
 from modelferry.transfer.progress import PROGRESS_FIELDS, Counters, Progress
 
 LINE_RE = re.compile(r"^progress: (\d+)/(\d+) files, (\d+)/(\d+) bytes, (\d+\.\d) MB/s, eta (\d+s|unknown)$")
@@ -97,7 +97,8 @@ def test_stop_ends_the_renderer_and_no_line_follows(caplog: pytest.LogCaptureFix
     p.stop()
     assert p._thread is not None and not p._thread.is_alive()
     count = len(progress_records(caplog))
-    time.sleep(0.05)  # several intervals: a leaked renderer thread would log again
+    p.add_bytes(5, 5)  # what a leaked renderer would report; the renderer was joined above, so none can
+    p.file_done()
     assert len(progress_records(caplog)) == count
 
 

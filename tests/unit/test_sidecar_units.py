@@ -10,10 +10,10 @@ import pytest
 from modelferry.errors import UsageError
 from sidecar.lifecycle import EarlyStopping, Verdict, Watchdog
 from sidecar.metrics import JsonLinesTail, MetricRecord, Progress, TrainerStateReader, parse_line, record_from
-from sidecar.runtimes import find_dataset, runtime_command
 from sidecar.settings import LifecycleSettings, MlflowSettings
 from sidecar.staging import failed_uri, last_checkpoint
 from sidecar.supervisor import exit_status
+from sidecar.trainer_command import find_dataset, runtime_command
 
 
 def test_parse_line_takes_numeric_fields_and_skips_the_rest() -> None:

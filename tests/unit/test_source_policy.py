@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from controller.operator.modelsync import plan_modelsync_job
-from controller.operator.secretmode import plan_secret_job
-from controller.operator.settings import ControllerSettings
+from controller.config.controller import ControllerSettings
+from controller.sync.modelsync import plan_modelsync_job
+from controller.sync.secretmode import plan_secret_job
 from controller.training.render import RenderContext, render
 from modelferry.errors import SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
@@ -53,7 +53,7 @@ def test_modelsync_trainingrun_and_secret_mode_cannot_read_a_local_path_in_the_p
 
     secret = {"metadata": {"name": "model-source", "namespace": "demo"},
               "stringData": {"S3_SYNC_SRC__PATH": TOKEN}}  # fmt: skip
-    dest = {"metadata": {"name": "demo-models"}, "stringData": {"AWS_S3_BUCKET": "bkt", "AWS_ACCESS_KEY_ID": "k",
+    target_secret = {"metadata": {"name": "demo-models"}, "stringData": {"AWS_S3_BUCKET": "bkt", "AWS_ACCESS_KEY_ID": "k",
             "AWS_SECRET_ACCESS_KEY": "s", "AWS_S3_ENDPOINT": "http://e"}}  # fmt: skip
-    finding = plan_secret_job(secret, dest, ControllerSettings()).error
+    finding = plan_secret_job(secret, target_secret, ControllerSettings()).error
     assert finding is not None and finding.reason == "SourceNotAllowed"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from modelferry.cli.runtime import cancel_on_signals
+from modelferry.cli.dataplane import cancel_on_signals
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

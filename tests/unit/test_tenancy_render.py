@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from controller.operator.modelsync import job_name, job_status, plan_modelsync_job
-from controller.operator.secretmode import plan_secret_job
-from controller.operator.settings import ControllerSettings, JobPolicySettings
+from controller.config.controller import ControllerSettings, JobPolicySettings
+from controller.sync.modelsync import job_name, plan_modelsync_job
+from controller.sync.modelsync_status import job_status
+from controller.sync.secretmode import plan_secret_job
 from controller.training.render import RenderContext, render, workload_name
 from modelferry.logs import setup_logging
 from tests.kube_expansion import expand, expanded_container
@@ -106,10 +107,10 @@ def test_secret_mode_values_reach_the_job_literally() -> None:
     """Secret-mode values (by reference, or copied into args like the noop reason) are never expanded."""
     path = "s3://src-bucket/$(MODELFERRY_SOURCE__S3__SECRET_ACCESS_KEY)/"
     src = secret("model-source", S3_SYNC_SRC__PATH=path, S3_SYNC_SRC__SECRET_KEY=TOKEN, S3_SYNC_SRC__ACCESS_KEY="AKIA")
-    dest = secret("demo-models", AWS_S3_BUCKET="dst-bucket", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
-    plan = plan_secret_job(src, dest, SETTINGS)
+    target_secret = secret("demo-models", AWS_S3_BUCKET="dst-bucket", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
+    plan = plan_secret_job(src, target_secret, SETTINGS)
     assert plan.job is not None, plan.error
-    values = {"model-source": src["stringData"], "demo-models": dest["stringData"]}
+    values = {"model-source": src["stringData"], "demo-models": target_secret["stringData"]}
     seen = expanded_container(sync_container(plan.job), values)
     assert seen["args"][1] == path and not any(TOKEN in a for a in seen["args"])
     noop = plan_secret_job(secret("model-source", S3_SYNC_LOCAL_UPLOAD_COMPLETE="true", S3_SYNC_DATA_CONNECTION=REF),
@@ -205,8 +206,8 @@ def test_binary_model_source_value_is_named_in_the_event() -> None:
     """A non-UTF-8 S3_SYNC_SRC__PATH used to read as unset: the Event blamed a missing key instead."""
     src = {"metadata": {"name": "model-source", "namespace": "demo"},
            "data": {"S3_SYNC_SRC__PATH": base64.b64encode(b"s3://b/\xff\xfe").decode()}}  # fmt: skip
-    dest = secret("demo-models", AWS_S3_BUCKET="b", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
-    plan = plan_secret_job(src, dest, SETTINGS)
+    target_secret = secret("demo-models", AWS_S3_BUCKET="b", AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
+    plan = plan_secret_job(src, target_secret, SETTINGS)
     assert plan.error is not None
     assert plan.error.reason == "SecretValueNotText"
     assert "S3_SYNC_SRC__PATH" in plan.error.message and "UTF-8" in plan.error.message

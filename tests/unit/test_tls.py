@@ -12,7 +12,15 @@ from urllib3.exceptions import MaxRetryError, SSLError
 from modelferry.errors import PermanentError, RetryableError, TLSVerificationError, UsageError
 from modelferry.settings import SyncSettings, TLSSettings
 from modelferry.storage.s3_errors import translate
-from modelferry.tls import combined_bundle, failure_detail, is_tls_failure, resolve_tls, settings_from_env
+from modelferry.tls import (
+    OP_ENABLE_KTLS,
+    TLSConfig,
+    combined_bundle,
+    failure_detail,
+    is_tls_failure,
+    resolve_tls,
+    settings_from_env,
+)
 from tests.servers.tlsca import make_private_ca
 
 
@@ -89,3 +97,18 @@ def test_botocore_tls_errors_translate_by_cause(pems: tuple[Path, Path]) -> None
     assert str(pems[0]) in str(err) and "--ca-bundle" in (err.hint or "")
     eof = bx.SSLError(endpoint_url="https://minio:9000", error=ssl.SSLEOFError(8, "EOF occurred"))
     assert isinstance(translate(eof, bucket="b", what="s3://b/k", endpoint="https://minio:9000"), RetryableError)
+
+
+def test_the_bulk_context_is_a_fresh_context_with_kernel_tls_asked_for(pems: tuple[Path, Path], tmp_path: Path) -> None:
+    tls = TLSConfig(ca=str(pems[0]), origin="test")
+    first, second = tls.bulk_context(), tls.bulk_context()
+    assert first is not second and first is not tls.ssl_context()  # never the shared, cached one
+    assert first.options & OP_ENABLE_KTLS and not tls.ssl_context().options & OP_ENABLE_KTLS
+    assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
+    assert len(first.get_ca_certs()) == 1
+    off = TLSConfig(verify=False, origin="test").bulk_context()
+    assert off.verify_mode == ssl.CERT_NONE and not off.check_hostname
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(UsageError, match="cannot load the CA bundle"):
+        TLSConfig(ca=str(junk), origin="test").bulk_context()

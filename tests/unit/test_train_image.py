@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.operator.settings import TRAIN_IMAGE, ControllerSettings
+from controller.config.controller import TRAIN_IMAGE, ControllerSettings
 from controller.training import RenderContext
 from modelferry import __version__
 
@@ -50,7 +50,7 @@ def test_the_entry_point_it_declares_exists() -> None:
     argv = json.loads(cmd.group(1))
     assert argv[:2] == ["python3", "-m"]
     # the same module the sidecar writes into command.sh for runtime peft-lora
-    from sidecar.runtimes import runtime_command
+    from sidecar.trainer_command import runtime_command
 
     assert argv[2] in runtime_command.__code__.co_consts
     done = subprocess.run(

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from modelferry.transfer.jobs import files_in_flight, interleave, scheduling_part_size
+from modelferry.transfer.inflight import files_in_flight, interleave, scheduling_part_size
 from modelferry.transfer.verify import InOrderHasher
 
 

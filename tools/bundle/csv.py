@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from controller.operator.settings import TRAIN_IMAGE
+from controller.config.controller import TRAIN_IMAGE
 from modelferry import __version__
 from tools.bundle.layout import IMAGE, IMAGE_REPOSITORY, PACKAGE, load_all
 

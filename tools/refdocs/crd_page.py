@@ -1,7 +1,7 @@
-"""docs/reference/crds.md: every field of the custom resources, from the CRD YAML under manifests/crds/.
+"""docs/reference/crds.md: every field of the custom resources, from the typed API (controller/api/).
 
-The CRD YAML is the source for now; when the typed API (pydantic models) generates it, this page reads the
-same schema either way.
+The page reads the CRDs as ``tools.crds`` generates them from the models, the same documents that
+``manifests/crds/`` holds (a test fails when those drift).
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from typing import Any
 
 import yaml
 
+from controller.api.v1alpha1 import KINDS
+from tools.crds import CRDS, crd
 from tools.refdocs.tables import code, page, table
-
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "manifests" / "crds"
 
 
 def crd_files() -> list[Path]:
-    """The CRDs in the order kustomize applies them."""
+    """The CRD files in the order kustomize applies them (the order of the typed API's KINDS)."""
     listed = yaml.safe_load((CRDS / "kustomization.yaml").read_text())["resources"]
     return [CRDS / name for name in listed]
 
@@ -96,13 +95,11 @@ def render_crd(doc: dict[str, Any]) -> list[str]:
 
 def render() -> str:
     body: list[str] = []
-    for path in crd_files():
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "CustomResourceDefinition":
-                body += render_crd(doc)
+    for kind in KINDS:  # the order of manifests/crds/kustomization.yaml
+        body += render_crd(crd(kind))
     intro = (
-        "Every field of the custom resources, from the CRDs in `manifests/crds/` (what `kubectl apply` "
-        "installs). Field meanings and examples: [controller](../controller.md) (ModelSync), "
+        "Every field of the custom resources, from the typed API in `controller/api/` (the models that "
+        "generate the CRDs in `manifests/crds/`, what `kubectl apply` installs). Field meanings and examples: [controller](../controller.md) (ModelSync), "
         "[node agent](../agent.md) (BaseModel, ClusterBaseModel), [training](../training.md) (TrainingRun)."
     )
     return page("Custom resources reference", intro, body)

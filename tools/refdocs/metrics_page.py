@@ -9,7 +9,7 @@ from tools.refdocs.tables import code, page, table
 
 # (component, module, class, where it is served); each class builds its metrics on a registry of its own.
 REGISTRIES: list[tuple[str, str, str, str]] = [
-    ("controller", "controller.operator.runtime", "Metrics", "`/metrics` on `--metrics-port` (8080)"),
+    ("controller", "controller.operator.process", "Metrics", "`/metrics` on `--metrics-port` (8080)"),
     ("node agent", "controller.agent.metrics", "AgentMetrics", "`/metrics` on `--port` (8080)"),
     ("modelferry serve", "modelferry.serve.metrics", "ServeMetrics", "`/metrics` on `--port` (8000)"),
 ]

@@ -20,7 +20,7 @@ from tools.refdocs.tables import code, page, table
 MODELS: list[tuple[str, str, str]] = [
     ("modelferry.settings", "SyncSettings", "`sync`, `inspect`, `upload`, `hf-download`, `replica`"),
     ("controller.agent.settings", "AgentSettings", "`agent`"),
-    ("controller.operator.settings", "ControllerSettings", "`controller`"),
+    ("controller.config.controller", "ControllerSettings", "`controller`"),
     ("sidecar.settings", "SidecarSettings", "`sidecar`, `training-agent`"),
     ("modelferry.enigma.settings", "EnigmaSettings", "`enigma`, `sync --decrypt`, the agent's decryption"),
 ]

@@ -142,14 +142,14 @@ class AWSKMSProvider(KeyProvider):
         """ReEncrypt server-side (the data key never leaves KMS) to the configured key or the same one."""
         self.check_block(block)
         context = dict(block.params.get("context") or {})
-        dest = self.settings.key_id or block.key_id
+        target_key_id = self.settings.key_id or block.key_id
         out = self._call(
             "re_encrypt",
             block.key_id,
             CiphertextBlob=block.wrapped_key,
             SourceKeyId=block.key_id,
             SourceEncryptionContext=context,
-            DestinationKeyId=dest,
+            DestinationKeyId=target_key_id,
             DestinationEncryptionContext=context,
         )
         return KeyBlock(self.name, str(out["KeyId"]), bytes(out["CiphertextBlob"]), {"context": context})

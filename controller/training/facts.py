@@ -1,49 +1,21 @@
-"""What the TrainingRun reconciler reads from other objects (pure): ModelSync targets, rank 0, failures, ownership."""
+"""What the TrainingRun reconciler reads from other objects (pure): the ModelSync it names, rank 0, failures."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from controller.operator.jobs import (
-    job_condition,
-    secret_data,
-)
+from controller.workload.jobstatus import job_condition
 
 KIND = "TrainingRun"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 KUBEFLOW_REPLICA = "training.kubeflow.org/replica-type"
 
 
-def modelsync_ref(tr: dict[str, Any]) -> str | None:
+def modelsync_ref(run: dict[str, Any]) -> str | None:
     """The ModelSync a TrainingRun takes its base model from, if any."""
-    base = ((tr.get("spec") or {}).get("baseModel")) or {}
+    base = ((run.get("spec") or {}).get("baseModel")) or {}
     ref = base.get("modelSyncRef") if isinstance(base, dict) else None
     return str(ref["name"]) if isinstance(ref, dict) and ref.get("name") else None
-
-
-def modelsync_target(ms: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> str | None:
-    """Where a ModelSync put the model: its target URI, or the data connection's bucket and path."""
-    target = (ms.get("spec") or {}).get("target") or {}
-    if target.get("uri"):
-        return str(target["uri"])
-    dc = target.get("dataConnection")
-    bucket = secret_data(secrets.get(dc)).get("AWS_S3_BUCKET") if dc else None
-    if not bucket:
-        return None
-    path = str(target.get("path") or "models/").strip("/")
-    return f"s3://{bucket}/{path}" if path else f"s3://{bucket}"
-
-
-def synced_models(modelsyncs: list[dict[str, Any]], secrets: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """ModelSync name -> target URI, for the ModelSyncs of one namespace that finished syncing."""
-    out: dict[str, str] = {}
-    for ms in modelsyncs:
-        if (ms.get("status") or {}).get("phase") != "Succeeded":
-            continue
-        uri = modelsync_target(ms, secrets)
-        if uri:
-            out[str((ms.get("metadata") or {}).get("name"))] = uri
-    return out
 
 
 def rank_zero_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:

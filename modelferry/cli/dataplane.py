@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
+from modelferry.backends.registry import credential_blocks
 from modelferry.errors import UsageError
 from modelferry.logs import register_secret, scrub_record
 from modelferry.settings import Credentials, SyncSettings, masked, warn_unknown_env
@@ -82,23 +83,13 @@ def build_settings(overrides: Mapping[str, Any], flags: Mapping[str, str] | None
 
 
 def register_credentials(creds: Credentials) -> None:
-    """Tell the log scrubber every secret value we hold."""
-    for value in (
-        creds.s3.secret_access_key,
-        creds.s3.session_token,
-        creds.hf.token,
-        creds.cos.api_key,
-        creds.cos.passcode,
-    ):
-        if value is not None:
-            register_secret(value.get_secret_value())
-    for name in (
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "HF_TOKEN",
-        "IBMCLOUD_API_KEY",
-        "MLFLOW_TRACKING_TOKEN",
-    ):
+    """Tell the log scrubber every secret value we hold: each backend's secret fields and variables."""
+    for block in credential_blocks():
+        values = getattr(creds, block.block, None)
+        for value in vars(values).values() if values is not None else ():
+            if isinstance(value, SecretStr):
+                register_secret(value.get_secret_value())
+    for name in (*(n for block in credential_blocks() for n in block.secret_env), "MLFLOW_TRACKING_TOKEN"):
         register_secret(os.environ.get(name))
 
 

@@ -7,10 +7,9 @@ Each refusal names the setting that would allow it.
 
 from __future__ import annotations
 
-from typing import Any
-
-from controller.operator.secretmode import Finding
-from controller.operator.settings import JobPolicySettings, JobSettings
+from controller.api.v1alpha1.modelsync import JobOverrides
+from controller.config.controller import JobPolicySettings, JobSettings
+from controller.sync.secretmode import Finding
 
 ENV = "MODELFERRY_CONTROLLER__JOB_POLICY__"
 
@@ -19,23 +18,23 @@ def _allowed(value: str, allowed: list[str]) -> bool:
     return any(entry in ("*", value) or (entry.endswith("*") and value.startswith(entry[:-1])) for entry in allowed)
 
 
-def check_job_overrides(job: dict[str, Any], policy: JobPolicySettings, defaults: JobSettings) -> Finding | None:
+def check_job_overrides(job: JobOverrides, policy: JobPolicySettings, defaults: JobSettings) -> Finding | None:
     """None when ``spec.job`` is allowed, else the Ready=False finding (reason names the setting)."""
-    image = job.get("image")
-    if image and image != defaults.image and not _allowed(str(image), policy.allowed_images):
+    image = job.image
+    if image and image != defaults.image and not _allowed(image, policy.allowed_images):
         return Finding(
             "JobPolicyAllowedImages",
             f"spec.job.image {image!r} is not allowed: the platform admin lists the images a ModelSync may use in "
             f"{ENV}ALLOWED_IMAGES (default: only the controller's sync image {defaults.image!r}); remove spec.job.image",
         )
-    if job.get("serviceAccountName") and not policy.allow_service_account_name:
+    if job.service_account_name and not policy.allow_service_account_name:
         return Finding(
             "JobPolicyAllowServiceAccountName",
             "spec.job.serviceAccountName is not allowed: sync pods run under the namespace's default "
             f"ServiceAccount unless the platform admin sets {ENV}ALLOW_SERVICE_ACCOUNT_NAME=true; remove it",
         )
-    for toleration in job.get("tolerations") or []:
-        key = str((toleration or {}).get("key") or "")
+    for toleration in job.tolerations:
+        key = str(toleration.get("key") or "")
         if not _allowed(key, policy.allowed_toleration_keys):  # a keyless toleration matches only '*'
             shown = repr(key) if key else "without a key (it tolerates every taint)"
             return Finding(
@@ -43,8 +42,8 @@ def check_job_overrides(job: dict[str, Any], policy: JobPolicySettings, defaults
                 f"spec.job.tolerations: a toleration {shown} is not allowed; the platform admin lists the taint keys "
                 f"a ModelSync may tolerate in {ENV}ALLOWED_TOLERATION_KEYS; remove it",
             )
-    for key in job.get("nodeSelector") or {}:
-        if not _allowed(str(key), policy.allowed_node_selector_keys):
+    for key in job.node_selector:
+        if not _allowed(key, policy.allowed_node_selector_keys):
             return Finding(
                 "JobPolicyAllowedNodeSelectorKeys",
                 f"spec.job.nodeSelector key {key!r} is not allowed; the platform admin lists the label keys a "

@@ -7,124 +7,16 @@ reads secrets only by reference, and fails at once on exit codes 2 and 3 (usage,
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.config.controller import JobSettings
 from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.operator.cabundle import ca_source, mount_ca
-from controller.operator.settings import JobSettings
-from modelferry.logs import register_scoped_secrets
+from controller.workload.cabundle import ca_source, mount_ca
+from controller.workload.identity import ANNOTATION_HASH, inputs_hash
 
-GROUP = "modelferry.io"
-VERSION = "v1alpha1"
-ANNOTATION_HASH = "modelferry.io/inputs-hash"
 ANNOTATION_MODE = "modelferry.io/mode"
 CONTAINER = "sync"
-TRUE_VALUES = frozenset({"true", "1", "yes"})
-
-
-def is_true(value: str | None) -> bool:
-    """A flag is set only for a literal true, 1 or yes (any case); nothing else is ever interpreted."""
-    return value is not None and value.strip().lower() in TRUE_VALUES
-
-
-def secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
-    """A Secret's values as text: ``data`` (base64) merged with ``stringData`` (only seen on input)."""
-    if not secret:
-        return {}
-    out: dict[str, str] = {}
-    for key, value in (secret.get("data") or {}).items():
-        try:
-            out[key] = base64.b64decode(value or "").decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            out[key] = ""
-    for key, value in (secret.get("stringData") or {}).items():
-        out[key] = str(value)
-    return out
-
-
-# Secret keys whose values are credentials: registered with the log scrubber when the controller reads them,
-# so a value that comes back in a failure record, status or Event is masked (bucket names and regions are not).
-CREDENTIAL_KEY_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSCODE", "CREDENTIAL")
-
-
-def register_credentials(secret: dict[str, Any] | None) -> None:
-    """Tell the scrubber (:mod:`modelferry.logs`) the credential values of a Secret just read.
-
-    They are masked in text about the Secret's namespace only (``scrub(text, namespace)``): a tenant's
-    values never mask anything in another namespace, nor in the controller's own logs.
-    """
-    if not secret:
-        return
-    meta = secret.get("metadata") or {}
-    values = {
-        value
-        for key, value in secret_data(secret).items()
-        if any(marker in key.upper() for marker in CREDENTIAL_KEY_MARKERS)
-    }
-    register_scoped_secrets(str(meta.get("namespace") or ""), str(meta.get("name") or ""), values)
-
-
-def undecodable_keys(secret: dict[str, Any] | None) -> list[str]:
-    """Keys of a Secret's ``data`` that are not base64 of UTF-8 text (:func:`secret_data` reads them as "")."""
-    bad = []
-    for key, value in ((secret or {}).get("data") or {}).items():
-        try:
-            base64.b64decode(value or "").decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            bad.append(key)
-    return sorted(bad)
-
-
-def not_text_finding(secret_name: str, keys: list[str]) -> str:
-    """The message for a Secret whose values modelferry cannot read as text."""
-    return (
-        f"Secret {secret_name!r}: the value of {', '.join(keys)} is not UTF-8 text (binary or another encoding); "
-        "store it as text (stringData, or base64 of UTF-8 in data)"
-    )
-
-
-def bounded_name(name: str, limit: int = 63) -> str:
-    """``name`` if it fits in ``limit`` characters (the label value limit), else cut and ended by a hash.
-
-    The hash covers the whole name, so two long names that share their first characters never get the
-    same object name (and never replace each other's Job).
-    """
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[: limit - 11].rstrip('-.')}-{digest}"
-
-
-def inputs_hash(*parts: Any) -> str:
-    """A short stable digest of everything a Job depends on (never its values in clear)."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def secret_ref(env_name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
-    """An env var that reads one key of a Secret by reference."""
-    ref: dict[str, Any] = {"name": secret, "key": key}
-    if optional:
-        ref["optional"] = True
-    return {"name": env_name, "valueFrom": {"secretKeyRef": ref}}
-
-
-def owner_reference(obj: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
-    """An ownerReference to ``obj`` so the garbage collector removes the Job with it."""
-    meta = obj.get("metadata") or {}
-    return {
-        "apiVersion": obj.get("apiVersion", "v1"),
-        "kind": obj.get("kind", "Secret"),
-        "name": meta.get("name", ""),
-        "uid": meta.get("uid", ""),
-        "controller": controller,
-        "blockOwnerDeletion": True,
-    }
 
 
 @dataclass
@@ -217,9 +109,9 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
     named = ov.ca_configmap or settings.ca_configmap
     keys = ("ca-bundle.crt",) if ov.ca_configmap else tuple(settings.ca_configmap_keys)
     mount_ca(pod_spec, ca_source(named, keys, platform=settings.platform_ca), [container])
-    sa = ov.service_account_name or settings.service_account_name
-    if sa:
-        pod_spec["serviceAccountName"] = sa
+    service_account = ov.service_account_name or settings.service_account_name
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
     if ov.node_selector:
         pod_spec["nodeSelector"] = dict(ov.node_selector)
     if ov.tolerations:
@@ -251,31 +143,3 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
         metadata["ownerReferences"] = [request.owner]
     metadata["annotations"][ANNOTATION_HASH] = inputs_hash(spec, extra_hash)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
-
-
-def job_hash(job: dict[str, Any] | None) -> str | None:
-    """The inputs hash a live Job was created with."""
-    if not job:
-        return None
-    return ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HASH)
-
-
-def job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    """The Job's condition of type ``kind`` (Complete, Failed, ...) when it is True."""
-    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and str(cond.get("status")) == "True":
-            return dict(cond)
-    return None
-
-
-def job_phase(job: dict[str, Any] | None) -> str:
-    """Pending, Running, Succeeded or Failed, from a Job's status."""
-    if job is None:
-        return "Pending"
-    if job_condition(job, "Complete") or job_condition(job, "SuccessCriteriaMet"):
-        return "Succeeded"
-    if job_condition(job, "Failed") or job_condition(job, "FailureTarget"):
-        return "Failed"
-    if ((job.get("status") or {}).get("active") or 0) > 0:
-        return "Running"
-    return "Pending"

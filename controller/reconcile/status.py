@@ -5,17 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from controller.kube.client import Kube, Resource
+from controller.kube.conditions import keep_transition_times
 from controller.kube.watch import Informer, object_key
-
-
-def keep_transition_times(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Conditions whose status and reason did not change keep their lastTransitionTime (no status churn)."""
-    previous = {c.get("type"): c for c in old.get("conditions") or []}
-    for cond in new.get("conditions") or []:
-        prev = previous.get(cond.get("type"))
-        if prev and prev.get("status") == cond.get("status") and prev.get("reason") == cond.get("reason"):
-            cond["lastTransitionTime"] = prev.get("lastTransitionTime") or cond.get("lastTransitionTime")
-    return new
 
 
 async def patch_status(

@@ -2,7 +2,7 @@
 
 The decisions are the pure functions of :mod:`controller.training` (render, compute_status) and the
 small pure helpers here; :class:`TrainingReconciler` only reads caches, talks to the API and writes
-status. It is registered by :class:`controller.operator.reconcile.Operator`, shares its work queue,
+status. It is registered by :class:`controller.operator.router.Operator`, shares its work queue,
 Event recorder and Job informer, and adds informers of its own (TrainingRuns, Services, and
 PyTorchJobs and TrainJobs when they are known to be served).
 """
@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from controller.kube.client import JOBS, PODS, ConflictError, Kube, Resource
-from controller.kube.events import EventRecorder, now_iso
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
+from controller.kube.client import JOBS, PODS, Resource
+from controller.kube.events import now_iso
+from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from controller.kube.watch import Backoff, Informer, object_key
-from controller.operator.cabundle import ca_source
-from controller.operator.jobs import (
-    job_hash,
-)
-from controller.operator.log_progress import LogProgress
-from controller.operator.settings import ControllerSettings
-from controller.operator.status_patch import patch_status
-from controller.operator.training_facts import KIND, failure_report, modelsync_ref, rank_zero_pod, synced_models
-from controller.operator.workqueue import WorkQueue
+from controller.reconcile.log_progress import LogProgress
+from controller.reconcile.owned import OwnedObjects
+from controller.reconcile.parts import Key, Parts
+from controller.reconcile.status import patch_status
+from controller.sync.targets import synced_models
 from controller.training import (
     RenderContext,
     compute_status,
@@ -34,7 +30,9 @@ from controller.training import (
     termination_report,
     workload_name,
 )
+from controller.training.facts import KIND, failure_report, modelsync_ref, rank_zero_pod
 from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
+from controller.workload.cabundle import ca_source
 
 log = logging.getLogger(__name__)
 
@@ -45,39 +43,18 @@ TRAINJOBS = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainjobs", "TrainJob")
 TRAININGRUNTIMES = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainingruntimes", "TrainingRuntime")
 RESOURCES = {r.kind: r for r in (JOBS, PYTORCHJOBS, TRAINJOBS, SERVICES, TRAININGRUNTIMES)}
 POD_SELECTORS = {"Job": "job-name", "PyTorchJob": "training.kubeflow.org/job-name", "TrainJob": JOBSET_NAME_LABEL}
-Key = tuple[str, str, str]
-
-
-# --- the adapter ---------------------------------------------------------------------------------------
-class OperatorParts(Protocol):
-    """What the reconciler shares with :class:`controller.operator.reconcile.Operator`, which registers it."""
-
-    kube: Kube
-    settings: ControllerSettings
-    recorder: EventRecorder
-    queue: WorkQueue
-    informers: list[Informer]
-    jobs: dict[str | None, Informer]
-    modelsyncs: dict[str | None, Informer]
-    reconciles: dict[str, int]
-    _reported: dict[Key, tuple[str, ...]]
-
-    def _all(self, informers: dict[str | None, Informer]) -> list[dict[str, Any]]: ...
-
-    def pods_of(self, ns: str, job: str) -> list[dict[str, Any]]: ...
-
-    async def data_connections(self, ns: str) -> dict[str, dict[str, Any]]: ...
-
-    async def _report(self, key: Key, obj: dict[str, Any], findings: list[tuple[str, str, str]]) -> None: ...
 
 
 class TrainingReconciler:
-    """Level-triggered reconcile of TrainingRuns; registered on an :class:`Operator`."""
+    """Level-triggered reconcile of TrainingRuns."""
 
-    def __init__(self, op: OperatorParts) -> None:
+    kind = KIND
+
+    def __init__(self, op: Parts) -> None:
         self.op = op
         self.kube = op.kube
         self.settings = op.settings.training
+        self.owned = OwnedObjects(op, KIND, self._caches)
         self.runs: dict[str | None, Informer] = {}
         self.services: dict[str | None, Informer] = {}
         self.pytorchjobs: dict[str | None, Informer] = {}
@@ -123,20 +100,16 @@ class TrainingReconciler:
         if labels.get(LABEL_OWNER_KIND) == KIND and labels.get(LABEL_OWNER_NAME):
             self.op.queue.add((KIND, object_key(obj)[0], labels[LABEL_OWNER_NAME]))
 
-    def on_job(self, obj: dict[str, Any]) -> None:
-        """A managed Job changed (the operator's Job informer calls this)."""
-        self._on_owned("MODIFIED", obj)
-
     def on_modelsync(self, ns: str, name: str) -> None:
         """A ModelSync changed: requeue the TrainingRuns that take their base model from it."""
-        for tr in self._items(ns):
-            if modelsync_ref(tr) == name:
-                self.op.queue.add((KIND, *object_key(tr)))
+        for run in self._items(ns):
+            if modelsync_ref(run) == name:
+                self.op.queue.add((KIND, *object_key(run)))
 
     def resync(self) -> None:
         for inf in self.runs.values():
-            for tr in inf.items():
-                self.op.queue.add((KIND, *object_key(tr)))
+            for run in inf.items():
+                self.op.queue.add((KIND, *object_key(run)))
 
     def _items(self, ns: str) -> list[dict[str, Any]]:
         inf = self.runs.get(ns) or self.runs.get(None)
@@ -161,7 +134,7 @@ class TrainingReconciler:
         return seen[0]
 
     async def _context(self, ns: str, pytorchjob: bool, trainjob: bool) -> RenderContext:
-        modelsyncs = [m for m in self.op._all(self.op.modelsyncs) if object_key(m)[0] == ns]
+        modelsyncs = self.op.modelsyncs(ns)
         secrets = await self.op.data_connections(ns)
         job = self.op.settings.job
         return RenderContext(
@@ -179,56 +152,57 @@ class TrainingReconciler:
     async def reconcile(self, ns: str, name: str) -> None:
         """Bring one TrainingRun's workload and status in line with its spec."""
         key: Key = (KIND, ns, name)
-        self.op.reconciles[KIND] = self.op.reconciles.get(KIND, 0) + 1
         inf = self.runs.get(ns) or self.runs.get(None)
-        tr = inf.get(ns, name) if inf else None
-        if tr is None:
+        run = inf.get(ns, name) if inf else None
+        if run is None:
             await self._delete_owned(ns, name, keep=())
             self._phases.pop(key, None)
             self.progress.forget(key)
-            self.op._reported.pop(key, None)
+            self.op.findings.forget(key)
             return
-        if (tr.get("metadata") or {}).get("deletionTimestamp"):
+        if (run.get("metadata") or {}).get("deletionTimestamp"):
             return
-        tr.setdefault("apiVersion", TRAININGRUNS.api_version)
-        tr.setdefault("kind", KIND)
-        result = render(tr, await self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
+        run.setdefault("apiVersion", TRAININGRUNS.api_version)
+        run.setdefault("kind", KIND)
+        result = render(run, await self._context(ns, await self.has_pytorchjob(), await self.has_trainjob()))
         now = now_iso()
         if result.problem is not None:
             problem = result.problem
             await self._delete_owned(ns, name, keep=())  # bad inputs: nothing should run
-            await self.op._report(key, tr, [("Warning", problem.reason, problem.message + "; no Job was created")])
-            await self._write_status(tr, compute_status(tr, None, problem=problem, now=now))
+            await self.op.findings.report(
+                key, run, [("Warning", problem.reason, problem.message + "; no Job was created")]
+            )
+            await self._write_status(run, compute_status(run, None, problem=problem, now=now))
             return
-        self.op._reported.pop(key, None)
+        self.op.findings.forget(key)
         resource = RESOURCES[result.kind]
         desired, extras = result.objects[0], result.objects[1:]
         await self._delete_owned(ns, name, keep=(resource, *(RESOURCES[extra["kind"]] for extra in extras)))
-        old = tr.get("status") or {}
+        old = run.get("status") or {}
         wname = desired["metadata"]["name"]
         live = await self._lookup(resource, ns, wname)
         if (
             live is None
             and old.get("phase") == "Succeeded"
-            and old.get("observedGeneration") == (tr.get("metadata") or {}).get("generation")
+            and old.get("observedGeneration") == (run.get("metadata") or {}).get("generation")
         ):
             return  # finished and its workload removed by someone: a succeeded run is never re-run
         for extra in extras:  # first: a TrainJob is refused while its TrainingRuntime does not exist
             extra_resource = RESOURCES[extra["kind"]]
             extra_live = await self._lookup(extra_resource, ns, extra["metadata"]["name"])
-            await self._ensure(key, tr, extra_resource, extra, extra_live)
-        workload = await self._ensure(key, tr, resource, desired, live)
-        status = compute_status(tr, workload, now=now)
+            await self._ensure(key, run, extra_resource, extra, extra_live)
+        workload = await self._ensure(key, run, resource, desired, live)
+        status = compute_status(run, workload, now=now)
         settled = old.get("phase") == status["phase"]
         report = await self._report_of(key, result.kind, workload, status["phase"], settled=settled)
         if report:
-            status = compute_status(tr, workload, report=report, now=now)
+            status = compute_status(run, workload, report=report, now=now)
         watched = {"Job": True, "PyTorchJob": bool(self.pytorchjobs), "TrainJob": bool(self.trainjobs)}
         unwatched = not watched[result.kind]  # discovered, so no informer on it
         if status["phase"] == "Running" or (unwatched and status["phase"] == "Pending"):
             self.op.queue.add(key, self.settings.progress_seconds)  # progress lives in a log, not in a watch
-        await self._phase_events(key, tr, status)
-        await self._write_status(tr, status)
+        await self._phase_events(key, run, status)
+        await self._write_status(run, status)
 
     async def _report_of(
         self, key: Key, kind: str, workload: dict[str, Any] | None, phase: str, *, settled: bool = True
@@ -259,55 +233,12 @@ class TrainingReconciler:
         return await self.progress.read(key, ns, pod)
 
     async def _ensure(
-        self,
-        key: Key,
-        owner: dict[str, Any],
-        resource: Resource,
-        desired: dict[str, Any],
-        live: dict[str, Any] | None,
+        self, key: Key, owner: dict[str, Any], resource: Resource, desired: dict[str, Any], live: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """Create ``desired``, or replace the live object when its inputs hash differs; returns the live one."""
-        _, ns, run_name = key
-        name, kind = desired["metadata"]["name"], desired.get("kind", resource.kind)
-        if live is not None and job_hash(live) == job_hash(desired):
-            return live
-        if live is not None:
-            if not owned_by(live, KIND, run_name):
-                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
-                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
-                return None
-            log.info("inputs of TrainingRun %s/%s changed: replacing %s %s", ns, run_name, kind, name)
-            await self.kube.delete(resource, ns, name)
-            self._remember(resource, ns, name, None)
-            await self.op.recorder.emit(owner, "Normal", "JobReplaced", f"inputs changed; {kind} {name} replaced")
-        try:
-            created = await self.kube.create(resource, ns, desired)
-        except ConflictError:
-            # Our caches hold only what we manage: a conflict is someone else's object, or one being deleted.
-            other = await self.kube.get(resource, ns, name)
-            if other is not None and not owned_by(other, KIND, run_name):
-                message = f"{kind} {name!r} exists and was not created by modelferry; delete or rename it"
-                await self.op._report(key, owner, [("Warning", "JobNotManaged", message)])
-                return None
-            self.op.queue.add(key, 1.0)
-            return None
-        self._remember(resource, ns, name, created)
-        self._phases.pop(key, None)
-        await self.op.recorder.emit(owner, "Normal", "JobCreated", f"created {kind} {name}")
-        return created
-
-    def _remember(self, resource: Resource, ns: str, name: str, obj: dict[str, Any] | None) -> None:
-        """Keep a cache current after our own write (the watch event follows)."""
-        informers = self._caches().get(resource) or {}
-        informer = informers.get(ns) or informers.get(None)
-        if informer is None:
-            return
-        if obj is None or not obj.get("metadata"):
-            informer.cache.pop((ns, name), None)
-        else:
-            obj.setdefault("apiVersion", resource.api_version)
-            obj.setdefault("kind", resource.kind)
-            informer.cache[(ns, name)] = obj
+        ensured = await self.owned.ensure(key, owner, resource, desired, live)
+        if ensured.created:
+            self._phases.pop(key, None)
+        return ensured.obj
 
     async def _delete_owned(self, ns: str, run_name: str, keep: tuple[Resource, ...]) -> None:
         """Delete this run's objects of every kind not in ``keep`` (garbage collection may be absent or slow)."""
@@ -315,25 +246,13 @@ class TrainingReconciler:
         for resource in (JOBS, PYTORCHJOBS, TRAINJOBS, TRAININGRUNTIMES, SERVICES):
             if resource in keep or not await self._possible(resource):
                 continue
-            live = await self._lookup(resource, ns, name)
-            if live is not None and owned_by(live, KIND, run_name):
-                log.info("removing %s %s/%s of TrainingRun %s", resource.kind, ns, name, run_name)
-                await self.kube.delete(resource, ns, name)
-                self._remember(resource, ns, name, None)
+            await self.owned.delete(resource, run_name, await self._lookup(resource, ns, name))
 
     def _caches(self) -> dict[Resource, dict[str | None, Informer]]:
         return {JOBS: self.op.jobs, SERVICES: self.services, PYTORCHJOBS: self.pytorchjobs, TRAINJOBS: self.trainjobs}
 
     async def _lookup(self, resource: Resource, ns: str, name: str) -> dict[str, Any] | None:
-        """An owned object from the informer caches (a GET only for PyTorchJobs nobody watches).
-
-        A stale miss is harmless: the object's own watch event requeues the run, which looks again.
-        """
-        informers = self._caches().get(resource)
-        if not informers:
-            return await self.kube.get(resource, ns, name)
-        informer = informers.get(ns) or informers.get(None)
-        return informer.get(ns, name) if informer else None
+        return await self.owned.lookup(resource, ns, name)
 
     async def _possible(self, resource: Resource) -> bool:
         """Whether this run may own objects of ``resource`` (an API that is not served holds none)."""
@@ -343,7 +262,7 @@ class TrainingReconciler:
             return await self.has_trainjob()
         return True
 
-    async def _phase_events(self, key: Key, tr: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _phase_events(self, key: Key, run: dict[str, Any], status: dict[str, Any]) -> None:
         phase = status["phase"]
         if self._phases.get(key) == phase:
             return
@@ -351,11 +270,11 @@ class TrainingReconciler:
         complete: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Complete"), {})
         if phase == "Succeeded":
             where = f"; output at {status['outputUri']}" if status.get("outputUri") else ""
-            await self.op.recorder.emit(tr, "Normal", "TrainingSucceeded", "training finished" + where)
+            await self.op.recorder.emit(run, "Normal", "TrainingSucceeded", "training finished" + where)
         elif phase == "Failed":
             message = f"{complete.get('reason', 'TrainingFailed')}: {complete.get('message', '')}".rstrip(": ")
-            await self.op.recorder.emit(tr, "Warning", "TrainingFailed", message)
+            await self.op.recorder.emit(run, "Warning", "TrainingFailed", message)
 
-    async def _write_status(self, tr: dict[str, Any], status: dict[str, Any]) -> None:
-        ns, _ = object_key(tr)
-        await patch_status(self.kube, TRAININGRUNS, tr, status, self.runs.get(ns) or self.runs.get(None))
+    async def _write_status(self, run: dict[str, Any], status: dict[str, Any]) -> None:
+        ns, _ = object_key(run)
+        await patch_status(self.kube, TRAININGRUNS, run, status, self.runs.get(ns) or self.runs.get(None))

@@ -11,36 +11,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.config.controller import ControllerSettings
 from controller.kube.expansion import literal
-from controller.operator.jobs import (
-    JobOverrides,
-    JobRequest,
-    inputs_hash,
+from controller.sync.job import JobOverrides, JobRequest, render_job
+from controller.workload.identity import inputs_hash, owner_reference
+from controller.workload.secrets import (
     is_true,
     not_text_finding,
-    owner_reference,
     register_credentials,
-    render_job,
     secret_data,
     secret_ref,
     undecodable_keys,
 )
-from controller.operator.settings import ControllerSettings
+from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.units import parse_size
 from modelferry.uri import parse_uri
 
 MiB = 1 << 20
-DEST_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_BUCKET")
+TARGET_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_BUCKET")
 COS_KEYS = ("S3_SYNC_COS_TEMPORARY_PASSCODE", "S3_SYNC_COS_API_KEY", "IBMCLOUD_API_KEY")
 
+# The data connection's key for each s3 settings field (the s3 backend's, modelferry.backends).
+_DATA_CONNECTION = {name: key for key, block, name in secret_keys(SecretUse.DATA_CONNECTION) if block == "s3"}
 # (model-source key suffix, data-connection fall-back key, settings field)
 S3_FIELDS = (
-    ("ENDPOINT", "AWS_S3_ENDPOINT", "ENDPOINT_URL"),
-    ("ACCESS_KEY", "AWS_ACCESS_KEY_ID", "ACCESS_KEY_ID"),
-    ("SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "SECRET_ACCESS_KEY"),
-    ("REGION", "AWS_DEFAULT_REGION", "REGION"),
+    *(
+        (suffix, _DATA_CONNECTION[name], name.upper())
+        for suffix, name in (
+            ("ENDPOINT", "endpoint_url"),
+            ("ACCESS_KEY", "access_key_id"),
+            ("SECRET_KEY", "secret_access_key"),
+            ("REGION", "region"),
+        )
+    ),
     ("VALIDATE_TLS", None, "VERIFY_TLS"),
 )
 
@@ -71,7 +76,7 @@ def is_model_source(secret: dict[str, Any], settings: ControllerSettings) -> boo
 
 
 def data_connection_name(source: dict[str, str], settings: ControllerSettings) -> str:
-    """The destination Secret: ``S3_SYNC_DATA_CONNECTION`` in the model-source, else the default."""
+    """The target Secret (data connection): ``S3_SYNC_DATA_CONNECTION`` in the model-source, else the default."""
     return source.get("S3_SYNC_DATA_CONNECTION", "").strip() or settings.data_connection
 
 
@@ -101,43 +106,43 @@ def _transfer_env(values: dict[str, str]) -> tuple[list[dict[str, Any]], Finding
     ], None
 
 
-def _destination(
-    source: dict[str, str], dest_name: str, dest: dict[str, str] | None, src_secret: str
+def _target(
+    source: dict[str, str], target_name: str, target_values: dict[str, str] | None, src_secret: str
 ) -> tuple[list[dict[str, Any]], str, Finding | None]:
     """Target env (by reference) and the target URI template; S3_SYNC_DEST__* override the data connection."""
-    if dest is None:
+    if target_values is None:
         return (
             [],
             "",
             Finding(
                 "DataConnectionNotFound",
-                f"data connection Secret {dest_name!r} does not exist in this namespace; create it (an S3 data "
+                f"data connection Secret {target_name!r} does not exist in this namespace; create it (an S3 data "
                 "connection with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_S3_ENDPOINT, AWS_S3_BUCKET) or set "
                 "S3_SYNC_DATA_CONNECTION in the model-source Secret",
             ),
         )
     env: list[dict[str, Any]] = []
     missing = []
-    for suffix, dest_key, target_field in (*S3_FIELDS, ("BUCKET", "AWS_S3_BUCKET", "BUCKET")):
+    for suffix, target_key, target_field in (*S3_FIELDS, ("BUCKET", "AWS_S3_BUCKET", "BUCKET")):
         env_name = "MF_DEST_BUCKET" if target_field == "BUCKET" else f"MODELFERRY_TARGET__S3__{target_field}"
         override = f"S3_SYNC_DEST__{suffix}"
         if override in source:
             env.append(secret_ref(env_name, src_secret, override))
-        elif dest_key and dest_key in dest:
-            env.append(secret_ref(env_name, dest_name, dest_key))
-        elif dest_key in DEST_REQUIRED:
-            missing.append(dest_key)
+        elif target_key and target_key in target_values:
+            env.append(secret_ref(env_name, target_name, target_key))
+        elif target_key in TARGET_REQUIRED:
+            missing.append(target_key)
     if missing:
         return (
             [],
             "",
             Finding(
                 "DataConnectionInvalid",
-                f"data connection Secret {dest_name!r} lacks {', '.join(missing)}; add the keys (or S3_SYNC_DEST__* "
+                f"data connection Secret {target_name!r} lacks {', '.join(missing)}; add the keys (or S3_SYNC_DEST__* "
                 "overrides in the model-source Secret)",
             ),
         )
-    bucket = source.get("S3_SYNC_DEST__BUCKET") or dest.get("AWS_S3_BUCKET", "")
+    bucket = source.get("S3_SYNC_DEST__BUCKET") or target_values.get("AWS_S3_BUCKET", "")
     try:
         parse_uri(f"s3://{bucket}/models/")
     except InvalidURIError as exc:
@@ -146,7 +151,7 @@ def _destination(
 
 
 def _s3_source(
-    source: dict[str, str], name: str, dest_name: str, dest: dict[str, str]
+    source: dict[str, str], name: str, target_name: str, target_values: dict[str, str]
 ) -> tuple[list[dict[str, Any]], Finding | None]:
     path = source.get("S3_SYNC_SRC__PATH", "").strip()
     if not path:
@@ -167,14 +172,14 @@ def _s3_source(
             "InvalidSourceURI", f"S3_SYNC_SRC__PATH must be an s3:// (or hf://) URI, not {uri.scheme}://"
         )
     env = [secret_ref("MF_SOURCE_URI", name, "S3_SYNC_SRC__PATH")]
-    for suffix, dest_key, settings_field in S3_FIELDS:
+    for suffix, target_key, settings_field in S3_FIELDS:
         env_name = f"MODELFERRY_SOURCE__S3__{settings_field}"
         key = f"S3_SYNC_SRC__{suffix}"
         if key in source:
             env.append(secret_ref(env_name, name, key))
-        elif dest_key and dest_key in dest:
-            # Unset source values fall back to the destination's AWS_* values.
-            env.append(secret_ref(env_name, dest_name, dest_key))
+        elif target_key and target_key in target_values:
+            # Unset source values fall back to the target's AWS_* values.
+            env.append(secret_ref(env_name, target_name, target_key))
     if "HF_TOKEN" in source:
         env.append(secret_ref("MODELFERRY_SOURCE__HF__TOKEN", name, "HF_TOKEN"))
     return env, None
@@ -217,17 +222,17 @@ def _cos_source(source: dict[str, str], name: str) -> tuple[list[dict[str, Any]]
 
 def plan_secret_job(
     secret: dict[str, Any],
-    destination: dict[str, Any] | None,
+    target_secret: dict[str, Any] | None,
     settings: ControllerSettings,
 ) -> SecretPlan:
     """Decide the ``synchronize-model`` Job for a model-source Secret (and its data connection or None)."""
     meta = secret.get("metadata") or {}
     name, namespace = meta.get("name", ""), meta.get("namespace", "")
     source = secret_data(secret)
-    dest_name = data_connection_name(source, settings)
-    dest = secret_data(destination) if destination is not None else None
+    target_name = data_connection_name(source, settings)
+    target_values = secret_data(target_secret) if target_secret is not None else None
     register_credentials(secret)
-    register_credentials(destination)
+    register_credentials(target_secret)
     warnings = []
     stray = sorted(k for k in source if k.startswith("AWS_"))
     if stray:
@@ -235,10 +240,10 @@ def plan_secret_job(
             Finding(
                 "IgnoredDestinationKeys",
                 f"keys {', '.join(stray)} in Secret {name!r} are ignored: destination credentials come from the data "
-                f"connection {dest_name!r}; use S3_SYNC_SRC__* for the source or S3_SYNC_DEST__* to override the destination",
+                f"connection {target_name!r}; use S3_SYNC_SRC__* for the source or S3_SYNC_DEST__* to override the destination",
             )
         )
-    for obj, obj_name in ((secret, name), (destination, dest_name)):
+    for obj, obj_name in ((secret, name), (target_secret, target_name)):
         bad = undecodable_keys(obj)
         if bad:  # read as "", they would otherwise look unset and the Event would blame the wrong key
             return SecretPlan("invalid", error=Finding("SecretValueNotText", not_text_finding(obj_name, bad)))
@@ -256,16 +261,16 @@ def plan_secret_job(
         request.args = [
             "noop",
             "--reason",
-            # dest_name is a Secret value: literal, or Kubernetes would expand $(VAR) in it.
+            # target_name is a Secret value: literal, or Kubernetes would expand $(VAR) in it.
             literal(
                 f"S3_SYNC_LOCAL_UPLOAD_COMPLETE is true in Secret {namespace}/{name}: the model was uploaded "
-                f"manually to the data connection {dest_name!r} under {settings.target_prefix}; nothing to synchronize"
+                f"manually to the data connection {target_name!r} under {settings.target_prefix}; nothing to synchronize"
             ),
         ]
         job = render_job(request, settings.job, extra_hash=inputs_hash(source))
         return SecretPlan("complete", job=job, warnings=warnings)
-    env_dest, target, err = _destination(source, dest_name, dest, name)
-    if err is not None or dest is None:
+    env_target, target_arg, err = _target(source, target_name, target_values, name)
+    if err is not None or target_values is None:
         return SecretPlan("invalid", error=err, warnings=warnings)
     transfer_env, err = _transfer_env(source)
     if err is not None:
@@ -277,16 +282,16 @@ def plan_secret_job(
         source_arg = "cos://$(MF_COS_BUCKET)/$(MF_COS_PREFIX)"
     else:
         mode = "s3"
-        env_src, err = _s3_source(source, name, dest_name, dest)
+        env_src, err = _s3_source(source, name, target_name, target_values)
         source_arg = "$(MF_SOURCE_URI)"
     if err is not None:
         return SecretPlan("invalid", error=err, warnings=warnings)
     request.mode = mode
-    request.env = [*env_src, *env_dest, *transfer_env]
-    request.args = ["sync", source_arg, target + settings.target_prefix.strip("/") + "/", "--json"]
+    request.env = [*env_src, *env_target, *transfer_env]
+    request.args = ["sync", source_arg, target_arg + settings.target_prefix.strip("/") + "/", "--json"]
     if passcode:
         # A one-time passcode cannot be exchanged twice: a retried pod would only fail with a spent code.
         request.overrides = JobOverrides(backoff_limit=0)
         request.labels["modelferry.io/single-use-credential"] = "true"
-    job = render_job(request, settings.job, extra_hash=inputs_hash(source, dest))
+    job = render_job(request, settings.job, extra_hash=inputs_hash(source, target_values))
     return SecretPlan(mode, job=job, warnings=warnings)

@@ -7,7 +7,7 @@ from typing import Self
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controller.serving.settings import ServingSettings
+from controller.config.serving import ServingSettings
 from modelferry import __version__
 
 IMAGE = f"quay.io/modelferry/modelferry:{__version__}"  # Containerfile: controller, agent, sync Jobs, sidecar

@@ -10,21 +10,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controller.operator.secretmode import Finding
+from controller.api.v1alpha1.modelsync import Transfer
+from controller.sync.secretmode import Finding
 from modelferry.settings import TransferSettings
 from modelferry.units import parse_size
 
 
-def transfer_env_for(transfer: dict[str, Any]) -> tuple[list[dict[str, Any]], Finding | None]:
+def transfer_env_for(transfer: Transfer) -> tuple[list[dict[str, Any]], Finding | None]:
     """The env for ``spec.transfer``, or the finding that refuses it."""
     values: dict[str, int | None] = {}
     try:
-        if transfer.get("concurrency") is not None:
-            values["concurrency"] = int(transfer["concurrency"])
-        if transfer.get("partSize") is not None:
-            values["part_size"] = parse_size(str(transfer["partSize"]))
-        if transfer.get("sizeLimit") is not None:
-            values["size_limit"] = parse_size(str(transfer["sizeLimit"]))
+        if transfer.concurrency is not None:
+            values["concurrency"] = transfer.concurrency
+        if transfer.part_size is not None:
+            values["part_size"] = parse_size(str(transfer.part_size))
+        if transfer.size_limit is not None:
+            values["size_limit"] = parse_size(str(transfer.size_limit))
     except Exception:
         return [], Finding("InvalidTransfer", "spec.transfer.partSize/sizeLimit must be sizes such as 64MiB or 650GB")
     try:  # the engine's own bounds: refused here (Ready=False), never by a Job that fails with exit 2

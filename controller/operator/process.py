@@ -21,11 +21,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from controller.config.controller import ControllerSettings
 from controller.kube.client import Kube, build_api_client
 from controller.kube.lease import LeaderElector
-from controller.operator.jobs import job_phase
-from controller.operator.reconcile import Operator
-from controller.operator.settings import ControllerSettings
+from controller.operator.router import Operator
+from controller.workload.jobstatus import job_phase
 from modelferry.errors import ModelferryError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Synchronize Jobs: Secret mode (``model-source``) and ModelSync, their pure plans and their reconcilers."""
