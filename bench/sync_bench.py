@@ -16,6 +16,7 @@ private CA, which each tool is given its own documented way: modelferry ``--ca-b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gen_model import GeneratedFile, GiB, generate
+from latency_proxy import run_proxy
 from nginx_server import run_nginx
 
 HERE = Path(__file__).resolve().parent
@@ -55,6 +57,7 @@ class Run:
     n: int = 0  # which repetition (0, 1, ...)
     client_cpu_s_per_gb: float = 0.0  # the tool's CPU seconds per 10^9 bytes: what a user on a real network pays
     server_cpu_s: float = 0.0  # nginx's workers during the run (serving, and encrypting for https)
+    rtt_ms: float | None = None  # round trip added by bench/latency_proxy.py (None: no proxy)
 
 
 def command(tool: str, url: str, target: Path, ca_file: str | None = None) -> list[str]:
@@ -127,10 +130,10 @@ def run_once(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, floa
     return proc.returncode, seconds, peak, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def verify(files: list[GeneratedFile], target: Path) -> str:
-    """'' when every file is there with the right sha256, else what is wrong."""
+def verify(files: list[GeneratedFile], target: Path, suffix: str = "") -> str:
+    """'' when every file is there (as ``target/path + suffix``) with the right sha256, else what is wrong."""
     for f in files:
-        path = target / f.path
+        path = target / f"{f.path}{suffix}"
         if not path.is_file() or path.stat().st_size != f.size:
             return f"{f.path}: missing or wrong size"
         digest = hashlib.sha256()
@@ -168,24 +171,35 @@ def bench(args: argparse.Namespace) -> list[Run]:
             env["PYTHONPATH"] = str(args.modelferry_src)
             env["MF_BENCH_CWD"] = str(args.modelferry_src)
         with run_nginx(scratch / "nginx", data, files, args.limit_rate) as endpoints:
-            # Each repetition runs every tool in every scenario back to back (a tool's plain and HTTPS
-            # runs, and modelferry and the tool it is compared with, close in time on a shared machine).
-            for n in range(args.runs):
-                for tool in args.tools:
-                    for scenario in args.scenarios:
-                        url = getattr(endpoints, scenario)
-                        tool_env = dict(env)
-                        if scenario == "https":  # each tool's own documented way to trust a private CA
-                            variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
-                            if variable:
-                                tool_env[variable] = endpoints.ca_file
-                        before = endpoints.cpu_seconds()
-                        run = _one(
-                            tool, scenario, url, n, files, total, scratch, tool_env, args.keep_logs, endpoints.ca_file
-                        )
-                        run.server_cpu_s = round(endpoints.cpu_seconds() - before, 2)
-                        print(json.dumps(asdict(run)), flush=True)
-                        runs.append(run)
+            # With --rtt-ms every scenario is also served behind the latency proxy, once per round trip.
+            targets = [(s, r) for s in args.scenarios for r in (args.rtt_ms or [None])]
+            with contextlib.ExitStack() as proxies:
+                urls = {
+                    (s, r): proxies.enter_context(run_proxy(getattr(endpoints, s), r))
+                    if r is not None
+                    else getattr(endpoints, s)
+                    for s, r in targets
+                }
+                # Each repetition runs every tool in every scenario back to back (a tool's plain and HTTPS
+                # runs, and modelferry and the tool it is compared with, close in time on a shared machine).
+                for n in range(args.runs):
+                    for tool in args.tools:
+                        for scenario, rtt in targets:
+                            label = scenario if rtt is None else f"{scenario}+{rtt:g}ms"
+                            tool_env = dict(env)
+                            if scenario == "https":  # each tool's own documented way to trust a private CA
+                                variable = {"boto3": "AWS_CA_BUNDLE", "snapshot_download": "SSL_CERT_FILE"}.get(tool)
+                                if variable:
+                                    tool_env[variable] = endpoints.ca_file
+                            before = endpoints.cpu_seconds()
+                            url = urls[(scenario, rtt)]
+                            run = _one(
+                                tool, label, url, n, files, total, scratch, tool_env, args.keep_logs, endpoints.ca_file
+                            )
+                            run.server_cpu_s = round(endpoints.cpu_seconds() - before, 2)
+                            run.rtt_ms = rtt
+                            print(json.dumps(asdict(run)), flush=True)
+                            runs.append(run)
     return runs
 
 
@@ -248,25 +262,30 @@ def median(runs: list[Run], tool: str, scenario: str) -> float:
     return statistics.median(rates) if rates else 0.0
 
 
-def table(runs: list[Run], scenarios: list[str]) -> str:
-    """A Markdown table of the best runs with ratios modelferry/competitor."""
+RIVAL = {"boto3": "modelferry-s3", "snapshot_download": "modelferry-hf"}  # ours over the same protocol
+
+
+def table(runs: list[Run]) -> str:
+    """A Markdown table of the best runs with ratios: modelferry-hf / this, and ours / this on the same protocol."""
     top = best(runs)
     lines = [
         "| scenario | tool | best s | MB/s (best) | MB/s (median) | files/s | peak RSS MB | CPU s "
-        "| modelferry-hf / this (best, median) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| modelferry-hf / this (best, median) | same protocol: ours / this (best, median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for scenario in scenarios:
-        ours = top.get(("modelferry-hf", scenario))
+    for scenario in dict.fromkeys(r.scenario for r in runs):
         for (tool, sc), r in sorted(top.items()):
             if sc != scenario:
                 continue
             med = median(runs, tool, scenario)
-            ours_med = median(runs, "modelferry-hf", scenario)
-            ratio = f"{ours.mb_s / r.mb_s:.2f}x, {ours_med / med:.2f}x" if ours else "n/a"
+            cells = []
+            for mine in ("modelferry-hf", RIVAL.get(tool)):
+                ours = top.get((mine, scenario)) if mine else None
+                mine_med = median(runs, mine, scenario) if mine else 0.0
+                cells.append(f"{ours.mb_s / r.mb_s:.2f}x, {mine_med / med:.2f}x" if ours and med else "")
             lines.append(
                 f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.files_s:.0f} | {r.peak_rss_mb:.0f} "
-                f"| {r.cpu_s:.1f} | {ratio} |"
+                f"| {r.cpu_s:.1f} | {cells[0]} | {cells[1]} |"
             )
     lines += ["", *ratios(runs)]
     failed = [r for r in runs if not r.ok]
@@ -321,6 +340,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every run as JSON here")
     parser.add_argument("--small-files", type=int, default=0, help="a tree of this many small files instead")
     parser.add_argument("--max-kib", type=int, default=16, help="small files are 1 to this many KiB (default 16)")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        nargs="+",
+        default=None,
+        help="run every scenario behind bench/latency_proxy.py with each of these round trips (e.g. 0 20 80)",
+    )
     parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
     parser.add_argument("--delete-data", action="store_true", help="delete the generated model at the end")
     args = parser.parse_args()
@@ -328,7 +354,7 @@ def main() -> None:
     runs = bench(args)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
-    print(table(runs, args.scenarios))
+    print(table(runs))
     if args.delete_data:
         shutil.rmtree(args.data, ignore_errors=True)
 

@@ -186,6 +186,35 @@ class RangedHTTPClient:
             with self._inflight_lock:
                 self._inflight.discard(sock)
 
+    def put(
+        self, url: str, body: bytes | bytearray | memoryview, headers: Mapping[str, str], what: str
+    ) -> urllib3.BaseHTTPResponse:
+        """PUT ``body`` to ``url`` (no redirects); the whole (small) answer, whatever its status.
+
+        Transport failures are translated as for GETs: a certificate problem is the TLS failure,
+        anything else on the way (reset, timeout, refused) is retryable.
+        """
+        try:
+            return self._pool.request(
+                "PUT",
+                url,
+                body=cast(bytes, body),  # any bytes-like object goes out as it is (urllib3 takes its buffer)
+                headers={"User-Agent": self.user_agent, **headers},
+                redirect=False,
+                preload_content=True,
+                decode_content=False,
+            )
+        except Urllib3HTTPError as exc:
+            raise self._transport_error(exc, url, what) from exc
+
+    def _transport_error(self, exc: Urllib3HTTPError, url: str, what: str) -> Exception:
+        """A request that got no answer: stalled, a TLS failure (permanent), or a retryable connection failure."""
+        if isinstance(exc, ReadTimeoutError):
+            return StalledError(f"{what}: no response within the stall timeout", obj=what)
+        if is_tls_failure(exc):
+            return self.tls.failure(urlsplit(url).netloc, exc, what=what)
+        return RetryableError(f"{what}: connection failed: {exc}", obj=what)
+
     def _open(self, url: str, headers: dict[str, str], what: str) -> tuple[urllib3.BaseHTTPResponse, str]:
         """GET ``url`` following redirects; the Authorization header stays with its origin."""
         origin = url
@@ -198,12 +227,8 @@ class RangedHTTPClient:
                 resp = self._pool.request(
                     "GET", current, headers=send, preload_content=False, decode_content=False, redirect=False
                 )
-            except ReadTimeoutError as exc:
-                raise StalledError(f"{what}: no response within the stall timeout", obj=what) from exc
             except Urllib3HTTPError as exc:
-                if is_tls_failure(exc):
-                    raise self.tls.failure(urlsplit(current).netloc, exc, what=what) from exc
-                raise RetryableError(f"{what}: connection failed: {exc}", obj=what) from exc
+                raise self._transport_error(exc, current, what) from exc
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location")
                 resp.drain_conn()

@@ -28,7 +28,7 @@ from modelferry.checksums import clean_etag
 from modelferry.errors import ModelferryError, RetryableError
 from modelferry.hashstate import HashCheckpoint
 from modelferry.storage.base import PartWriter, Store, Upload
-from modelferry.storage.buffered_part import BufferedPart
+from modelferry.storage.buffered_part import BUFFERS, BufferedPart
 from modelferry.storage.upload_journal import ResumeRecord, UploadJournal
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,10 @@ class ObjectUpload(Upload):
             self._single = data  # sent on complete(), after the engine verified the bytes
             return
         md5 = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is the protocol's checksum
-        etag = self._send_part(index, data, md5)
+        try:
+            etag = self._send_part(index, data, md5)
+        finally:
+            BUFFERS.give(data)  # the request is over, whatever its outcome: nothing refers to the bytes now
         with self._lock:
             self._parts[index] = (md5, etag)
 
@@ -168,7 +171,10 @@ class ObjectUpload(Upload):
         if not self.multipart:
             data = self._single if self._single is not None else b""
             self._single = None
-            return self._put_single(data)
+            try:
+                return self._put_single(data)
+            finally:
+                BUFFERS.give(data)
         with self._lock:
             etags = [(i + 1, self._parts[i][1]) for i in sorted(self._parts)]
         if len(etags) != self.parts_total:

@@ -40,6 +40,7 @@ from modelferry.storage.s3_config import (
 )
 from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
+from modelferry.storage.s3_fastwrite import PresignedWriter
 from modelferry.storage.s3_listing import list_pages
 from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
@@ -127,6 +128,13 @@ class S3Store(S3Calls):
                     verify=self.tls.verify_arg(),
                 )
             self.fast_reader = PresignedReader(presigner, uri.bucket, self._http)
+            self.fast_writer = PresignedWriter(
+                presigner,
+                uri.bucket,
+                self._http,
+                endpoint=self.endpoint_name,
+                backoff=(transfer.backoff_base, transfer.backoff_max),
+            )
         access_key = creds.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID") or ""
         self._identity = identity_key or (
             f"s3:{self.endpoint or 'aws'}|{access_key}|{creds.profile or ''}|{'anon' if creds.anonymous else ''}"

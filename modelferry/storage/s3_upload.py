@@ -19,6 +19,7 @@ from modelferry.checksums import clean_etag
 from modelferry.errors import RetryableError
 from modelferry.storage.base import Store
 from modelferry.storage.object_upload import ObjectUpload
+from modelferry.storage.s3_fastwrite import PresignedWriter
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,15 @@ SHA256_META = "modelferry-sha256"  # x-amz-meta-modelferry-sha256 on single-part
 class S3Calls(Store):
     """What an upload needs of its bucket: calls with errors translated, and aborting an upload."""
 
+    fast_writer: PresignedWriter | None = None  # PUTs on presigned URLs; None: every call through botocore
+
     @abc.abstractmethod
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One client call with errors translated, naming the object."""
+
+    @abc.abstractmethod
+    def count(self, kind: str) -> None:
+        """Count one request of ``kind`` (statistics)."""
 
     @abc.abstractmethod
     def abort_upload(self, path: str, upload_id: str) -> None:
@@ -50,20 +57,41 @@ class S3Upload(ObjectUpload):
         resp = self.store.call("create_multipart_upload", self.path, Bucket=self.store.uri.bucket, Key=self.key)
         return str(resp["UploadId"])
 
-    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes) -> str:
-        resp = self.store.call(
-            "upload_part",
-            self.path,
-            Bucket=self.store.uri.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            PartNumber=index + 1,
-            Body=data,
-            ContentMD5=base64.b64encode(md5).decode(),
+    def _put(self, operation: str, data: bytes | bytearray, md5: bytes, **params: Any) -> dict[str, Any]:
+        """One PUT with Content-MD5: on a presigned URL when the store offers one, else through botocore.
+
+        The answer as botocore gives it (the keys read here: ETag, ServerSideEncryption, SSECustomerAlgorithm).
+        """
+        content_md5 = base64.b64encode(md5).decode()
+        writer = self.store.fast_writer
+        if writer is None:
+            return dict(
+                self.store.call(
+                    operation,
+                    self.path,
+                    Bucket=self.store.uri.bucket,
+                    Key=self.key,
+                    Body=data,
+                    ContentMD5=content_md5,
+                    **params,
+                )
+            )
+        self.store.count(operation)
+        headers = {"Content-MD5": content_md5}
+        headers.update({f"x-amz-meta-{k}": v for k, v in (params.get("Metadata") or {}).items()})
+        got = writer.put(
+            operation, {"Key": self.key, "ContentMD5": content_md5, **params}, data, headers, what=self.describe
         )
+        out: dict[str, Any] = {"ETag": got.get("ETag"), "ServerSideEncryption": got.get("x-amz-server-side-encryption")}
+        if got.get("x-amz-server-side-encryption-customer-algorithm"):
+            out["SSECustomerAlgorithm"] = got["x-amz-server-side-encryption-customer-algorithm"]
+        return out
+
+    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes) -> str:
+        resp = self._put("upload_part", data, md5, UploadId=self.upload_id, PartNumber=index + 1)
         etag = clean_etag(resp.get("ETag"))
         # The server already checked Content-MD5; its ETag is the part's MD5 except under SSE-KMS/SSE-C.
-        encrypted = str(resp.get("ServerSideEncryption", "")).startswith("aws:kms") or "SSECustomerAlgorithm" in resp
+        encrypted = str(resp.get("ServerSideEncryption") or "").startswith("aws:kms") or "SSECustomerAlgorithm" in resp
         if etag != md5.hex() and not encrypted:
             raise RetryableError(
                 f"part {index + 1} of {self.describe} was stored with ETag {etag}, expected {md5.hex()}",
@@ -101,15 +129,8 @@ class S3Upload(ObjectUpload):
         return clean_etag(resp.get("ETag"))
 
     def _put_single(self, data: bytes | bytearray) -> str | None:
-        resp = self.store.call(
-            "put_object",
-            self.path,
-            Bucket=self.store.uri.bucket,
-            Key=self.key,
-            Body=data,
-            ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324 - protocol checksum
-            Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
-        )
+        md5 = hashlib.md5(data).digest()  # noqa: S324 - protocol checksum
+        resp = self._put("put_object", data, md5, Metadata={SHA256_META: hashlib.sha256(data).hexdigest()})
         return clean_etag(resp.get("ETag"))
 
     def _abort_id(self, upload_id: str) -> None:

@@ -1,7 +1,8 @@
-"""S3 fast reads: presigned GET URLs through RangedHTTPClient, against a real moto server."""
+"""S3 fast paths: presigned GET and PUT URLs through RangedHTTPClient, against moto and status stand-ins."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import threading
@@ -10,12 +11,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError, ThrottledError
+from modelferry.errors import AccessDeniedError, NotFoundError, PermanentError, RetryableError, ThrottledError
 from modelferry.settings import MiB, S3Credentials, TransferSettings
 from modelferry.storage.base import ObjectInfo
+from modelferry.storage.buffered_part import BUFFERS, BufferedPart, PartBuffers
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.storage.s3 import S3Store
 from modelferry.storage.s3_fastread import PresignedReader
+from modelferry.storage.s3_fastwrite import PresignedWriter, error_document
+from modelferry.storage.s3_upload import SHA256_META
 from modelferry.uri import parse_uri
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3, shared_servers
 
@@ -105,6 +109,26 @@ class _StatusHandler(http.server.BaseHTTPRequestHandler):
     """Answers every GET with the status named in the path (``/403``, ``/429``), counting requests."""
 
     hits: ClassVar[list[str]] = []
+    md5s: ClassVar[list[str]] = []
+    codes: ClassVar[dict[int, str]] = {
+        400: "BadDigest",
+        403: "AccessDenied",
+        404: "NoSuchUpload",
+        500: "InternalError",
+        503: "SlowDown",
+    }
+
+    def do_PUT(self) -> None:
+        """An upload answered with the status named in the path and its S3 error document."""
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.hits.append(self.path)
+        self.md5s.append(self.headers.get("Content-MD5", ""))
+        status = int(self.path.strip("/").split("?")[0])
+        body = f"<Error><Code>{self.codes[status]}</Code><Message>says &lt;no&gt;</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_GET(self) -> None:
         self.hits.append(self.path)
@@ -124,6 +148,7 @@ def status_server() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _StatusHandler.hits.clear()
+    _StatusHandler.md5s.clear()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -157,3 +182,120 @@ def test_throttling_is_retryable_with_retry_after(status_server: str, status: in
     with pytest.raises(ThrottledError) as err:
         b"".join(reader.read("m/w.bin", 0, 10, etag=None, what="s3://bkt/m/w.bin"))
     assert err.value.retry_after == 7
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "attempts"),
+    [
+        (503, ThrottledError, 2),  # retried once here, as botocore would, then the engine's turn
+        (500, RetryableError, 2),
+        (403, AccessDeniedError, 1),
+        (404, NotFoundError, 1),
+        (400, PermanentError, 1),
+    ],
+)
+def test_error_answers_are_translated_and_name_the_object(
+    status_server: str, status: int, kind: type[Exception], attempts: int
+) -> None:
+    writer = PresignedWriter(
+        _Presigner(f"{status_server}/{status}"),
+        "bkt",
+        RangedHTTPClient(connect_timeout=5, stall_timeout=5),
+        endpoint=status_server,
+        backoff=(0.01, 0.01),
+    )
+    with pytest.raises(kind) as err:
+        writer.put("upload_part", {"Key": "m/w.bin"}, b"x" * 100, {"Content-MD5": "e"}, what="s3://bkt/m/w.bin")
+    assert "s3://bkt/m/w.bin" in str(err.value)
+    assert len(_StatusHandler.hits) == attempts
+    assert _StatusHandler.md5s == ["e"] * attempts  # the checksum header travels with every attempt
+
+
+def write(store: S3Store, path: str, data: bytes, part_size: int) -> str | None:
+    upload = store.open_upload(path, len(data), part_size)
+    for index, offset in enumerate(range(0, len(data), part_size)):
+        part = upload.part(index, offset, min(part_size, len(data) - offset))
+        chunk = data[offset : offset + part_size]
+        for at in range(0, len(chunk), MiB):  # the engine writes in chunks
+            part.write(chunk[at : at + MiB])
+        part.commit()
+    return upload.complete()
+
+
+def test_parts_and_objects_go_out_on_presigned_urls(moto: MotoS3) -> None:
+    client = moto.create_bucket("fastup")
+    store = make_store(moto.endpoint, "s3://fastup/m")
+    assert store.fast_writer is not None
+    big, small = os.urandom(12 * MiB + 5), os.urandom(1000)
+    etag = write(store, "w.bin", big, 5 * MiB)
+    write(store, "config.json", small, 5 * MiB)
+    assert store.fast_writer.requests == 4  # three parts and one object, none through botocore's pipeline
+    assert store.stats["upload_part"] == 3 and store.stats["put_object"] == 1
+    assert client.get_object(Bucket="fastup", Key="m/w.bin")["Body"].read() == big
+    md5s = [hashlib.md5(big[o : o + 5 * MiB]).digest() for o in range(0, len(big), 5 * MiB)]
+    assert etag == hashlib.md5(b"".join(md5s)).hexdigest() + "-3"
+    head = client.head_object(Bucket="fastup", Key="m/config.json")
+    assert head["Metadata"][SHA256_META] == hashlib.sha256(small).hexdigest()  # the signed metadata header arrived
+    assert client.get_object(Bucket="fastup", Key="m/config.json")["Body"].read() == small
+    store.close()
+
+
+def test_bearer_mode_uploads_through_botocore(moto: MotoS3) -> None:
+    client = moto.create_bucket("slowup")
+    store = make_store(moto.endpoint, "s3://slowup/m", before_send=lambda **_: None)
+    assert store.fast_writer is None  # requests signed per call (COS IAM) cannot be presigned
+    write(store, "a.bin", b"abc", 5 * MiB)
+    assert client.get_object(Bucket="slowup", Key="m/a.bin")["Body"].read() == b"abc"
+    store.close()
+
+
+def test_error_document_is_read_without_a_parser() -> None:
+    doc = b"<Error><Code>SlowDown</Code><Message>a &amp; b</Message></Error>"
+    assert error_document(doc) == {"Code": "SlowDown", "Message": "a & b"}
+    assert error_document(b"not xml") == {}
+    entity = b'<!DOCTYPE x [<!ENTITY e "boom">]><Error><Code>&e;</Code></Error>'
+    assert error_document(entity) == {"Code": "&e;"}  # never expanded
+
+
+def test_part_buffers_are_reused_up_to_their_cap() -> None:
+    pool = PartBuffers(keep=3 * MiB)
+    first = pool.take(2 * MiB)
+    pool.give(first)
+    assert pool.take(2 * MiB) is first and pool.reused == 1
+    older, newer = bytearray(2 * MiB), bytearray(2 * MiB)
+    pool.give(older)
+    pool.give(newer)  # over the cap: the older one is dropped
+    assert pool.held == 2 * MiB
+    assert pool.take(2 * MiB) is newer
+    assert pool.take(2 * MiB) is not older  # a fresh one
+    pool.give(bytearray(100))  # small buffers are not kept
+    assert pool.held == 0
+
+
+class _Sink:
+    path = "w.bin"
+    describe = "s3://b/w.bin"
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def commit_part(self, index: int, data: bytearray) -> None:
+        self.got.append(bytes(data))
+
+
+def test_buffered_part_refuses_too_many_or_too_few_bytes() -> None:
+    sink = _Sink()
+    part = BufferedPart(sink, 0, 2 * MiB)
+    part.write(b"a" * MiB)
+    part.write(memoryview(b"b" * MiB))
+    part.commit()
+    assert sink.got == [b"a" * MiB + b"b" * MiB]
+    over = BufferedPart(sink, 1, 10)
+    with pytest.raises(Exception, match="too many bytes"):
+        over.write(b"x" * 11)
+    short = BufferedPart(sink, 2, 10)
+    short.write(b"x" * 9)
+    with pytest.raises(Exception, match="ended early"):
+        short.commit()
+    short.discard()
+    assert BUFFERS.keep > 0

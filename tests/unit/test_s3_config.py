@@ -18,6 +18,7 @@ from modelferry.errors import (
     ThrottledError,
 )
 from modelferry.settings import S3Credentials, TLSSettings, TransferSettings
+from modelferry.storage.base import ObjectInfo
 from modelferry.storage.s3_config import (
     client_config,
     etag_md5,
@@ -80,6 +81,20 @@ def test_etag_md5_only_for_single_part() -> None:
     assert etag_md5('"5d41402abc4b2a76b9719d911017c592"') == "5d41402abc4b2a76b9719d911017c592"
     assert etag_md5('"5d41402abc4b2a76b9719d911017c592-3"') is None
     assert etag_md5(None) is None
+
+
+def test_only_md5_dash_count_is_a_multipart_etag() -> None:
+    def parts(etag: str | None) -> int | None:
+        return ObjectInfo(path="x", size=1, etag=etag).multipart_count
+
+    assert parts('"5d41402abc4b2a76b9719d911017c592-3"') == 3
+    assert parts("5D41402ABC4B2A76B9719D911017C592-12") == 12
+    # nginx's "<mtime hex>-<size hex>" with an all-digit size: an opaque tag, no HEAD per object for it
+    assert parts('"6930a1b2-2000"') is None
+    assert parts("5d41402abc4b2a76b9719d911017c592") is None
+    assert parts("5d41402abc4b2a76b9719d911017c592-") is None
+    assert parts("zz41402abc4b2a76b9719d911017c592-2") is None
+    assert parts(None) is None
 
 
 @pytest.mark.parametrize(
