@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sidecar.metrics import MetricRecord
-from sidecar.settings import LifecycleSettings
+from modelferry.sidecar.metrics import MetricRecord
+from modelferry.sidecar.settings import LifecycleSettings
 
 
 class Verdict(enum.Enum):

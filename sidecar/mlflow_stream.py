@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 from modelferry.logs import register_secret
+from modelferry.sidecar.metrics import MetricRecord
+from modelferry.sidecar.settings import MlflowSettings
 from modelferry.tls import TLSConfig, is_tls_failure, resolve_tls
-from sidecar.metrics import MetricRecord
-from sidecar.settings import MlflowSettings
 
 log = logging.getLogger("modelferry.sidecar.mlflow")
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelferry.errors import EXIT_USAGE, ModelferryError
-from sidecar import staging
-from sidecar.lifecycle import Verdict, Watchdog
-from sidecar.metrics import (
+from modelferry.sidecar import staging
+from modelferry.sidecar.lifecycle import Verdict, Watchdog
+from modelferry.sidecar.metrics import (
     JsonLinesTail,
     MetricRecord,
     NewestTrainerState,
@@ -25,10 +25,10 @@ from sidecar.metrics import (
     TrainerStateReader,
     parse_line,
 )
-from sidecar.mlflow_stream import MlflowStreamer
-from sidecar.settings import SidecarSettings
-from sidecar.supervisor import CONTROL_DIR, LOG_FILE, LocalTrainer, PodTrainer, Trainer, write_atomic
-from sidecar.trainer_command import runtime_command
+from modelferry.sidecar.mlflow_stream import MlflowStreamer
+from modelferry.sidecar.settings import SidecarSettings
+from modelferry.sidecar.supervisor import CONTROL_DIR, LOG_FILE, LocalTrainer, PodTrainer, Trainer, write_atomic
+from modelferry.sidecar.trainer_command import runtime_command
 
 log = logging.getLogger("modelferry.sidecar")
 

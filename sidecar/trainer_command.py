@@ -80,7 +80,7 @@ def runtime_command(
     argv = [
         python,
         "-m",
-        "sidecar.trainers.peft_lora",
+        "modelferry.sidecar.trainers.peft_lora",
         "--model",
         str(workspace / "model"),
         "--dataset",

@@ -12,13 +12,13 @@ import contextlib
 import logging
 from typing import Any
 
-from controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
-from controller.agent.tasks import ModelRef
-from controller.api.meta import ConditionStatus
-from controller.api.v1alpha1.basemodel import ConditionType, State
-from controller.kube.client import Kube, Resource
-from controller.kube.conditions import carry_transition_times
-from controller.kube.events import EventRecorder, now_iso
+from modelferry.controller.agent.entries import RESOURCES_KEY, ModelStatus, parse_entry
+from modelferry.controller.agent.tasks import ModelRef
+from modelferry.controller.api.meta import ConditionStatus
+from modelferry.controller.api.v1alpha1.basemodel import ConditionType, State
+from modelferry.controller.kube.client import Kube, Resource
+from modelferry.controller.kube.conditions import carry_transition_times
+from modelferry.controller.kube.events import EventRecorder, now_iso
 from modelferry.errors import ModelferryError, NotFoundError
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, parse_spec
-from controller.kube.conditions import carry_transition_times, condition
-from controller.kube.expansion import literal
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, parse_spec
+from modelferry.controller.kube.conditions import carry_transition_times, condition
+from modelferry.controller.kube.expansion import literal
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from modelferry.errors import InvalidSpecError
 
 API_VERSION = "modelferry.io/v1alpha1"

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.agent.tasks import ModelRef
+from modelferry.controller.agent.tasks import ModelRef
 from modelferry.errors import InsufficientSpaceError, PathInUseError, UnsafePathError
 from modelferry.storage.base import MANIFEST_NAME
 from modelferry.uri import safe_relpath

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controller.agent.tasks import ModelRef
+from modelferry.controller.agent.tasks import ModelRef
 
 RESOURCES_KEY = "node-resources"
 MAX_LABEL_NAME = 63

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller.agent.disk import (
+from modelferry.controller.agent.disk import (
     AGENT_MARKER,
     OLD_SUFFIX,
     STAGING_SUFFIX,
@@ -32,11 +32,11 @@ from controller.agent.disk import (
     marker_owner,
     model_dir,
 )
-from controller.agent.entries import ModelEntry, ModelStatus
-from controller.agent.metrics import AgentMetrics
-from controller.agent.settings import AgentSettings
-from controller.agent.shape import excluded_shape_dirs, is_trtllm
-from controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
+from modelferry.controller.agent.entries import ModelEntry, ModelStatus
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.settings import AgentSettings
+from modelferry.controller.agent.shape import excluded_shape_dirs, is_trtllm
+from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
 from modelferry.errors import ModelferryError, PathInUseError, PermanentError, RetryableError, UsageError
 from modelferry.modelinfo import inspect_store
 from modelferry.settings import Credentials

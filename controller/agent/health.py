@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.metrics import AgentMetrics
 
 Check = Callable[[], Awaitable[str | None]]  # None: healthy; else the reason
 

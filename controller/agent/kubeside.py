@@ -20,17 +20,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from controller.agent import resources as node_resources
-from controller.agent.disk import stale_dirs
-from controller.agent.entries import ModelEntry, ModelStatus, data_patch, desired_data, labels_patch
-from controller.agent.gopher import Gopher, storage_of
-from controller.agent.metrics import AgentMetrics
-from controller.agent.selection import node_wants
-from controller.agent.settings import AgentSettings
-from controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
-from controller.kube.client import ConflictError, Kube, Resource
-from controller.kube.watch import Backoff, Informer
 from modelferry.backends import SecretUse, secret_keys
+from modelferry.controller.agent import resources as node_resources
+from modelferry.controller.agent.disk import stale_dirs
+from modelferry.controller.agent.entries import ModelEntry, ModelStatus, data_patch, desired_data, labels_patch
+from modelferry.controller.agent.gopher import Gopher, storage_of
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.selection import node_wants
+from modelferry.controller.agent.settings import AgentSettings
+from modelferry.controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
+from modelferry.controller.kube.client import ConflictError, Kube, Resource
+from modelferry.controller.kube.watch import Backoff, Informer
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import Credentials

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from controller.agent.disk import disk_usage
+from modelferry.controller.agent.disk import disk_usage
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Self
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controller.config.serving import ServingSettings
 from modelferry import __version__
+from modelferry.controller.config.serving import ServingSettings
 
 IMAGE = f"quay.io/modelferry/modelferry:{__version__}"  # Containerfile: controller, agent, sync Jobs, sidecar
 TRAIN_IMAGE = f"quay.io/modelferry/modelferry-train:{__version__}"  # Containerfile.train, tagged per release

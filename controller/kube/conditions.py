@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from controller.api.meta import ConditionStatus
+from modelferry.controller.api.meta import ConditionStatus
 
 Condition = dict[str, Any]
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.kube.client import EVENTS, ConflictError, Kube
+from modelferry.controller.kube.client import EVENTS, ConflictError, Kube
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub
 

@@ -18,7 +18,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.kube.client import LEASES, ConflictError, Kube
+from modelferry.controller.kube.client import LEASES, ConflictError, Kube
 from modelferry.errors import ModelferryError
 
 log = logging.getLogger(__name__)

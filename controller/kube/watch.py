@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.kube.client import GoneError, Kube, Resource
+from modelferry.controller.kube.client import GoneError, Kube, Resource
 from modelferry.errors import ModelferryError, RetryableError
 
 log = logging.getLogger(__name__)

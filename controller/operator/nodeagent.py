@@ -1,6 +1,6 @@
 """The NodeAgent reconciler: NodeAgent -> ``render_daemonset`` -> the agent's DaemonSet -> NodeAgent status.
 
-The decisions are the pure functions of :mod:`controller.agent.daemonset`; this adapter reads its caches,
+The decisions are the pure functions of :mod:`modelferry.controller.agent.daemonset`; this adapter reads its caches,
 creates or replaces the DaemonSet (owned by the NodeAgent, so deleting the NodeAgent removes it) in the
 agent namespace, and writes the NodeAgent's status. The operator routes queue keys ``("NodeAgent", "", name)``
 to :meth:`NodeAgentReconciler.reconcile`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from controller.agent.daemonset import (
+from modelferry.controller.agent.daemonset import (
     KIND,
     Problem,
     agent_status,
@@ -19,11 +19,17 @@ from controller.agent.daemonset import (
     inputs_hash,
     render_daemonset,
 )
-from controller.kube.client import ConflictError, Resource
-from controller.kube.events import now_iso
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
-from controller.kube.watch import Informer, object_key
-from controller.reconcile.parts import Parts
+from modelferry.controller.kube.client import ConflictError, Resource
+from modelferry.controller.kube.events import now_iso
+from modelferry.controller.kube.ownership import (
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME,
+    MANAGED_BY,
+    owned_by,
+)
+from modelferry.controller.kube.watch import Informer, object_key
+from modelferry.controller.reconcile.parts import Parts
 
 log = logging.getLogger(__name__)
 

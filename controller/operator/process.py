@@ -21,11 +21,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from controller.config.controller import ControllerSettings
-from controller.kube.client import Kube, build_api_client
-from controller.kube.lease import LeaderElector
-from controller.operator.router import Operator
-from controller.workload.jobstatus import job_phase
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.client import Kube, build_api_client
+from modelferry.controller.kube.lease import LeaderElector
+from modelferry.controller.operator.router import Operator
+from modelferry.controller.workload.jobstatus import job_phase
 from modelferry.errors import ModelferryError
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class Controller:
         tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.settings.workers)]
         tasks.append(asyncio.create_task(self._resync(), name="resync"))
         if self.settings.aggregate_models:
-            from controller.agent.aggregate import run_aggregator
+            from modelferry.controller.agent.aggregate import run_aggregator
 
             group, _, version = self.settings.aggregate_api.partition("/")
             aggregate = run_aggregator(
@@ -300,7 +300,7 @@ def _pod_namespace() -> str:
 async def serve(settings: ControllerSettings) -> int:
     """Entry point of ``modelferry controller``: SIGTERM/SIGINT stop it gracefully."""
     # Imported on first use by the status roll-up: import it now, before the event loop has work.
-    importlib.import_module("controller.agent.aggregate")
+    importlib.import_module("modelferry.controller.agent.aggregate")
 
     api = await build_api_client(kubeconfig=settings.kubeconfig, api_url=settings.api_url)
     kube = Kube(api)

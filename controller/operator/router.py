@@ -12,19 +12,19 @@ from collections import Counter
 from collections.abc import Collection, Hashable
 from typing import Any
 
-from controller.config.controller import ControllerSettings
-from controller.kube.client import JOBS, PODS, Kube
-from controller.kube.events import EventRecorder
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.kube.watch import Backoff, Informer, object_key
-from controller.operator.nodeagent import NodeAgentReconciler
-from controller.reconcile.parts import Caches, Findings, Key, Reconciler
-from controller.reconcile.secretindex import ReferencedSecrets
-from controller.reconcile.workqueue import WorkQueue
-from controller.serving.reconciler import ServingReconciler
-from controller.sync.modelsync_reconciler import ModelSyncReconciler
-from controller.sync.secret_reconciler import SecretModeReconciler
-from controller.training.reconciler import TrainingReconciler
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.client import JOBS, PODS, Kube
+from modelferry.controller.kube.events import EventRecorder
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.kube.watch import Backoff, Informer, object_key
+from modelferry.controller.operator.nodeagent import NodeAgentReconciler
+from modelferry.controller.reconcile.parts import Caches, Findings, Key, Reconciler
+from modelferry.controller.reconcile.secretindex import ReferencedSecrets
+from modelferry.controller.reconcile.workqueue import WorkQueue
+from modelferry.controller.serving.reconciler import ServingReconciler
+from modelferry.controller.sync.modelsync_reconciler import ModelSyncReconciler
+from modelferry.controller.sync.secret_reconciler import SecretModeReconciler
+from modelferry.controller.training.reconciler import TrainingReconciler
 
 POD_READERS = ("ModelSync", "TrainingRun")  # the kinds whose status comes from their Job's pods
 

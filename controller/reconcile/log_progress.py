@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from controller.kube.client import Kube
+from modelferry.controller.kube.client import Kube
 from modelferry.errors import ModelferryError
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.kube.client import ConflictError, Resource
-from controller.kube.ownership import owned_by
-from controller.reconcile.parts import Caches, Key, Parts
-from controller.workload.identity import recorded_hash
+from modelferry.controller.kube.client import ConflictError, Resource
+from modelferry.controller.kube.ownership import owned_by
+from modelferry.controller.reconcile.parts import Caches, Key, Parts
+from modelferry.controller.workload.identity import recorded_hash
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from controller.config.controller import ControllerSettings
-from controller.kube.client import Kube
-from controller.kube.events import EventRecorder
-from controller.kube.watch import Informer
-from controller.reconcile.secretindex import ReferencedSecrets
-from controller.reconcile.workqueue import WorkQueue
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.client import Kube
+from modelferry.controller.kube.events import EventRecorder
+from modelferry.controller.kube.watch import Informer
+from modelferry.controller.reconcile.secretindex import ReferencedSecrets
+from modelferry.controller.reconcile.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

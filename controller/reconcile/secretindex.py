@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
-from controller.kube.client import SECRETS, Kube
-from controller.kube.watch import Backoff, Informer, object_key
+from modelferry.controller.kube.client import SECRETS, Kube
+from modelferry.controller.kube.watch import Backoff, Informer, object_key
 
 SecretKey = tuple[str, str]  # (namespace, name)
 

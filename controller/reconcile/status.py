@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.kube.client import Kube, Resource
-from controller.kube.conditions import keep_transition_times
-from controller.kube.watch import Informer, object_key
+from modelferry.controller.kube.client import Kube, Resource
+from modelferry.controller.kube.conditions import keep_transition_times
+from modelferry.controller.kube.watch import Informer, object_key
 
 
 async def patch_status(

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.agent.disk import OutsideNamespaceError, model_dir
-from controller.agent.entries import label_key
-from controller.agent.tasks import ModelRef
-from controller.api.v1alpha1.modelserver import ModelServerSpec
-from controller.config.controller import IMAGE
-from controller.config.serving import SERVE_IMAGE
+from modelferry.controller.agent.disk import OutsideNamespaceError, model_dir
+from modelferry.controller.agent.entries import label_key
+from modelferry.controller.agent.tasks import ModelRef
+from modelferry.controller.api.v1alpha1.modelserver import ModelServerSpec
+from modelferry.controller.config.controller import IMAGE
+from modelferry.controller.config.serving import SERVE_IMAGE
 from modelferry.errors import ModelferryError
 from modelferry.uri import parse_uri
 

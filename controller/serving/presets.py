@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.api.v1alpha1.modelserver import Engine, ModelServerSpec
+from modelferry.controller.api.v1alpha1.modelserver import Engine, ModelServerSpec
 
 MODEL_PATH = "/models/model"
 ADAPTER_PATH = "/models/adapter"

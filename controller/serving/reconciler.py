@@ -1,9 +1,9 @@
 """The ModelServer reconciler: ModelServer + what it names -> ``render`` -> Deployment/Service -> status.
 
-A thin adapter around the pure functions of :mod:`controller.serving.render` and
-:mod:`controller.serving.status`. It keeps informers of its own (ModelServers, their Deployments,
+A thin adapter around the pure functions of :mod:`modelferry.controller.serving.render` and
+:mod:`modelferry.controller.serving.status`. It keeps informers of its own (ModelServers, their Deployments,
 Services and pods, the BaseModels, ClusterBaseModels, ModelSyncs and TrainingRuns they name) and
-shares the :class:`~controller.operator.router.Operator`'s work queue and Event recorder; the
+shares the :class:`~modelferry.controller.operator.router.Operator`'s work queue and Event recorder; the
 operator only routes ``("ModelServer", ns, name)`` keys here.
 
 Changed inputs replace the Deployment in place (PUT), so Kubernetes rolls it with
@@ -16,17 +16,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from controller.kube.client import PODS, Resource
-from controller.kube.events import now_iso
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY, owned_by
-from controller.kube.watch import Informer, object_key
-from controller.reconcile.owned import OwnedObjects
-from controller.reconcile.parts import Key, Parts
-from controller.reconcile.status import patch_status
-from controller.serving.inputs import Problem, ServingContext
-from controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
-from controller.serving.status import compute_status
-from controller.sync.targets import synced_models
+from modelferry.controller.kube.client import PODS, Resource
+from modelferry.controller.kube.events import now_iso
+from modelferry.controller.kube.ownership import (
+    LABEL_MANAGED_BY,
+    LABEL_OWNER_KIND,
+    LABEL_OWNER_NAME,
+    MANAGED_BY,
+    owned_by,
+)
+from modelferry.controller.kube.watch import Informer, object_key
+from modelferry.controller.reconcile.owned import OwnedObjects
+from modelferry.controller.reconcile.parts import Key, Parts
+from modelferry.controller.reconcile.status import patch_status
+from modelferry.controller.serving.inputs import Problem, ServingContext
+from modelferry.controller.serving.render import KIND, LABEL_SERVER, RenderResult, render, service_url
+from modelferry.controller.serving.status import compute_status
+from modelferry.controller.sync.targets import synced_models
 from modelferry.errors import ModelferryError
 from modelferry.logs import scrub
 

@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.api.v1alpha1.modelserver import ModelServerSpec, parse_spec
-from controller.kube.expansion import literal
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.serving.inputs import (
+from modelferry.backends import SecretUse, secret_keys
+from modelferry.controller.api.v1alpha1.modelserver import ModelServerSpec, parse_spec
+from modelferry.controller.kube.expansion import literal
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.serving.inputs import (
     ModelSource,
     Problem,
     Refusal,
@@ -26,11 +27,18 @@ from controller.serving.inputs import (
     resolve_adapter,
     resolve_model,
 )
-from controller.serving.presets import ADAPTER_PATH, MODEL_PATH, TMP, EngineCommand, Facts, engine_command, gpu_count
-from controller.training.render import SECURITY  # the restricted container securityContext of every workload
-from controller.workload.identity import inputs_hash, owner_reference
-from controller.workload.secrets import secret_ref
-from modelferry.backends import SecretUse, secret_keys
+from modelferry.controller.serving.presets import (
+    ADAPTER_PATH,
+    MODEL_PATH,
+    TMP,
+    EngineCommand,
+    Facts,
+    engine_command,
+    gpu_count,
+)
+from modelferry.controller.training.render import SECURITY  # the restricted container securityContext of every workload
+from modelferry.controller.workload.identity import inputs_hash, owner_reference
+from modelferry.controller.workload.secrets import secret_ref
 from modelferry.errors import InvalidSpecError
 
 KIND = "ModelServer"

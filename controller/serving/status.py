@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.v1alpha1.modelserver import ConditionType
-from controller.kube.conditions import condition
-from controller.serving.render import LABEL_SERVER, RenderResult
+from modelferry.controller.api.v1alpha1.modelserver import ConditionType
+from modelferry.controller.kube.conditions import condition
+from modelferry.controller.serving.render import LABEL_SERVER, RenderResult
 from modelferry.logs import scrub
 
 FAILING = ("OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "ModelDownloadFailed", "CreateContainerConfigError")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config.controller import JobSettings
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.workload.cabundle import ca_source, mount_ca
-from controller.workload.identity import ANNOTATION_HASH, inputs_hash
+from modelferry.controller.config.controller import JobSettings
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.workload.cabundle import ca_source, mount_ca
+from modelferry.controller.workload.identity import ANNOTATION_HASH, inputs_hash
 
 ANNOTATION_MODE = "modelferry.io/mode"
 CONTAINER = "sync"

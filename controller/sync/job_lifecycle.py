@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.kube.client import JOBS
-from controller.reconcile.owned import Ensured, OwnedObjects
-from controller.reconcile.parts import Key, Parts, cached
-from controller.workload.identity import recorded_hash
-from controller.workload.jobstatus import job_condition, job_phase
+from modelferry.controller.kube.client import JOBS
+from modelferry.controller.reconcile.owned import Ensured, OwnedObjects
+from modelferry.controller.reconcile.parts import Key, Parts, cached
+from modelferry.controller.workload.identity import recorded_hash
+from modelferry.controller.workload.jobstatus import job_condition, job_phase
 
 
 class SyncJobs:

@@ -7,9 +7,9 @@ Each refusal names the setting that would allow it.
 
 from __future__ import annotations
 
-from controller.api.v1alpha1.modelsync import JobOverrides
-from controller.config.controller import JobPolicySettings, JobSettings
-from controller.sync.secretmode import Finding
+from modelferry.controller.api.v1alpha1.modelsync import JobOverrides
+from modelferry.controller.config.controller import JobPolicySettings, JobSettings
+from modelferry.controller.sync.secretmode import Finding
 
 ENV = "MODELFERRY_CONTROLLER__JOB_POLICY__"
 

@@ -5,24 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.v1alpha1 import modelsync as api
-from controller.config.controller import ControllerSettings
-from controller.kube.expansion import literal
-from controller.sync.job import JobOverrides, JobRequest, render_job
-from controller.sync.jobpolicy import check_job_overrides
-from controller.sync.secretmode import Finding
-from controller.sync.transferspec import transfer_env_for
-from controller.workload.cabundle import invalid_ca_reference
-from controller.workload.claims import claim_mounts
-from controller.workload.identity import GROUP, VERSION, bounded_name, inputs_hash, owner_reference
-from controller.workload.secrets import (
+from modelferry.backends import SecretUse, backend_for, secret_keys
+from modelferry.controller.api.v1alpha1 import modelsync as api
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.expansion import literal
+from modelferry.controller.sync.job import JobOverrides, JobRequest, render_job
+from modelferry.controller.sync.jobpolicy import check_job_overrides
+from modelferry.controller.sync.secretmode import Finding
+from modelferry.controller.sync.transferspec import transfer_env_for
+from modelferry.controller.workload.cabundle import invalid_ca_reference
+from modelferry.controller.workload.claims import claim_mounts
+from modelferry.controller.workload.identity import GROUP, VERSION, bounded_name, inputs_hash, owner_reference
+from modelferry.controller.workload.secrets import (
     not_text_finding,
     register_credentials,
     secret_data,
     secret_ref,
     undecodable_keys,
 )
-from modelferry.backends import SecretUse, backend_for, secret_keys
 from modelferry.errors import InvalidSpecError, InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri

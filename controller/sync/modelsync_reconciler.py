@@ -1,7 +1,7 @@
 """ModelSync's reconciler: a ModelSync + the Secrets it names -> ``plan_modelsync_job`` -> the Job -> status.
 
-The decisions are the pure functions of :mod:`controller.sync.modelsync` (the Job) and
-:mod:`controller.sync.modelsync_status` (the status); this adapter watches ModelSyncs, ensures the Job,
+The decisions are the pure functions of :mod:`modelferry.controller.sync.modelsync` (the Job) and
+:mod:`modelferry.controller.sync.modelsync_status` (the status); this adapter watches ModelSyncs, ensures the Job,
 reads progress from the running sync container's log, and writes status.
 """
 
@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from controller.kube.client import MODELSYNCS, PODS
-from controller.kube.events import now_iso
-from controller.kube.watch import Backoff, Informer, object_key
-from controller.reconcile.log_progress import LogProgress
-from controller.reconcile.parts import Caches, Key, Parts, cached, cached_all
-from controller.reconcile.status import patch_status
-from controller.sync.job import CONTAINER
-from controller.sync.job_lifecycle import SyncJobs
-from controller.sync.modelsync import KIND, job_name, plan_modelsync_job, referenced_secrets
-from controller.sync.modelsync_status import error_status, job_status, termination_summary
-from controller.workload.jobstatus import job_phase
+from modelferry.controller.kube.client import MODELSYNCS, PODS
+from modelferry.controller.kube.events import now_iso
+from modelferry.controller.kube.watch import Backoff, Informer, object_key
+from modelferry.controller.reconcile.log_progress import LogProgress
+from modelferry.controller.reconcile.parts import Caches, Key, Parts, cached, cached_all
+from modelferry.controller.reconcile.status import patch_status
+from modelferry.controller.sync.job import CONTAINER
+from modelferry.controller.sync.job_lifecycle import SyncJobs
+from modelferry.controller.sync.modelsync import KIND, job_name, plan_modelsync_job, referenced_secrets
+from modelferry.controller.sync.modelsync_status import error_status, job_status, termination_summary
+from modelferry.controller.workload.jobstatus import job_phase
 from modelferry.transfer.progress import parse_progress_line
 
 

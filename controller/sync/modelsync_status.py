@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.api.v1alpha1.modelsync import ConditionType
-from controller.kube.conditions import carry_transition_times, condition
-from controller.sync.secretmode import Finding
-from controller.workload.identity import recorded_hash
-from controller.workload.jobstatus import job_condition, job_phase
+from modelferry.controller.api.v1alpha1.modelsync import ConditionType
+from modelferry.controller.kube.conditions import carry_transition_times, condition
+from modelferry.controller.sync.secretmode import Finding
+from modelferry.controller.workload.identity import recorded_hash
+from modelferry.controller.workload.jobstatus import job_condition, job_phase
 from modelferry.logs import scrub
 
 

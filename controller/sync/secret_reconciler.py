@@ -1,6 +1,6 @@
 """Secret mode's reconciler: a ``model-source`` Secret + its data connection -> ``plan_secret_job`` -> the Job.
 
-The decisions are the pure :func:`controller.sync.secretmode.plan_secret_job`; this adapter watches the
+The decisions are the pure :func:`modelferry.controller.sync.secretmode.plan_secret_job`; this adapter watches the
 ``model-source`` Secrets (by name, and by label), ensures the Job, and emits Events (a Secret has no status).
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.kube.client import SECRETS
-from controller.kube.watch import Backoff, Informer, object_key
-from controller.reconcile.parts import Key, Parts
-from controller.sync.job_lifecycle import SyncJobs
-from controller.sync.secretmode import data_connection_name, is_model_source, plan_secret_job
-from controller.workload.secrets import is_true, secret_data
+from modelferry.controller.kube.client import SECRETS
+from modelferry.controller.kube.watch import Backoff, Informer, object_key
+from modelferry.controller.reconcile.parts import Key, Parts
+from modelferry.controller.sync.job_lifecycle import SyncJobs
+from modelferry.controller.sync.secretmode import data_connection_name, is_model_source, plan_secret_job
+from modelferry.controller.workload.secrets import is_true, secret_data
 
 KIND = "Secret"
 PASSCODE_SPENT = "; the one-time passcode is spent: put a fresh S3_SYNC_COS_TEMPORARY_PASSCODE into the Secret to retry"

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config.controller import ControllerSettings
-from controller.kube.expansion import literal
-from controller.sync.job import JobOverrides, JobRequest, render_job
-from controller.workload.identity import inputs_hash, owner_reference
-from controller.workload.secrets import (
+from modelferry.backends import SecretUse, secret_keys
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.expansion import literal
+from modelferry.controller.sync.job import JobOverrides, JobRequest, render_job
+from modelferry.controller.workload.identity import inputs_hash, owner_reference
+from modelferry.controller.workload.secrets import (
     is_true,
     not_text_finding,
     register_credentials,
@@ -23,7 +24,6 @@ from controller.workload.secrets import (
     secret_ref,
     undecodable_keys,
 )
-from modelferry.backends import SecretUse, secret_keys
 from modelferry.errors import InvalidURIError, SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.units import parse_size

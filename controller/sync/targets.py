@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.workload.secrets import secret_data
+from modelferry.controller.workload.secrets import secret_data
 
 
 def modelsync_target(modelsync: dict[str, Any], secrets: dict[str, dict[str, Any]]) -> str | None:

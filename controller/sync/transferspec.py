@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controller.api.v1alpha1.modelsync import Transfer
-from controller.sync.secretmode import Finding
+from modelferry.controller.api.v1alpha1.modelsync import Transfer
+from modelferry.controller.sync.secretmode import Finding
 from modelferry.settings import TransferSettings
 from modelferry.units import parse_size
 

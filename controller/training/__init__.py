@@ -6,9 +6,9 @@ write ``compute_status(tr, None, problem=result.problem)`` and create nothing; e
 write ``compute_status(tr, job, report=...)`` from the Job and the sidecar's reports.
 """
 
-from controller.training.render import RenderContext, RenderResult, render, workload_name
-from controller.training.status import compute_status, progress_from_log, termination_report
-from controller.training.validate import Problem, validate
+from modelferry.controller.training.render import RenderContext, RenderResult, render, workload_name
+from modelferry.controller.training.status import compute_status, progress_from_log, termination_report
+from modelferry.controller.training.validate import Problem, validate
 
 __all__ = [
     "Problem",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.workload.jobstatus import job_condition
+from modelferry.controller.workload.jobstatus import job_condition
 
 KIND = "TrainingRun"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"

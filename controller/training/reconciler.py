@@ -1,8 +1,8 @@
 """The TrainingRun reconciler: TrainingRun + ModelSyncs -> ``render`` -> Job/Service/PyTorchJob/TrainJob -> status.
 
-The decisions are the pure functions of :mod:`controller.training` (render, compute_status) and the
+The decisions are the pure functions of :mod:`modelferry.controller.training` (render, compute_status) and the
 small pure helpers here; :class:`TrainingReconciler` only reads caches, talks to the API and writes
-status. It is registered by :class:`controller.operator.router.Operator`, shares its work queue,
+status. It is registered by :class:`modelferry.controller.operator.router.Operator`, shares its work queue,
 Event recorder and Job informer, and adds informers of its own (TrainingRuns, Services, and
 PyTorchJobs and TrainJobs when they are known to be served).
 """
@@ -13,16 +13,16 @@ import logging
 import time
 from typing import Any
 
-from controller.kube.client import JOBS, PODS, Resource
-from controller.kube.events import now_iso
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.kube.watch import Backoff, Informer, object_key
-from controller.reconcile.log_progress import LogProgress
-from controller.reconcile.owned import OwnedObjects
-from controller.reconcile.parts import Key, Parts
-from controller.reconcile.status import patch_status
-from controller.sync.targets import synced_models
-from controller.training import (
+from modelferry.controller.kube.client import JOBS, PODS, Resource
+from modelferry.controller.kube.events import now_iso
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.kube.watch import Backoff, Informer, object_key
+from modelferry.controller.reconcile.log_progress import LogProgress
+from modelferry.controller.reconcile.owned import OwnedObjects
+from modelferry.controller.reconcile.parts import Key, Parts
+from modelferry.controller.reconcile.status import patch_status
+from modelferry.controller.sync.targets import synced_models
+from modelferry.controller.training import (
     RenderContext,
     compute_status,
     progress_from_log,
@@ -30,9 +30,9 @@ from controller.training import (
     termination_report,
     workload_name,
 )
-from controller.training.facts import KIND, failure_report, modelsync_ref, rank_zero_pod
-from controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
-from controller.workload.cabundle import ca_source
+from modelferry.controller.training.facts import KIND, failure_report, modelsync_ref, rank_zero_pod
+from modelferry.controller.training.trainjob import JOBSET_NAME_LABEL, TRAINER_GROUP, TRAINER_VERSION
+from modelferry.controller.workload.cabundle import ca_source
 
 log = logging.getLogger(__name__)
 

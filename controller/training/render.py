@@ -18,18 +18,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.api.v1alpha1.trainingrun import EnvVar, TrainingRunSpec, parse_spec
-from controller.config.controller import IMAGE, TRAIN_IMAGE
-from controller.kube.expansion import literal
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.training.trainjob import train_job, training_runtime
-from controller.training.validate import Problem, validate
-from controller.training.wrapper import wrapped_command
-from controller.workload.cabundle import CASource, mount_ca
-from controller.workload.claims import ClaimMounts, claim_mounts
-from controller.workload.identity import bounded_name, inputs_hash, owner_reference
-from controller.workload.secrets import secret_ref
 from modelferry.backends import SecretUse, secret_keys
+from modelferry.controller.api.v1alpha1.trainingrun import EnvVar, TrainingRunSpec, parse_spec
+from modelferry.controller.config.controller import IMAGE, TRAIN_IMAGE
+from modelferry.controller.kube.expansion import literal
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.training.trainjob import train_job, training_runtime
+from modelferry.controller.training.validate import Problem, validate
+from modelferry.controller.training.wrapper import wrapped_command
+from modelferry.controller.workload.cabundle import CASource, mount_ca
+from modelferry.controller.workload.claims import ClaimMounts, claim_mounts
+from modelferry.controller.workload.identity import bounded_name, inputs_hash, owner_reference
+from modelferry.controller.workload.secrets import secret_ref
 from modelferry.errors import InvalidSpecError
 
 ANNOTATION_HASH = "modelferry.io/inputs-hash"

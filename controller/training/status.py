@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.api.v1alpha1.trainingrun import ConditionType
-from controller.kube.conditions import carry_transition_times, condition
-from controller.training.validate import Problem
+from modelferry.controller.api.v1alpha1.trainingrun import ConditionType
+from modelferry.controller.kube.conditions import carry_transition_times, condition
+from modelferry.controller.training.validate import Problem
 from modelferry.logs import scrub_record
 
 PROGRESS_PREFIX = "MODELFERRY_PROGRESS "

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.v1alpha1.trainingrun import Runtime, TrainingRunSpec
 from modelferry.backends import backend_for
+from modelferry.controller.api.v1alpha1.trainingrun import Runtime, TrainingRunSpec
 from modelferry.errors import ModelferryError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri

@@ -1,6 +1,6 @@
 """The POSIX-sh wrapper the trainer container runs around the user's command.
 
-It is the trainer's half of the pod protocol (the sidecar's half is ``sidecar.supervisor``); both
+It is the trainer's half of the pod protocol (the sidecar's half is ``modelferry.sidecar.supervisor``); both
 use the files below in ``$MODELFERRY_WORKSPACE/.modelferry``. The controller puts this text in the
 trainer container's command (``sh -c SCRIPT modelferry-wrapper CMD ARGS...``), so any image with a
 ``/bin/sh`` works and nothing needs installing in it.

@@ -23,13 +23,13 @@ log = logging.getLogger("modelferry.agent")
 def build_agent_settings(overrides: dict[str, Any]) -> Any:
     """AgentSettings from the environment with command-line values on top."""
     try:
-        import controller.agent.kubeside  # noqa: F401 - fail early, with a hint, without the extra
+        import modelferry.controller.agent.kubeside  # noqa: F401 - fail early, with a hint, without the extra
     except ImportError as exc:
         raise UsageError(
             f"the agent needs the controller extra ({exc.name} is missing)",
             hint="pip install 'modelferry[controller]'",
         ) from exc
-    from controller.agent.settings import OME_DEFAULTS, AgentOptions, AgentSettings
+    from modelferry.controller.agent.settings import OME_DEFAULTS, AgentOptions, AgentSettings
 
     given = {k: v for k, v in overrides.items() if v is not None}
     files, parts = given.pop("concurrency", None), given.pop("multipart_concurrency", None)
@@ -70,14 +70,14 @@ async def run_agent(
     settings: Any, *, kubeconfig: str | None, api_url: str | None, stop: asyncio.Event | None = None
 ) -> None:
     """Wire the pieces together and run until SIGTERM/SIGINT (or ``stop``)."""
-    from controller.agent.gopher import Gopher
-    from controller.agent.health import build_app, root_usable, serve
-    from controller.agent.kubeside import NODES, NodeAgent, until_api
-    from controller.agent.metrics import AgentMetrics
-    from controller.agent.shape import detect_shape
-    from controller.agent.tasks import TaskQueue
-    from controller.kube.client import Kube, build_api_client
-    from controller.kube.watch import Backoff
+    from modelferry.controller.agent.gopher import Gopher
+    from modelferry.controller.agent.health import build_app, root_usable, serve
+    from modelferry.controller.agent.kubeside import NODES, NodeAgent, until_api
+    from modelferry.controller.agent.metrics import AgentMetrics
+    from modelferry.controller.agent.shape import detect_shape
+    from modelferry.controller.agent.tasks import TaskQueue
+    from modelferry.controller.kube.client import Kube, build_api_client
+    from modelferry.controller.kube.watch import Backoff
 
     opts = settings.agent
     root = Path(opts.models_root)
@@ -164,7 +164,7 @@ class AgentCommand(click.Command):
 def _duration(value: str | None) -> float | None:
     if value is None:
         return None
-    from controller.agent.settings import parse_duration
+    from modelferry.controller.agent.settings import parse_duration
 
     try:
         return parse_duration(value)

@@ -40,8 +40,8 @@ def controller_command(
     Every option has a MODELFERRY_CONTROLLER__* variable (nested with __), e.g.
     MODELFERRY_CONTROLLER__NAMESPACES='["demo"]', MODELFERRY_CONTROLLER__JOB__BACKOFF_LIMIT=3.
     """
-    from controller.config.controller import ControllerSettings
-    from controller.operator.process import serve
+    from modelferry.controller.config.controller import ControllerSettings
+    from modelferry.controller.operator.process import serve
 
     class _Env(BaseModel):
         controller: ControllerSettings = Field(description="controller settings")

@@ -93,11 +93,11 @@ def run_demo(
     from moto.server import ThreadedMotoServer
 
     from modelferry.settings import TransferSettings
+    from modelferry.sidecar.embedded import EmbeddedMlflow
+    from modelferry.sidecar.runner import Runner
+    from modelferry.sidecar.settings import LifecycleSettings, MlflowSettings, SidecarSettings
+    from modelferry.sidecar.staging import copy_tree
     from modelferry.uri import parse_uri
-    from sidecar.embedded import EmbeddedMlflow
-    from sidecar.runner import Runner
-    from sidecar.settings import LifecycleSettings, MlflowSettings, SidecarSettings
-    from sidecar.staging import copy_tree
 
     started = time.monotonic()
     s3_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -125,7 +125,7 @@ def run_demo(
             [
                 sys.executable,
                 "-m",
-                "sidecar.trainers.peft_lora",
+                "modelferry.sidecar.trainers.peft_lora",
                 "--build-tiny-model",
                 str(model_dir),
                 "--dataset",
@@ -214,8 +214,8 @@ def _serve(workdir: Path, model_uri: str, adapter_uri: str, creds: Any, transfer
     from modelferry.serve.model import LoadedModel
     from modelferry.serve.server import BackgroundServer
     from modelferry.settings import Credentials
+    from modelferry.sidecar.staging import copy_tree
     from modelferry.uri import parse_uri
-    from sidecar.staging import copy_tree
 
     local = workdir / "serve"
     for uri, name in ((model_uri, "tiny-llama"), (adapter_uri, ADAPTER_NAME)):

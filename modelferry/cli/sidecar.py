@@ -49,7 +49,7 @@ def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 def build_sidecar_settings(config: dict[str, Any], overrides: dict[str, Any]) -> Any:
     """Environment < config file < command line; validated once."""
     from modelferry.settings import warn_unknown_env
-    from sidecar.settings import SidecarSettings
+    from modelferry.sidecar.settings import SidecarSettings
 
     merged = dict(config)
     for dotted, value in overrides.items():
@@ -127,7 +127,7 @@ def run_command(
           --dataset s3://b/data/train.jsonl --output s3://b/runs/r1 --param learning_rate=1e-4
       modelferry sidecar run --config sidecar.yaml --mode pod
     """
-    from sidecar.runner import run_training
+    from modelferry.sidecar.runner import run_training
 
     hyper: dict[str, Any] = parse_pairs(params, "--param")
     overrides: dict[str, Any] = {

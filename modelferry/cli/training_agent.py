@@ -154,7 +154,7 @@ def training_agent_command(
     """
     from modelferry.cli.sidecar import build_sidecar_settings
     from modelferry.omeagent.config import load_ome_config
-    from sidecar.runner import run_training
+    from modelferry.sidecar.runner import run_training
 
     config, report = load_ome_config(config_path, "training-agent")
     report.warn()
@@ -175,8 +175,8 @@ def training_agent_command(
 def _ship_metrics(settings: Any, metrics_uri: str) -> None:
     """OME keeps metrics in their own bucket (training_metrics.*): copy the metrics files there too."""
     from modelferry.settings import Credentials
+    from modelferry.sidecar.staging import copy_tree
     from modelferry.uri import parse_uri
-    from sidecar.staging import copy_tree
 
     output = (settings.workspace / settings.output_dir).resolve()
     copy_tree(

@@ -87,7 +87,7 @@ def route_url(routes: list[dict[str, Any]], service: str) -> str | None:
 
 async def _wait_for_secret(kube: Any, namespace: str, name: str, wait: float) -> dict[str, Any]:
     """The data connection Secret, waiting up to ``wait`` seconds for the automation to create it."""
-    from controller.kube.client import SECRETS
+    from modelferry.controller.kube.client import SECRETS
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -111,7 +111,7 @@ async def _wait_for_secret(kube: Any, namespace: str, name: str, wait: float) ->
 
 async def _external_endpoint(kube: Any, endpoint: str) -> str:
     """An in-cluster endpoint replaced by the Route that exposes it (we run outside the cluster)."""
-    from controller.kube.client import Resource
+    from modelferry.controller.kube.client import Resource
 
     found = cluster_service(endpoint)
     if found is None:
@@ -148,8 +148,8 @@ async def _kube_io(
     outside: bool = False,
 ) -> dict[str, str]:
     try:
-        from controller.kube.client import SECRETS, Kube, build_api_client
-        from controller.workload.secrets import secret_data
+        from modelferry.controller.kube.client import SECRETS, Kube, build_api_client
+        from modelferry.controller.workload.secrets import secret_data
     except ImportError as exc:  # kubernetes-asyncio is in the [controller] extra
         raise UsageError(
             f"modelferry upload needs the Kubernetes client ({exc.name})", hint="pip install 'modelferry[controller]'"

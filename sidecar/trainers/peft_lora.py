@@ -1,6 +1,6 @@
 """The built-in ``peft-lora`` runtime: LoRA fine-tuning of a causal LM with transformers + peft.
 
-Run as ``python -m sidecar.trainers.peft_lora --model DIR --dataset FILE --output DIR [...]``.
+Run as ``python -m modelferry.sidecar.trainers.peft_lora --model DIR --dataset FILE --output DIR [...]``.
 It takes OME-Agent's ``peft_ft.*`` hyperparameters, writes the documented metrics file
 (one JSON object per line: ``step``, ``epoch``, metric values) and saves the adapter (and, with
 ``--merge``, the merged model). ``--build-tiny-model DIR`` writes a tiny Llama built from a config
@@ -292,7 +292,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m sidecar.trainers.peft_lora``."""
+    """Entry point of ``python -m modelferry.sidecar.trainers.peft_lora``."""
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never reach for the hub

@@ -48,7 +48,7 @@ SEED = textwrap.dedent(
     elif sys.argv[1] == "seed-training":
         import pathlib, subprocess
         out = pathlib.Path("/tmp/tiny")
-        subprocess.run([sys.executable, "-m", "sidecar.trainers.peft_lora", "--build-tiny-model", str(out / "model"),
+        subprocess.run([sys.executable, "-m", "modelferry.sidecar.trainers.peft_lora", "--build-tiny-model", str(out / "model"),
                         "--dataset", str(out / "train.jsonl")], check=True)
         s3.create_bucket(Bucket="training")
         for path in (out / "model").iterdir():

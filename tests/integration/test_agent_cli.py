@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.agent.settings import AgentSettings
 from modelferry.cli.agent import build_agent_settings, run_agent
 from modelferry.cli.main import cli
+from modelferry.controller.agent.settings import AgentSettings
 from modelferry.errors import UsageError
 from tests.servers.kube import KubeEmulator
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.agent.gopher import wants_decrypt
-from controller.agent.tasks import TaskType
 from modelferry.cli.main import main
+from modelferry.controller.agent.gopher import wants_decrypt
+from modelferry.controller.agent.tasks import TaskType
 from tests.integration.test_agent_gopher import basemodel, make, task
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from controller.agent.disk import AGENT_MARKER, is_complete
-from controller.agent.entries import ModelEntry, ModelStatus
-from controller.agent.gopher import Gopher, read_marker
-from controller.agent.metrics import AgentMetrics
-from controller.agent.settings import AgentOptions, AgentSettings
-from controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType, decide, spec_fingerprint
+from modelferry.controller.agent.disk import AGENT_MARKER, is_complete
+from modelferry.controller.agent.entries import ModelEntry, ModelStatus
+from modelferry.controller.agent.gopher import Gopher, read_marker
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.settings import AgentOptions, AgentSettings
+from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType, decide, spec_fingerprint
 from modelferry.errors import RetryableError
 from modelferry.settings import Credentials
 from modelferry.storage.base import Store

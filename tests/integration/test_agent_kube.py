@@ -14,15 +14,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.agent.aggregate import aggregate, aggregate_once
-from controller.agent.entries import RESOURCES_KEY, label_key
-from controller.agent.gopher import Gopher
-from controller.agent.health import build_app, root_usable, serve
-from controller.agent.kubeside import NodeAgent, credentials_from_secret
-from controller.agent.metrics import AgentMetrics
-from controller.agent.settings import AgentOptions, AgentSettings
-from controller.agent.tasks import ModelRef, TaskQueue
-from controller.kube.client import Kube, build_api_client
+from modelferry.controller.agent.aggregate import aggregate, aggregate_once
+from modelferry.controller.agent.entries import RESOURCES_KEY, label_key
+from modelferry.controller.agent.gopher import Gopher
+from modelferry.controller.agent.health import build_app, root_usable, serve
+from modelferry.controller.agent.kubeside import NodeAgent, credentials_from_secret
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.settings import AgentOptions, AgentSettings
+from modelferry.controller.agent.tasks import ModelRef, TaskQueue
+from modelferry.controller.kube.client import Kube, build_api_client
 from modelferry.settings import Credentials
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_real import RealKube
@@ -259,7 +259,7 @@ async def test_failed_download_reported_and_bad_affinity(rig: Rig) -> None:
 
 
 async def test_aggregator_loop_stops(rig: Rig) -> None:
-    from controller.agent.aggregate import run_aggregator
+    from modelferry.controller.agent.aggregate import run_aggregator
 
     await rig.emu.put_object(API, "basemodels", basemodel("agg", f"file://{rig.src}/v1"))
     stop = asyncio.Event()
@@ -338,7 +338,7 @@ class ConflictingKube:
     """Answers like the API server, with a 409 on the first ConfigMap patch (someone else wrote it)."""
 
     def __init__(self) -> None:
-        from controller.kube.client import ConflictError
+        from modelferry.controller.kube.client import ConflictError
 
         self.error = ConflictError
         self.cm = {"metadata": {"name": "node-1", "namespace": NS, "resourceVersion": "1"}, "data": {"stale": "x"}}
@@ -358,7 +358,7 @@ class ConflictingKube:
 
 
 async def test_publishing_retries_on_conflict(tmp_path: Path) -> None:
-    from controller.agent.entries import ModelEntry, ModelStatus
+    from modelferry.controller.agent.entries import ModelEntry, ModelStatus
 
     settings = AgentSettings()
     settings.agent = AgentOptions(node_name="node-1", namespace=NS, models_root=str(tmp_path))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.agent.entries import ModelEntry, ModelStatus
-from controller.agent.gopher import Gopher
-from controller.agent.kubeside import credentials_from_secret
-from controller.agent.metrics import AgentMetrics
-from controller.agent.settings import AgentOptions, AgentSettings
-from controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
+from modelferry.controller.agent.entries import ModelEntry, ModelStatus
+from modelferry.controller.agent.gopher import Gopher
+from modelferry.controller.agent.kubeside import credentials_from_secret
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.settings import AgentOptions, AgentSettings
+from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
 from modelferry.modelinfo import inspect_store
 from modelferry.settings import Credentials, S3Credentials
 from modelferry.storage.s3 import S3Store

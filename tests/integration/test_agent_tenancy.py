@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.agent.aggregate import aggregate_once
-from controller.agent.disk import AGENT_MARKER
-from controller.agent.entries import ModelStatus
-from controller.agent.kubeside import credentials_from_secret
-from controller.agent.tasks import TaskType
+from modelferry.controller.agent.aggregate import aggregate_once
+from modelferry.controller.agent.disk import AGENT_MARKER
+from modelferry.controller.agent.entries import ModelStatus
+from modelferry.controller.agent.kubeside import credentials_from_secret
+from modelferry.controller.agent.tasks import TaskType
 from modelferry.logs import scrub
 from modelferry.settings import Credentials
 from tests.integration.test_agent_gopher import basemodel as gopher_model

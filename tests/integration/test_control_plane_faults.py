@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.agent.kubeside import NodeAgent
-from controller.kube.lease import micro_time
-from controller.operator.process import Controller
+from modelferry.controller.agent.kubeside import NodeAgent
+from modelferry.controller.kube.lease import micro_time
+from modelferry.controller.operator.process import Controller
 from tests.integration.test_agent_kube import basemodel, running_agent
 from tests.servers.faultproxy import FaultProxy
 from tests.servers.kube import KubeEmulator

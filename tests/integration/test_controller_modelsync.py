@@ -275,8 +275,8 @@ async def test_finished_job_removed_by_ttl_is_not_rerun(harness: Harness) -> Non
 
 
 async def test_relist_reports_objects_deleted_while_disconnected(harness: Harness) -> None:
-    from controller.kube.client import SECRETS, Kube, build_api_client
-    from controller.kube.watch import Informer
+    from modelferry.controller.kube.client import SECRETS, Kube, build_api_client
+    from modelferry.controller.kube.watch import Informer
 
     seen: list[tuple[str, str]] = []
     await harness.apply(TARGET)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from controller.agent.daemonset import render_daemonset
+from modelferry.controller.agent.daemonset import render_daemonset
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running
 

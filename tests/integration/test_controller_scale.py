@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from controller.kube.client import Kube, build_api_client
-from controller.kube.events import EventRecorder
-from controller.operator.router import Operator
-from controller.sync.modelsync import KIND as MODELSYNC
-from controller.sync.secret_reconciler import KIND as SECRET
+from modelferry.controller.kube.client import Kube, build_api_client
+from modelferry.controller.kube.events import EventRecorder
+from modelferry.controller.operator.router import Operator
+from modelferry.controller.sync.modelsync import KIND as MODELSYNC
+from modelferry.controller.sync.secret_reconciler import KIND as SECRET
 from tests.integration.test_controller_modelsync import HF, TARGET, modelsync
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, eventually, running

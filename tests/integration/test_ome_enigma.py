@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from controller.agent.tasks import TaskType
 from modelferry.cli.main import main
+from modelferry.controller.agent.tasks import TaskType
 from modelferry.enigma import omeformat
 from tests.integration.test_agent_gopher import basemodel, make, task
 from tests.servers.oracle_kms import OracleKMSServer, oracle_kms_server

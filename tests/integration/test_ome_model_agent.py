@@ -25,11 +25,11 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from controller.agent.aggregate import aggregate_once
-from controller.config.controller import ControllerSettings
-from controller.kube.client import Kube, build_api_client
 from modelferry.cli.agent import agent_command, apply_ome_environment, settings_from_options
 from modelferry.cli.main import cli, hoist_global_options
+from modelferry.controller.agent.aggregate import aggregate_once
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.client import Kube, build_api_client
 from modelferry.errors import UsageError
 from tests.integration.test_agent_kube import write_model
 from tests.integration.test_oracle import write_oci_config

@@ -103,7 +103,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch", reason="the built-in trainer needs the [train] extra")
     pytest.importorskip("peft", reason="the built-in trainer needs the [train] extra")
     directory = tmp_path_factory.mktemp("tiny") / "model"
-    cmd = [sys.executable, "-m", "sidecar.trainers.peft_lora", "--build-tiny-model", str(directory)]
+    cmd = [sys.executable, "-m", "modelferry.sidecar.trainers.peft_lora", "--build-tiny-model", str(directory)]
     subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     return directory
 
@@ -139,7 +139,7 @@ def test_vanilla_trains_only_the_last_layers(tiny_model: Path, tmp_path: Path) -
             {**COHERE_LORA, "cohere_ft": {**COHERE_LORA["cohere_ft"], "strategy": "vanilla", "n_last_layers": 1}},
         ).cohere_ft
     )
-    from sidecar.trainer_command import runtime_command
+    from modelferry.sidecar.trainer_command import runtime_command
 
     (tmp_path / "ws" / "data").mkdir(parents=True)
     (tmp_path / "ws" / "data" / "train.jsonl").write_bytes(DATA)
@@ -287,6 +287,6 @@ def test_cohere_lora_maps_every_key_to_the_trainer(tmp_path: Path) -> None:
     }
     env = fields["trainer_env"]
     assert env["OME_AGENT_COHERE_FT_SIZE"] == "small" and env["OME_AGENT_COHERE_FT_NAME"] == "ft-cohere-1"
-    from sidecar.trainer_command import PEFT_LORA_FLAGS
+    from modelferry.sidecar.trainer_command import PEFT_LORA_FLAGS
 
     assert all(k in PEFT_LORA_FLAGS for k in fields["hyperparameters"])

@@ -1,4 +1,4 @@
-"""The one home for ensuring owned objects (``controller.reconcile.owned``): create, replace on the inputs
+"""The one home for ensuring owned objects (``modelferry.controller.reconcile.owned``): create, replace on the inputs
 hash, adopt an orphan carrying our labels, refuse someone else's; over real HTTP against the API emulator."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from controller.kube.client import JOBS, Kube, Resource, build_api_client
-from controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
-from controller.operator.router import Operator
-from controller.reconcile.owned import OwnedObjects
+from modelferry.controller.kube.client import JOBS, Kube, Resource, build_api_client
+from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from modelferry.controller.operator.router import Operator
+from modelferry.controller.reconcile.owned import OwnedObjects
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_controller import NS, Harness, running
 

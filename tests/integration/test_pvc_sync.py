@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.config.controller import ControllerSettings
-from controller.sync.modelsync import plan_modelsync_job
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.sync.modelsync import plan_modelsync_job
 
 SPEC = {"source": {"uri": "pvc://cache/llama"}, "target": {"uri": "pvc://serving/models/llama"}}
 

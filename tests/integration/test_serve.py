@@ -40,7 +40,7 @@ def build_adapter(model_dir: Path, out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from sidecar.trainers.peft_lora import build_tiny_model
+    from modelferry.sidecar.trainers.peft_lora import build_tiny_model
 
     root = tmp_path_factory.mktemp("serve")
     build_tiny_model(root / "tiny-llama")

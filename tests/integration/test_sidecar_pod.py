@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.training.wrapper import wrapped_command
+from modelferry.controller.training.wrapper import wrapped_command
 from tests.servers.training import METRICS_TRAINER, script
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sidecar.embedded import EmbeddedMlflow
-from sidecar.runner import Runner
-from sidecar.settings import LifecycleSettings, MlflowSettings, SidecarSettings
+from modelferry.sidecar.embedded import EmbeddedMlflow
+from modelferry.sidecar.runner import Runner
+from modelferry.sidecar.settings import LifecycleSettings, MlflowSettings, SidecarSettings
 from tests.servers.s3 import MotoS3, list_keys, shared_servers
 from tests.servers.training import METRICS_TRAINER, metric_history, new_bucket, s3_credentials, script
 

@@ -274,10 +274,10 @@ def test_vault_transit_trusts_vault_cacert(ca: PrivateCA, other_ca: PrivateCA, m
 def test_mlflow_streamer_trusts_the_ca(
     ca: PrivateCA, other_ca: PrivateCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sidecar.embedded import EmbeddedMlflow
-    from sidecar.metrics import MetricRecord
-    from sidecar.mlflow_stream import MlflowStreamer
-    from sidecar.settings import MlflowSettings
+    from modelferry.sidecar.embedded import EmbeddedMlflow
+    from modelferry.sidecar.metrics import MetricRecord
+    from modelferry.sidecar.mlflow_stream import MlflowStreamer
+    from modelferry.sidecar.settings import MlflowSettings
     from tests.servers.training import metric_history
 
     for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_INSECURE_TLS"):
@@ -312,7 +312,7 @@ def test_mlflow_streamer_trusts_the_ca(
 
 
 def test_kubernetes_client_trusts_the_ca_for_an_https_api_url(ca: PrivateCA, other_ca: PrivateCA) -> None:
-    from controller.kube.client import SECRETS, Kube, build_api_client
+    from modelferry.controller.kube.client import SECRETS, Kube, build_api_client
     from tests.servers.kube import ThreadedKubeEmulator
 
     async def get(url: str, bundle: Path) -> object:

@@ -8,9 +8,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from controller.config.controller import ControllerSettings
-from controller.kube.client import Kube, build_api_client
-from controller.operator.process import Controller
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.client import Kube, build_api_client
+from modelferry.controller.operator.process import Controller
 from tests.servers.kube import KubeEmulator
 from tests.servers.kube_real import RealKube
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from controller.agent.daemonset import (
+from modelferry.controller.agent.daemonset import (
     KIND,
     Problem,
     agent_status,
@@ -17,8 +17,8 @@ from controller.agent.daemonset import (
     inputs_hash,
     render_daemonset,
 )
-from controller.config.controller import ControllerSettings
-from controller.kube.ownership import owned_by
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.ownership import owned_by
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ControllerSettings().job.image  # a NodeAgent without an image runs the controller's own

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.agent.disk import AGENT_MARKER, DiskUsage, check_watermark, model_dir, stale_dirs
-from controller.agent.entries import (
+from modelferry.controller.agent.disk import AGENT_MARKER, DiskUsage, check_watermark, model_dir, stale_dirs
+from modelferry.controller.agent.entries import (
     RESOURCES_KEY,
     ModelEntry,
     ModelStatus,
@@ -18,16 +18,16 @@ from controller.agent.entries import (
     labels_patch,
     parse_entry,
 )
-from controller.agent.metrics import AgentMetrics
-from controller.agent.resources import collect, network_bytes
-from controller.agent.shape import (
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.resources import collect, network_bytes
+from modelferry.controller.agent.shape import (
     detect_shape,
     excluded_shape_dirs,
     is_trtllm,
     shape_from_gpu_names,
     shape_from_labels,
 )
-from controller.agent.tasks import ModelRef
+from modelferry.controller.agent.tasks import ModelRef
 from modelferry.errors import InsufficientSpaceError, UnsafePathError
 
 REF = ModelRef("BaseModel", "team", "llama")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.agent.selection import node_wants
+from modelferry.controller.agent.selection import node_wants
 from modelferry.errors import UsageError
 
 NODE = {

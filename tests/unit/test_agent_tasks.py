@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType, coalesce, decide, spec_fingerprint
+from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType, coalesce, decide, spec_fingerprint
 
 
 def model(name: str = "llama", uri: str = "hf://meta/llama", ns: str = "team", **storage: Any) -> dict[str, Any]:

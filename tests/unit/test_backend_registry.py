@@ -16,16 +16,16 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel, Field, SecretStr
 
-from controller.agent.kubeside import credentials_from_secret, used_keys
-from controller.config.controller import ControllerSettings
-from controller.serving.render import render
-from controller.sync.modelsync import plan_modelsync_job
-from controller.training import RenderContext
-from controller.training import render as render_training
 from modelferry.backends import Backend, CliOption, Credentials, SecretKey, backends, register, unregister
 from modelferry.backends.grammar import format_bucket, parse_bucket
 from modelferry.backends.registry import cli_options, overrides
 from modelferry.cli.sync import credential_options, overrides_from
+from modelferry.controller.agent.kubeside import credentials_from_secret, used_keys
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.serving.render import render
+from modelferry.controller.sync.modelsync import plan_modelsync_job
+from modelferry.controller.training import RenderContext
+from modelferry.controller.training import render as render_training
 from modelferry.errors import InvalidURIError, UsageError
 from modelferry.settings import Credentials as SettingsCredentials
 from modelferry.settings import SyncSettings, credentials_model

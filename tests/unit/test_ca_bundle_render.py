@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.config.controller import ControllerSettings, JobSettings
-from controller.sync.modelsync import plan_modelsync_job
-from controller.sync.secretmode import plan_secret_job
-from controller.training import RenderContext, render
-from controller.workload.cabundle import CA_ROOT, INJECT_LABEL, ODH_CONFIGMAP, ca_source
+from modelferry.controller.config.controller import ControllerSettings, JobSettings
+from modelferry.controller.sync.modelsync import plan_modelsync_job
+from modelferry.controller.sync.secretmode import plan_secret_job
+from modelferry.controller.training import RenderContext, render
+from modelferry.controller.workload.cabundle import CA_ROOT, INJECT_LABEL, ODH_CONFIGMAP, ca_source
 from modelferry.tls import resolve_tls
 from tests.servers.tlsca import make_private_ca
 from tests.unit.test_training_render import TR
@@ -148,6 +148,6 @@ def test_the_mounted_directory_is_what_the_pod_trusts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keys", [["../x"], [".."], ["a/b"]])
 def test_bad_configmap_keys_are_refused(keys: list[str]) -> None:
-    from controller.workload.cabundle import invalid_ca_reference
+    from modelferry.controller.workload.cabundle import invalid_ca_reference
 
     assert invalid_ca_reference("ok", keys) is not None

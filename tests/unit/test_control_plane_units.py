@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from controller.config.controller import ControllerSettings
-from controller.kube.lease import held_by_other, next_spec
-from controller.kube.watch import Backoff
-from controller.reconcile.secretindex import SecretIndex
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.kube.lease import held_by_other, next_spec
+from modelferry.controller.kube.watch import Backoff
+from modelferry.controller.reconcile.secretindex import SecretIndex
 
 
 def test_secret_index_maps_names_to_readers_and_back() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.api.meta import ApiModel, prop
-from controller.api.v1alpha1 import KINDS
+from modelferry.controller.api.meta import ApiModel, prop
+from modelferry.controller.api.v1alpha1 import KINDS
 from tools.crds import CRDS, check, drift, files
 from tools.crds.schema import structural
 

@@ -8,9 +8,9 @@ import click
 import pytest
 from pydantic import BaseModel
 
-from controller.agent.settings import AgentOptions
-from controller.config.controller import ControllerSettings
 from modelferry.cli.main import cli
+from modelferry.controller.agent.settings import AgentOptions
+from modelferry.controller.config.controller import ControllerSettings
 from modelferry.settings import TransferSettings, shown_default
 
 # option -> (settings model, field) it sets

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.config.controller import IMAGE, ControllerSettings
-from controller.training import RenderContext
 from modelferry import __version__
+from modelferry.controller.config.controller import IMAGE, ControllerSettings
+from modelferry.controller.training import RenderContext
 from tests.unit.test_manifests import OVERLAYS, kustomize
 
 ROOT = Path(__file__).resolve().parents[2]

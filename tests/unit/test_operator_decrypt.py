@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.config.controller import ControllerSettings
-from controller.sync.modelsync import plan_modelsync_job, referenced_secrets
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.sync.modelsync import plan_modelsync_job, referenced_secrets
 
 SETTINGS = ControllerSettings()
 

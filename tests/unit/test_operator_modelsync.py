@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from controller.config.controller import ControllerSettings, JobPolicySettings
-from controller.reconcile.workqueue import WorkQueue
-from controller.sync.modelsync import job_name, plan_modelsync_job, referenced_secrets
-from controller.sync.modelsync_status import error_status, job_status, termination_summary
-from controller.sync.secretmode import Finding
+from modelferry.controller.config.controller import ControllerSettings, JobPolicySettings
+from modelferry.controller.reconcile.workqueue import WorkQueue
+from modelferry.controller.sync.modelsync import job_name, plan_modelsync_job, referenced_secrets
+from modelferry.controller.sync.modelsync_status import error_status, job_status, termination_summary
+from modelferry.controller.sync.secretmode import Finding
 
 SETTINGS = ControllerSettings()
 

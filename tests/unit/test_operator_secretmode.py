@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from controller.config.controller import ControllerSettings, JobSettings
-from controller.sync.job import JobRequest, render_job
-from controller.sync.secretmode import is_model_source, plan_secret_job
-from controller.workload.identity import ANNOTATION_HASH
-from controller.workload.jobstatus import job_phase
-from controller.workload.secrets import is_true, secret_data
+from modelferry.controller.config.controller import ControllerSettings, JobSettings
+from modelferry.controller.sync.job import JobRequest, render_job
+from modelferry.controller.sync.secretmode import is_model_source, plan_secret_job
+from modelferry.controller.workload.identity import ANNOTATION_HASH
+from modelferry.controller.workload.jobstatus import job_phase
+from modelferry.controller.workload.secrets import is_true, secret_data
 
 SETTINGS = ControllerSettings()
 

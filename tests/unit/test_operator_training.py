@@ -8,11 +8,11 @@ from typing import Any
 
 import yaml
 
-from controller.kube.conditions import keep_transition_times
-from controller.sync.targets import modelsync_target, synced_models
-from controller.training import RenderContext, render
-from controller.training.facts import failure_report, modelsync_ref, rank_zero_pod
-from controller.training.reconciler import workload_name
+from modelferry.controller.kube.conditions import keep_transition_times
+from modelferry.controller.sync.targets import modelsync_target, synced_models
+from modelferry.controller.training import RenderContext, render
+from modelferry.controller.training.facts import failure_report, modelsync_ref, rank_zero_pod
+from modelferry.controller.training.reconciler import workload_name
 
 ROOT = Path(__file__).resolve().parents[2]
 

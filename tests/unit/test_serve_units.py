@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.serving.status import pod_trouble
+from modelferry.controller.serving.status import pod_trouble
 from modelferry.serve.model import RequestError, chat_prompt, held_back
 from modelferry.serve.requests import parse
 

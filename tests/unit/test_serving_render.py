@@ -12,10 +12,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller.kube.expansion import literal
-from controller.serving.inputs import ServingContext
-from controller.serving.presets import ADAPTER_PATH, MODEL_PATH
-from controller.serving.render import render
+from modelferry.controller.kube.expansion import literal
+from modelferry.controller.serving.inputs import ServingContext
+from modelferry.controller.serving.presets import ADAPTER_PATH, MODEL_PATH
+from modelferry.controller.serving.render import render
 from tests.unit.test_operator_training import controller_grants
 
 ROOT = Path(__file__).resolve().parents[2]

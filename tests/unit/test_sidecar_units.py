@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 
 from modelferry.errors import UsageError
-from sidecar.lifecycle import EarlyStopping, Verdict, Watchdog
-from sidecar.metrics import JsonLinesTail, MetricRecord, Progress, TrainerStateReader, parse_line, record_from
-from sidecar.settings import LifecycleSettings, MlflowSettings
-from sidecar.staging import failed_uri, last_checkpoint
-from sidecar.supervisor import exit_status
-from sidecar.trainer_command import find_dataset, runtime_command
+from modelferry.sidecar.lifecycle import EarlyStopping, Verdict, Watchdog
+from modelferry.sidecar.metrics import (
+    JsonLinesTail,
+    MetricRecord,
+    Progress,
+    TrainerStateReader,
+    parse_line,
+    record_from,
+)
+from modelferry.sidecar.settings import LifecycleSettings, MlflowSettings
+from modelferry.sidecar.staging import failed_uri, last_checkpoint
+from modelferry.sidecar.supervisor import exit_status
+from modelferry.sidecar.trainer_command import find_dataset, runtime_command
 
 
 def test_parse_line_takes_numeric_fields_and_skips_the_rest() -> None:
@@ -107,7 +114,7 @@ def test_runtime_command_maps_ome_and_camel_case_hyperparameters(tmp_path: Path)
     (tmp_path / "data" / "train.jsonl").write_text("{}\n")
     hyper = {"num_train_epochs": 2, "learningRate": 0.1, "lora_r": 4, "peft_type": "LORA", "merge": "true"}
     argv = runtime_command("peft-lora", tmp_path, tmp_path / "out", hyper, python="python3")
-    assert argv[:3] == ["python3", "-m", "sidecar.trainers.peft_lora"]
+    assert argv[:3] == ["python3", "-m", "modelferry.sidecar.trainers.peft_lora"]
     assert argv[argv.index("--dataset") + 1] == str(tmp_path / "data" / "train.jsonl")
     assert argv[argv.index("--epochs") + 1] == "2"
     assert argv[argv.index("--learning-rate") + 1] == "0.1"
@@ -171,7 +178,7 @@ def test_failed_uri_and_last_checkpoint(tmp_path: Path) -> None:
 def test_newest_trainer_state_follows_checkpoints(tmp_path: Path) -> None:
     import os
 
-    from sidecar.metrics import NewestTrainerState
+    from modelferry.sidecar.metrics import NewestTrainerState
 
     reader = NewestTrainerState(tmp_path / "output")
     assert reader.read() == []

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from controller.config.controller import ControllerSettings
-from controller.sync.modelsync import plan_modelsync_job
-from controller.sync.secretmode import plan_secret_job
-from controller.training.render import RenderContext, render
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.sync.modelsync import plan_modelsync_job
+from modelferry.controller.sync.secretmode import plan_secret_job
+from modelferry.controller.training.render import RenderContext, render
 from modelferry.errors import SourceNotAllowedError
 from modelferry.source_policy import check_cluster_source
 from modelferry.uri import parse_uri

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from controller.sync.modelsync_status import live_progress
+from modelferry.controller.sync.modelsync_status import live_progress
 from modelferry.transfer.progress import PROGRESS_PREFIX, Progress, format_progress_line, parse_progress_line
 
 SNAP = {"files_done": 1, "files_total": 3, "bytes_done": 50, "bytes_total": 200, "rate_bytes_per_s": 10,

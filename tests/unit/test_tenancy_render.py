@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from controller.config.controller import ControllerSettings, JobPolicySettings
-from controller.sync.modelsync import job_name, plan_modelsync_job
-from controller.sync.modelsync_status import job_status
-from controller.sync.secretmode import plan_secret_job
-from controller.training.render import RenderContext, render, workload_name
+from modelferry.controller.config.controller import ControllerSettings, JobPolicySettings
+from modelferry.controller.sync.modelsync import job_name, plan_modelsync_job
+from modelferry.controller.sync.modelsync_status import job_status
+from modelferry.controller.sync.secretmode import plan_secret_job
+from modelferry.controller.training.render import RenderContext, render, workload_name
 from modelferry.logs import setup_logging
 from tests.kube_expansion import expand, expanded_container
 
@@ -251,7 +251,7 @@ def test_crd_concurrency_maximum_is_the_engine_maximum() -> None:
 
 def test_one_tenants_secret_values_never_mask_another_tenants_status() -> None:
     """A tenant whose "token" is a common word must not blank out words in other namespaces' statuses."""
-    from controller.kube.events import event_body
+    from modelferry.controller.kube.events import event_body
 
     evil = {"metadata": {"name": "creds", "namespace": "evil"}, "stringData": {"HF_TOKEN": "synchronized"}}
     obj = modelsync(source={"uri": "hf://org/repo", "credentialsSecret": "creds"}, target={"uri": "s3://dst/q"})

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.config.controller import TRAIN_IMAGE, ControllerSettings
-from controller.training import RenderContext
 from modelferry import __version__
+from modelferry.controller.config.controller import TRAIN_IMAGE, ControllerSettings
+from modelferry.controller.training import RenderContext
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "Containerfile.train").read_text()
@@ -50,7 +50,7 @@ def test_the_entry_point_it_declares_exists() -> None:
     argv = json.loads(cmd.group(1))
     assert argv[:2] == ["python3", "-m"]
     # the same module the sidecar writes into command.sh for runtime peft-lora
-    from sidecar.trainer_command import runtime_command
+    from modelferry.sidecar.trainer_command import runtime_command
 
     assert argv[2] in runtime_command.__code__.co_consts
     done = subprocess.run(

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
-from controller.training.wrapper import PROTOCOL_FILES, WRAPPER_SCRIPT
-from sidecar import supervisor
+from modelferry.controller.training import RenderContext, compute_status, progress_from_log, render, termination_report
+from modelferry.controller.training.wrapper import PROTOCOL_FILES, WRAPPER_SCRIPT
+from modelferry.sidecar import supervisor
 
 TR: dict[str, Any] = {
     "apiVersion": "modelferry.io/v1alpha1",
@@ -214,7 +214,7 @@ def test_sidecar_and_wrapper_agree_on_the_protocol() -> None:
 
 
 def test_the_rendered_sidecar_env_is_understood_by_the_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sidecar.settings import SidecarSettings
+    from modelferry.sidecar.settings import SidecarSettings
 
     tr = tr_with(timeouts={"stallSeconds": 600, "trainingSeconds": 3600})
     [job] = render(tr, RenderContext()).objects

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from controller.training import RenderContext, render
+from modelferry.controller.training import RenderContext, render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("trainingrun*.yaml"))

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.agent.daemonset import render_daemonset
-from controller.api.meta import Condition, ConditionStatus, Phase
-from controller.api.v1alpha1 import KINDS, modelserver, modelsync, nodeagent, trainingrun
-from controller.config.controller import ControllerSettings
-from controller.serving.inputs import ServingContext
-from controller.serving.render import render as render_server
-from controller.sync.modelsync import plan_modelsync_job
-from controller.training.render import RenderContext
-from controller.training.render import render as render_training
+from modelferry.controller.agent.daemonset import render_daemonset
+from modelferry.controller.api.meta import Condition, ConditionStatus, Phase
+from modelferry.controller.api.v1alpha1 import KINDS, modelserver, modelsync, nodeagent, trainingrun
+from modelferry.controller.config.controller import ControllerSettings
+from modelferry.controller.serving.inputs import ServingContext
+from modelferry.controller.serving.render import render as render_server
+from modelferry.controller.sync.modelsync import plan_modelsync_job
+from modelferry.controller.training.render import RenderContext
+from modelferry.controller.training.render import render as render_training
 from modelferry.errors import EXIT_PERMANENT, InvalidSpecError
 from tools.crds import CRDS
 

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from controller.config.controller import TRAIN_IMAGE
 from modelferry import __version__
+from modelferry.controller.config.controller import TRAIN_IMAGE
 from tools.bundle.layout import IMAGE, IMAGE_REPOSITORY, PACKAGE, load_all
 
 DESCRIPTION = """\

@@ -1,4 +1,4 @@
-"""``manifests/crds/*.yaml`` generated from the typed API (:mod:`controller.api`).
+"""``manifests/crds/*.yaml`` generated from the typed API (:mod:`modelferry.controller.api`).
 
 ``python -m tools.crds`` writes them; ``--check`` exits 1 with a diff when the committed files differ.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from controller.api.meta import Kind
-from controller.api.v1alpha1 import KINDS
+from modelferry.controller.api.meta import Kind
+from modelferry.controller.api.v1alpha1 import KINDS
 from tools.crds.schema import structural
 
 ROOT = Path(__file__).resolve().parents[2]

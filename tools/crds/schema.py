@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.api.meta import ApiModel
+from modelferry.controller.api.meta import ApiModel
 
 INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 ORDER = (

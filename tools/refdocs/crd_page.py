@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from controller.api.v1alpha1 import KINDS
+from modelferry.controller.api.v1alpha1 import KINDS
 from tools.crds import CRDS, crd
 from tools.refdocs.tables import code, page, table
 

@@ -9,8 +9,8 @@ from tools.refdocs.tables import code, page, table
 
 # (component, module, class, where it is served); each class builds its metrics on a registry of its own.
 REGISTRIES: list[tuple[str, str, str, str]] = [
-    ("controller", "controller.operator.process", "Metrics", "`/metrics` on `--metrics-port` (8080)"),
-    ("node agent", "controller.agent.metrics", "AgentMetrics", "`/metrics` on `--port` (8080)"),
+    ("controller", "modelferry.controller.operator.process", "Metrics", "`/metrics` on `--metrics-port` (8080)"),
+    ("node agent", "modelferry.controller.agent.metrics", "AgentMetrics", "`/metrics` on `--port` (8080)"),
     ("modelferry serve", "modelferry.serve.metrics", "ServeMetrics", "`/metrics` on `--port` (8000)"),
 ]
 SERIES = {"histogram": "_bucket, _sum, _count", "summary": "_sum, _count"}  # the series a family exposes

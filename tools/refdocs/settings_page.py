@@ -19,9 +19,9 @@ from tools.refdocs.tables import code, page, table
 # (module, class, the command that reads it); a subclass of an earlier model lists only its own fields.
 MODELS: list[tuple[str, str, str]] = [
     ("modelferry.settings", "SyncSettings", "`sync`, `inspect`, `upload`, `hf-download`, `replica`"),
-    ("controller.agent.settings", "AgentSettings", "`agent`"),
-    ("controller.config.controller", "ControllerSettings", "`controller`"),
-    ("sidecar.settings", "SidecarSettings", "`sidecar`, `training-agent`"),
+    ("modelferry.controller.agent.settings", "AgentSettings", "`agent`"),
+    ("modelferry.controller.config.controller", "ControllerSettings", "`controller`"),
+    ("modelferry.sidecar.settings", "SidecarSettings", "`sidecar`, `training-agent`"),
     ("modelferry.enigma.settings", "EnigmaSettings", "`enigma`, `sync --decrypt`, the agent's decryption"),
 ]
 MiB = 1 << 20

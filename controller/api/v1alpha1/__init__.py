@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.api.meta import Kind
-from controller.api.v1alpha1 import basemodel, modelserver, modelsync, nodeagent, trainingrun
+from modelferry.controller.api.meta import Kind
+from modelferry.controller.api.v1alpha1 import basemodel, modelserver, modelsync, nodeagent, trainingrun
 
 VERSION = "v1alpha1"
 KINDS: tuple[Kind, ...] = (

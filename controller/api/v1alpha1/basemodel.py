@@ -10,7 +10,17 @@ from typing import Any
 
 from pydantic import Field
 
-from controller.api.meta import ApiModel, Condition, Kind, Object, PrinterColumn, items, parse, prop, required
+from modelferry.controller.api.meta import (
+    ApiModel,
+    Condition,
+    Kind,
+    Object,
+    PrinterColumn,
+    items,
+    parse,
+    prop,
+    required,
+)
 
 
 class ConditionType(StrEnum):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from controller.api.meta import (
+from modelferry.controller.api.meta import (
     ApiModel,
     Condition,
     Kind,

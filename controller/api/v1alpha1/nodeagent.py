@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from controller.api.meta import (
+from modelferry.controller.api.meta import (
     ApiModel,
     Condition,
     Int64,
