@@ -227,7 +227,9 @@ class LocalStore(Store):
             return  # the usual case: ``keep`` (maybe a million paths) is never read
         wanted = {partial_stem(path) for path in keep}
         for stem, names in groups.items():
-            if stem in wanted or (older_than is not None and _newest_mtime(partial, names) >= older_than):
+            # Only a journal makes a partial resumable: one without (a one-part file) is stale once old.
+            resumable = stem in wanted and any(_JOURNAL_RE.match(name) for name in names)
+            if resumable or (older_than is not None and _newest_mtime(partial, names) >= older_than):
                 continue
             log.info("removing stale partial download %s", _journal_path_name(partial, names) or stem)
             for name in names:

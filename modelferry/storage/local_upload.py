@@ -19,7 +19,7 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from modelferry.errors import (
     AccessDeniedError,
@@ -144,15 +144,22 @@ class LocalUpload(Upload):
         partial_dir = store.root / PARTIAL_DIR
         self.journal_name = f"{self.stem}.journal"
         self.journal_path = partial_dir / self.journal_name
+        # A file of one part has nothing to resume (its one part is the whole file): no journal; a
+        # partial a killed run leaves without one is swept as stale (LocalStore.cleanup_partials).
+        self.single = size <= part_size
         self.temp_name = f"{self.stem}-{os.urandom(8).hex()}.part"
         self._lock = threading.Lock()
         self._done: set[int] = set()
+        self._journal: TextIO | None = None
         header = {"path": path, "size": size, "part_size": part_size, "fingerprint": fingerprint}
         self.fd = -1
         self.root_fd = self.dir_fd = -1
         try:
             self.root_fd = open_root(store.root, create=True)
             self.dir_fd = open_dir(self.root_fd, PARTIAL_DIR.split("/"), create=True, describe=str(store.root))
+            if self.single:
+                self._open_single()
+                return
             resumed = self._load_journal(header) if fingerprint else None
             if resumed is not None:
                 self.fd = resumed
@@ -175,6 +182,13 @@ class LocalUpload(Upload):
         except ModelferryError:
             self._discard_failed_open(keep=False)
             raise
+
+    def _open_single(self) -> None:
+        """Create the partial file of a one-part upload (no journal)."""
+        self._forget_previous()  # a journal from an earlier multi-part attempt of this path, and its partial
+        self.fd = create_file(self.dir_fd, self.temp_name, self.describe)
+        if self.size:
+            os.ftruncate(self.fd, self.size)
 
     @property
     def temp(self) -> Path:
@@ -212,6 +226,8 @@ class LocalUpload(Upload):
     def _forget_previous(self) -> None:
         """Remove an old journal for this path and the partial file it names (a fresh start)."""
         lines = self._read_journal()
+        if lines is None:
+            return  # the usual case: no journal, nothing to remove
         if lines:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 old = json.loads(lines[0]).get("partial")
@@ -262,6 +278,8 @@ class LocalUpload(Upload):
     def journal_part(self, index: int) -> None:
         with self._lock:
             self._done.add(index)
+            if self._journal is None:
+                return
             self._journal.write(json.dumps({"i": index}) + "\n")
             self._journal.flush()
 
@@ -278,16 +296,20 @@ class LocalUpload(Upload):
         except OSError as exc:
             raise translate_os_error(exc, self.describe) from exc
         finally:
-            self._journal.close()
-            self._unlink(self.journal_name)
+            if self._journal is not None:
+                self._journal.close()
+                self._unlink(self.journal_name)
             self._close_dirs()
         return None
 
     def abort(self, *, keep_partial: bool = False) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
-        with contextlib.suppress(OSError):
-            self._journal.close()
+        if self._journal is not None:
+            with contextlib.suppress(OSError):
+                self._journal.close()
+        if self.single and self.dir_fd >= 0:
+            keep_partial = False  # nothing to resume from one part
         if not keep_partial and self.dir_fd >= 0:
             self._unlink(self.temp_name, self.journal_name)
         self._close_dirs()

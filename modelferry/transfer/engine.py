@@ -1,17 +1,12 @@
 """The engine: list, plan, move bytes with many connections, verify, place, record.
 
-Parts of every file go into one queue in file order (largest files first) and
-``concurrency`` worker threads take them from the head, so the in-order hash of
-each file rarely waits on a slow early range and several files are in flight at
-once. For targets that must hold a whole part in memory (object stores), a part
-is only taken when the memory budget allows, in queue order, which keeps peak
-memory bounded and cannot deadlock: the earliest part in flight always holds
-its share.
+Parts of every file go into one queue (:mod:`modelferry.transfer.part_queue`) in file order
+(largest files first) and ``concurrency`` worker threads take them from the head, so the in-order
+hash of each file rarely waits on a slow early range and several files are in flight at once.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import logging
@@ -34,13 +29,13 @@ from modelferry.transfer.inflight import (
     FileJob,
     NullUpload,
     files_in_flight,
-    interleave,
     part_layout,
     scheduling_part_size,
 )
 from modelferry.transfer.listing import build_plan
 from modelferry.transfer.manifest import ManifestEntry
 from modelferry.transfer.part import copy_part
+from modelferry.transfer.part_queue import PartQueue
 from modelferry.transfer.plan import Action, Plan, PlanItem, PlanOptions, SyncOptions
 from modelferry.transfer.progress import Progress
 from modelferry.transfer.verify import InOrderHasher, check
@@ -71,22 +66,26 @@ class Engine:
         self.settings = settings
         self.progress = progress or Progress(mode="none")
         self.cancel = cancel or threading.Event()
-        self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[FileJob, int]] = collections.deque()
-        self._groups: Iterator[list[FileJob]] = iter(())
-        self._budget_used = 0
-        self._jobs_left = 0
-        self._error: BaseException | None = None
+        self.queue = PartQueue(settings.concurrency, settings.memory_budget, self._cost)
         self._open: set[FileJob] = set()
         self._open_lock = threading.Lock()  # guards _open only: the queue's lock is not taken for it
-        self._waiting = 0  # workers waiting on _cond (a finished file wakes them only when there are some)
         self.refetched: list[str] = []
         self.index: TreeIndex | None = None
-        self.copied_files = 0
-        self.copied_bytes = 0
         self._hash_budget = settings.memory_budget
         self.server_copy = bool(target.features.server_side_copy and source.identity() == target.identity())
         self.speed = LowSpeedGuard(settings.speed_limit, settings.speed_time)
+
+    @property
+    def copied_files(self) -> int:
+        return self.queue.files_done
+
+    @property
+    def copied_bytes(self) -> int:
+        return self.queue.bytes_done
+
+    @property
+    def _error(self) -> BaseException | None:
+        return self.queue.error
 
     # -- planning ---------------------------------------------------------------
 
@@ -136,13 +135,9 @@ class Engine:
         self._hash_budget = max(8 << 20, self.settings.memory_budget // (4 * group))
         # Per-file transfer state is made a group at a time as the queue drains, from the plan
         # read back in batches (memory flat in the number of files).
-        self._groups = (
-            [self._make_job(item, group) for item in members] for members in batched(plan.of(Action.COPY), group)
-        )
-        with self._cond:
-            self._jobs_left = copies
-            self._refill()
-        parts = len(self._queue) if copies <= group else self.settings.concurrency
+        groups = ([self._make_job(item, group) for item in members] for members in batched(plan.of(Action.COPY), group))
+        queued = self.queue.start(groups, copies)
+        parts = queued if copies <= group else self.settings.concurrency
         threads = [
             threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True)
             for n in range(min(self.settings.concurrency, parts) or 1)
@@ -154,9 +149,7 @@ class Engine:
                 while t.is_alive():
                     t.join(timeout=0.5)
                     if self.cancel.is_set() and self._error is None:
-                        with self._cond:
-                            self._error = self._error or Cancelled("sync cancelled (SIGTERM or interrupt)")
-                            self._cond.notify_all()
+                        self.queue.fail(Cancelled("sync cancelled (SIGTERM or interrupt)"))
                         # Reads blocked on a silent server would otherwise wait out the stall timeout.
                         self.source.interrupt()
         finally:
@@ -187,49 +180,23 @@ class Engine:
             return True
         return not self.target.features.random_write
 
-    def _refill(self) -> None:
-        """Queue the parts of further groups while fewer than two rounds of connections wait (lock held)."""
-        while len(self._queue) < 2 * self.settings.concurrency:
-            members = next(self._groups, None)
-            if members is None:
-                return
-            for n, idx in interleave([len(j.parts) for j in members], len(members)):
-                self._queue.append((members[n], idx))
+    def _cost(self, job: FileJob, idx: int) -> int:
+        """The memory a part holds while in flight (what the queue's budget counts)."""
+        return job.parts[idx][1] if self._buffers(job) else 0
 
     def _worker(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    self._refill()
-                    if self._error is not None or (self._jobs_left == 0 and not self._queue):
-                        self._cond.notify_all()
-                        return
-                    if self._queue:
-                        job, idx = self._queue[0]
-                        cost = job.parts[idx][1] if self._buffers(job) else 0
-                        if self._budget_used == 0 or self._budget_used + cost <= self.settings.memory_budget:
-                            self._queue.popleft()
-                            self._budget_used += cost
-                            break
-                    self._waiting += 1
-                    self._cond.wait(timeout=1.0)
-                    self._waiting -= 1
+        while (taken := self.queue.take()) is not None:
             try:
-                self._run_part(job, idx)
+                self._run_part(*taken)
             except BaseException as exc:
-                with self._cond:
-                    if self._error is None:
-                        self._error = exc
-                    self._cond.notify_all()
+                self.queue.fail(exc)
                 return
 
     def _release(self, job: FileJob, idx: int) -> None:
         if not self._buffers(job) or idx in job.released:
             return
         job.released.add(idx)
-        with self._cond:
-            self._budget_used -= job.parts[idx][1]
-            self._cond.notify_all()
+        self.queue.release(job.parts[idx][1])
 
     def _ensure_open(self, job: FileJob) -> None:
         with job.open_lock:
@@ -366,10 +333,7 @@ class Engine:
                 self.refetched.append(info.path)
                 job.attempt += 1
                 job.reset()
-                with self._cond:
-                    for idx in reversed(range(len(job.parts))):
-                        self._queue.appendleft((job, idx))
-                    self._cond.notify_all()
+                self.queue.requeue(job)
                 return
             raise IntegrityError(
                 f"{self.source.describe(info.path)} failed verification twice: {mismatch}",
@@ -403,12 +367,7 @@ class Engine:
             entry.mtime_ns = stat.mtime_ns if stat else None
         assert self.index is not None
         self.index.record_done(entry)
-        with self._cond:
-            self.copied_files += 1
-            self.copied_bytes += info.size
-            self._jobs_left -= 1
-            if self._waiting or self._jobs_left == 0:
-                self._cond.notify_all()
+        self.queue.file_done(info.size)
         self.progress.file_done()
         log.debug("placed %s (%d bytes, sha256 %s)", info.path, info.size, sha256)
 

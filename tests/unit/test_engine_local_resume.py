@@ -78,3 +78,42 @@ def test_abort_keeps_or_removes_partials(tmp_path: Path) -> None:
     again.abort(keep_partial=False)
     assert not again.temp.exists() and not again.journal_path.exists()
     assert not (tmp_path / "w.bin").exists()
+
+
+def test_one_part_file_has_no_journal_and_its_leftover_is_swept(tmp_path: Path) -> None:
+    # One part is the whole file: nothing to resume, so no journal is written for it.
+    killed = LocalUpload(store(tmp_path), "small.bin", 5, 8, "fp1")
+    writer = killed.part(0, 0, 5)
+    writer.write(b"small")
+    writer.commit()
+    assert killed.temp.exists() and not killed.journal_path.exists()
+    # A later run of the same plan neither resumes it nor keeps it, though the path is still planned.
+    again = LocalUpload(store(tmp_path), "small.bin", 5, 8, "fp1")
+    assert again.finished_parts() == set() and again.temp != killed.temp
+    again.abort(keep_partial=True)  # a one-part partial is never kept for a resume
+    assert not again.temp.exists()
+    store(tmp_path).cleanup_partials(keep=["small.bin"], older_than=killed.temp.stat().st_mtime + 1)
+    assert not killed.temp.exists()
+
+
+def test_one_part_partial_of_a_concurrent_run_is_left_alone(tmp_path: Path) -> None:
+    running = LocalUpload(store(tmp_path), "small.bin", 5, 8, "fp1")
+    store(tmp_path).cleanup_partials(keep=["small.bin"], older_than=running.temp.stat().st_mtime)
+    assert running.temp.exists()
+    writer = running.part(0, 0, 5)
+    writer.write(b"small")
+    writer.commit()
+    running.complete()
+    assert (tmp_path / "small.bin").read_bytes() == b"small"
+    assert not running.temp.exists()
+
+
+def test_one_part_upload_replaces_a_multi_part_journal_of_the_same_path(tmp_path: Path) -> None:
+    first = killed_upload(tmp_path)  # five parts, journaled
+    upload = LocalUpload(store(tmp_path), "w.bin", len(DATA), len(DATA), "fp1")  # now one part
+    assert not first.journal_path.exists() and not first.temp.exists()
+    writer = upload.part(0, 0, len(DATA))
+    writer.write(DATA)
+    writer.commit()
+    upload.complete()
+    assert (tmp_path / "w.bin").read_bytes() == DATA
