@@ -45,8 +45,12 @@ def refuse_link(dir_fd: int, name: str, describe: str) -> UnsafePathError | None
 
 def open_root(root: Path, *, create: bool) -> int:
     """A descriptor of the target root (created with its parents when ``create``). Raises OSError."""
-    if create:
-        root.mkdir(parents=True, exist_ok=True)
+    try:  # the usual case first: the root exists (no mkdir failing with EEXIST for every file)
+        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            raise
+    root.mkdir(parents=True, exist_ok=True)
     return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
@@ -68,11 +72,15 @@ def open_dir(dir_fd: int, parts: list[str] | tuple[str, ...], *, create: bool, d
     fd = os.dup(dir_fd)
     try:
         for name in parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, 0o755, dir_fd=fd)
             try:
-                nxt = os.open(name, DIR_FLAGS, dir_fd=fd)
+                try:  # the usual case first: the directory exists (no mkdir failing with EEXIST)
+                    nxt = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    nxt = os.open(name, DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ENOTDIR, errno.ELOOP) and (err := refuse_link(fd, name, describe)):
                     raise err from exc

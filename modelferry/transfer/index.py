@@ -87,6 +87,7 @@ class TreeIndex:
             for pragma in (
                 "journal_mode=OFF",  # a scratch database: nothing to recover after a crash
                 "synchronous=OFF",
+                "locking_mode=EXCLUSIVE",  # private to this process: no file lock taken and dropped per statement
                 "temp_store=FILE",  # sorts of large tables spill to disk, not to memory
                 "cache_size=-8192",  # 8 MiB of page cache
             ):
@@ -153,9 +154,19 @@ class TreeIndex:
         with self._lock:
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
 
-    def exclude(self, paths: Iterable[str]) -> None:
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """``sql`` for each of ``rows`` in one transaction (not one implicit transaction, and page write, per row)."""
         with self._lock:
-            self._db.executemany("INSERT INTO excluded VALUES (?)", ((p,) for p in paths))
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def exclude(self, paths: Iterable[str]) -> None:
+        self._write("INSERT INTO excluded VALUES (?)", ((p,) for p in paths))
 
     def add_plan(self, rows: Iterable[tuple[Any, ...]]) -> None:
         sql = f"INSERT INTO plan ({', '.join(PLAN_COLS)}) VALUES ({', '.join('?' * len(PLAN_COLS))})"  # noqa: S608
@@ -163,12 +174,10 @@ class TreeIndex:
         for row in rows:
             batch.append(row)
             if len(batch) >= BATCH:
-                with self._lock:
-                    self._db.executemany(sql, batch)
+                self._write(sql, batch)
                 batch = []
         if batch:
-            with self._lock:
-                self._db.executemany(sql, batch)
+            self._write(sql, batch)
 
     def derive(self, sql: str, decide: Callable[[Iterator[tuple[Any, ...]]], Iterator[tuple[Any, ...]]]) -> None:
         """Fill the plan from the rows of ``sql`` through ``decide`` (one pass, a batch in memory at a time)."""
@@ -185,8 +194,7 @@ class TreeIndex:
     def update_plan(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Replace decisions: rows of (action, reason, known_sha256, check_source, *expectation, path)."""
         sets = ", ".join(f"{c} = ?" for c in ("action", "reason", "known_sha256", "check_source", *EXPECT_COLS))
-        with self._lock:
-            self._db.executemany(f"UPDATE plan SET {sets} WHERE path = ?", list(rows))  # noqa: S608
+        self._write(f"UPDATE plan SET {sets} WHERE path = ?", list(rows))  # noqa: S608
 
     def record_done(self, entry: ManifestEntry) -> None:
         """A file placed by the engine (buffered; written in batches)."""
@@ -197,10 +205,7 @@ class TreeIndex:
 
     def _flush_done(self) -> None:
         if self._pending_done:
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO done VALUES ({', '.join('?' * len(RECORD_COLS))})",  # noqa: S608
-                self._pending_done,
-            )
+            self._write(f"INSERT OR REPLACE INTO done VALUES ({', '.join('?' * len(RECORD_COLS))})", self._pending_done)  # noqa: S608
             self._pending_done = []
 
     # -- reading -----------------------------------------------------------------------
