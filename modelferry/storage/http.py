@@ -220,9 +220,9 @@ class RangedHTTPClient:
         origin = url
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            send = dict(headers)
-            if not same_origin(origin, current):
-                send.pop("Authorization", None)
+            send = headers
+            if current is not origin and "Authorization" in headers and not same_origin(origin, current):
+                send = {k: v for k, v in headers.items() if k != "Authorization"}
             try:
                 resp = self._pool.request(
                     "GET", current, headers=send, preload_content=False, decode_content=False, redirect=False

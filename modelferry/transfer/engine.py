@@ -31,6 +31,7 @@ from modelferry.transfer.inflight import (
     files_in_flight,
     part_layout,
     scheduling_part_size,
+    worker_count,
 )
 from modelferry.transfer.listing import build_plan
 from modelferry.transfer.manifest import ManifestEntry
@@ -138,10 +139,8 @@ class Engine:
         groups = ([self._make_job(item, group) for item in members] for members in batched(plan.of(Action.COPY), group))
         queued = self.queue.start(groups, copies)
         parts = queued if copies <= group else self.settings.concurrency
-        threads = [
-            threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True)
-            for n in range(min(self.settings.concurrency, parts) or 1)
-        ]
+        workers = worker_count(self.settings.concurrency, parts, copies, plan.copy_bytes)
+        threads = [threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True) for n in range(workers)]
         for t in threads:
             t.start()
         try:

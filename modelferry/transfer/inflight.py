@@ -47,6 +47,25 @@ def files_in_flight(concurrency: int, files: int) -> int:
     return max(1, min(files, max(2, concurrency // 8)))
 
 
+SMALL_FILE = 1 << 20  # a plan whose files average less than this is latency- and CPU-bound, not bandwidth-bound
+SMALL_FILE_WORKERS = 32
+
+
+def worker_count(concurrency: int, parts: int, copies: int, copy_bytes: int) -> int:
+    """Worker threads (one connection each) for a plan of ``copies`` files, ``copy_bytes`` in all.
+
+    At most ``concurrency`` and never more than there are ``parts`` to take. For small files the
+    cost is per request, not per byte: on two cores 64 threads each fetching a few KiB spent their
+    time handing the GIL to each other (measured: 270-330 files/s at 64 against 510 at 16 or 32,
+    the same CPU per file), while 32 connections still keep 1,600 requests a second in flight at
+    a 20 ms round trip.
+    """
+    workers = min(concurrency, parts)
+    if copies and copy_bytes < SMALL_FILE * copies:
+        workers = min(workers, SMALL_FILE_WORKERS)
+    return max(1, workers)
+
+
 def scheduling_part_size(size: int, part_size: int, concurrency: int, group: int) -> int:
     """The part size for a file written in place (local targets), at most ``part_size``.
 

@@ -95,9 +95,11 @@ class Manifest:
             raise PermanentError(f"unreadable manifest {where}: {exc}", obj=where) from exc
 
 
+_ENTRY_ENCODER = json.JSONEncoder(separators=(", ", ": "))  # made once: json.dumps with options builds one per call
+
+
 def entry_json(entry: ManifestEntry) -> str:
-    fields = {name: getattr(entry, name) for name in ENTRY_FIELDS}
-    return json.dumps({k: v for k, v in fields.items() if v is not None}, separators=(", ", ": "))
+    return _ENTRY_ENCODER.encode({n: v for n in ENTRY_FIELDS if (v := getattr(entry, n)) is not None})
 
 
 def spool_manifest(spool: IO[bytes], header: dict[str, Any], files: Iterable[ManifestEntry], *, total_size: int) -> int:

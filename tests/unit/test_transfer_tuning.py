@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from modelferry.transfer.inflight import files_in_flight, interleave, scheduling_part_size
+from modelferry.transfer.inflight import files_in_flight, interleave, scheduling_part_size, worker_count
 from modelferry.transfer.verify import InOrderHasher
 
 
@@ -90,3 +90,17 @@ MiB = 1 << 20
 )
 def test_scheduling_part_size(size: int, part_size: int, concurrency: int, group: int, expected: int) -> None:
     assert scheduling_part_size(size, part_size, concurrency, group) == expected
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "parts", "copies", "copy_bytes", "expected"),
+    [
+        (64, 64, 20_000, 20_000 * 8192, 32),  # small files: fewer threads than connections allowed
+        (16, 16, 20_000, 20_000 * 8192, 16),  # never more than asked
+        (64, 64, 4, 2 << 30, 64),  # large files: every connection
+        (64, 3, 3, 3 * 1024, 3),  # never more than there are parts
+        (64, 0, 0, 0, 1),
+    ],
+)
+def test_worker_count(concurrency: int, parts: int, copies: int, copy_bytes: int, expected: int) -> None:
+    assert worker_count(concurrency, parts, copies, copy_bytes) == expected
