@@ -202,7 +202,7 @@ class LocalStore(Store):
 
         With ``keep`` (the paths of the finished plan), a ``.part``/``.journal`` pair that belongs
         to none of them (left by a run with other --include/--exclude filters, or a file gone from
-        the source) is removed. Pairs touched at or after ``older_than`` (epoch seconds: this run's
+        the source), or a ``.part`` without a journal (a one-part file: nothing to resume), is removed. Pairs touched at or after ``older_than`` (epoch seconds: this run's
         start) are left alone, so a concurrent run's partials in flight are never pulled away.
         Directories are opened without following links, so a planted link is never walked.
         """

@@ -1,7 +1,7 @@
 """Writing one file into a local directory: the partial file, its resume journal, the final rename.
 
 Files are written under ``<root>/.modelferry/partial/`` (same filesystem, so the
-final ``rename`` is atomic), each with a journal of finished parts. A run killed
+final ``rename`` is atomic), each of more than one part with a journal of finished parts. A run killed
 with SIGKILL leaves both behind; the next run with the same source version
 resumes from them. Parts are journaled after ``pwrite`` returns: the page cache
 survives a killed process, and a machine crash that loses a journaled part is
