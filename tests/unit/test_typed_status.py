@@ -1,4 +1,4 @@
-"""ModelSync on the typed API: a spec of the wrong shape reads no Secret; a pod's summary is checked before status."""
+"""Statuses on the typed API: a wrong-shaped spec reads no Secret; what a pod reports is checked before status."""
 
 from __future__ import annotations
 
@@ -47,3 +47,14 @@ def test_error_status_clears_the_job_name() -> None:
     status = error_status(_modelsync({}), Finding("InvalidSourceURI", "bad"), NOW)
     assert status["jobName"] is None and status["observedGeneration"] == 2 and status["phase"] == "Failed"
     assert [c["type"] for c in status["conditions"]] == ["Ready", "Synced"]
+
+
+def test_training_status_drops_report_values_that_are_not_text() -> None:
+    from modelferry.controller.training.status import compute_status
+
+    run = {"metadata": {"name": "t", "namespace": "ns", "generation": 1}, "status": {"outputUri": "s3://b/out"}}
+    job = {"metadata": {"name": "train-t"}, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    status = compute_status(run, job, report={"reason": 7, "mlflowRunId": ["x"], "message": "oom"}, now=NOW)
+    complete = status["conditions"][1]
+    assert (complete["reason"], complete["message"]) == ("TrainingFailed", "oom")
+    assert "mlflowRunId" not in status and status["outputUri"] == "s3://b/out"
