@@ -107,6 +107,13 @@ class TransferSettings(BaseModel):
         60.0, gt=0, description="Seconds the transfer may stay under speed_limit before it counts as too slow"
     )
     trust_size: bool = Field(False, description="Skip target files on equal size alone (no checksum)")
+    upload_checksum: Literal["auto", "md5", "crc32"] = Field(
+        "auto",
+        description="What every uploaded S3 part carries for the store to verify: md5 (Content-MD5, verified by "
+        "every S3 store), crc32 (x-amz-checksum-crc32: about 4x less CPU per byte; the store must answer the same "
+        "value, else the part is sent again with Content-MD5 and the endpoint keeps md5 for the run), or auto "
+        "(crc32 on AWS S3 endpoints, md5 elsewhere)",
+    )
     memory_budget: int = Field(256 * MiB, ge=8 * MiB, description="Bytes of file data held in memory at once")
     free_space_margin: int = Field(256 * MiB, ge=0, description="Bytes to keep free on a local target")
 

@@ -75,8 +75,12 @@ class ObjectUpload(Upload):
         """Start a multipart upload; its id."""
 
     @abc.abstractmethod
-    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes) -> str:
-        """Upload part ``index`` (0-based) with its Content-MD5; the ETag the store answered."""
+    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes | None) -> str:
+        """Upload part ``index`` (0-based) with its Content-MD5 (None: the store's cheaper checksum); its ETag."""
+
+    def _part_md5(self, data: bytes | bytearray) -> bytes | None:
+        """The part's MD5 for Content-MD5, or None where the store verifies a cheaper checksum instead."""
+        return hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is the protocol's checksum
 
     @abc.abstractmethod
     def _stored_parts(self, upload_id: str) -> dict[int, tuple[str, int]]:
@@ -140,7 +144,7 @@ class ObjectUpload(Upload):
     def stored_part_md5(self, index: int) -> bytes | None:
         with self._lock:
             part = self._parts.get(index)
-        return part[0] if part is not None else None
+        return part[0] or None if part is not None else None  # b"": sent with another checksum
 
     def save_checkpoint(self, checkpoint: HashCheckpoint) -> None:
         if self.journal is not None and self.upload_id is not None:
@@ -159,13 +163,13 @@ class ObjectUpload(Upload):
         if not self.multipart:
             self._single = data  # sent on complete(), after the engine verified the bytes
             return
-        md5 = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is the protocol's checksum
+        md5 = self._part_md5(data)
         try:
             etag = self._send_part(index, data, md5)
         finally:
             BUFFERS.give(data)  # the request is over, whatever its outcome: nothing refers to the bytes now
         with self._lock:
-            self._parts[index] = (md5, etag)
+            self._parts[index] = (md5 or b"", etag)
 
     def complete(self) -> str | None:
         if not self.multipart:

@@ -42,7 +42,7 @@ from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
 from modelferry.storage.s3_fastwrite import PresignedWriter
 from modelferry.storage.s3_listing import list_pages
-from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
+from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload, choose_part_checksum
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.uri import StorageURI
 
@@ -79,6 +79,7 @@ class S3Store(S3Calls):
         self.creds = creds
         self.transfer = transfer
         self.endpoint = endpoint_url or resolve_endpoint(creds)
+        self.part_checksum = choose_part_checksum(transfer.upload_checksum, self.endpoint)
         self.stats: collections.Counter[str] = collections.Counter()  # requests by kind (tests, debugging)
         self._stats_lock = threading.Lock()
         secret = creds.secret_access_key.get_secret_value() if creds.secret_access_key else None

@@ -1,10 +1,15 @@
 """Writing one object to S3: a single PutObject, or a multipart upload that can resume.
 
 The flow (buffering, resume records, abort policy) is :class:`ObjectUpload`'s;
-this module holds the S3 calls and S3's own checks: every part carries
-Content-MD5 and the ETag it comes back with must be that MD5 (except under
-SSE-KMS / SSE-C, where the ETag is opaque); one-part objects also carry their
-sha256 as user metadata so a later sync can skip them on a strong checksum.
+this module holds the S3 calls and S3's own checks. Every part carries a
+checksum the store verifies before it keeps the body: Content-MD5, after which
+the ETag must be that MD5 (except under SSE-KMS / SSE-C, where the ETag is
+opaque), or, where the store verifies it (``upload_checksum``: AWS S3 by
+default), ``x-amz-checksum-crc32``, which costs about a quarter of the CPU per
+byte and must come back unchanged in the answer. A store that answers without
+it ignored it: that part is sent again with Content-MD5 and the store keeps MD5
+for the rest of the run (decided once per endpoint). One-part objects also carry
+their sha256 as user metadata so a later sync can skip them on a strong checksum.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import abc
 import base64
 import hashlib
 import logging
+import zlib
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelferry.checksums import clean_etag
 from modelferry.errors import RetryableError
@@ -24,12 +31,36 @@ from modelferry.storage.s3_fastwrite import PresignedWriter
 log = logging.getLogger(__name__)
 
 SHA256_META = "modelferry-sha256"  # x-amz-meta-modelferry-sha256 on single-part uploads
+HEADERS = {"ContentMD5": "Content-MD5", "ChecksumCRC32": "x-amz-checksum-crc32"}  # parameter -> signed header
+
+
+def choose_part_checksum(setting: str, endpoint: str | None) -> str:
+    """``md5`` or ``crc32``: what parts sent to ``endpoint`` carry (``auto``: crc32 on AWS S3 only).
+
+    AWS S3 verifies ``x-amz-checksum-crc32`` and refuses a body that does not match; other stores
+    may ignore it (rclone's, moto) while all of them check Content-MD5.
+    """
+    if setting != "auto":
+        return setting
+    host = (urlsplit(endpoint).hostname or "") if endpoint else "s3.amazonaws.com"
+    return "crc32" if host == "amazonaws.com" or host.endswith(".amazonaws.com") else "md5"
+
+
+def crc32_b64(data: bytes | bytearray | memoryview) -> str:
+    """The x-amz-checksum-crc32 value of ``data`` (big-endian CRC32, base64)."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 class S3Calls(Store):
     """What an upload needs of its bucket: calls with errors translated, and aborting an upload."""
 
     fast_writer: PresignedWriter | None = None  # PUTs on presigned URLs; None: every call through botocore
+    part_checksum = "md5"  # or "crc32" where the store verifies it; falls back to md5 when it does not
+
+    @property
+    @abc.abstractmethod
+    def endpoint_name(self) -> str:
+        """The endpoint in words, for messages."""
 
     @abc.abstractmethod
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -57,38 +88,63 @@ class S3Upload(ObjectUpload):
         resp = self.store.call("create_multipart_upload", self.path, Bucket=self.store.uri.bucket, Key=self.key)
         return str(resp["UploadId"])
 
-    def _put(self, operation: str, data: bytes | bytearray, md5: bytes, **params: Any) -> dict[str, Any]:
-        """One PUT with Content-MD5: on a presigned URL when the store offers one, else through botocore.
+    def _put(self, operation: str, data: bytes | bytearray, checksum: dict[str, str], **params: Any) -> dict[str, Any]:
+        """One PUT with ``checksum`` (ContentMD5 or ChecksumCRC32, base64): on a presigned URL when
+        the store offers one, else through botocore.
 
-        The answer as botocore gives it (the keys read here: ETag, ServerSideEncryption, SSECustomerAlgorithm).
+        The answer as botocore gives it (the keys read here: ETag, ChecksumCRC32, ServerSideEncryption,
+        SSECustomerAlgorithm).
         """
-        content_md5 = base64.b64encode(md5).decode()
         writer = self.store.fast_writer
         if writer is None:
             return dict(
                 self.store.call(
-                    operation,
-                    self.path,
-                    Bucket=self.store.uri.bucket,
-                    Key=self.key,
-                    Body=data,
-                    ContentMD5=content_md5,
-                    **params,
+                    operation, self.path, Bucket=self.store.uri.bucket, Key=self.key, Body=data, **checksum, **params
                 )
             )
         self.store.count(operation)
-        headers = {"Content-MD5": content_md5}
+        headers = {HEADERS[k]: v for k, v in checksum.items()}
         headers.update({f"x-amz-meta-{k}": v for k, v in (params.get("Metadata") or {}).items()})
-        got = writer.put(
-            operation, {"Key": self.key, "ContentMD5": content_md5, **params}, data, headers, what=self.describe
-        )
-        out: dict[str, Any] = {"ETag": got.get("ETag"), "ServerSideEncryption": got.get("x-amz-server-side-encryption")}
+        got = writer.put(operation, {"Key": self.key, **checksum, **params}, data, headers, what=self.describe)
+        out: dict[str, Any] = {
+            "ETag": got.get("ETag"),
+            "ChecksumCRC32": got.get("x-amz-checksum-crc32"),
+            "ServerSideEncryption": got.get("x-amz-server-side-encryption"),
+        }
         if got.get("x-amz-server-side-encryption-customer-algorithm"):
             out["SSECustomerAlgorithm"] = got["x-amz-server-side-encryption-customer-algorithm"]
         return out
 
-    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes) -> str:
-        resp = self._put("upload_part", data, md5, UploadId=self.upload_id, PartNumber=index + 1)
+    def _part_md5(self, data: bytes | bytearray) -> bytes | None:
+        return None if self.store.part_checksum == "crc32" else super()._part_md5(data)
+
+    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes | None) -> str:
+        if md5 is None:
+            crc = crc32_b64(data)
+            resp = self._put("upload_part", data, {"ChecksumCRC32": crc}, UploadId=self.upload_id, PartNumber=index + 1)
+            answered = resp.get("ChecksumCRC32")
+            if answered == crc:  # the store computed it over the body it kept (AWS refuses a mismatch itself)
+                return str(resp["ETag"])
+            if answered:
+                raise RetryableError(
+                    f"part {index + 1} of {self.describe} was stored with CRC32 {answered}, expected {crc}",
+                    obj=self.describe,
+                )
+            if self.store.part_checksum == "crc32":
+                self.store.part_checksum = "md5"
+                log.warning(
+                    "%s does not verify x-amz-checksum-crc32 (no checksum in its answer): parts go with "
+                    "Content-MD5 from now on (set MODELFERRY_TRANSFER__UPLOAD_CHECKSUM=md5 to skip this check)",
+                    self.store.endpoint_name,
+                )
+            md5 = hashlib.md5(data).digest()  # noqa: S324 - the same part again, with the checksum it verifies
+        resp = self._put(
+            "upload_part",
+            data,
+            {"ContentMD5": base64.b64encode(md5).decode()},
+            UploadId=self.upload_id,
+            PartNumber=index + 1,
+        )
         etag = clean_etag(resp.get("ETag"))
         # The server already checked Content-MD5; its ETag is the part's MD5 except under SSE-KMS/SSE-C.
         encrypted = str(resp.get("ServerSideEncryption") or "").startswith("aws:kms") or "SSECustomerAlgorithm" in resp
@@ -129,8 +185,9 @@ class S3Upload(ObjectUpload):
         return clean_etag(resp.get("ETag"))
 
     def _put_single(self, data: bytes | bytearray) -> str | None:
-        md5 = hashlib.md5(data).digest()  # noqa: S324 - protocol checksum
-        resp = self._put("put_object", data, md5, Metadata={SHA256_META: hashlib.sha256(data).hexdigest()})
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
+        meta = {SHA256_META: hashlib.sha256(data).hexdigest()}
+        resp = self._put("put_object", data, {"ContentMD5": md5}, Metadata=meta)
         return clean_etag(resp.get("ETag"))
 
     def _abort_id(self, upload_id: str) -> None:
