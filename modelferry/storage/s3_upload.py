@@ -82,10 +82,16 @@ class S3Upload(ObjectUpload):
         super().__init__(store, path, size, part_size, fingerprint)
         self.store = store
         self.key = store.uri.key(path)
+        self._crcs: dict[int, str] = {}  # index -> CRC32 the store answered (crc32 uploads list them on completion)
         self.begin()
 
     def _create(self) -> str:
-        resp = self.store.call("create_multipart_upload", self.path, Bucket=self.store.uri.bucket, Key=self.key)
+        # AWS refuses parts with a checksum the upload was not created for, and completes such an
+        # upload only with every part's checksum.
+        extra = {"ChecksumAlgorithm": "CRC32"} if self.store.part_checksum == "crc32" else {}
+        resp = self.store.call(
+            "create_multipart_upload", self.path, Bucket=self.store.uri.bucket, Key=self.key, **extra
+        )
         return str(resp["UploadId"])
 
     def _put(self, operation: str, data: bytes | bytearray, checksum: dict[str, str], **params: Any) -> dict[str, Any]:
@@ -124,6 +130,8 @@ class S3Upload(ObjectUpload):
             resp = self._put("upload_part", data, {"ChecksumCRC32": crc}, UploadId=self.upload_id, PartNumber=index + 1)
             answered = resp.get("ChecksumCRC32")
             if answered == crc:  # the store computed it over the body it kept (AWS refuses a mismatch itself)
+                with self._lock:
+                    self._crcs[index] = crc
                 return str(resp["ETag"])
             if answered:
                 raise RetryableError(
@@ -169,6 +177,9 @@ class S3Upload(ObjectUpload):
             )
             for part in resp.get("Parts") or []:
                 parts[int(part["PartNumber"])] = (str(part["ETag"]), int(part["Size"]))
+                if part.get("ChecksumCRC32"):  # a resumed crc32 upload completes with these
+                    with self._lock:
+                        self._crcs[int(part["PartNumber"]) - 1] = str(part["ChecksumCRC32"])
             if not resp.get("IsTruncated"):
                 return parts
             marker = int(resp["NextPartNumberMarker"])
@@ -180,9 +191,14 @@ class S3Upload(ObjectUpload):
             Bucket=self.store.uri.bucket,
             Key=self.key,
             UploadId=self.upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in etags]},
+            MultipartUpload={"Parts": [self._completed_part(n, e) for n, e in etags]},
         )
         return clean_etag(resp.get("ETag"))
+
+    def _completed_part(self, number: int, etag: str) -> dict[str, Any]:
+        with self._lock:
+            crc = self._crcs.get(number - 1)
+        return {"PartNumber": number, "ETag": etag, **({"ChecksumCRC32": crc} if crc else {})}
 
     def _put_single(self, data: bytes | bytearray) -> str | None:
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - protocol checksum
