@@ -35,15 +35,22 @@ HEADERS = {"ContentMD5": "Content-MD5", "ChecksumCRC32": "x-amz-checksum-crc32"}
 
 
 def choose_part_checksum(setting: str, endpoint: str | None) -> str:
-    """``md5`` or ``crc32``: what parts sent to ``endpoint`` carry (``auto``: crc32 on AWS S3 only).
+    """``md5``, ``etag`` or ``crc32``: what parts sent to ``endpoint`` carry (``auto``: crc32 on AWS S3, else etag).
 
     AWS S3 verifies ``x-amz-checksum-crc32`` and refuses a body that does not match; other stores
-    may ignore it (rclone's, moto) while all of them check Content-MD5.
+    may ignore it (rclone's, moto). Every store answers a part's MD5 as its ETag (unless encrypted),
+    which ``etag`` checks without making the store verify a Content-MD5 too (rclone's hashes the
+    body twice for that).
     """
     if setting != "auto":
         return setting
     host = (urlsplit(endpoint).hostname or "") if endpoint else "s3.amazonaws.com"
-    return "crc32" if host == "amazonaws.com" or host.endswith(".amazonaws.com") else "md5"
+    return "crc32" if host == "amazonaws.com" or host.endswith(".amazonaws.com") else "etag"
+
+
+def _encrypted(resp: dict[str, Any]) -> bool:
+    """Whether the answer's ETag is opaque (SSE-KMS, SSE-C) rather than the body's MD5."""
+    return str(resp.get("ServerSideEncryption") or "").startswith("aws:kms") or "SSECustomerAlgorithm" in resp
 
 
 def crc32_b64(data: bytes | bytearray | memoryview) -> str:
@@ -125,43 +132,64 @@ class S3Upload(ObjectUpload):
         return None if self.store.part_checksum == "crc32" else super()._part_md5(data)
 
     def _send_part(self, index: int, data: bytes | bytearray, md5: bytes | None) -> str:
-        if md5 is None:
-            crc = crc32_b64(data)
-            resp = self._put("upload_part", data, {"ChecksumCRC32": crc}, UploadId=self.upload_id, PartNumber=index + 1)
-            answered = resp.get("ChecksumCRC32")
-            if answered == crc:  # the store computed it over the body it kept (AWS refuses a mismatch itself)
-                with self._lock:
-                    self._crcs[index] = crc
-                return str(resp["ETag"])
-            if answered:
-                raise RetryableError(
-                    f"part {index + 1} of {self.describe} was stored with CRC32 {answered}, expected {crc}",
-                    obj=self.describe,
-                )
-            if self.store.part_checksum == "crc32":
-                self.store.part_checksum = "md5"
-                log.warning(
-                    "%s does not verify x-amz-checksum-crc32 (no checksum in its answer): parts go with "
-                    "Content-MD5 from now on (set MODELFERRY_TRANSFER__UPLOAD_CHECKSUM=md5 to skip this check)",
-                    self.store.endpoint_name,
-                )
+        number = index + 1
+        if md5 is None:  # crc32
+            etag = self._send_crc32(index, data)
+            if etag is not None:
+                return etag
             md5 = hashlib.md5(data).digest()  # noqa: S324 - the same part again, with the checksum it verifies
+        elif self.store.part_checksum == "etag":
+            resp = self._put("upload_part", data, {}, UploadId=self.upload_id, PartNumber=number)
+            if not _encrypted(resp):
+                self._check_etag(number, resp, md5)  # the store's MD5 of the bytes it kept must be ours
+                return str(resp["ETag"])
+            # An opaque ETag (SSE-KMS / SSE-C) checked nothing: this part again, with Content-MD5.
+            self._fall_back("answers opaque ETags (encryption)")
         resp = self._put(
             "upload_part",
             data,
             {"ContentMD5": base64.b64encode(md5).decode()},
             UploadId=self.upload_id,
-            PartNumber=index + 1,
+            PartNumber=number,
         )
-        etag = clean_etag(resp.get("ETag"))
         # The server already checked Content-MD5; its ETag is the part's MD5 except under SSE-KMS/SSE-C.
-        encrypted = str(resp.get("ServerSideEncryption") or "").startswith("aws:kms") or "SSECustomerAlgorithm" in resp
-        if etag != md5.hex() and not encrypted:
+        if not _encrypted(resp):
+            self._check_etag(number, resp, md5)
+        return str(resp["ETag"])
+
+    def _send_crc32(self, index: int, data: bytes | bytearray) -> str | None:
+        """Send part ``index`` with its CRC32; its ETag, or None when the store did not verify it."""
+        crc = crc32_b64(data)
+        resp = self._put("upload_part", data, {"ChecksumCRC32": crc}, UploadId=self.upload_id, PartNumber=index + 1)
+        answered = resp.get("ChecksumCRC32")
+        if answered == crc:  # the store computed it over the body it kept (AWS refuses a mismatch itself)
+            with self._lock:
+                self._crcs[index] = crc
+            return str(resp["ETag"])
+        if answered:
             raise RetryableError(
-                f"part {index + 1} of {self.describe} was stored with ETag {etag}, expected {md5.hex()}",
+                f"part {index + 1} of {self.describe} was stored with CRC32 {answered}, expected {crc}",
                 obj=self.describe,
             )
-        return str(resp["ETag"])
+        self._fall_back("does not verify x-amz-checksum-crc32 (no checksum in its answer)")
+        return None
+
+    def _fall_back(self, why: str) -> None:
+        """Send parts to this endpoint with Content-MD5 from now on (once per store and run)."""
+        if self.store.part_checksum != "md5":
+            self.store.part_checksum = "md5"
+            log.warning(
+                "%s %s: parts go with Content-MD5 from now on (MODELFERRY_TRANSFER__UPLOAD_CHECKSUM=md5 skips this)",
+                self.store.endpoint_name,
+                why,
+            )
+
+    def _check_etag(self, number: int, resp: dict[str, Any], md5: bytes) -> None:
+        etag = clean_etag(resp.get("ETag"))
+        if etag != md5.hex():
+            raise RetryableError(
+                f"part {number} of {self.describe} was stored with ETag {etag}, expected {md5.hex()}", obj=self.describe
+            )
 
     def _stored_parts(self, upload_id: str) -> dict[int, tuple[str, int]]:
         parts: dict[int, tuple[str, int]] = {}

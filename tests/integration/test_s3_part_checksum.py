@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelferry.errors import RetryableError
+from modelferry.errors import PermanentError, RetryableError
 from modelferry.settings import MiB, S3Credentials, TransferSettings
 from modelferry.storage.s3 import S3Store
 from modelferry.storage.s3_upload import choose_part_checksum, crc32_b64
@@ -43,8 +43,8 @@ def joined(srv: ChecksumS3) -> bytes:
         ("auto", None, "crc32"),
         ("auto", "https://s3.eu-west-1.amazonaws.com", "crc32"),
         ("auto", "https://bucket.s3.amazonaws.com:443", "crc32"),
-        ("auto", "http://127.0.0.1:9000", "md5"),
-        ("auto", "https://s3.amazonaws.com.evil.example", "md5"),
+        ("auto", "http://127.0.0.1:9000", "etag"),
+        ("auto", "https://s3.amazonaws.com.evil.example", "etag"),
         ("md5", None, "md5"),
         ("crc32", "http://127.0.0.1:9000", "crc32"),
     ],
@@ -90,11 +90,49 @@ def test_a_different_crc32_in_the_answer_is_a_retryable_error(server: ChecksumS3
 
 
 @pytest.mark.parametrize("server", ["ignore"], indirect=True)
-def test_auto_sends_content_md5_off_aws(server: ChecksumS3) -> None:
+def test_auto_checks_the_etag_off_aws(server: ChecksumS3) -> None:
     store = make_store(server.url, "s3://bkt/m", "auto")
+    write(store, "w.bin", DATA, PART)
+    assert server.parts == [(1, None, None), (2, None, None), (3, None, None)]  # the store hashes each part once
+    assert joined(server) == DATA and store.part_checksum == "etag"
+    store.close()
+
+
+@pytest.mark.parametrize("server", ["ignore"], indirect=True)
+def test_md5_sends_content_md5(server: ChecksumS3) -> None:
+    store = make_store(server.url, "s3://bkt/m", "md5")
     write(store, "w.bin", DATA, PART)
     assert all(crc is None and md5 for _n, crc, md5 in server.parts)
     assert len(server.parts) == 3 and joined(server) == DATA
+    store.close()
+
+
+@pytest.mark.parametrize("server", ["corrupt"], indirect=True)
+@pytest.mark.parametrize(
+    ("checksum", "kind", "says"),
+    [
+        ("etag", RetryableError, "was stored with ETag"),  # the engine sends the part again
+        ("crc32", PermanentError, "BadDigest"),  # not verified, so sent again with Content-MD5: refused
+        ("md5", PermanentError, "BadDigest"),  # the store refused it (as before)
+    ],
+)
+def test_a_part_corrupted_on_the_way_is_never_accepted(
+    server: ChecksumS3, checksum: str, kind: type[Exception], says: str
+) -> None:
+    store = make_store(server.url, "s3://bkt/m", checksum)
+    with pytest.raises(kind) as err:
+        write(store, "w.bin", DATA, PART)
+    assert "s3://bkt/m/w.bin" in str(err.value) and says in str(err.value)
+    store.close()
+
+
+@pytest.mark.parametrize("server", ["kms"], indirect=True)
+def test_an_opaque_etag_gets_the_part_again_with_content_md5(server: ChecksumS3) -> None:
+    store = make_store(server.url, "s3://bkt/m", "etag")
+    write(store, "w.bin", DATA, PART)
+    sent = [(n, md5 is not None) for n, _crc, md5 in server.parts]
+    assert sent == [(1, False), (1, True), (2, True), (3, True)]  # nothing checked part 1 the first time
+    assert store.part_checksum == "md5"
     store.close()
 
 

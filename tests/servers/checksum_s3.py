@@ -5,6 +5,10 @@
 - ``ignore``: as rclone's and other S3 servers do, the CRC32 header is neither checked nor answered;
   Content-MD5 still is.
 - ``wrong``: answers a CRC32 other than the one sent (a store that kept other bytes).
+- ``corrupt``: one byte of every part is changed on the way in, before any check (Content-MD5 then
+  fails with BadDigest; without it the part is kept and its ETag is the MD5 of the changed bytes).
+- ``kms``: as SSE-KMS does, answers ``x-amz-server-side-encryption: aws:kms`` and an ETag that is not
+  the body's MD5.
 
 Parts are kept in memory and joined on completion; every part request's checksum headers are recorded
 (``parts``), and the completion body (``completions``). Signatures are not checked.
@@ -57,9 +61,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         number = int(query["partNumber"][0])
         self.server.parts.append((number, crc, md5))
         mode = self.server.mode
+        if mode == "corrupt":
+            data = data[:-1] + bytes([data[-1] ^ 1])
         if md5 is not None and md5 != base64.b64encode(hashlib.md5(data).digest()).decode():
             return self._answer(400, b"<Error><Code>BadDigest</Code></Error>")
         headers = {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}
+        if mode == "kms":
+            headers = {"ETag": '"0123456789abcdef0123456789abcdef"', "x-amz-server-side-encryption": "aws:kms"}
         if crc is not None and mode == "verify":
             if crc != _crc(data):
                 return self._answer(400, b"<Error><Code>BadDigest</Code></Error>")
@@ -81,7 +89,7 @@ class ChecksumS3(http.server.ThreadingHTTPServer):
     """The stand-in on a free port; ``url`` is its endpoint. Use as a context manager."""
 
     daemon_threads = True
-    modes: ClassVar[tuple[str, ...]] = ("verify", "ignore", "wrong")
+    modes: ClassVar[tuple[str, ...]] = ("verify", "ignore", "wrong", "corrupt", "kms")
 
     def __init__(self, mode: str) -> None:
         if mode not in self.modes:
