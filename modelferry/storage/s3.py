@@ -3,8 +3,8 @@
 Retries belong to the engine (it sees every part and backs off with jitter), so
 botocore retries are kept to one extra attempt. Listing is paginated and the
 prefix is matched at a directory boundary. Uploads (:mod:`.s3_upload`) buffer one
-part in memory (the engine accounts for it), send ``Content-MD5`` and compare
-each returned ETag; a multipart upload is kept for the next run on a retryable
+part in memory (the engine accounts for it) and have every part verified (a
+checksum the store checks, or the ETag it answers: ``upload_checksum``); a multipart upload is kept for the next run on a retryable
 failure or SIGTERM and aborted on any other (see :mod:`.object_upload`).
 """
 
