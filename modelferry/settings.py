@@ -112,7 +112,7 @@ class TransferSettings(BaseModel):
         description="How every part uploaded to S3 is verified: md5 (Content-MD5, checked by the store before it "
         "keeps the part, and the ETag answered must be that MD5), etag (no header; the ETag answered must be the "
         "part's MD5: the store hashes once), crc32 (x-amz-checksum-crc32, checked by the store and answered back: "
-        "about a quarter of MD5's CPU per byte), or auto (crc32 on AWS S3, etag elsewhere). A store that answers "
+        "about a fifth of MD5's CPU per byte), or auto (crc32 on AWS S3, etag elsewhere). A store that answers "
         "no CRC32, or an opaque ETag (SSE-KMS, SSE-C), gets that part again with Content-MD5 and md5 for the rest "
         "of the run",
     )

@@ -5,7 +5,7 @@ this module holds the S3 calls and S3's own checks. Every part carries a
 checksum the store verifies before it keeps the body: Content-MD5, after which
 the ETag must be that MD5 (except under SSE-KMS / SSE-C, where the ETag is
 opaque), or, where the store verifies it (``upload_checksum``: AWS S3 by
-default), ``x-amz-checksum-crc32``, which costs about a quarter of the CPU per
+default), ``x-amz-checksum-crc32``, which costs about a fifth of the CPU per
 byte and must come back unchanged in the answer. A store that answers without
 it ignored it: that part is sent again with Content-MD5 and the store keeps MD5
 for the rest of the run (decided once per endpoint). One-part objects also carry
