@@ -34,6 +34,10 @@ from modelferry.storage.upload_journal import ResumeRecord, UploadJournal
 log = logging.getLogger(__name__)
 
 
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
 class ObjectUpload(Upload):
     """One object being written to a bucket; call :meth:`begin` at the end of the subclass constructor."""
 
@@ -144,7 +148,7 @@ class ObjectUpload(Upload):
     def stored_part_md5(self, index: int) -> bytes | None:
         with self._lock:
             part = self._parts.get(index)
-        return part[0] or None if part is not None else None  # b"": sent with another checksum
+        return part[0] if part is not None else None
 
     def save_checkpoint(self, checkpoint: HashCheckpoint) -> None:
         if self.journal is not None and self.upload_id is not None:
@@ -166,10 +170,13 @@ class ObjectUpload(Upload):
         md5 = self._part_md5(data)
         try:
             etag = self._send_part(index, data, md5)
+            if md5 is None:  # verified with another checksum: the store's ETag is the MD5 (resumed copies need it)
+                hexed = clean_etag(etag) or ""
+                md5 = bytes.fromhex(hexed) if len(hexed) == 32 and _is_hex(hexed) else hashlib.md5(data).digest()  # noqa: S324
         finally:
             BUFFERS.give(data)  # the request is over, whatever its outcome: nothing refers to the bytes now
         with self._lock:
-            self._parts[index] = (md5 or b"", etag)
+            self._parts[index] = (md5, etag)
 
     def complete(self) -> str | None:
         if not self.multipart:

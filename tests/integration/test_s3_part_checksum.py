@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 
@@ -144,4 +145,20 @@ def test_moto_answers_no_crc32_so_parts_fall_back_to_content_md5(moto: MotoS3) -
     assert store.part_checksum == "md5"  # moto keeps the header unread (and unanswered) without the SDK's hint
     assert store.stats["upload_part"] == 4  # part 1 twice
     assert etag is not None and etag.endswith("-3")
+    store.close()
+
+
+@pytest.mark.parametrize("server", ["verify"], indirect=True)
+def test_crc32_parts_still_know_their_md5_from_the_etag(server: ChecksumS3) -> None:
+    # Resumed bucket-to-bucket copies compare part MD5s with the source's multipart ETag.
+    store = make_store(server.url, "s3://bkt/m", "crc32")
+    upload = store.open_upload("w.bin", len(DATA), PART)
+    for index, offset in enumerate(range(0, len(DATA), PART)):
+        part = upload.part(index, offset, min(PART, len(DATA) - offset))
+        part.write(DATA[offset : offset + PART])
+        part.commit()
+    for index, offset in enumerate(range(0, len(DATA), PART)):
+        assert upload.stored_part_md5(index) == hashlib.md5(DATA[offset : offset + PART]).digest()
+    upload.complete()
+    assert all(md5 is None for _n, _crc, md5 in server.parts)
     store.close()
