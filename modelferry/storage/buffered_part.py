@@ -83,7 +83,7 @@ class BufferedPart(PartWriter):
         self.pos = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        if self.buffer is None:
+        if not self.buffer:  # not taken yet, or handed over by commit
             self.buffer = BUFFERS.take(self.length)
         end = self.pos + len(data)
         if end > self.length:
@@ -96,10 +96,12 @@ class BufferedPart(PartWriter):
     def commit(self) -> None:
         if self.pos != self.length:
             raise RetryableError(f"part {self.index} of {self.upload.path} ended early", obj=self.upload.describe)
-        data, self.buffer = self.buffer if self.buffer is not None else bytearray(), None
-        self.upload.commit_part(self.index, data)
+        data, self.buffer = self.buffer if self.buffer is not None else bytearray(), bytearray()
+        self.upload.commit_part(self.index, data)  # the upload owns the buffer now
 
     def discard(self) -> None:
+        """Forget what was written (the engine fetches the part again from its start)."""
         if self.buffer is not None:
             BUFFERS.give(self.buffer)
         self.buffer = None
+        self.pos = 0
