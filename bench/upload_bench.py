@@ -11,8 +11,9 @@ bench/data/ as for sync_bench.py and uploaded to a real S3 server started for th
 
 Each tool runs in its own process into a fresh prefix, ``--runs`` times, tools interleaved so load
 on the machine hits both alike. modelferry (``modelferry sync``, the engine behind ``modelferry
-upload``) sends Content-MD5 with every part, records every file's sha256 and writes its manifest
-last; boto3 uploads every file at once with its default ``TransferConfig`` (10 threads, 8 MiB
+upload``) has every part verified (off AWS by default: the ETag answered must be the part's MD5;
+``MODELFERRY_TRANSFER__UPLOAD_CHECKSUM=md5`` sends Content-MD5 as before), records every file's
+sha256 and writes its manifest last; boto3 uploads every file at once with its default ``TransferConfig`` (10 threads, 8 MiB
 parts, no checksum beyond what the SDK adds by default), as ``aws s3 sync`` does. Every upload is
 checked afterwards, outside the timed region: with s3rver the stored object files are hashed
 against the generator's sha256, with moto only sizes are compared (a listing). ``--rtt-ms`` puts
