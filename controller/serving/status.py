@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelferry.controller.api.v1alpha1.modelserver import ConditionType
+from modelferry.controller.api.v1alpha1.modelserver import ConditionType, ModelServerStatus, ServerPhase
 from modelferry.controller.kube.conditions import condition
 from modelferry.controller.serving.render import LABEL_SERVER, RenderResult
 from modelferry.logs import scrub
@@ -127,23 +127,23 @@ def compute_status(
         model_msg = f"pulled from {source.uri if source else '?'} by the fetch-model init container"
     # phase
     if problem is not None and not problem.waiting:
-        phase, message = "Failed", problem.message
+        phase, message = ServerPhase.FAILED, problem.message
     elif deployment is None:
-        phase = "Pending"
+        phase = ServerPhase.PENDING
         message = problem.message if problem else "creating the Deployment"
     elif desired == 0:
-        phase, message = "Pending", "scaled to zero replicas"
+        phase, message = ServerPhase.PENDING, "scaled to zero replicas"
     elif ready >= 1 and trouble is None and ready >= desired:
-        phase, message = "Ready", f"{ready} of {desired} replicas ready"
+        phase, message = ServerPhase.READY, f"{ready} of {desired} replicas ready"
     elif ready >= 1:
-        phase = "Degraded"
+        phase = ServerPhase.DEGRADED
         message = trouble.message if trouble else f"{ready} of {desired} replicas ready"
     elif trouble is not None and trouble.reason in FAILING:
-        phase, message = "Failed", trouble.message
+        phase, message = ServerPhase.FAILED, trouble.message
     elif trouble is not None:
-        phase, message = "Pending", trouble.message
+        phase, message = ServerPhase.PENDING, trouble.message
     else:
-        phase, message = "Loading", "the engine is loading the model"
+        phase, message = ServerPhase.LOADING, "the engine is loading the model"
     if problem is not None and problem.waiting and deployment is not None:
         message = f"{problem.message}; the running Deployment is kept"
     # Available / Progressing / Degraded
@@ -203,4 +203,5 @@ def compute_status(
         status["url"] = url
     if source is not None and source.revision:
         status["modelRevision"] = source.revision
-    return status
+    # Through the typed status; what was set (a null generation too) stays on the wire as it was set.
+    return ModelServerStatus.model_validate(status).model_dump(by_alias=True, exclude_unset=True, mode="json")
