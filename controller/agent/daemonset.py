@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelferry.controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, parse_spec
+from modelferry.controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, NodeAgentStatus, parse_spec
 from modelferry.controller.kube.conditions import carry_transition_times, condition
 from modelferry.controller.kube.expansion import literal
 from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
@@ -335,4 +335,4 @@ def agent_status(
     else:
         cond = condition(ConditionType.READY, *rollout(daemonset), now)
     status["conditions"] = carry_transition_times([cond], (agent.get("status") or {}).get("conditions"))
-    return status
+    return NodeAgentStatus.model_validate(status).wire_as_set()

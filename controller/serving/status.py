@@ -204,4 +204,4 @@ def compute_status(
     if source is not None and source.revision:
         status["modelRevision"] = source.revision
     # Through the typed status; what was set (a null generation too) stays on the wire as it was set.
-    return ModelServerStatus.model_validate(status).model_dump(by_alias=True, exclude_unset=True, mode="json")
+    return ModelServerStatus.model_validate(status).wire_as_set()
