@@ -11,8 +11,9 @@ bench/data/ as for sync_bench.py and uploaded to a real S3 server started for th
 
 Each tool runs in its own process into a fresh prefix, ``--runs`` times, tools interleaved so load
 on the machine hits both alike. modelferry (``modelferry sync``, the engine behind ``modelferry
-upload``) sends Content-MD5 with every part, records every file's sha256 and writes its manifest
-last; boto3 uploads every file at once with its default ``TransferConfig`` (10 threads, 8 MiB
+upload``) has every part verified (off AWS by default: the ETag answered must be the part's MD5;
+``MODELFERRY_TRANSFER__UPLOAD_CHECKSUM=md5`` sends Content-MD5 as before), records every file's
+sha256 and writes its manifest last; boto3 uploads every file at once with its default ``TransferConfig`` (10 threads, 8 MiB
 parts, no checksum beyond what the SDK adds by default), as ``aws s3 sync`` does. Every upload is
 checked afterwards, outside the timed region: with s3rver the stored object files are hashed
 against the generator's sha256, with moto only sizes are compared (a listing). ``--rtt-ms`` puts
@@ -90,11 +91,25 @@ def run_server(kind: str, workdir: Path, server_binary: str | None) -> Iterator[
     try:
         _wait(port, proc)
         url = f"http://127.0.0.1:{port}"
+        SERVER_PIDS[url] = proc.pid
         if kind == "moto":
             _client(url).create_bucket(Bucket=BUCKET)
         yield url
     finally:
         stop(proc)
+
+
+SERVER_PIDS: dict[str, int] = {}  # URL -> the server's process id (its CPU seconds per run)
+
+
+def server_cpu(url: str) -> float:
+    """CPU seconds (user + system) the server at ``url`` has used so far; 0 when unknown."""
+    pid = SERVER_PIDS.get(url)
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client(url: str) -> object:
@@ -185,15 +200,17 @@ def _one(
     log = scratch / f"{prefix}.log"
     os.sync()  # nobody pays for write-back an earlier run left behind
     load = os.getloadavg()[0]
+    server_before = server_cpu(direct)
     code, seconds, rss, cpu, maxrss = run_once(
         command(tool, url, (args.data / "files").resolve(), prefix, args.modelferry_args), env, log
     )
+    server_cpu_s = server_cpu(direct) - server_before
     problem = f"exit {code}" if code else verify(args.server, store, direct, files, prefix, tool)
     if problem:
         print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
     shutil.rmtree(store / BUCKET / prefix, ignore_errors=True)  # s3rver's files of this run
     rate = total / seconds / 1e6
-    return Run(
+    run = Run(
         tool,
         label,
         round(seconds, 3),
@@ -206,14 +223,17 @@ def _one(
         not problem,
         problem,
     )
+    run.server_cpu_s = round(server_cpu_s, 2)
+    return run
 
 
 def table(runs: list[Run]) -> str:
     """A Markdown table of the best runs per tool and scenario with modelferry / boto3 (best, median)."""
     top = best(runs)
     lines = [
-        "| scenario | tool | best s | MB/s (best) | MB/s (median) | files/s | peak RSS MB | CPU s | modelferry / this |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scenario | tool | best s | MB/s (best) | MB/s (median) | files/s | peak RSS MB | CPU s | server CPU s "
+        "| modelferry / this |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in dict.fromkeys(r.scenario for r in runs):
         ours = top.get(("modelferry", scenario))
@@ -224,7 +244,7 @@ def table(runs: list[Run]) -> str:
             ratio = f"{ours.mb_s / r.mb_s:.2f}x, {ours_med / med:.2f}x" if ours and med else ""
             lines.append(
                 f"| {scenario} | {tool} | {r.seconds:.2f} | {r.mb_s:.0f} | {med:.0f} | {r.files_s:.0f} "
-                f"| {r.peak_rss_mb:.0f} | {r.cpu_s:.1f} | {ratio} |"
+                f"| {r.peak_rss_mb:.0f} | {r.cpu_s:.1f} | {r.server_cpu_s:.1f} | {ratio} |"
             )
     lines += [f"\nFAILED: {r.tool} ({r.scenario}): {r.note}" for r in runs if not r.ok]
     return "\n".join(lines)

@@ -107,6 +107,15 @@ class TransferSettings(BaseModel):
         60.0, gt=0, description="Seconds the transfer may stay under speed_limit before it counts as too slow"
     )
     trust_size: bool = Field(False, description="Skip target files on equal size alone (no checksum)")
+    upload_checksum: Literal["auto", "md5", "etag", "crc32"] = Field(
+        "auto",
+        description="How every part uploaded to S3 is verified: md5 (Content-MD5, checked by the store before it "
+        "keeps the part, and the ETag answered must be that MD5), etag (no header; the ETag answered must be the "
+        "part's MD5: the store hashes once), crc32 (x-amz-checksum-crc32, checked by the store and answered back: "
+        "about a fifth of MD5's CPU per byte), or auto (crc32 on AWS S3, etag elsewhere). A store that answers "
+        "no CRC32, or an opaque ETag (SSE-KMS, SSE-C), gets that part again with Content-MD5 and md5 for the rest "
+        "of the run",
+    )
     memory_budget: int = Field(256 * MiB, ge=8 * MiB, description="Bytes of file data held in memory at once")
     free_space_margin: int = Field(256 * MiB, ge=0, description="Bytes to keep free on a local target")
 

@@ -72,14 +72,14 @@ def status_for(nodes: dict[str, list[str]]) -> dict[str, Any]:
     """The status block: sorted node lists and a one-word state."""
     ready, failed, updating = (sorted(nodes.get(k, [])) for k in ("nodesReady", "nodesFailed", "nodesUpdating"))
     if ready:
-        state = "Ready"
+        state = State.READY
     elif updating:
-        state = "In_Transit"
+        state = State.IN_TRANSIT
     elif failed:
-        state = "Failed"
+        state = State.FAILED
     else:
-        state = "Pending"
-    return {"nodesReady": ready, "nodesFailed": failed, "state": state}
+        state = State.PENDING
+    return {"nodesReady": ready, "nodesFailed": failed, "state": state.value}
 
 
 def ready_condition(state: str, failures: dict[str, tuple[str, str]]) -> dict[str, str]:
@@ -112,7 +112,7 @@ def refusal_event(want: dict[str, Any], have: dict[str, Any]) -> tuple[str, str]
     return new["reason"], new["message"]
 
 
-EMPTY = {**status_for({}), "conditions": [ready_condition("Pending", {})]}
+EMPTY = {**status_for({}), "conditions": [ready_condition(State.PENDING, {})]}
 
 
 async def aggregate_once(kube: Kube, namespace: str, group: str = "modelferry.io", version: str = "v1alpha1") -> int:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelferry.controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, parse_spec
+from modelferry.controller.api.v1alpha1.nodeagent import ConditionType, NodeAgentSpec, NodeAgentStatus, parse_spec
 from modelferry.controller.kube.conditions import carry_transition_times, condition
 from modelferry.controller.kube.expansion import literal
 from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
@@ -298,10 +298,15 @@ def inputs_hash(daemonset: dict[str, Any] | None) -> str | None:
 
 def rollout(daemonset: dict[str, Any]) -> tuple[bool, str, str]:
     """Whether every selected node runs a ready, current agent: (ready, reason, message)."""
-    meta, st = daemonset.get("metadata") or {}, daemonset.get("status") or {}
-    desired = int(st.get("desiredNumberScheduled") or 0)
-    ready, updated = int(st.get("numberReady") or 0), int(st.get("updatedNumberScheduled") or 0)
-    if st.get("observedGeneration") is None or int(st["observedGeneration"]) < int(meta.get("generation") or 1):
+    meta, daemonset_status = daemonset.get("metadata") or {}, daemonset.get("status") or {}
+    desired = int(daemonset_status.get("desiredNumberScheduled") or 0)
+    ready, updated = (
+        int(daemonset_status.get("numberReady") or 0),
+        int(daemonset_status.get("updatedNumberScheduled") or 0),
+    )
+    if daemonset_status.get("observedGeneration") is None or int(daemonset_status["observedGeneration"]) < int(
+        meta.get("generation") or 1
+    ):
         return False, "RolloutPending", "the DaemonSet controller has not yet seen the newest template"
     if desired == 0:
         return False, "NoMatchingNodes", "no node matches spec.nodeSelector and spec.tolerations"
@@ -317,10 +322,10 @@ def agent_status(
     meta = agent.get("metadata") or {}
     name = daemonset_name(str(meta.get("name") or DEFAULT_NAME))
     status: dict[str, Any] = {"daemonSet": f"{namespace}/{name}", "observedGeneration": meta.get("generation")}
-    st = (daemonset or {}).get("status") or {}
-    status["desiredNodes"] = int(st.get("desiredNumberScheduled") or 0)
-    status["readyNodes"] = int(st.get("numberReady") or 0)
-    status["updatedNodes"] = int(st.get("updatedNumberScheduled") or 0)
+    daemonset_status = (daemonset or {}).get("status") or {}
+    status["desiredNodes"] = int(daemonset_status.get("desiredNumberScheduled") or 0)
+    status["readyNodes"] = int(daemonset_status.get("numberReady") or 0)
+    status["updatedNodes"] = int(daemonset_status.get("updatedNumberScheduled") or 0)
     if problem is not None:
         cond = condition(ConditionType.READY, False, problem.reason, problem.message, now)
     elif daemonset is None:
@@ -330,4 +335,4 @@ def agent_status(
     else:
         cond = condition(ConditionType.READY, *rollout(daemonset), now)
     status["conditions"] = carry_transition_times([cond], (agent.get("status") or {}).get("conditions"))
-    return status
+    return NodeAgentStatus.model_validate(status).wire_as_set()

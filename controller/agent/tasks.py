@@ -96,10 +96,10 @@ def decide(
     ref = ref or ModelRef.of(obj or {})
     if deleted or not wanted or obj is None:
         return Task(TaskType.DELETE, ref, obj or {}) if held_fingerprint is not None else None
-    fp = spec_fingerprint(obj)
+    fingerprint = spec_fingerprint(obj)
     if held_fingerprint is None:
         return Task(TaskType.DOWNLOAD, ref, obj)
-    if held_fingerprint != fp:
+    if held_fingerprint != fingerprint:
         return Task(TaskType.DOWNLOAD_OVERRIDE, ref, obj)
     return None
 

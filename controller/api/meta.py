@@ -33,6 +33,10 @@ class ApiModel(pydantic.BaseModel):
         """The object as the API server stores it (camelCase, unset fields left out)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def wire_as_set(self) -> dict[str, Any]:
+        """The fields set when the model was made, nulls included (in a merge patch a null removes the field)."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
 
 M = TypeVar("M", bound=ApiModel)
 

@@ -49,7 +49,7 @@ WARNING_PHASES = ("Degraded", "Failed")
 
 
 def references(server: dict[str, Any], kind: str, name: str) -> bool:
-    """Whether ModelServer ``ms`` names the ``kind`` object ``name``."""
+    """Whether ModelServer ``server`` names the ``kind`` object ``name``."""
     spec = server.get("spec") or {}
     model, adapter = spec.get("model") or {}, spec.get("adapter") or {}
     field = {"BaseModel": "baseModel", "ClusterBaseModel": "clusterBaseModel", "ModelSync": "modelSync"}.get(kind)

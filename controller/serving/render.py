@@ -120,20 +120,20 @@ def service_url(name: str, ns: str, port: int, ctx: ServingContext) -> str:
     return f"http://{name}.{ns}.svc.{ctx.cluster_domain}:{port}/v1"
 
 
-def render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
+def render(server: dict[str, Any], ctx: ServingContext) -> RenderResult:
     """The Deployment and Service that should exist, or the problem that stops them."""
     try:
-        return _render(ms, ctx)
+        return _render(server, ctx)
     except Refusal as stop:
         return RenderResult(problem=stop.problem)
 
 
-def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
-    meta = ms.get("metadata") or {}
+def _render(server: dict[str, Any], ctx: ServingContext) -> RenderResult:
+    meta = server.get("metadata") or {}
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-    check_env_and_resources(ms.get("spec") or {})  # names the entry the API server would refuse in the pod
+    check_env_and_resources(server.get("spec") or {})  # names the entry the API server would refuse in the pod
     try:
-        spec = parse_spec(ms)
+        spec = parse_spec(server)
     except InvalidSpecError as exc:
         raise Refusal(Problem(exc.reason, str(exc))) from None
     source, mounted = resolve_model(ns, spec, ctx)
@@ -159,7 +159,7 @@ def _render(ms: dict[str, Any], ctx: ServingContext) -> RenderResult:
     pod = _pod(spec, cmd, init, volumes, mounts, source, ctx)
     hashed = inputs_hash(pod, source.uri)
     labels = labels_of(name)
-    owner = [owner_reference(ms)]
+    owner = [owner_reference(server)]
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

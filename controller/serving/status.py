@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelferry.controller.api.v1alpha1.modelserver import ConditionType
+from modelferry.controller.api.v1alpha1.modelserver import ConditionType, ModelServerStatus, ServerPhase
 from modelferry.controller.kube.conditions import condition
 from modelferry.controller.serving.render import LABEL_SERVER, RenderResult
 from modelferry.logs import scrub
@@ -33,11 +33,11 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
-def _container_trouble(pod_name: str, cs: dict[str, Any], init: bool) -> Trouble | None:
-    state, last = cs.get("state") or {}, cs.get("lastState") or {}
+def _container_trouble(pod_name: str, container: dict[str, Any], init: bool) -> Trouble | None:
+    state, last = container.get("state") or {}, container.get("lastState") or {}
     waiting = (state.get("waiting") or {}).get("reason")
     terminated = state.get("terminated") or last.get("terminated") or {}
-    name = cs.get("name", "")
+    name = container.get("name", "")
     if init and (waiting == "CrashLoopBackOff" or (terminated and terminated.get("exitCode", 0) != 0)):
         detail = terminated.get("message") or terminated.get("reason") or "it exited with an error"
         return Trouble("ModelDownloadFailed", f"pod {pod_name}: {name} could not fetch the files: {detail}")
@@ -60,14 +60,14 @@ def pod_trouble(pods: list[dict[str, Any]]) -> Trouble | None:
     found: list[Trouble] = []
     for pod in pods:
         name = (pod.get("metadata") or {}).get("name", "")
-        st = pod.get("status") or {}
-        for cs in st.get("initContainerStatuses") or []:
-            t = _container_trouble(name, cs, True)
-            found += [t] if t else []
-        for cs in st.get("containerStatuses") or []:
-            t = _container_trouble(name, cs, False)
-            found += [t] if t else []
-        for cond in st.get("conditions") or []:
+        pod_status = pod.get("status") or {}
+        for container in pod_status.get("initContainerStatuses") or []:
+            trouble = _container_trouble(name, container, True)
+            found += [trouble] if trouble else []
+        for container in pod_status.get("containerStatuses") or []:
+            trouble = _container_trouble(name, container, False)
+            found += [trouble] if trouble else []
+        for cond in pod_status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 found.append(Trouble("Unschedulable", f"pod {name}: {cond.get('message') or 'no node fits'}"))
     order = [*FAILING, "Unschedulable"]
@@ -75,18 +75,20 @@ def pod_trouble(pods: list[dict[str, Any]]) -> Trouble | None:
     return found[0] if found else None
 
 
-def _condition(kind: ConditionType, ok: bool, reason: str, message: str, now: str, gen: Any) -> dict[str, Any]:
-    return {**condition(kind, ok, reason, _short(message), now), "observedGeneration": gen}
+def _condition(kind: ConditionType, ok: bool, reason: str, message: str, now: str, generation: Any) -> dict[str, Any]:
+    return {**condition(kind, ok, reason, _short(message), now), "observedGeneration": generation}
 
 
 def restarts(pods: list[dict[str, Any]]) -> int:
     return sum(
-        int(cs.get("restartCount") or 0) for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or []
+        int(container.get("restartCount") or 0)
+        for p in pods
+        for container in (p.get("status") or {}).get("containerStatuses") or []
     )
 
 
 def compute_status(
-    ms: dict[str, Any],
+    server: dict[str, Any],
     result: RenderResult,
     deployment: dict[str, Any] | None,
     pods: list[dict[str, Any]],
@@ -96,8 +98,8 @@ def compute_status(
     now: str,
 ) -> dict[str, Any]:
     """The status to write. ``nodes_ready``: nodes holding a node-cached model (None for pulled models)."""
-    gen = (ms.get("metadata") or {}).get("generation")
-    desired = int((ms.get("spec") or {}).get("replicas", 1))
+    generation = (server.get("metadata") or {}).get("generation")
+    desired = int((server.get("spec") or {}).get("replicas", 1))
     dep_status = (deployment or {}).get("status") or {}
     ready, updated = int(dep_status.get("readyReplicas") or 0), int(dep_status.get("updatedReplicas") or 0)
     problem, source = result.problem, result.source
@@ -125,23 +127,23 @@ def compute_status(
         model_msg = f"pulled from {source.uri if source else '?'} by the fetch-model init container"
     # phase
     if problem is not None and not problem.waiting:
-        phase, message = "Failed", problem.message
+        phase, message = ServerPhase.FAILED, problem.message
     elif deployment is None:
-        phase = "Pending"
+        phase = ServerPhase.PENDING
         message = problem.message if problem else "creating the Deployment"
     elif desired == 0:
-        phase, message = "Pending", "scaled to zero replicas"
+        phase, message = ServerPhase.PENDING, "scaled to zero replicas"
     elif ready >= 1 and trouble is None and ready >= desired:
-        phase, message = "Ready", f"{ready} of {desired} replicas ready"
+        phase, message = ServerPhase.READY, f"{ready} of {desired} replicas ready"
     elif ready >= 1:
-        phase = "Degraded"
+        phase = ServerPhase.DEGRADED
         message = trouble.message if trouble else f"{ready} of {desired} replicas ready"
     elif trouble is not None and trouble.reason in FAILING:
-        phase, message = "Failed", trouble.message
+        phase, message = ServerPhase.FAILED, trouble.message
     elif trouble is not None:
-        phase, message = "Pending", trouble.message
+        phase, message = ServerPhase.PENDING, trouble.message
     else:
-        phase, message = "Loading", "the engine is loading the model"
+        phase, message = ServerPhase.LOADING, "the engine is loading the model"
     if problem is not None and problem.waiting and deployment is not None:
         message = f"{problem.message}; the running Deployment is kept"
     # Available / Progressing / Degraded
@@ -156,37 +158,42 @@ def compute_status(
     )
     if deadline is not None:
         progressing = _condition(
-            ConditionType.PROGRESSING, False, "ProgressDeadlineExceeded", deadline.get("message", ""), now, gen
+            ConditionType.PROGRESSING, False, "ProgressDeadlineExceeded", deadline.get("message", ""), now, generation
         )
     elif deployment is None:
-        progressing = _condition(ConditionType.PROGRESSING, problem is None, "Creating", message, now, gen)
+        progressing = _condition(ConditionType.PROGRESSING, problem is None, "Creating", message, now, generation)
     elif rolling:
         progressing = _condition(
-            ConditionType.PROGRESSING, True, "RollingOut", f"{updated} of {desired} replicas updated", now, gen
+            ConditionType.PROGRESSING, True, "RollingOut", f"{updated} of {desired} replicas updated", now, generation
         )
     else:
         progressing = _condition(
-            ConditionType.PROGRESSING, False, "RolloutComplete", f"{desired} replicas up to date", now, gen
+            ConditionType.PROGRESSING, False, "RolloutComplete", f"{desired} replicas up to date", now, generation
         )
     if problem is not None and not problem.waiting:
-        degraded = _condition(ConditionType.DEGRADED, True, problem.reason, problem.message, now, gen)
+        degraded = _condition(ConditionType.DEGRADED, True, problem.reason, problem.message, now, generation)
     elif trouble is not None:
-        degraded = _condition(ConditionType.DEGRADED, True, trouble.reason, trouble.message, now, gen)
+        degraded = _condition(ConditionType.DEGRADED, True, trouble.reason, trouble.message, now, generation)
     else:
-        degraded = _condition(ConditionType.DEGRADED, False, "AsExpected", "no unhealthy pods", now, gen)
+        degraded = _condition(ConditionType.DEGRADED, False, "AsExpected", "no unhealthy pods", now, generation)
     status: dict[str, Any] = {
         "phase": phase,
         "message": _short(message),
         "replicas": int(dep_status.get("replicas") or 0),  # pods that exist (the scale subresource reads it)
-        "selector": f"{LABEL_SERVER}={(ms.get('metadata') or {}).get('name', '')}",
+        "selector": f"{LABEL_SERVER}={(server.get('metadata') or {}).get('name', '')}",
         "readyReplicas": ready,
         "updatedReplicas": updated,
         "restarts": restarts(pods),
-        "observedGeneration": gen,
+        "observedGeneration": generation,
         "conditions": [
-            _condition(ConditionType.MODEL_AVAILABLE, model_ok, model_reason, model_msg, now, gen),
+            _condition(ConditionType.MODEL_AVAILABLE, model_ok, model_reason, model_msg, now, generation),
             _condition(
-                ConditionType.AVAILABLE, ready >= 1, avail_reason, f"{ready} of {desired} replicas ready", now, gen
+                ConditionType.AVAILABLE,
+                ready >= 1,
+                avail_reason,
+                f"{ready} of {desired} replicas ready",
+                now,
+                generation,
             ),
             progressing,
             degraded,
@@ -196,4 +203,5 @@ def compute_status(
         status["url"] = url
     if source is not None and source.revision:
         status["modelRevision"] = source.revision
-    return status
+    # Through the typed status; what was set (a null generation too) stays on the wire as it was set.
+    return ModelServerStatus.model_validate(status).wire_as_set()

@@ -64,7 +64,7 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
     ``extra_hash`` carries digests of the Secrets the Job reads, so changing a Secret's data
     replaces the Job while re-applying it unchanged never does.
     """
-    ov = request.overrides
+    overrides = request.overrides
     labels = {
         "app.kubernetes.io/name": "modelferry",
         "app.kubernetes.io/component": "sync",
@@ -81,12 +81,12 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": ov.image or settings.image,
+        "image": overrides.image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelferry"],
         "args": list(request.args),
         "env": env,
-        "resources": ov.resources or _resources(settings),
+        "resources": overrides.resources or _resources(settings),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -106,18 +106,18 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
         "containers": [container],
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}, *request.volumes],
     }
-    named = ov.ca_configmap or settings.ca_configmap
-    keys = ("ca-bundle.crt",) if ov.ca_configmap else tuple(settings.ca_configmap_keys)
+    named = overrides.ca_configmap or settings.ca_configmap
+    keys = ("ca-bundle.crt",) if overrides.ca_configmap else tuple(settings.ca_configmap_keys)
     mount_ca(pod_spec, ca_source(named, keys, platform=settings.platform_ca), [container])
-    service_account = ov.service_account_name or settings.service_account_name
+    service_account = overrides.service_account_name or settings.service_account_name
     if service_account:
         pod_spec["serviceAccountName"] = service_account
-    if ov.node_selector:
-        pod_spec["nodeSelector"] = dict(ov.node_selector)
-    if ov.tolerations:
-        pod_spec["tolerations"] = list(ov.tolerations)
+    if overrides.node_selector:
+        pod_spec["nodeSelector"] = dict(overrides.node_selector)
+    if overrides.tolerations:
+        pod_spec["tolerations"] = list(overrides.tolerations)
     spec: dict[str, Any] = {
-        "backoffLimit": settings.backoff_limit if ov.backoff_limit is None else ov.backoff_limit,
+        "backoffLimit": settings.backoff_limit if overrides.backoff_limit is None else overrides.backoff_limit,
         "podFailurePolicy": {
             "rules": [
                 # Usage (2) and permanent (3) failures fail again on retry: stop at once.
@@ -128,7 +128,7 @@ def render_job(request: JobRequest, settings: JobSettings, *, extra_hash: Any = 
         },
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
-    deadline = ov.active_deadline_seconds or settings.active_deadline_seconds
+    deadline = overrides.active_deadline_seconds or settings.active_deadline_seconds
     if deadline:
         spec["activeDeadlineSeconds"] = deadline
     if settings.ttl_seconds_after_finished is not None:

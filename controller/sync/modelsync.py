@@ -40,15 +40,21 @@ class SyncPlan:
 
 
 def referenced_secrets(modelsync: dict[str, Any]) -> list[str]:
-    """Names of the Secrets a ModelSync reads (the controller fetches them for :func:`plan_modelsync_job`)."""
-    spec = modelsync.get("spec") or {}
+    """Names of the Secrets a ModelSync reads (the controller fetches them for :func:`plan_modelsync_job`).
+
+    A spec of the wrong shape reads none: :func:`plan_modelsync_job` refuses it before any Secret counts.
+    """
+    try:
+        spec = api.parse_spec(modelsync)
+    except InvalidSpecError:
+        return []
     names = [
-        (spec.get("source") or {}).get("credentialsSecret"),
-        (spec.get("target") or {}).get("credentialsSecret"),
-        (spec.get("target") or {}).get("dataConnection"),
-        (spec.get("decrypt") or {}).get("credentialsSecret"),
+        spec.source.credentials_secret,
+        spec.target.credentials_secret,
+        spec.target.data_connection,
+        spec.decrypt.credentials_secret if spec.decrypt is not None else None,
     ]
-    return [n for n in names if n]
+    return [name for name in names if name]
 
 
 # Keys of a decrypt Secret handed to the sync as environment (by reference): enigma's own settings plus
@@ -57,10 +63,10 @@ DECRYPT_KEY_PREFIXES = ("MODELFERRY_ENIGMA__", "VAULT_", "BAO_", "AWS_", "OCI_")
 
 
 def _decrypt_env(
-    decrypt: dict[str, Any], secrets: dict[str, dict[str, Any] | None]
+    decrypt: api.Decrypt, secrets: dict[str, dict[str, Any] | None]
 ) -> tuple[list[dict[str, Any]], Finding | None]:
     """``spec.decrypt``: the Secret whose keys configure the KMS that unwraps the data keys."""
-    name = decrypt.get("credentialsSecret")
+    name = decrypt.credentials_secret
     if not name:
         return [], Finding(
             "InvalidDecrypt", "spec.decrypt needs credentialsSecret (a Secret with MODELFERRY_ENIGMA__* keys)"
@@ -116,28 +122,86 @@ def _credentials(
     return env, None
 
 
+def _target_arg(
+    target: api.Target, secrets: dict[str, dict[str, Any] | None]
+) -> tuple[str, list[dict[str, Any]], Finding | None]:
+    """``spec.target``: the sync's target argument and the env it needs (a data connection's, by reference)."""
+    if target.uri:
+        try:
+            target_uri = parse_uri(target.uri)
+        except InvalidURIError as exc:
+            return "", [], Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync")
+        if not backend_for(target_uri.scheme).can_be_target:
+            return "", [], Finding("InvalidTargetURI", f"spec.target.uri: {target_uri.scheme}:// cannot be a target")
+        return literal(target.uri), [], None
+    if not target.data_connection:
+        return "", [], Finding("TargetNotConfigured", "set spec.target.uri or spec.target.dataConnection")
+    connection_name = target.data_connection
+    connection = secrets.get(connection_name)
+    if connection is None:
+        return (
+            "",
+            [],
+            Finding(
+                "DataConnectionNotFound",
+                f"data connection Secret {connection_name!r} does not exist in this namespace; create it or fix "
+                "spec.target.dataConnection",
+            ),
+        )
+    values = secret_data(connection)
+    missing = [k for k in ("AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k not in values]
+    if missing:
+        return (
+            "",
+            [],
+            Finding(
+                "DataConnectionInvalid", f"data connection {connection_name!r} lacks {', '.join(missing)}; add them"
+            ),
+        )
+    path = (target.path or "models/").strip("/")
+    try:
+        parse_uri(f"s3://{values['AWS_S3_BUCKET']}/{path}")
+    except InvalidURIError as exc:
+        return "", [], Finding("InvalidTargetURI", f"data connection {connection_name!r} / spec.target.path: {exc}")
+    env = [
+        secret_ref("MF_DEST_BUCKET", connection_name, "AWS_S3_BUCKET"),
+        *_credential_env("TARGET", connection_name, values),
+    ]
+    return (f"s3://$(MF_DEST_BUCKET)/{literal(path)}/" if path else "s3://$(MF_DEST_BUCKET)/"), env, None
+
+
+def _source_args(source: api.Source) -> list[str]:
+    """``spec.source``'s revision and file filters as sync options; every user string passed literally."""
+    args: list[str] = []
+    if source.revision:
+        args += ["--revision", literal(source.revision)]
+    for pattern in source.include:
+        args += ["--include", literal(pattern)]
+    for pattern in source.exclude:
+        args += ["--exclude", literal(pattern)]
+    return args
+
+
 def plan_modelsync_job(
     modelsync: dict[str, Any], secrets: dict[str, dict[str, Any] | None], settings: ControllerSettings
 ) -> SyncPlan:
     """The Job for a ModelSync. ``secrets`` maps each :func:`referenced_secrets` name to the Secret or None."""
     meta = modelsync.get("metadata") or {}
     try:
-        typed = api.parse_spec(modelsync)
+        spec = api.parse_spec(modelsync)
     except InvalidSpecError as exc:
         return SyncPlan(error=Finding(exc.reason, str(exc)))
-    spec = modelsync.get("spec") or {}
-    source = spec.get("source") or {}
-    target = spec.get("target") or {}
+    source, target, job_spec = spec.source, spec.target, spec.job
     for secret_name, secret in secrets.items():
         register_credentials(secret)
         bad = undecodable_keys(secret)
         if bad:
             return SyncPlan(error=Finding("SecretValueNotText", not_text_finding(secret_name, bad)))
-    refused = check_job_overrides(typed.job, settings.job_policy, settings.job)
+    refused = check_job_overrides(job_spec, settings.job_policy, settings.job)
     if refused is not None:
         return SyncPlan(error=refused)
     try:
-        source_uri = parse_uri(source.get("uri") or "", revision=source.get("revision"))
+        source_uri = parse_uri(source.uri, revision=source.revision)
     except InvalidURIError as exc:
         return SyncPlan(error=Finding("InvalidSourceURI", f"spec.source.uri: {exc}; fix the ModelSync"))
     try:
@@ -152,79 +216,37 @@ def plan_modelsync_job(
     except SourceNotAllowedError as exc:
         return SyncPlan(error=Finding(exc.reason, f"{exc}; fix the ModelSync"))
     env: list[dict[str, Any]] = []
-    src_env, err = _credentials("SOURCE", source.get("credentialsSecret"), secrets)
+    src_env, err = _credentials("SOURCE", source.credentials_secret, secrets)
     if err:
         return SyncPlan(error=err)
     env += src_env
-    if target.get("uri"):
-        try:
-            target_uri = parse_uri(target["uri"])
-        except InvalidURIError as exc:
-            return SyncPlan(error=Finding("InvalidTargetURI", f"spec.target.uri: {exc}; fix the ModelSync"))
-        if not backend_for(target_uri.scheme).can_be_target:
-            return SyncPlan(
-                error=Finding("InvalidTargetURI", f"spec.target.uri: {target_uri.scheme}:// cannot be a target")
-            )
-        target_arg = literal(target["uri"])
-    elif target.get("dataConnection"):
-        connection_name = target["dataConnection"]
-        values = secret_data(secrets.get(connection_name)) if secrets.get(connection_name) is not None else None
-        if values is None:
-            return SyncPlan(
-                error=Finding(
-                    "DataConnectionNotFound",
-                    f"data connection Secret {connection_name!r} does not exist in this namespace; create it or fix "
-                    "spec.target.dataConnection",
-                )
-            )
-        missing = [k for k in ("AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k not in values]
-        if missing:
-            return SyncPlan(
-                error=Finding(
-                    "DataConnectionInvalid", f"data connection {connection_name!r} lacks {', '.join(missing)}; add them"
-                )
-            )
-        path = (target.get("path") or "models/").strip("/")
-        try:
-            parse_uri(f"s3://{values['AWS_S3_BUCKET']}/{path}")
-        except InvalidURIError as exc:
-            return SyncPlan(
-                error=Finding("InvalidTargetURI", f"data connection {connection_name!r} / spec.target.path: {exc}")
-            )
-        env.append(secret_ref("MF_DEST_BUCKET", connection_name, "AWS_S3_BUCKET"))
-        env += _credential_env("TARGET", connection_name, values)
-        target_arg = f"s3://$(MF_DEST_BUCKET)/{literal(path)}/" if path else "s3://$(MF_DEST_BUCKET)/"
-    else:
-        return SyncPlan(error=Finding("TargetNotConfigured", "set spec.target.uri or spec.target.dataConnection"))
-    tgt_env, err = _credentials("TARGET", target.get("credentialsSecret"), secrets)
+    target_arg, connection_env, err = _target_arg(target, secrets)
     if err:
         return SyncPlan(error=err)
-    transfer_env, err = transfer_env_for(typed.transfer)
+    env += connection_env
+    tgt_env, err = _credentials("TARGET", target.credentials_secret, secrets)
+    if err:
+        return SyncPlan(error=err)
+    transfer_env, err = transfer_env_for(spec.transfer)
     if err:
         return SyncPlan(error=err)
     env += tgt_env + transfer_env
     claims = claim_mounts(
-        [("spec.source.uri", source["uri"], False), ("spec.target.uri", target.get("uri") or "", True)],
+        [("spec.source.uri", source.uri, False), ("spec.target.uri", target.uri or "", True)],
         meta.get("namespace", ""),
     )
     if claims.error:
         return SyncPlan(error=Finding("ClaimNotMountable", claims.error))
     # Every user string is passed literally: Kubernetes would expand $(VAR) in it (see jobs.literal).
-    args = ["sync", literal(source["uri"]), target_arg, "--json"]
-    if spec.get("decrypt") is not None:
-        decrypt_env, err = _decrypt_env(spec["decrypt"], secrets)
+    args = ["sync", literal(source.uri), target_arg, "--json"]
+    if spec.decrypt is not None:
+        decrypt_env, err = _decrypt_env(spec.decrypt, secrets)
         if err:
             return SyncPlan(error=err)
         env += decrypt_env
         args.append("--decrypt")
-    if source.get("revision"):
-        args += ["--revision", literal(str(source["revision"]))]
-    for pattern in source.get("include") or []:
-        args += ["--include", literal(str(pattern))]
-    for pattern in source.get("exclude") or []:
-        args += ["--exclude", literal(str(pattern))]
-    job_spec = spec.get("job") or {}
-    ca_configmap = job_spec.get("caConfigMap")
+    args += _source_args(source)
+    ca_configmap = job_spec.ca_config_map
     problem = (
         invalid_ca_reference(ca_configmap) if ca_configmap is None or isinstance(ca_configmap, str) else "not a string"
     )
@@ -240,13 +262,13 @@ def plan_modelsync_job(
         owner_name=meta.get("name", ""),
         mode="modelsync",
         overrides=JobOverrides(
-            image=job_spec.get("image"),
-            resources=job_spec.get("resources"),
-            node_selector=job_spec.get("nodeSelector"),
-            tolerations=job_spec.get("tolerations"),
-            service_account_name=job_spec.get("serviceAccountName"),
-            active_deadline_seconds=job_spec.get("activeDeadlineSeconds"),
-            backoff_limit=job_spec.get("backoffLimit"),
+            image=job_spec.image,
+            resources=job_spec.resources,
+            node_selector=job_spec.node_selector or None,
+            tolerations=job_spec.tolerations or None,
+            service_account_name=job_spec.service_account_name,
+            active_deadline_seconds=job_spec.active_deadline_seconds,
+            backoff_limit=job_spec.backoff_limit,
             ca_configmap=ca_configmap,
         ),
         volumes=claims.volumes,
@@ -256,10 +278,10 @@ def plan_modelsync_job(
     return SyncPlan(job=render_job(request, settings.job, extra_hash=digests))
 
 
-def job_name(ms_name: str) -> str:
+def job_name(modelsync_name: str) -> str:
     """The Job of ModelSync ``name`` (63 characters at most, the label limit).
 
     A name that does not fit is cut and ends in a hash of the whole name, so two ModelSyncs whose
     names share their first 50 characters never share (and replace) one Job.
     """
-    return bounded_name(f"modelsync-{ms_name}")
+    return bounded_name(f"modelsync-{modelsync_name}")

@@ -186,11 +186,11 @@ def pod_spec(
             "volumeMounts": [*mount, *claims.mounts],
         },
     ]
-    ws = spec.workspace
+    workspace = spec.workspace
     volume: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": ws.claim_name}}
-        if ws.claim_name
-        else {"emptyDir": {"sizeLimit": "50Gi" if ws.size is None else ws.size}}
+        {"persistentVolumeClaim": {"claimName": workspace.claim_name}}
+        if workspace.claim_name
+        else {"emptyDir": {"sizeLimit": "50Gi" if workspace.size is None else workspace.size}}
     )
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -226,8 +226,8 @@ def workload_name(run_name: str) -> str:
     return bounded_name(f"{run_name or 'run'}-train")
 
 
-def _meta(tr: dict[str, Any], name: str) -> dict[str, Any]:
-    meta = tr.get("metadata") or {}
+def _meta(trainingrun: dict[str, Any], name: str) -> dict[str, Any]:
+    meta = trainingrun.get("metadata") or {}
     labels = {
         "app.kubernetes.io/name": "modelferry",
         "app.kubernetes.io/component": "training",
@@ -239,13 +239,15 @@ def _meta(tr: dict[str, Any], name: str) -> dict[str, Any]:
         "name": name,
         "namespace": meta.get("namespace", "default"),
         "labels": labels,
-        "ownerReferences": [owner_reference(tr)],
+        "ownerReferences": [owner_reference(trainingrun)],
         "annotations": {},
     }
 
 
-def _job(tr: dict[str, Any], spec: TrainingRunSpec, name: str, pod: dict[str, Any], workers: int) -> dict[str, Any]:
-    meta = _meta(tr, name)
+def _job(
+    trainingrun: dict[str, Any], spec: TrainingRunSpec, name: str, pod: dict[str, Any], workers: int
+) -> dict[str, Any]:
+    meta = _meta(trainingrun, name)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.timeouts.backoff_limit or 0,
         "podFailurePolicy": {
@@ -285,10 +287,10 @@ def torchrun_env(name: str, namespace: str, workers: int, gpus: int) -> list[dic
     ]
 
 
-def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
-    """What should exist for TrainingRun ``tr``; a problem (and no objects) for bad inputs."""
+def render(trainingrun: dict[str, Any], ctx: RenderContext) -> RenderResult:
+    """What should exist for TrainingRun ``trainingrun``; a problem (and no objects) for bad inputs."""
     try:
-        spec = parse_spec(tr)
+        spec = parse_spec(trainingrun)
     except InvalidSpecError as exc:
         return RenderResult(problem=Problem(exc.reason, str(exc)))
     problem = validate(spec, ctx.model_syncs, ctx.allowed_local_roots)
@@ -296,7 +298,7 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
         return RenderResult(problem=problem)
     ref = spec.base_model.model_sync_ref
     base_uri = spec.base_model.uri or ctx.model_syncs[ref.name if ref else ""]
-    meta = tr.get("metadata") or {}
+    meta = trainingrun.get("metadata") or {}
     name = workload_name(meta.get("name", "run"))
     namespace = meta.get("namespace", "default")
     workers, gpus = spec.distributed.workers, spec.distributed.gpus_per_worker
@@ -310,27 +312,27 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
     )
     if claims.error:
         return RenderResult(problem=Problem("ClaimNotMountable", claims.error))
-    digest = inputs_hash(tr.get("spec") or {}, base_uri)  # the spec as written: an upgrade replaces no Job
+    digest = inputs_hash(trainingrun.get("spec") or {}, base_uri)  # the spec as written: an upgrade replaces no Job
     if workers == 1:
         pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=False, claims=claims)
-        job = _job(tr, spec, name, pod, 1)
+        job = _job(trainingrun, spec, name, pod, 1)
         job["metadata"]["annotations"][ANNOTATION_HASH] = digest
         return RenderResult(objects=[job])
     if ctx.has_trainjob:  # the Trainer sets PET_* itself; the node job is Indexed, so rank 0 is index 0
         pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=[], rank_zero_only=True, claims=claims)
-        runtime_meta, job_meta = _meta(tr, name), _meta(tr, name)
+        runtime_meta, job_meta = _meta(trainingrun, name), _meta(trainingrun, name)
         for meta_ in (runtime_meta, job_meta):
             meta_["annotations"][ANNOTATION_HASH] = digest
         runtime = training_runtime(runtime_meta, pod, workers, gpus)
         return RenderResult(objects=[train_job(job_meta, name, workers), runtime], kind="TrainJob")
     if ctx.has_pytorchjob:
-        pytorchjob = _pytorchjob(tr, name, spec, ctx, base_uri, workers, digest, claims)
+        pytorchjob = _pytorchjob(trainingrun, name, spec, ctx, base_uri, workers, digest, claims)
         return RenderResult(objects=[pytorchjob], kind="PyTorchJob")
     env = torchrun_env(name, namespace, workers, gpus)
     pod = pod_spec(spec, ctx, base_uri, extra_trainer_env=env, rank_zero_only=True, claims=claims)
-    job = _job(tr, spec, name, pod, workers)
+    job = _job(trainingrun, spec, name, pod, workers)
     job["metadata"]["annotations"][ANNOTATION_HASH] = digest
-    service_meta = _meta(tr, name)
+    service_meta = _meta(trainingrun, name)
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -346,7 +348,7 @@ def render(tr: dict[str, Any], ctx: RenderContext) -> RenderResult:
 
 
 def _pytorchjob(
-    tr: dict[str, Any],
+    trainingrun: dict[str, Any],
     name: str,
     spec: TrainingRunSpec,
     ctx: RenderContext,
@@ -364,7 +366,7 @@ def _pytorchjob(
             pod["containers"][1]["env"].append({"name": "MODELFERRY_SIDECAR_RANK", "value": "1"})
         return {"replicas": count, "restartPolicy": "Never", "template": {"spec": pod}}
 
-    meta = _meta(tr, name)
+    meta = _meta(trainingrun, name)
     meta["annotations"][ANNOTATION_HASH] = digest
     gpus = spec.distributed.gpus_per_worker
     return {

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelferry.controller.api.v1alpha1.trainingrun import ConditionType
+from modelferry.controller.api.meta import Condition, Phase
+from modelferry.controller.api.v1alpha1.trainingrun import ConditionType, TrainingRunStatus
 from modelferry.controller.kube.conditions import carry_transition_times, condition
 from modelferry.controller.training.validate import Problem
 from modelferry.logs import scrub_record
@@ -65,8 +66,13 @@ def _workload_phase(workload: dict[str, Any] | None) -> str:
     return "Running" if active > 0 else "Pending"  # a TrainJob reports its JobSet's jobs in jobsStatus
 
 
+def _text(value: Any) -> str | None:
+    """A string the sidecar reported; anything else (the pod writes it) is dropped."""
+    return value if isinstance(value, str) and value else None
+
+
 def compute_status(
-    tr: dict[str, Any],
+    trainingrun: dict[str, Any],
     workload: dict[str, Any] | None,
     *,
     problem: Problem | None = None,
@@ -77,42 +83,54 @@ def compute_status(
 
     Reports come from the pod: every string is scrubbed like a log line before it reaches the status.
     """
-    old = tr.get("status") or {}
-    generation = (tr.get("metadata") or {}).get("generation")
-    namespace = (tr.get("metadata") or {}).get("namespace")
+    old = trainingrun.get("status") or {}
+    generation = (trainingrun.get("metadata") or {}).get("generation")
+    namespace = (trainingrun.get("metadata") or {}).get("namespace")
     if problem is not None:
-        failed = {
-            "phase": "Failed" if problem.reason != "BaseModelNotReady" else "Pending",
-            "observedGeneration": generation,
-            "conditions": [condition(ConditionType.READY, False, problem.reason, problem.message, now)],
-        }
-        return dict(scrub_record(failed, namespace))
-    phase = _workload_phase(workload)
-    status: dict[str, Any] = {"phase": phase, "observedGeneration": generation}
-    if workload is not None:
-        status["jobName"] = (workload.get("metadata") or {}).get("name")
+        failed = TrainingRunStatus(
+            phase=Phase.FAILED if problem.reason != "BaseModelNotReady" else Phase.PENDING,
+            observed_generation=generation,
+            conditions=[
+                Condition.model_validate(condition(ConditionType.READY, False, problem.reason, problem.message, now))
+            ],
+        )
+        return dict(scrub_record({"observedGeneration": generation, **failed.wire()}, namespace))
+    phase = Phase(_workload_phase(workload))
     report = report or {}
-    progress = report.get("progress") or old.get("progress")
-    if progress:
-        status["progress"] = progress
-    for key in ("mlflowRunId", "outputUri"):
-        value = report.get(key) or old.get(key)
-        if value:
-            status[key] = value
     conditions = [condition(ConditionType.READY, True, "JobCreated", "the training workload exists", now)]
-    if phase == "Succeeded":
+    if phase == Phase.SUCCEEDED:
         conditions.append(
             condition(
-                ConditionType.COMPLETE, True, "TrainingSucceeded", report.get("message") or "training finished", now
+                ConditionType.COMPLETE,
+                True,
+                "TrainingSucceeded",
+                _text(report.get("message")) or "training finished",
+                now,
             )
         )
-    elif phase == "Failed":
-        reason = report.get("reason") or "TrainingFailed"
-        message = report.get("message") or "the training workload failed; see the pod logs and <output>/failed/"
+    elif phase == Phase.FAILED:
+        reason = _text(report.get("reason")) or "TrainingFailed"
+        message = _text(report.get("message")) or "the training workload failed; see the pod logs and <output>/failed/"
         conditions.append(condition(ConditionType.COMPLETE, False, reason, message, now))
     else:
         conditions.append(
-            condition(ConditionType.COMPLETE, False, "Running" if phase == "Running" else "Pending", phase, now)
+            condition(
+                ConditionType.COMPLETE, False, "Running" if phase == Phase.RUNNING else "Pending", phase.value, now
+            )
         )
-    status["conditions"] = carry_transition_times(conditions, old.get("conditions"))
+    typed = TrainingRunStatus.model_validate(
+        {
+            "phase": phase,
+            "observedGeneration": generation,
+            "jobName": (workload.get("metadata") or {}).get("name") if workload is not None else None,
+            "mlflowRunId": _text(report.get("mlflowRunId")) or _text(old.get("mlflowRunId")),
+            "outputUri": _text(report.get("outputUri")) or _text(old.get("outputUri")),
+            "conditions": carry_transition_times(conditions, old.get("conditions")),
+        }
+    )
+    status = {"observedGeneration": generation, **typed.wire()}
+    # The sidecar's progress as it reported it (its metrics keep the trainer's own names and values).
+    progress = report.get("progress") or old.get("progress")
+    if progress:
+        status["progress"] = progress
     return dict(scrub_record(status, namespace))

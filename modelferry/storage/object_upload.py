@@ -34,6 +34,10 @@ from modelferry.storage.upload_journal import ResumeRecord, UploadJournal
 log = logging.getLogger(__name__)
 
 
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
 class ObjectUpload(Upload):
     """One object being written to a bucket; call :meth:`begin` at the end of the subclass constructor."""
 
@@ -75,8 +79,12 @@ class ObjectUpload(Upload):
         """Start a multipart upload; its id."""
 
     @abc.abstractmethod
-    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes) -> str:
-        """Upload part ``index`` (0-based) with its Content-MD5; the ETag the store answered."""
+    def _send_part(self, index: int, data: bytes | bytearray, md5: bytes | None) -> str:
+        """Upload part ``index`` (0-based) with its Content-MD5 (None: the store's cheaper checksum); its ETag."""
+
+    def _part_md5(self, data: bytes | bytearray) -> bytes | None:
+        """The part's MD5 for Content-MD5, or None where the store verifies a cheaper checksum instead."""
+        return hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is the protocol's checksum
 
     @abc.abstractmethod
     def _stored_parts(self, upload_id: str) -> dict[int, tuple[str, int]]:
@@ -159,9 +167,12 @@ class ObjectUpload(Upload):
         if not self.multipart:
             self._single = data  # sent on complete(), after the engine verified the bytes
             return
-        md5 = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is the protocol's checksum
+        md5 = self._part_md5(data)
         try:
             etag = self._send_part(index, data, md5)
+            if md5 is None:  # verified with another checksum: the store's ETag is the MD5 (resumed copies need it)
+                hexed = clean_etag(etag) or ""
+                md5 = bytes.fromhex(hexed) if len(hexed) == 32 and _is_hex(hexed) else hashlib.md5(data).digest()  # noqa: S324
         finally:
             BUFFERS.give(data)  # the request is over, whatever its outcome: nothing refers to the bytes now
         with self._lock:

@@ -3,8 +3,8 @@
 Retries belong to the engine (it sees every part and backs off with jitter), so
 botocore retries are kept to one extra attempt. Listing is paginated and the
 prefix is matched at a directory boundary. Uploads (:mod:`.s3_upload`) buffer one
-part in memory (the engine accounts for it), send ``Content-MD5`` and compare
-each returned ETag; a multipart upload is kept for the next run on a retryable
+part in memory (the engine accounts for it) and have every part verified (a
+checksum the store checks, or the ETag it answers: ``upload_checksum``); a multipart upload is kept for the next run on a retryable
 failure or SIGTERM and aborted on any other (see :mod:`.object_upload`).
 """
 
@@ -42,7 +42,7 @@ from modelferry.storage.s3_errors import BucketNotFoundError, translate
 from modelferry.storage.s3_fastread import PresignedReader
 from modelferry.storage.s3_fastwrite import PresignedWriter
 from modelferry.storage.s3_listing import list_pages
-from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload
+from modelferry.storage.s3_upload import SHA256_META, S3Calls, S3Upload, choose_part_checksum
 from modelferry.storage.upload_journal import drop_records, record_stems, stale_record
 from modelferry.uri import StorageURI
 
@@ -79,6 +79,7 @@ class S3Store(S3Calls):
         self.creds = creds
         self.transfer = transfer
         self.endpoint = endpoint_url or resolve_endpoint(creds)
+        self.part_checksum = choose_part_checksum(transfer.upload_checksum, self.endpoint)
         self.stats: collections.Counter[str] = collections.Counter()  # requests by kind (tests, debugging)
         self._stats_lock = threading.Lock()
         secret = creds.secret_access_key.get_secret_value() if creds.secret_access_key else None

@@ -2,9 +2,9 @@
 
 botocore spends CPU on every request (event hooks, serialization, parsing the answer) and, over
 plain HTTP, a sha256 pass over every body to sign the payload. A presigned URL signs the headers we
-send (Content-MD5 and the sha256 metadata) and leaves the payload unsigned, as botocore itself does
-over HTTPS: the store still checks every body against its Content-MD5 and refuses one that does not
-match, so nothing corrupted is stored either way. The body goes out as it is (no copy). Error
+send (a checksum header, the sha256 metadata) and leaves the payload unsigned, as botocore itself
+does over HTTPS: every body is still verified (by the store against its Content-MD5 or CRC32, or by
+comparing the ETag it answers, see :mod:`.s3_upload`), so nothing corrupted is completed either way. The body goes out as it is (no copy). Error
 answers are read from the S3 error document and translated exactly like botocore's; a retryable
 failure is tried again here (as botocore's own retries would), a few times with backoff.
 """
