@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,6 +200,13 @@ class RealKube:
                     self.plane.request("PATCH", path, patch, content_type="application/merge-patch+json")
                 body = {"propagationPolicy": "Background", "gracePeriodSeconds": 0}
                 self.plane.request("DELETE", path, body)
+        # Deletion is asynchronous: wait until the objects are gone, so the next test (which often reuses
+        # the same names) never meets a terminating leftover, e.g. the previous test's Job.
+        deadline = time.monotonic() + 30
+        while [o for o in self._leftovers() if o["metadata"]["uid"] not in self._baseline]:
+            if time.monotonic() > deadline:
+                break  # the next test's own assertions say what lingered
+            time.sleep(0.05)
 
     @staticmethod
     def _plural(obj: dict[str, Any]) -> str:
