@@ -16,14 +16,13 @@ from modelferry.controller.agent.entries import RESOURCES_KEY, ModelStatus, pars
 from modelferry.controller.agent.tasks import ModelRef
 from modelferry.controller.api.meta import ConditionStatus
 from modelferry.controller.api.v1alpha1.basemodel import ConditionType, State
-from modelferry.controller.kube.client import Kube, Resource
+from modelferry.controller.kube.client import CONFIGMAPS, Kube, Resource
 from modelferry.controller.kube.conditions import carry_transition_times
 from modelferry.controller.kube.events import EventRecorder, now_iso
 from modelferry.errors import ModelferryError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 CONFIGMAP_SELECTOR = "app.kubernetes.io/component=model-agent"
 _FIELDS: dict[str, str] = {
     ModelStatus.READY: "nodesReady",

@@ -29,7 +29,7 @@ from modelferry.controller.agent.metrics import AgentMetrics
 from modelferry.controller.agent.selection import node_wants
 from modelferry.controller.agent.settings import AgentSettings
 from modelferry.controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
-from modelferry.controller.kube.client import ConflictError, Kube, Resource
+from modelferry.controller.kube.client import CONFIGMAPS, NODES, SECRETS, ConflictError, Kube, Resource
 from modelferry.controller.kube.watch import Backoff, Informer
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError, UsageError
 from modelferry.logs import register_secret
@@ -37,9 +37,6 @@ from modelferry.settings import Credentials
 
 log = logging.getLogger(__name__)
 
-NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
-SECRETS = Resource("", "v1", "secrets", "Secret")
 CONFIGMAP_LABELS = {"app.kubernetes.io/name": "modelferry", "app.kubernetes.io/component": "model-agent"}
 CONFIGMAP_SELECTOR = "app.kubernetes.io/component=model-agent"
 # What OME's model agent puts on its per-node ConfigMap (OME's controller lists them by the first label).

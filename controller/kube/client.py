@@ -68,6 +68,16 @@ EVENTS = Resource("", "v1", "events", "Event")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
+SERVICES = Resource("", "v1", "services", "Service")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+BASEMODELS = Resource("modelferry.io", "v1alpha1", "basemodels", "BaseModel")
+CLUSTERBASEMODELS = Resource("modelferry.io", "v1alpha1", "clusterbasemodels", "ClusterBaseModel", namespaced=False)
+TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRun")
+MODELSERVERS = Resource("modelferry.io", "v1alpha1", "modelservers", "ModelServer")
+NODEAGENTS = Resource("modelferry.io", "v1alpha1", "nodeagents", "NodeAgent", namespaced=False)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

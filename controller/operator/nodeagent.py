@@ -19,7 +19,7 @@ from modelferry.controller.agent.daemonset import (
     inputs_hash,
     render_daemonset,
 )
-from modelferry.controller.kube.client import ConflictError, Resource
+from modelferry.controller.kube.client import DAEMONSETS, NODEAGENTS, ConflictError
 from modelferry.controller.kube.events import now_iso
 from modelferry.controller.kube.ownership import (
     LABEL_MANAGED_BY,
@@ -32,9 +32,6 @@ from modelferry.controller.kube.watch import Informer, object_key
 from modelferry.controller.reconcile.parts import Parts
 
 log = logging.getLogger(__name__)
-
-NODEAGENTS = Resource("modelferry.io", "v1alpha1", "nodeagents", KIND, namespaced=False)
-DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
 
 
 class NodeAgentReconciler:

@@ -16,7 +16,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from modelferry.controller.kube.client import PODS, Resource
+from modelferry.controller.kube.client import (
+    BASEMODELS,
+    CLUSTERBASEMODELS,
+    DEPLOYMENTS,
+    MODELSERVERS,
+    MODELSYNCS,
+    PODS,
+    SERVICES,
+    TRAININGRUNS,
+    Resource,
+)
 from modelferry.controller.kube.events import now_iso
 from modelferry.controller.kube.ownership import (
     LABEL_MANAGED_BY,
@@ -38,13 +48,6 @@ from modelferry.logs import scrub
 
 log = logging.getLogger(__name__)
 
-MODELSERVERS = Resource("modelferry.io", "v1alpha1", "modelservers", KIND)
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
-SERVICES = Resource("", "v1", "services", "Service")
-BASEMODELS = Resource("modelferry.io", "v1alpha1", "basemodels", "BaseModel")
-CLUSTERBASEMODELS = Resource("modelferry.io", "v1alpha1", "clusterbasemodels", "ClusterBaseModel")
-MODELSYNCS = Resource("modelferry.io", "v1alpha1", "modelsyncs", "ModelSync")
-TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", "TrainingRun")
 WARNING_PHASES = ("Degraded", "Failed")
 
 

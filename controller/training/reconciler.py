@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from modelferry.controller.kube.client import JOBS, PODS, Resource
+from modelferry.controller.kube.client import JOBS, PODS, SERVICES, TRAININGRUNS, Resource
 from modelferry.controller.kube.events import now_iso
 from modelferry.controller.kube.ownership import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from modelferry.controller.kube.watch import Backoff, Informer, object_key
@@ -36,8 +36,6 @@ from modelferry.controller.workload.cabundle import ca_source
 
 log = logging.getLogger(__name__)
 
-TRAININGRUNS = Resource("modelferry.io", "v1alpha1", "trainingruns", KIND)
-SERVICES = Resource("", "v1", "services", "Service")
 PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 TRAINJOBS = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainjobs", "TrainJob")
 TRAININGRUNTIMES = Resource(TRAINER_GROUP, TRAINER_VERSION, "trainingruntimes", "TrainingRuntime")

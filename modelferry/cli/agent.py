@@ -72,11 +72,11 @@ async def run_agent(
     """Wire the pieces together and run until SIGTERM/SIGINT (or ``stop``)."""
     from modelferry.controller.agent.gopher import Gopher
     from modelferry.controller.agent.health import build_app, root_usable, serve
-    from modelferry.controller.agent.kubeside import NODES, NodeAgent, until_api
+    from modelferry.controller.agent.kubeside import NodeAgent, until_api
     from modelferry.controller.agent.metrics import AgentMetrics
     from modelferry.controller.agent.shape import detect_shape
     from modelferry.controller.agent.tasks import TaskQueue
-    from modelferry.controller.kube.client import Kube, build_api_client
+    from modelferry.controller.kube.client import NODES, Kube, build_api_client
     from modelferry.controller.kube.watch import Backoff
 
     opts = settings.agent
