@@ -10,6 +10,7 @@ takes parts in any order and becomes visible under its final name only on
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -232,6 +233,13 @@ class Store(abc.ABC):
         Only called when ``features.server_side_copy`` is set.
         """
         raise UsageError(f"{self.uri.scheme}:// cannot copy server-side", obj=self.describe(target_path))
+
+    def many_writes(self) -> contextlib.AbstractContextManager[None]:
+        """A scope in which many files are written: a store may keep handles open and defer syncs to its end.
+
+        The engine runs its workers inside it; the manifest is written after it ends.
+        """
+        return contextlib.nullcontext()
 
     def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:  # noqa: B027
         """Remove leftovers of interrupted writes that no longer belong to a plan (stores that keep any)."""

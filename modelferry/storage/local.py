@@ -32,8 +32,9 @@ from modelferry.storage.base import (
     Upload,
     partial_stem,
 )
+from modelferry.storage.dir_handles import DirHandles
 from modelferry.storage.local_tree import Listing, inside, link_roots, opened_path
-from modelferry.storage.local_upload import _JOURNAL_RE, _PARTIAL_RE, LocalUpload, translate_os_error
+from modelferry.storage.local_upload import _JOURNAL_RE, _PARTIAL_RE, KnownJournals, LocalUpload, translate_os_error
 from modelferry.storage.nofollow import (
     create_file,
     fsync_dir,
@@ -67,6 +68,8 @@ class LocalStore(Store):
         self.root = root
         self.follow_symlinks = follow_symlinks
         self._roots: tuple[str, ...] | None = None
+        self.dirs = DirHandles(root)  # descriptors of the directories written into, kept for the run
+        self.journals = KnownJournals()
 
     def identity(self) -> str:
         return f"file:{self.root}"
@@ -148,6 +151,15 @@ class LocalStore(Store):
     def open_upload(self, path: str, size: int, part_size: int, *, fingerprint: str = "") -> Upload:
         return LocalUpload(self, path, size, part_size, fingerprint)
 
+    @contextlib.contextmanager
+    def many_writes(self) -> Iterator[None]:
+        """Keep the directories written into open, and sync them once when the scope ends, not per file."""
+        try:
+            with self.dirs.keeping():
+                yield
+        except OSError as exc:
+            raise translate_os_error(exc, self.describe()) from exc
+
     def put_bytes(self, path: str, data: bytes) -> None:
         """Write a small file (the manifest) atomically and durably, never through a link."""
         final = self.local_path(path)
@@ -206,6 +218,7 @@ class LocalStore(Store):
         start) are left alone, so a concurrent run's partials in flight are never pulled away.
         Directories are opened without following links, so a planted link is never walked.
         """
+        self.journals.forget()
         with (
             contextlib.suppress(OSError, ModelferryError),
             opened_root(self.root, create=False) as root,

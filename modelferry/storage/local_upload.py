@@ -31,15 +31,8 @@ from modelferry.errors import (
     UnsafePathError,
 )
 from modelferry.storage.base import PARTIAL_DIR, FilePartWriter, FileSink, PartWriter, Upload, partial_stem
-from modelferry.storage.nofollow import (
-    create_file,
-    open_dir,
-    open_file,
-    open_root,
-    opened_dir,
-    rename_durably,
-    split_rel,
-)
+from modelferry.storage.dir_handles import DirHandles, RandomSuffixes
+from modelferry.storage.nofollow import create_file, open_file, split_rel
 from modelferry.storage.writeback import start_writeback
 
 
@@ -47,16 +40,48 @@ class TargetDir(Protocol):
     """What an upload needs of its store (:class:`~modelferry.storage.local.LocalStore`)."""
 
     root: Path
+    dirs: DirHandles  # directory descriptors kept for the run
+    journals: KnownJournals  # which paths may have a journal from an earlier run
 
     def describe(self, path: str = "") -> str: ...
 
     def local_path(self, path: str) -> Path: ...
 
 
+class KnownJournals:
+    """The journal stems in the partial directory: read once per run, then kept up to date (thread-safe).
+
+    A one-part file needs no journal, but must remove one an earlier multi-part attempt left for its
+    path; asking this instead of the directory saves a failing ``openat`` per file.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stems: set[str] | None = None
+
+    def may_exist(self, stem: str, dir_fd: int) -> bool:
+        with self._lock:
+            if self._stems is None:
+                self._stems = {name[:24] for name in os.listdir(dir_fd) if _JOURNAL_RE.match(name)}
+            return stem in self._stems
+
+    def created(self, stem: str) -> None:
+        with self._lock:
+            if self._stems is not None:
+                self._stems.add(stem)
+
+    def forget(self) -> None:
+        """Read the directory again next time (it was swept)."""
+        with self._lock:
+            self._stems = None
+
+
 log = logging.getLogger(__name__)
 
 _PARTIAL_RE = re.compile(r"^[0-9a-f]{24}(?:-[0-9a-f]{16})?\.part$")
 _JOURNAL_RE = re.compile(r"^[0-9a-f]{24}\.journal$")
+_PARTIAL_PARTS = tuple(PARTIAL_DIR.split("/"))
+_SUFFIXES = RandomSuffixes()
 
 
 def translate_os_error(exc: OSError, what: str) -> Exception:
@@ -120,7 +145,8 @@ class LocalPart(FilePartWriter):
     def commit(self) -> None:
         if self.pos != self.end:
             raise RetryableError(f"part {self.index} of {self.upload.path} ended early", obj=self.upload.describe)
-        start_writeback(self.upload.fd, self.start, self.end - self.start)
+        if not self.upload.single:  # a one-part file is synced right away: nothing to start early
+            start_writeback(self.upload.fd, self.start, self.end - self.start)
         self.upload.journal_part(self.index)
 
 
@@ -147,16 +173,16 @@ class LocalUpload(Upload):
         # A file of one part has nothing to resume (its one part is the whole file): no journal; a
         # partial a killed run leaves without one is swept as stale (LocalStore.cleanup_partials).
         self.single = size <= part_size
-        self.temp_name = f"{self.stem}-{os.urandom(8).hex()}.part"
+        self.temp_name = f"{self.stem}-{_SUFFIXES.next()}.part"
         self._lock = threading.Lock()
         self._done: set[int] = set()
         self._journal: TextIO | None = None
         header = {"path": path, "size": size, "part_size": part_size, "fingerprint": fingerprint}
         self.fd = -1
-        self.root_fd = self.dir_fd = -1
+        self.dir_fd = -1
+        self._partial_dir: contextlib.ExitStack | None = contextlib.ExitStack()
         try:
-            self.root_fd = open_root(store.root, create=True)
-            self.dir_fd = open_dir(self.root_fd, PARTIAL_DIR.split("/"), create=True, describe=str(store.root))
+            self.dir_fd = self._partial_dir.enter_context(store.dirs.opened(_PARTIAL_PARTS, describe=str(store.root)))
             if self.single:
                 self._open_single()
                 return
@@ -169,6 +195,7 @@ class LocalUpload(Upload):
                 self._forget_previous()
                 self.fd = create_file(self.dir_fd, self.temp_name, self.describe)
                 journal_fd = create_file(self.dir_fd, self.journal_name, self.describe)
+                store.journals.created(self.stem)
                 with open(journal_fd, "w", closefd=True) as fh:
                     fh.write(json.dumps({**header, "partial": self.temp_name}) + "\n")
             os.ftruncate(self.fd, size)
@@ -185,10 +212,9 @@ class LocalUpload(Upload):
 
     def _open_single(self) -> None:
         """Create the partial file of a one-part upload (no journal)."""
-        self._forget_previous()  # a journal from an earlier multi-part attempt of this path, and its partial
+        if self.store.journals.may_exist(self.stem, self.dir_fd):
+            self._forget_previous()  # a journal from an earlier multi-part attempt of this path, and its partial
         self.fd = create_file(self.dir_fd, self.temp_name, self.describe)
-        if self.size:
-            os.ftruncate(self.fd, self.size)
 
     @property
     def temp(self) -> Path:
@@ -204,11 +230,11 @@ class LocalUpload(Upload):
         self._close_dirs()
 
     def _close_dirs(self) -> None:
-        for fd in (self.dir_fd, self.root_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.dir_fd = self.root_fd = -1
+        if self._partial_dir is not None:  # a kept descriptor stays open; one opened for this file is closed
+            with contextlib.suppress(OSError):
+                self._partial_dir.close()
+        self._partial_dir = None
+        self.dir_fd = -1
 
     def _unlink(self, *names: str) -> None:
         for name in names:
@@ -288,11 +314,13 @@ class LocalUpload(Upload):
             os.fsync(self.fd)
             os.close(self.fd)
             parents, name = split_rel(self.path)
-            with opened_dir(self.root_fd, parents, create=True, describe=str(self.store.root)) as parent:
-                with contextlib.suppress(FileNotFoundError):
-                    if stat.S_ISDIR(os.lstat(name, dir_fd=parent).st_mode):
-                        raise PermanentError(f"{self.describe} is a directory on the target", obj=self.describe)
-                rename_durably(self.dir_fd, self.temp_name, parent, name)
+            with self.store.dirs.opened(tuple(parents), describe=str(self.store.root)) as parent:
+                try:
+                    os.replace(self.temp_name, name, src_dir_fd=self.dir_fd, dst_dir_fd=parent)
+                except IsADirectoryError as exc:
+                    raise PermanentError(f"{self.describe} is a directory on the target", obj=self.describe) from exc
+                # Durable once the directory is synced: now, or before the manifest (DirHandles.settle).
+                self.store.dirs.renamed_into(parent)
         except OSError as exc:
             raise translate_os_error(exc, self.describe) from exc
         finally:

@@ -140,6 +140,13 @@ class Engine:
         queued = self.queue.start(groups, copies)
         parts = queued if copies <= group else self.settings.concurrency
         workers = worker_count(self.settings.concurrency, parts, copies, plan.copy_bytes)
+        # Placed files are durable when the scope ends (directory syncs may be deferred to then).
+        with self.target.many_writes():
+            self._run_workers(workers)
+        if self._error is not None:
+            raise self._error
+
+    def _run_workers(self, workers: int) -> None:
         threads = [threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True) for n in range(workers)]
         for t in threads:
             t.start()
@@ -154,8 +161,6 @@ class Engine:
         finally:
             self.progress.stop()
             self._abort_open()
-        if self._error is not None:
-            raise self._error
 
     def _make_job(self, item: PlanItem, group: int = 1) -> FileJob:
         part_size = self.settings.part_size

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from modelferry.errors import PermanentError, RetryableError
 from modelferry.settings import MiB, S3Credentials, TransferSettings
+from modelferry.storage.local import LocalStore
 from modelferry.storage.s3 import S3Store
 from modelferry.storage.s3_upload import choose_part_checksum, crc32_b64
+from modelferry.transfer.sync import sync
 from modelferry.uri import parse_uri
 from tests.integration.test_s3_fastpath import moto, write
+from tests.integration.test_s3_resume import FlakySource
 from tests.servers.checksum_s3 import ChecksumS3
 from tests.servers.s3 import ACCESS_KEY, SECRET_KEY, MotoS3
 
@@ -162,3 +167,33 @@ def test_crc32_parts_still_know_their_md5_from_the_etag(server: ChecksumS3) -> N
     upload.complete()
     assert all(md5 is None for _n, _crc, md5 in server.parts)
     store.close()
+
+
+@pytest.mark.parametrize("server", ["verify"], indirect=True)
+def test_a_resumed_crc32_upload_completes_with_the_crc32_s3_listed_for_earlier_parts(
+    server: ChecksumS3, tmp_path: Path
+) -> None:
+    # AWS refuses to complete an upload created for CRC32 unless every part names its CRC32; the parts
+    # of the first run are known only from ListParts.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "w.bin").write_bytes(DATA)
+    settings = TransferSettings(part_size=PART, concurrency=1, retries=1, upload_checksum="crc32", backoff_base=0.01)
+    first = make_store(server.url, "s3://bkt/m", "crc32")
+    with pytest.raises(RetryableError, match="injected"):
+        sync(FlakySource(tmp_path / "src", fail_from=2 * PART), first, settings)
+    first.close()
+    assert [n for n, _crc, _md5 in server.parts] == [1, 2] and server.aborted == 0
+    assert any("/.modelferry/partial/" in key for key in server.objects)  # the resume record
+
+    second = make_store(server.url, "s3://bkt/m", "crc32")
+    sync(LocalStore(parse_uri(str(tmp_path / "src")), tmp_path / "src"), second, settings)
+    second.close()
+    assert [n for n, _crc, _md5 in server.parts] == [1, 2, 3]  # only the missing part went again
+    completed = [
+        (re.search(r"<PartNumber>(\d+)<", part)[1], (re.search(r"<ChecksumCRC32>([^<]+)<", part) or ["", None])[1])  # type: ignore[index]
+        for part in re.findall(r"<Part>(.*?)</Part>", server.completions[0])
+    ]
+    assert completed == [(str(i + 1), crc32_b64(DATA[o : o + PART])) for i, o in enumerate(range(0, len(DATA), PART))]
+    assert server.objects["bkt/m/w.bin"] == DATA
+    assert "bkt/m/.modelferry/manifest.json" in server.objects
+    assert not any("/.modelferry/partial/" in key for key in server.objects)
