@@ -176,7 +176,7 @@ def bench(args: argparse.Namespace) -> list[Run]:
             with contextlib.ExitStack() as proxies:
                 urls = {
                     (s, r): proxies.enter_context(run_proxy(getattr(endpoints, s), r))
-                    if r is not None
+                    if r  # 0 ms: straight to nginx (a proxy adding nothing would still cost CPU on a shared machine)
                     else getattr(endpoints, s)
                     for s, r in targets
                 }
@@ -345,7 +345,8 @@ def main() -> None:
         type=float,
         nargs="+",
         default=None,
-        help="run every scenario behind bench/latency_proxy.py with each of these round trips (e.g. 0 20 80)",
+        help="run every scenario behind bench/latency_proxy.py with each of these round trips (e.g. 0 20 80;"
+        " 0 goes straight to the server, no proxy)",
     )
     parser.add_argument("--modelferry-src", type=Path, default=None, help="run modelferry from this source tree")
     parser.add_argument("--delete-data", action="store_true", help="delete the generated model at the end")

@@ -172,7 +172,7 @@ def bench(args: argparse.Namespace) -> list[Run]:
         with run_server(args.server, store, args.server_binary) as direct:
             for rtt in args.rtt_ms or [None]:
                 with contextlib.ExitStack() as stack:
-                    url = direct if rtt is None else stack.enter_context(run_proxy(direct, rtt))
+                    url = direct if not rtt else stack.enter_context(run_proxy(direct, rtt))  # 0 ms: no proxy
                     label = f"{args.server}" + ("" if rtt is None else f"+{rtt:g}ms")
                     for n in range(args.runs):
                         for tool in args.tools:  # interleaved: both tools see the same load
@@ -260,7 +260,9 @@ def main() -> None:
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
     parser.add_argument("--server", choices=["rclone", "s3rver", "moto"], default="rclone")
     parser.add_argument("--server-binary", default=None, help="the rclone or s3rver executable (default: on PATH)")
-    parser.add_argument("--rtt-ms", type=float, nargs="+", default=None, help="round trips to add (latency proxy)")
+    parser.add_argument(
+        "--rtt-ms", type=float, nargs="+", default=None, help="round trips to add (latency proxy; 0: none)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="where the model is generated")
     parser.add_argument("--scratch", type=Path, default=HERE / "data", help="where the server keeps its files")
     parser.add_argument("--json", type=Path, default=None, help="write every run as JSON here")

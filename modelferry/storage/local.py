@@ -78,7 +78,8 @@ class LocalStore(Store):
         return self.root / safe_relpath(path, obj=self.describe(path))
 
     def describe(self, path: str = "") -> str:
-        return str(self.root / path) if path else str(self.root)
+        # os.path.join, not Path: pathlib interns every component, a dict that grows with every file name.
+        return os.path.join(self.root, path) if path else str(self.root)
 
     def resolve(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -154,6 +155,7 @@ class LocalStore(Store):
     @contextlib.contextmanager
     def many_writes(self) -> Iterator[None]:
         """Keep the directories written into open, and sync them once when the scope ends, not per file."""
+        self.journals.forget()  # another process may have left journals since this store last looked
         try:
             with self.dirs.keeping():
                 yield

@@ -34,6 +34,7 @@ from modelferry.storage.base import PARTIAL_DIR, FilePartWriter, FileSink, PartW
 from modelferry.storage.dir_handles import DirHandles, RandomSuffixes
 from modelferry.storage.nofollow import create_file, open_file, split_rel
 from modelferry.storage.writeback import start_writeback
+from modelferry.uri import safe_relpath
 
 
 class TargetDir(Protocol):
@@ -165,7 +166,7 @@ class LocalUpload(Upload):
         self.size = size
         self.part_size = part_size
         self.describe = store.describe(path)
-        self.final = store.local_path(path)
+        safe_relpath(path, obj=self.describe)  # refuses absolute paths and ".." before anything is created
         self.stem = partial_stem(path)
         partial_dir = store.root / PARTIAL_DIR
         self.journal_name = f"{self.stem}.journal"

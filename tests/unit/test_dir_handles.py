@@ -23,6 +23,7 @@ def open_fds() -> set[str]:
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The directory descriptors fsync_dir was called with (the real sync still runs)."""
     calls: list[int] = []
+
     def counting(fd: int) -> None:
         calls.append(os.stat(fd).st_ino)
         fsync_dir(fd)
