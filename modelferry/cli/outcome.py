@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from modelferry.cli.dataplane import write_termination_message
 from modelferry.errors import ModelferryError
@@ -33,3 +34,34 @@ def report_summary(termination_log: str, summary: dict[str, Any], *, json_output
     write_termination_message(termination_log, summary)
     if json_output:
         sys.stdout.write(json.dumps(scrub_record(summary), indent=1) + "\n")
+
+
+def report_plan(
+    termination_log: str, summary: dict[str, Any], items: Iterable[dict[str, Any]], *, json_output: bool
+) -> None:
+    """A dry run's summary; with ``json_output`` its ``plan.items`` streamed onto stdout one by one.
+
+    The termination message gets the summary without the items (it has room for 4 KiB). On stdout the
+    document is the same as :func:`report_summary` would print with every item in place, but the items
+    are never all in memory: a million-file plan is printed in constant memory.
+    """
+    write_termination_message(termination_log, summary)
+    if json_output:
+        write_with_items(sys.stdout, scrub_record(summary), (scrub_record(item) for item in items))
+
+
+_EMPTY_ITEMS = '"items": []'
+
+
+def write_with_items(out: TextIO, summary: dict[str, Any], items: Iterable[dict[str, Any]]) -> None:
+    """``summary`` as indented JSON, its ``plan.items`` (empty in ``summary``) written from ``items``."""
+    plan = dict(summary["plan"], items=[])
+    text = json.dumps({**summary, "plan": plan}, indent=1)
+    # Inside a JSON string a quote is escaped, so this text can only be the key and its empty list.
+    head, found, tail = text.rpartition(_EMPTY_ITEMS)
+    if not found:  # cannot happen: the key is set above
+        raise AssertionError("plan summary without items")
+    out.write(head + '"items": [')
+    for n, item in enumerate(items):
+        out.write(("\n   " if n == 0 else ",\n   ") + json.dumps(item))
+    out.write("\n  ]" + tail + "\n")

@@ -16,7 +16,7 @@ from modelferry.cli.dataplane import (
     cancel_on_signals,
     progress_for,
 )
-from modelferry.cli.outcome import report_failure, report_summary
+from modelferry.cli.outcome import report_failure, report_plan, report_summary
 from modelferry.errors import ModelferryError
 from modelferry.settings import SyncSettings, TransferSettings, shown_default
 from modelferry.storage import open_store
@@ -249,8 +249,11 @@ def sync_command(
     except ModelferryError as exc:
         report_failure(settings.termination_log, exc, json_output=json_output)
         raise
-    summary = result.to_dict()
-    report_summary(settings.termination_log, summary, json_output=json_output)
+    summary = result.to_dict(plan_items=False)
+    if dry_run:
+        report_plan(settings.termination_log, summary, result.plan.item_dicts(), json_output=json_output)
+    else:
+        report_summary(settings.termination_log, summary, json_output=json_output)
     if json_output:
         return 0
     if dry_run:

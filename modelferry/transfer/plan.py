@@ -116,17 +116,19 @@ class Plan:
             "excluded": self.excluded,
         }
         if items:
-            out["items"] = [
-                {
-                    "path": i.source.path,
-                    "size": i.source.size,
-                    "action": str(i.action),
-                    "reason": i.reason,
-                    "verify": i.expected.strength,
-                }
-                for i in self
-            ]
+            out["items"] = list(self.item_dicts())
         return out
+
+    def item_dicts(self) -> Iterator[dict[str, object]]:
+        """Each item as the JSON summary shows it, read from the index a batch at a time."""
+        for i in self:
+            yield {
+                "path": i.source.path,
+                "size": i.source.size,
+                "action": str(i.action),
+                "reason": i.reason,
+                "verify": i.expected.strength,
+            }
 
 
 def plan_row(item: PlanItem) -> tuple[object, ...]:

@@ -35,7 +35,7 @@ class SyncResult:
     elapsed_s: float = 0.0
     manifest: Manifest | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, plan_items: bool = True) -> dict[str, Any]:
         rate = self.bytes_copied / self.elapsed_s if self.elapsed_s > 0 else 0.0
         out: dict[str, Any] = {
             "status": "planned" if self.dry_run else "complete",
@@ -55,7 +55,7 @@ class SyncResult:
             "rate_mb_s": round(rate / 1e6, 2),
         }
         if self.dry_run:
-            out["plan"] = self.plan.to_dict()
+            out["plan"] = self.plan.to_dict(items=plan_items)
         return out
 
 
