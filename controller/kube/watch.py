@@ -42,6 +42,16 @@ def resource_version(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when ``a`` is a later version of the object than ``b``.
+
+    resourceVersions are opaque by contract; etcd-backed servers hand out revision numbers, which order.
+    Anything else is never called newer (the caller's copy wins, as before).
+    """
+    ra, rb = resource_version(a), resource_version(b)
+    return ra.isdigit() and rb.isdigit() and int(ra) > int(rb)
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter: attempt ``n`` waits ``min(max, base * 2**n)`` times 1 to 1+jitter."""
@@ -109,6 +119,18 @@ class Informer:
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The cached object or None."""
         return self.cache.get((namespace, name))
+
+    def remember(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        """Cache the answer to our own write, so a reconcile queued before its watch event sees it.
+
+        The answer can arrive after the watch already brought a newer version of the same object (someone
+        else's write right after ours: a Job's status, a user's edit). That newer version is kept: putting
+        ours back would hide the change, and its event has been handled already, so nothing would look again.
+        """
+        cached = self.cache.get(key)
+        if cached is not None and uid(cached) == uid(obj) and newer(cached, obj):
+            return
+        self.cache[key] = self._slim(obj)
 
     def items(self) -> list[dict[str, Any]]:
         return list(self.cache.values())

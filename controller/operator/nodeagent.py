@@ -121,4 +121,4 @@ class NodeAgentReconciler:
         if updated.get("metadata"):
             updated.setdefault("apiVersion", agent.get("apiVersion"))
             updated.setdefault("kind", KIND)
-            self.agents.cache[("", name)] = updated  # a reconcile queued before the watch event sees it
+            self.agents.remember(("", name), updated)  # a reconcile queued before the watch event sees it

@@ -84,7 +84,7 @@ class OwnedObjects:
         else:
             obj.setdefault("apiVersion", resource.api_version)
             obj.setdefault("kind", resource.kind)
-            informer.cache[(namespace, name)] = obj
+            informer.remember((namespace, name), obj)
 
     # --- ensure --------------------------------------------------------------------------------------
     async def ensure(

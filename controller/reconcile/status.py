@@ -25,4 +25,4 @@ async def patch_status(
     if informer is not None and updated.get("metadata"):
         updated.setdefault("apiVersion", resource.api_version)
         updated.setdefault("kind", resource.kind)
-        informer.cache[(ns, name)] = updated
+        informer.remember((ns, name), updated)
