@@ -8,7 +8,9 @@ returns one record at a time) then joined again into a chunk. Here each record i
 ``SSLSocket.recv_into`` straight into its place in the chunk (a ``memoryview`` slice of one
 buffer per chunk, no per-record allocation), and the chunk is handed on as ``bytes``: one copy per
 chunk, none per record. Hashing and writing then run on whole chunks, and hashlib releases the GIL
-for them, so another thread decrypts meanwhile.
+for them, so another thread decrypts meanwhile. The records are decrypted by the process's TLS pump
+(:mod:`modelferry.storage.tls_pump`), not by the reading thread: one thread for every connection,
+so a record costs no GIL hand-off between threads.
 
 Kernel TLS: the contexts of the ranged reader ask OpenSSL for it (``SSL_OP_ENABLE_KTLS``; Python
 3.11 has no name for the bit). OpenSSL turns it on per connection only where the kernel offers the
@@ -17,24 +19,24 @@ a kernel built without ``CONFIG_TLS``, it falls back to user space by itself. Ei
 ``SSL_read`` (``recv_into``) returns plaintext, so this path is the same for both; with kernel TLS
 the kernel decrypts while copying to the buffer. :func:`ktls_receive` says which one a socket got.
 
-Stall detection and a trickling server: the socket keeps urllib3's read timeout (the stall timeout),
-so a read that gets no byte within it fails with :class:`StalledError`, and a chunk is handed on with
-what has arrived once :data:`ARRIVED_WAIT` seconds passed (the low-speed check sees a trickle).
+Stall detection and a trickling server: urllib3's read timeout on the socket is the stall timeout
+the pump applies, so a body that gets no byte within it fails with :class:`StalledError`, and a
+chunk is handed on with what has arrived once :data:`ARRIVED_WAIT` seconds passed (the low-speed
+check sees a trickle).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from modelferry.errors import RetryableError, StalledError
 from modelferry.storage.socket_body import DirectBody, direct_body, finished, first_bytes
+from modelferry.storage.tls_pump import pump
 
 ARRIVED_WAIT = 1.0  # hand on a partial chunk once this many seconds passed (a trickling server)
-RECORD = 1 << 14  # the largest TLS record payload: what one SSL_read can return
 _TCP_ULP = getattr(socket, "TCP_ULP", 31)
 _ULP_LIST = "/proc/sys/net/ipv4/tcp_available_ulp"
 
@@ -48,7 +50,7 @@ def tls_body(resp: Any, length: int) -> DirectBody | None:
 
 
 def stream_tls_body(parts: DirectBody, length: int, chunk_size: int, what: str) -> Iterator[bytes]:
-    """Yield the ``length`` body bytes in chunks of up to ``chunk_size``, each filled record by record.
+    """Yield the ``length`` body bytes in chunks of up to ``chunk_size``, each filled by the TLS pump.
 
     On success http.client's response is marked complete so urllib3 can reuse the connection; on
     failure the caller must close it.
@@ -57,35 +59,26 @@ def stream_tls_body(parts: DirectBody, length: int, chunk_size: int, what: str) 
     first = first_bytes(reader, length, what)
     yield first
     remaining = length - len(first)
-    while remaining:
-        chunk = _fill(sock, min(chunk_size, remaining), length - remaining, length, what)
-        remaining -= len(chunk)
-        yield chunk
-    finished(raw)
-
-
-def _fill(sock: socket.socket, want: int, done: int, length: int, what: str) -> bytes:
-    """Up to ``want`` bytes: all of them at speed, what has arrived once :data:`ARRIVED_WAIT` passed."""
-    buf = bytearray(want)
-    view = memoryview(buf)
-    got = 0
-    started = time.monotonic()
+    stall = sock.gettimeout()  # urllib3's read timeout: the stall timeout
+    sock.setblocking(False)  # the pump waits for it with epoll
+    serving = pump(sock)
     try:
-        while got < want:
-            try:
-                n = sock.recv_into(view[got : got + RECORD])
-            except TimeoutError as exc:  # the socket's timeout is the stall timeout
-                raise StalledError(f"{what}: no bytes for longer than the stall timeout", obj=what) from exc
-            except OSError as exc:  # ssl.SSLError (a bad record MAC, an alert) included: the stream is broken
-                raise RetryableError(f"{what}: transfer interrupted: {exc}", obj=what) from exc
-            if not n:
-                raise RetryableError(f"{what}: connection closed after {done + got} of {length} bytes", obj=what)
-            got += n
-            if got < want and time.monotonic() - started >= ARRIVED_WAIT:
-                break
+        while remaining:
+            chunk = serving.fill(
+                sock,
+                min(chunk_size, remaining),
+                stall=stall,
+                arrived_wait=ARRIVED_WAIT,
+                done_before=length - remaining,
+                length=length,
+                what=what,
+            )
+            remaining -= len(chunk)
+            yield chunk
     finally:
-        view.release()
-    return bytes(buf) if got == want else bytes(buf[:got])
+        with contextlib.suppress(OSError):
+            sock.settimeout(stall)
+    finished(raw)
 
 
 def ktls_offered() -> bool:
