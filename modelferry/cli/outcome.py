@@ -59,8 +59,7 @@ def write_with_items(out: TextIO, summary: dict[str, Any], items: Iterable[dict[
     text = json.dumps({**summary, "plan": plan}, indent=1)
     # Inside a JSON string a quote is escaped, so this text can only be the key and its empty list.
     head, found, tail = text.rpartition(_EMPTY_ITEMS)
-    if not found:  # cannot happen: the key is set above
-        raise AssertionError("plan summary without items")
+    assert found, "the items key is set just above"
     out.write(head + '"items": [')
     for n, item in enumerate(items):
         out.write(("\n   " if n == 0 else ",\n   ") + json.dumps(item))

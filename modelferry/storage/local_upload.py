@@ -46,8 +46,6 @@ class TargetDir(Protocol):
 
     def describe(self, path: str = "") -> str: ...
 
-    def local_path(self, path: str) -> Path: ...
-
 
 class KnownJournals:
     """The journal stems in the partial directory: read once per run, then kept up to date (thread-safe).

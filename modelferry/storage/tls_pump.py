@@ -34,6 +34,7 @@ from modelferry.errors import RetryableError, StalledError
 
 RECORD = 1 << 14  # the largest TLS record payload: what one SSL_read can return
 TICK = 0.02  # seconds between looks at the time limits (stall, arrived wait) while requests wait
+CANCEL_WAIT = 10.0  # seconds an interrupted reader waits for the pump to let go of its socket
 
 
 @dataclass(eq=False)
@@ -76,6 +77,7 @@ class TlsPump:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._inbox: deque[_Fill] = deque()
+        self._cancels: deque[_Fill] = deque()  # requests whose reader stopped waiting
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -101,13 +103,28 @@ class TlsPump:
         job = _Fill(sock, want, stall, arrived_wait, done_before, length, what)
         with self._lock:
             self._inbox.append(job)
-        with contextlib.suppress(BlockingIOError):  # the pump has a wake-up pending already
-            self._wake_w.send(b"\0")
-        job.finished.wait()
+        self._wake()
+        try:
+            job.finished.wait()
+        except BaseException:  # interrupted while waiting (KeyboardInterrupt in the main thread)
+            with self._lock:
+                self._cancels.append(job)
+            self._wake()
+            job.finished.wait(CANCEL_WAIT)  # the pump lets go of the socket before the caller closes it
+            raise
         job.view.release()
         if job.error is not None:
             raise job.error
         return bytes(job.buf) if job.got == job.want else bytes(job.buf[: job.got])
+
+    def idle(self) -> bool:
+        """True when the pump holds no request (every socket let go)."""
+        with self._lock:
+            return not self._inbox and not self._cancels and not self._active
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pump has a wake-up pending already
+            self._wake_w.send(b"\0")
 
     def _run(self) -> None:
         while True:
@@ -117,6 +134,7 @@ class TlsPump:
                 for job in list(self._active):
                     job.error = RetryableError(f"{job.what}: TLS reader failed: {exc!r}", obj=job.what)
                     self._finish(job)
+                time.sleep(TICK)  # and must not spin if it repeats
 
     def _turn(self) -> None:
         """Wait for a readable socket, a new request or the next look at the time limits; serve what is due."""
@@ -139,15 +157,21 @@ class TlsPump:
         with self._lock:
             jobs = list(self._inbox)
             self._inbox.clear()
+            cancels = list(self._cancels)
+            self._cancels.clear()
         for job in jobs:
             try:
                 self._selector.register(job.sock, job.events, job)
-            except (OSError, ValueError) as exc:  # closed under the reader (cancellation)
+            except (OSError, ValueError, KeyError) as exc:  # closed under the reader (cancellation)
                 job.error = RetryableError(f"{job.what}: transfer interrupted: {exc}", obj=job.what)
                 job.finished.set()
                 continue
             self._active.add(job)
             self._advance(job)  # records may be waiting in the kernel or in OpenSSL already
+        for job in cancels:
+            if job in self._active:
+                job.error = RetryableError(f"{job.what}: read cancelled", obj=job.what)
+                self._finish(job)
 
     def _advance(self, job: _Fill) -> None:
         """Decrypt every record that is there; finish the request when its chunk is full or it failed."""

@@ -129,3 +129,31 @@ def test_random_suffixes_are_distinct_hex() -> None:
     seen = {suffixes.next() for _ in range(2000)}  # spans several refills of the pool
     assert len(seen) == 2000
     assert all(len(s) == 16 and int(s, 16) >= 0 for s in seen)
+
+
+@pytest.mark.parametrize(
+    ("errno_", "kind", "text"),
+    [(28, "InsufficientSpaceError", "no space left on the target"), (5, "RetryableError", "I/O error on")],
+)
+def test_a_directory_sync_failing_at_the_end_of_a_sync_is_our_error_naming_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_: int, kind: str, text: str
+) -> None:
+    """A full disk or EIO when the kept directories are synced, after the copies: a named error, not an OSError."""
+    from modelferry.settings import TransferSettings
+    from modelferry.transfer.sync import sync
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(5):
+        (src / f"f{n}").write_bytes(os.urandom(100))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(dir_handles, "fsync_dir", failing)
+    target = LocalStore(parse_uri(str(tmp_path / "dst")), tmp_path / "dst")
+    with pytest.raises(Exception) as info:
+        sync(LocalStore(parse_uri(str(src)), src), target, TransferSettings())
+    assert type(info.value).__name__ == kind
+    assert not isinstance(info.value, OSError)
+    assert text in str(info.value) and str(tmp_path / "dst") in str(info.value)

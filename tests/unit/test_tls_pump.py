@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -151,3 +153,29 @@ def test_a_closed_socket_is_refused_without_reaching_the_pump_loop(tls_pump: Tls
 @pytest.mark.parametrize(("cpus", "pumps"), [(1, 1), (2, 1), (4, 1), (7, 1), (8, 2), (16, 4), (64, 8), (256, 8)])
 def test_pumps_start_where_cores_abound(cpus: int, pumps: int) -> None:
     assert pump_count(cpus) == pumps
+
+
+def test_a_reader_interrupted_while_waiting_lets_go_of_its_socket_first(
+    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
+) -> None:
+    """Ctrl-C in a main-thread reader: the pump unregisters the socket before the reader goes on to close it."""
+    pairs.append(_pair(ca))
+    client, _server = pairs[0]
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 10
+        while tls_pump.idle() and time.monotonic() < deadline:  # until the pump holds the request
+            time.sleep(0.005)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        killer.start()
+        _fill(tls_pump, client, 1 << 20)
+    killer.join(10)
+    assert tls_pump.idle()
+    client.close()  # the descriptor number is free again: a new socket may get it
+    pairs.append(_pair(ca))
+    again, server = pairs[1]
+    server.sendall(b"served")
+    assert _fill(tls_pump, again, 6) == b"served"
