@@ -30,7 +30,7 @@ from modelferry.controller.agent.selection import node_wants
 from modelferry.controller.agent.settings import AgentSettings
 from modelferry.controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
 from modelferry.controller.kube.client import CONFIGMAPS, NODES, SECRETS, ConflictError, Kube, Resource
-from modelferry.controller.kube.watch import Backoff, Informer
+from modelferry.controller.kube.watch import Backoff, Informer, object_key
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError, UsageError
 from modelferry.logs import register_secret
 from modelferry.settings import Credentials
@@ -158,7 +158,14 @@ class NodeAgent:
 
     # --- decisions -----------------------------------------------------------------------------
 
-    async def on_event(self, kind: str, obj: dict[str, Any], *, force: bool = False) -> None:
+    async def on_event(
+        self, kind: str, obj: dict[str, Any], *, force: bool = False, current: Callable[[], bool] | None = None
+    ) -> None:
+        """Decide what ``obj`` needs on this node and queue it.
+
+        ``current`` (a resync's evaluation) says whether ``obj`` is still the cached version: a watch
+        event handled while this one waited (a deletion, an edit) must not be undone by a stale task.
+        """
         ref = ModelRef.of(obj)
         deleted = kind == "DELETED" or bool((obj.get("metadata") or {}).get("deletionTimestamp"))
         try:
@@ -173,6 +180,8 @@ class NodeAgent:
         if deleted:
             self.last_seen.pop(ref, None)
         held = await asyncio.to_thread(self.gopher.held_fingerprint, ref, obj)
+        if current is not None and not current():
+            return  # the watch brought a newer version (or the deletion) meanwhile and handled it
         task = decide(obj, wanted=wanted, held_fingerprint=held, deleted=deleted)
         if task is None:
             if not wanted and ref in self.entries:
@@ -184,6 +193,8 @@ class NodeAgent:
                 return
         key = storage_of(obj).get("key")
         if key and task.type != "Delete" and not await self._load_credentials(ref, str(key)):
+            return
+        if current is not None and not current():
             return
         log.info("queued %s for %s", task.type, ref)
         self.gopher.queue.put(task)
@@ -216,8 +227,10 @@ class NodeAgent:
         """Re-evaluate every model (node labels may have changed; failed downloads are retried)."""
         await self.refresh_node()
         for informer in self.informers:
-            for obj in informer.items():
-                await self.on_event("MODIFIED", obj, force=True)
+            for key in [object_key(obj) for obj in informer.items()]:
+                obj = informer.get(*key)  # the version cached when its turn comes, not when the resync began
+                if obj is not None:
+                    await self.on_event("MODIFIED", obj, force=True, current=_still_cached(informer, key, obj))
 
     async def refresh_node(self) -> None:
         node = await self.kube.get(NODES, None, self.opts.node_name)
@@ -390,3 +403,8 @@ async def until_api(call: Callable[[], Awaitable[Any]], stop: asyncio.Event, bac
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
     return False
+
+
+def _still_cached(informer: Informer, key: tuple[str, str], obj: dict[str, Any]) -> Callable[[], bool]:
+    """Whether ``obj`` is still what ``informer`` holds under ``key`` (each watch event caches a new dict)."""
+    return lambda: informer.get(*key) is obj

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from modelferry.controller.kube.client import GoneError, Kube, Resource
 from modelferry.errors import ModelferryError, RetryableError
 
 log = logging.getLogger(__name__)
+TOMBSTONES = 4096  # deleted objects remembered by name and uid, newest first (see Informer._gone)
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 Keep = Callable[[dict[str, Any]], bool]
@@ -104,6 +106,10 @@ class Informer:
         self.backoff = backoff or Backoff()
         self.quick_close_seconds = quick_close_seconds
         self.cache: dict[tuple[str, str], dict[str, Any]] = {}
+        # uids of objects seen deleted, by name (the newest TOMBSTONES): a late answer to our own write
+        # or a GET that was in flight must not bring one back.
+        self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._written_in_relist: set[tuple[str, str]] | None = None  # keys cached by us while a relist runs
         self.synced = asyncio.Event()
         self.relists = 0
         self.failures = 0  # failed list/watch attempts in all
@@ -130,7 +136,26 @@ class Informer:
         cached = self.cache.get(key)
         if cached is not None and uid(cached) == uid(obj) and newer(cached, obj):
             return
+        if self.deleted(key, obj):
+            return  # the watch already reported it deleted: caching it would bring it back
+        self._cache_ours(key, obj)
+
+    def deleted(self, key: tuple[str, str], obj: dict[str, Any]) -> bool:
+        """True when the watch or a relist reported this very object (same uid) deleted."""
+        return bool(uid(obj)) and self._gone.get(key) == uid(obj)
+
+    def _cache_ours(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        """Cache an object we got outside the watch (an answer, a GET); a running relist must not sweep it."""
         self.cache[key] = self._slim(obj)
+        if self._written_in_relist is not None:
+            self._written_in_relist.add(key)
+
+    def _bury(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        if uid(obj):
+            self._gone[key] = uid(obj)
+            self._gone.move_to_end(key)
+            while len(self._gone) > TOMBSTONES:
+                self._gone.popitem(last=False)
 
     def items(self) -> list[dict[str, Any]]:
         return list(self.cache.values())
@@ -151,8 +176,51 @@ class Informer:
     async def relist(self) -> str:
         """List everything (in pages), diff against the cache, emit the differences; returns the resourceVersion."""
         fresh: dict[tuple[str, str], dict[str, Any]] = {}
-        rv = ""
+        listed_keys: set[tuple[str, str]] = set()  # every listed object, kept or not
         listed = self.on_relist() if self.on_relist is not None else None
+        written: set[tuple[str, str]] = set()
+        self._written_in_relist = written
+        try:
+            rv = await self._list_into(fresh, listed_keys)
+            self.relists += 1
+            for key in list(self.cache):
+                if key not in fresh and not (key in written and self._outlives_list(key, listed_keys, rv)):
+                    gone = self.cache.pop(key)
+                    self._bury(key, gone)
+                    await self._emit("DELETED", gone)
+            for key, obj in fresh.items():
+                old = self.cache.get(key)
+                if key in written and old is not None and uid(old) == uid(obj) and newer(old, obj):
+                    continue  # ours is newer than the list's; the watch from the list's version follows it
+                self.cache[key] = obj
+                if old is None:
+                    await self._emit("ADDED", obj)
+                elif resource_version(old) != resource_version(obj):
+                    await self._emit("MODIFIED", obj)
+        finally:
+            self._written_in_relist = None
+        self.resource_version = rv
+        if listed is not None:
+            listed()
+        self.synced.set()
+        return rv
+
+    def _outlives_list(self, key: tuple[str, str], listed_keys: set[tuple[str, str]], list_rv: str) -> bool:
+        """Whether an object we cached while the relist ran stays although the list's kept objects lack it.
+
+        It stays when the list holds it but ``keep`` left it out as its page went by (it became wanted
+        since, as a Secret does once a ModelSync names it), or when it is newer than the list (created
+        after it: the watch from the list's version brings what follows). An older one absent from the
+        list was deleted before the list was taken.
+        """
+        if key in listed_keys:
+            return True
+        ours = self.cache.get(key)
+        return ours is not None and not newer({"metadata": {"resourceVersion": list_rv}}, ours)
+
+    async def _list_into(self, fresh: dict[tuple[str, str], dict[str, Any]], listed: set[tuple[str, str]]) -> str:
+        """Every kept object, page by page, into ``fresh`` (every key into ``listed``); the list's resourceVersion."""
+        rv = ""
         async for items, page_rv in self.kube.list_pages(
             self.resource,
             self.namespace,
@@ -162,24 +230,9 @@ class Informer:
         ):
             rv = rv or page_rv
             for obj in items:
+                listed.add(object_key(obj))
                 if self._kept(obj):
                     fresh[object_key(obj)] = self._slim(obj)
-        self.relists += 1
-        for key in list(self.cache):
-            if key not in fresh:
-                gone = self.cache.pop(key)
-                await self._emit("DELETED", gone)
-        for key, obj in fresh.items():
-            old = self.cache.get(key)
-            self.cache[key] = obj
-            if old is None:
-                await self._emit("ADDED", obj)
-            elif resource_version(old) != resource_version(obj):
-                await self._emit("MODIFIED", obj)
-        self.resource_version = rv
-        if listed is not None:
-            listed()
-        self.synced.set()
         return rv
 
     async def apply(self, kind: str, obj: dict[str, Any]) -> None:
@@ -189,6 +242,7 @@ class Informer:
             cached = self.cache.get(key)
             if cached is not None and uid(cached) and uid(obj) and uid(cached) != uid(obj):
                 return  # a late event about an object we already replaced (and cached) under the same name
+            self._bury(key, obj)
             if self.cache.pop(key, None) is not None or self.keep is None:
                 await self._emit(kind, obj)
             return
@@ -203,10 +257,10 @@ class Informer:
         """A targeted GET of one object into the cache (a watch event that arrived meanwhile wins)."""
         obj = await self.kube.get(self.resource, namespace or None, name)
         key = (namespace, name)
-        if obj is not None and key not in self.cache and self._kept(obj):
+        if obj is not None and key not in self.cache and self._kept(obj) and not self.deleted(key, obj):
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", self.resource.kind)
-            self.cache[key] = self._slim(obj)
+            self._cache_ours(key, obj)
         return self.cache.get(key)
 
     async def _watch_once(self, rv: str) -> tuple[str, int]:

@@ -21,6 +21,7 @@ Errors are the reader's: the pump records them on the reader's request and the r
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import selectors
 import socket
@@ -60,15 +61,6 @@ class _Fill:
     def __post_init__(self) -> None:
         self.buf = bytearray(self.want)
         self.view = memoryview(self.buf)
-
-    def deadline(self) -> float:
-        """When the pump must look at this request again even if its socket stays quiet."""
-        limits = []
-        if self.got:
-            limits.append(self.started + self.arrived_wait)
-        if self.stall is not None:
-            limits.append(self.last + self.stall)
-        return min(limits, default=float("inf"))
 
 
 class TlsPump:
@@ -114,7 +106,8 @@ class TlsPump:
             raise
         job.view.release()
         if job.error is not None:
-            raise job.error
+            error, job.error = job.error, None  # the traceback holds this frame and so the buffer
+            raise error
         return bytes(job.buf) if job.got == job.want else bytes(job.buf[: job.got])
 
     def idle(self) -> bool:
@@ -204,10 +197,12 @@ class TlsPump:
             self._selector.modify(job.sock, events, job)
 
     def _expire(self, now: float) -> None:
-        for job in [j for j in self._active if j.deadline() <= now]:
-            if job.stall is not None and now - job.last >= job.stall:
+        for job in list(self._active):
+            if job.got and now >= job.started + job.arrived_wait:
+                self._finish(job)  # a trickle: hand on what arrived
+            elif job.stall is not None and now >= job.last + job.stall:
                 job.error = StalledError(f"{job.what}: no bytes for longer than the stall timeout", obj=job.what)
-            self._finish(job)  # or a partial chunk after arrived_wait: hand on what arrived
+                self._finish(job)
 
     def _finish(self, job: _Fill) -> None:
         self._active.discard(job)
@@ -220,7 +215,6 @@ CPUS_PER_PUMP = 4  # one pump per this many usable CPUs (at least one, at most M
 MAX_PUMPS = 8
 
 _pumps: list[TlsPump] = []
-_pumps_pid = 0
 _pumps_lock = threading.Lock()
 
 
@@ -233,14 +227,46 @@ def pump_count(cpus: int) -> int:
     return max(1, min(MAX_PUMPS, cpus // CPUS_PER_PUMP))
 
 
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def usable_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_quota(cgroup)
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
+def cgroup_quota(cgroup: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time per period allowed by cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None: no limit."""
+    try:
+        with open(os.path.join(cgroup, "cpu.max")) as fh:
+            quota, _, period = fh.read().strip().partition(" ")
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        with (
+            open(os.path.join(cgroup, "cpu", "cpu.cfs_quota_us")) as q,
+            open(os.path.join(cgroup, "cpu", "cpu.cfs_period_us")) as p,
+        ):
+            value, period_us = int(q.read()), int(p.read())
+        return None if value <= 0 else value / period_us
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _forget_pumps() -> None:
+    """In a forked child: no pump thread exists there, and the lock may have been held at the fork."""
+    global _pumps, _pumps_lock
+    _pumps, _pumps_lock = [], threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pumps)
 
 
 def pump(sock: socket.socket) -> TlsPump:
-    """The pump of this process that serves ``sock``; started on first use (again in a forked child)."""
-    global _pumps, _pumps_pid
+    """The pump of this process that serves ``sock``; the pumps start on first use."""
+    global _pumps
     with _pumps_lock:
-        if not _pumps or _pumps_pid != os.getpid():
-            _pumps, _pumps_pid = [TlsPump() for _ in range(pump_count(_usable_cpus()))], os.getpid()
+        if not _pumps:
+            _pumps = [TlsPump() for _ in range(pump_count(usable_cpus()))]
         return _pumps[sock.fileno() % len(_pumps)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -9,11 +10,12 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from modelferry.errors import RetryableError, StalledError
-from modelferry.storage.tls_pump import TlsPump, pump_count
+from modelferry.storage.tls_pump import TlsPump, cgroup_quota, pump_count, usable_cpus
 from tests.servers.tlsca import PrivateCA, make_private_ca
 
 
@@ -69,7 +71,7 @@ def test_one_pump_serves_many_readers_at_once_and_each_gets_its_own_bytes(
             data += _fill(tls_pump, client, min(256 << 10, len(bodies[i]) - len(data)))
         got[i] = data
 
-    readers = [threading.Thread(target=read, args=(i,)) for i in range(len(bodies))]
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(bodies))]
     for r in readers:
         r.start()
     for (_, server), body in zip(pairs, bodies, strict=True):  # written while every reader waits
@@ -179,3 +181,81 @@ def test_a_reader_interrupted_while_waiting_lets_go_of_its_socket_first(
     again, server = pairs[1]
     server.sendall(b"served")
     assert _fill(tls_pump, again, 6) == b"served"
+
+
+def test_a_silent_socket_fails_stalled_even_with_a_short_arrived_wait(
+    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
+) -> None:
+    """No byte at all: nothing to hand on, so the arrived wait must not hand on empty chunks forever."""
+    pairs.append(_pair(ca))
+    client, _server = pairs[0]
+    with pytest.raises(StalledError):
+        _fill(tls_pump, client, 1 << 20, stall=0.3, arrived_wait=0.02)
+
+
+def test_bytes_already_decrypted_inside_openssl_come_back_without_the_kernel(
+    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
+) -> None:
+    """One record, its first bytes read before the pump: the rest sits in OpenSSL, the socket is not readable."""
+    pairs.append(_pair(ca))
+    client, server = pairs[0]
+    record = os.urandom(16384)
+    server.sendall(record)  # one TLS record
+    client.setblocking(True)
+    head = client.recv(100)
+    client.setblocking(False)
+    assert client.pending() == len(record) - len(head)
+    assert head + _fill(tls_pump, client, len(record) - len(head), stall=2) == record
+
+
+class _WantsWriteOnce:
+    """A TLS socket whose first read needs to write first (a TLS 1.3 key update's answer)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.reads = 0
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv_into(self, view: memoryview) -> int:
+        self.reads += 1
+        if self.reads == 1:
+            raise ssl.SSLWantWriteError("wants to write")
+        view[:2] = b"ok"
+        return 2
+
+
+def test_a_read_that_must_write_first_waits_for_the_socket_to_be_writable(tls_pump: TlsPump) -> None:
+    a, b = socket.socketpair()
+    try:
+        wants = _WantsWriteOnce(a)
+        assert _fill(tls_pump, wants, 2) == b"ok"  # type: ignore[arg-type]
+        assert wants.reads == 2
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "200000 100000\n"}, 2.0),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4.0),
+        ({}, None),
+    ],
+)
+def test_the_cpu_quota_of_a_container_is_read_from_cgroup_v2_or_v1(
+    tmp_path: Path, files: dict[str, str], quota: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_quota(str(tmp_path)) == quota
+    cpus = usable_cpus(str(tmp_path))
+    assert cpus >= 1
+    if quota is not None:
+        assert cpus <= math.ceil(quota)
