@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from modelferry.cpus import usable_cpus
 from modelferry.enigma.format import (
     PREFIX_SIZE,
     SALT_SIZE,
@@ -35,7 +36,7 @@ INFLIGHT_BYTES = 16 << 20  # chunks handed to the pool at once (beyond one per w
 
 
 def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, min(8, usable_cpus()))
 
 
 def file_key(data_key: bytes, salt: bytes) -> AESGCM:

@@ -21,7 +21,6 @@ Errors are the reader's: the pump records them on the reader's request and the r
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import selectors
 import socket
@@ -31,6 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from modelferry.cpus import usable_cpus
 from modelferry.errors import RetryableError, StalledError
 
 RECORD = 1 << 14  # the largest TLS record payload: what one SSL_read can return
@@ -225,32 +225,6 @@ def pump_count(cpus: int) -> int:
     measured no faster (they take the GIL from each other), so they only start where cores abound.
     """
     return max(1, min(MAX_PUMPS, cpus // CPUS_PER_PUMP))
-
-
-def usable_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's CPU limit)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = cgroup_quota(cgroup)
-    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
-
-
-def cgroup_quota(cgroup: str = "/sys/fs/cgroup") -> float | None:
-    """CPUs' worth of time per period allowed by cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None: no limit."""
-    try:
-        with open(os.path.join(cgroup, "cpu.max")) as fh:
-            quota, _, period = fh.read().strip().partition(" ")
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError, ZeroDivisionError):
-        pass
-    try:
-        with (
-            open(os.path.join(cgroup, "cpu", "cpu.cfs_quota_us")) as q,
-            open(os.path.join(cgroup, "cpu", "cpu.cfs_period_us")) as p,
-        ):
-            value, period_us = int(q.read()), int(p.read())
-        return None if value <= 0 else value / period_us
-    except (OSError, ValueError, ZeroDivisionError):
-        return None
 
 
 def _forget_pumps() -> None:
