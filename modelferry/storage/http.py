@@ -43,13 +43,14 @@ from modelferry.errors import (
 from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
-from modelferry.storage.tls_body import stream_tls_body, tls_body
+from modelferry.storage.tls_body import stream_tls_body, stream_tls_body_into, tls_body, writes_at_offsets
 from modelferry.tls import TLSConfig, is_tls_failure
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 19
 SPLICE_CHUNK = 1 << 20  # at most one pipe's worth per splice call
+PUMP_INTO_CHUNK = 4 << 20  # HTTPS bytes the TLS pump writes into a file per hand-off to the reader
 MAX_REDIRECTS = 5
 ARRIVED_WAIT = 1.0  # a body read returns what has arrived after this long (see read_arrived)
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -149,6 +150,7 @@ class RangedHTTPClient:
         self._inflight_lock = threading.Lock()
         self._interrupted = False
         self.spliced_bytes = 0  # bytes moved socket -> file by splice (statistics, tests)
+        self.pumped_bytes = 0  # HTTPS bytes the TLS pump wrote into files itself (statistics, tests)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -334,6 +336,13 @@ class RangedHTTPClient:
                 yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
                 return
             tls = None if skip else tls_body(resp, length)
+            if tls is not None and sink is not None and writes_at_offsets(sink.fd):  # the TLS pump writes it
+                for chunk in stream_tls_body_into(tls, length, sink, PUMP_INTO_CHUNK, what):
+                    if isinstance(chunk, InPlace):
+                        with self._inflight_lock:
+                            self.pumped_bytes += chunk
+                    yield chunk
+                return
             if tls is not None:  # HTTPS: records decrypted straight into the chunk (see tls_body)
                 yield from stream_tls_body(tls, length, self.chunk_size, what)
                 return

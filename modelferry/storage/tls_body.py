@@ -28,11 +28,14 @@ check sees a trickle).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
 
+from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import DirectBody, direct_body, finished, first_bytes
 from modelferry.storage.tls_pump import pump
 
@@ -88,6 +91,53 @@ def ktls_offered() -> bool:
             return "tls" in fh.read().split()
     except OSError:
         return False
+
+
+def writes_at_offsets(fd: int) -> bool:
+    """True when ``pwrite`` on ``fd`` lands where it is told (not an ``O_APPEND`` file, where Linux appends)."""
+    try:
+        return not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+    except OSError:
+        return False
+
+
+def stream_tls_body_into(
+    parts: DirectBody, length: int, sink: FileSink, chunk_size: int, what: str
+) -> Iterator[bytes | InPlace]:
+    """Like :func:`stream_tls_body`, but the pump writes the body into ``sink`` itself (as ``splice`` does for plain HTTP).
+
+    The bytes http.client already buffered come first as ``bytes`` (the caller writes them at
+    ``sink.offset``); the rest is decrypted and written at the following offsets by the pump and
+    reported as :class:`InPlace` counts, for the caller to hash back from the page cache.
+    """
+    raw, reader, sock = parts
+    first = first_bytes(reader, length, what)
+    yield first
+    offset = sink.offset + len(first)
+    remaining = length - len(first)
+    stall = sock.gettimeout()
+    sock.setblocking(False)
+    serving = pump(sock)
+    try:
+        while remaining:
+            n = serving.fill_into(
+                sock,
+                min(chunk_size, remaining),
+                sink,
+                offset,
+                stall=stall,
+                arrived_wait=ARRIVED_WAIT,
+                done_before=length - remaining,
+                length=length,
+                what=what,
+            )
+            offset += n
+            remaining -= n
+            yield InPlace(n)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(stall)
+    finished(raw)
 
 
 def ktls_receive(sock: socket.socket) -> bool:

@@ -32,15 +32,17 @@ from dataclasses import dataclass, field
 
 from modelferry.cpus import usable_cpus
 from modelferry.errors import RetryableError, StalledError
+from modelferry.storage.base import FileSink
 
 RECORD = 1 << 14  # the largest TLS record payload: what one SSL_read can return
 TICK = 0.02  # seconds between looks at the time limits (stall, arrived wait) while requests wait
 CANCEL_WAIT = 10.0  # seconds an interrupted reader waits for the pump to let go of its socket
+SCRATCH = 1 << 20  # bytes decrypted before they are written into a file (fill_into)
 
 
 @dataclass(eq=False)
 class _Fill:
-    """One reader's request: up to ``want`` bytes of ``sock`` into a new chunk."""
+    """One reader's request: up to ``want`` bytes of ``sock`` into a new chunk, or into ``sink`` at ``offset``."""
 
     sock: socket.socket  # an ssl.SSLSocket, non-blocking
     want: int
@@ -49,6 +51,8 @@ class _Fill:
     done_before: int  # body bytes read before this chunk (for the messages)
     length: int  # the whole body's length (for the messages)
     what: str
+    sink: FileSink | None = None  # write the bytes here (the pump's scratch buffer on the way) instead
+    offset: int = 0  # where in the sink this request's first byte goes
     buf: bytearray = field(init=False)
     view: memoryview = field(init=False)
     got: int = 0
@@ -59,7 +63,7 @@ class _Fill:
     finished: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.buf = bytearray(self.want)
+        self.buf = bytearray(self.want if self.sink is None else 0)
         self.view = memoryview(self.buf)
 
 
@@ -76,6 +80,7 @@ class TlsPump:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._active: set[_Fill] = set()
+        self._scratch = memoryview(bytearray(SCRATCH))  # records on their way into a file (fill_into)
         self._next_check = 0.0
         self._thread = threading.Thread(target=self._run, name="modelferry-tls-pump", daemon=True)
         self._thread.start()
@@ -92,7 +97,33 @@ class TlsPump:
         what: str,
     ) -> bytes:
         """Up to ``want`` bytes of non-blocking ``sock``: all at speed, what arrived once ``arrived_wait`` passed."""
-        job = _Fill(sock, want, stall, arrived_wait, done_before, length, what)
+        job = self._serve(_Fill(sock, want, stall, arrived_wait, done_before, length, what))
+        return bytes(job.buf) if job.got == job.want else bytes(job.buf[: job.got])
+
+    def fill_into(
+        self,
+        sock: socket.socket,
+        want: int,
+        sink: FileSink,
+        offset: int,
+        *,
+        stall: float | None,
+        arrived_wait: float,
+        done_before: int,
+        length: int,
+        what: str,
+    ) -> int:
+        """Like :meth:`fill`, but the bytes are written into ``sink`` at ``offset`` by the pump; how many.
+
+        No chunk is allocated, copied or handed between threads: the records are decrypted into the
+        pump's scratch buffer and written to the file from there. A write error is the sink's
+        (``sink.translate``: a full disk is the target's error, not a transfer error).
+        """
+        job = self._serve(_Fill(sock, want, stall, arrived_wait, done_before, length, what, sink, offset))
+        return job.got
+
+    def _serve(self, job: _Fill) -> _Fill:
+        """Queue ``job``, wait until the pump finished it, raise its error."""
         with self._lock:
             self._inbox.append(job)
         self._wake()
@@ -108,7 +139,7 @@ class TlsPump:
         if job.error is not None:
             error, job.error = job.error, None  # the traceback holds this frame and so the buffer
             raise error
-        return bytes(job.buf) if job.got == job.want else bytes(job.buf[: job.got])
+        return job
 
     def idle(self) -> bool:
         """True when the pump holds no request (every socket let go)."""
@@ -170,26 +201,53 @@ class TlsPump:
         """Decrypt every record that is there; finish the request when its chunk is full or it failed."""
         try:
             while job.got < job.want:
-                try:
-                    n = job.sock.recv_into(job.view[job.got : job.got + RECORD])
-                except ssl.SSLWantReadError:
-                    self._listen(job, selectors.EVENT_READ)
+                if job.sink is None:
+                    n, wait = self._decrypt(job, job.view[job.got : job.want])
+                else:
+                    n, wait = self._decrypt(job, self._scratch[: min(SCRATCH, job.want - job.got)])
+                    self._write(job, n)
+                if n:
+                    job.got += n
+                    job.last = time.monotonic()
+                if wait:
+                    self._listen(job, wait)
                     return
-                except ssl.SSLWantWriteError:  # a TLS 1.3 key update wants an answer first
-                    self._listen(job, selectors.EVENT_READ | selectors.EVENT_WRITE)
-                    return
-                if not n:
-                    raise RetryableError(
-                        f"{job.what}: connection closed after {job.done_before + job.got} of {job.length} bytes",
-                        obj=job.what,
-                    )
-                job.got += n
-                job.last = time.monotonic()
         except OSError as exc:  # ssl.SSLError (a bad record MAC, an alert) included: the stream is broken
             job.error = RetryableError(f"{job.what}: transfer interrupted: {exc}", obj=job.what)
-        except Exception as exc:  # never let one request stop the pump; the reader sees it
+        except Exception as exc:  # never let one request stop the pump; the reader sees it (a full disk too)
             job.error = exc
         self._finish(job)
+
+    @staticmethod
+    def _decrypt(job: _Fill, view: memoryview) -> tuple[int, int]:
+        """Records into ``view`` until it is full or no whole record is there: (bytes, the events to wait for or 0)."""
+        n = 0
+        while n < len(view):
+            try:
+                got = job.sock.recv_into(view[n : n + RECORD])
+            except ssl.SSLWantReadError:
+                return n, selectors.EVENT_READ
+            except ssl.SSLWantWriteError:  # a TLS 1.3 key update wants an answer first
+                return n, selectors.EVENT_READ | selectors.EVENT_WRITE
+            if not got:
+                raise RetryableError(
+                    f"{job.what}: connection closed after {job.done_before + job.got + n} of {job.length} bytes",
+                    obj=job.what,
+                )
+            n += got
+        return n, 0
+
+    def _write(self, job: _Fill, n: int) -> None:
+        """The first ``n`` scratch bytes into the job's sink, after what it already wrote."""
+        assert job.sink is not None
+        data = self._scratch[:n]
+        at = job.offset + job.got
+        done = 0
+        try:
+            while done < n:
+                done += os.pwrite(job.sink.fd, data[done:], at + done)
+        except OSError as exc:
+            raise job.sink.translate(exc) from exc
 
     def _listen(self, job: _Fill, events: int) -> None:
         if job.events != events:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from modelferry.errors import RetryableError, StalledError, TLSVerificationError
+from modelferry.errors import PermanentError, RetryableError, StalledError, TLSVerificationError
 from modelferry.storage import tls_body
+from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.http import RangedHTTPClient
 from modelferry.tls import OP_ENABLE_KTLS, TLSConfig
 from tests.servers.rangefile import serve
@@ -187,3 +188,71 @@ def test_interrupt_wakes_a_reader_blocked_on_a_tls_body(
     assert isinstance(failure[0], RetryableError) and not isinstance(failure[0], StalledError)
     assert len(used) == 1
     client.close()
+
+
+# -- into a file: the pump writes the body itself (local targets) --------------------------------
+
+
+def _file(tmp_path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    return os.open(tmp_path / "f", flags, 0o644)
+
+
+def test_an_https_body_for_a_file_is_written_by_the_pump_at_its_offsets(
+    ca: PrivateCA, server_tls: ssl.SSLContext, used: list[ssl.SSLSocket], tmp_path: Path
+) -> None:
+    client = _client(ca)
+    fd = _file(tmp_path)
+    start, length, at = 123, 3 << 20, 1000  # bytes [start, start + length) go to the file at ``at``
+    try:
+        with serve(BLOB, tls=server_tls) as srv:
+            chunks = list(client.get_range_into(srv.url, start, length, FileSink(fd, at, lambda exc: exc)))
+            assert srv.connections == 1
+        first, rest = chunks[0], chunks[1:]
+        assert type(first) is bytes and rest and all(isinstance(c, InPlace) for c in rest)
+        assert len(first) + sum(int(c) for c in rest) == length
+        os.pwrite(fd, first, at)  # what came as bytes is the caller's to write (copy_part does)
+        assert os.pread(fd, length, at) == BLOB[start : start + length]
+        assert client.pumped_bytes == length - len(first)
+    finally:
+        os.close(fd)
+        client.close()
+
+
+def test_a_write_error_in_the_pump_is_the_sinks_error_and_nothing_is_reported_written(
+    ca: PrivateCA, server_tls: ssl.SSLContext, used: list[ssl.SSLSocket], tmp_path: Path
+) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    fd = _file(tmp_path, os.O_RDONLY)  # pwrite fails with EBADF
+    seen: list[OSError] = []
+
+    def translate(exc: OSError) -> Exception:
+        seen.append(exc)
+        return PermanentError(f"cannot write {tmp_path / 'f'}: {exc}", obj=str(tmp_path / "f"))
+
+    client = _client(ca)
+    got: list[bytes | InPlace] = []
+    try:
+        with serve(BLOB, tls=server_tls) as srv, pytest.raises(PermanentError, match="cannot write"):
+            for chunk in client.get_range_into(srv.url, 0, 3 << 20, FileSink(fd, 0, translate)):
+                got.append(chunk)
+    finally:
+        os.close(fd)
+        client.close()
+    assert seen and all(type(c) is bytes for c in got)  # no InPlace count for bytes that never landed
+
+
+def test_an_append_only_file_gets_the_https_bytes_from_the_caller_not_the_pump(
+    ca: PrivateCA, server_tls: ssl.SSLContext, used: list[ssl.SSLSocket], tmp_path: Path
+) -> None:
+    """pwrite on O_APPEND appends whatever the offset (Linux): the pump must not write there."""
+    fd = _file(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    client = _client(ca)
+    try:
+        with serve(BLOB, tls=server_tls) as srv:
+            chunks = list(client.get_range_into(srv.url, 5, 3 << 20, FileSink(fd, 0, lambda exc: exc)))
+    finally:
+        os.close(fd)
+        client.close()
+    assert all(type(c) is bytes for c in chunks)
+    assert b"".join(c for c in chunks if isinstance(c, bytes)) == BLOB[5 : 5 + (3 << 20)]
+    assert client.pumped_bytes == 0

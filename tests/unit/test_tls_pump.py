@@ -155,8 +155,16 @@ def test_pumps_start_where_cores_abound(cpus: int, pumps: int) -> None:
     assert pump_count(cpus) == pumps
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal (a process a shell started in the background ignores it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_a_reader_interrupted_while_waiting_lets_go_of_its_socket_first(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
+    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]], sigint_raises: None
 ) -> None:
     """Ctrl-C in a main-thread reader: the pump unregisters the socket before the reader goes on to close it."""
     pairs.append(_pair(ca))
