@@ -33,7 +33,7 @@ import os
 import socket
 import ssl
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import DirectBody, direct_body, finished, first_bytes
@@ -58,30 +58,7 @@ def stream_tls_body(parts: DirectBody, length: int, chunk_size: int, what: str) 
     On success http.client's response is marked complete so urllib3 can reuse the connection; on
     failure the caller must close it.
     """
-    raw, reader, sock = parts
-    first = first_bytes(reader, length, what)
-    yield first
-    remaining = length - len(first)
-    stall = sock.gettimeout()  # urllib3's read timeout: the stall timeout
-    sock.setblocking(False)  # the pump waits for it with epoll
-    serving = pump(sock)
-    try:
-        while remaining:
-            chunk = serving.fill(
-                sock,
-                min(chunk_size, remaining),
-                stall=stall,
-                arrived_wait=ARRIVED_WAIT,
-                done_before=length - remaining,
-                length=length,
-                what=what,
-            )
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        with contextlib.suppress(OSError):
-            sock.settimeout(stall)
-    finished(raw)
+    return cast(Iterator[bytes], _pumped(parts, length, chunk_size, what, None))
 
 
 def ktls_offered() -> bool:
@@ -110,30 +87,31 @@ def stream_tls_body_into(
     ``sink.offset``); the rest is decrypted and written at the following offsets by the pump and
     reported as :class:`InPlace` counts, for the caller to hash back from the page cache.
     """
+    return _pumped(parts, length, chunk_size, what, sink)
+
+
+def _pumped(
+    parts: DirectBody, length: int, chunk_size: int, what: str, sink: FileSink | None
+) -> Iterator[bytes | InPlace]:
     raw, reader, sock = parts
     first = first_bytes(reader, length, what)
     yield first
-    offset = sink.offset + len(first)
     remaining = length - len(first)
-    stall = sock.gettimeout()
-    sock.setblocking(False)
+    stall = sock.gettimeout()  # urllib3's read timeout: the stall timeout
+    sock.setblocking(False)  # the pump waits for it with epoll
     serving = pump(sock)
     try:
         while remaining:
-            n = serving.fill_into(
-                sock,
-                min(chunk_size, remaining),
-                sink,
-                offset,
-                stall=stall,
-                arrived_wait=ARRIVED_WAIT,
-                done_before=length - remaining,
-                length=length,
-                what=what,
-            )
-            offset += n
-            remaining -= n
-            yield InPlace(n)
+            want, done = min(chunk_size, remaining), length - remaining
+            limits: dict[str, Any] = {"stall": stall, "arrived_wait": ARRIVED_WAIT, "done_before": done}
+            if sink is None:
+                chunk = serving.fill(sock, want, length=length, what=what, **limits)
+                remaining -= len(chunk)
+                yield chunk
+            else:
+                n = serving.fill_into(sock, want, sink, sink.offset + done, length=length, what=what, **limits)
+                remaining -= n
+                yield InPlace(n)
     finally:
         with contextlib.suppress(OSError):
             sock.settimeout(stall)
