@@ -10,6 +10,11 @@ into that reader's chunk (non-blocking ``recv_into``). A reader sleeps on an eve
 is full, and nothing else wants the GIL while the pump releases it for a record, so the release
 costs no system call. The reader then hashes and writes the chunk as before.
 
+For a local target (:meth:`TlsPump.fill_into`) the pump also writes the records into the part's
+file, from a scratch buffer it reuses, as ``splice`` does for plain HTTP: no chunk is allocated,
+copied or handed over, and the reader hashes the bytes back from the page cache. Measured on the
+same 2 GiB: 6.0-6.9 s and 8.1-9.4 client CPU seconds before the pump, 4.0-5.1 s and 4.9-5.4 after.
+
 Time limits are the pump's: a chunk is handed on with what has arrived once ``arrived_wait``
 seconds passed (so the low-speed check sees a trickle), and a socket that gets no byte for the
 stall timeout fails with :class:`StalledError`. A socket shut down under a reader (cancellation)
