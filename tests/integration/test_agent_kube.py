@@ -18,8 +18,9 @@ from modelferry.controller.agent.aggregate import aggregate, aggregate_once
 from modelferry.controller.agent.entries import RESOURCES_KEY, label_key
 from modelferry.controller.agent.gopher import Gopher
 from modelferry.controller.agent.health import build_app, root_usable, serve
-from modelferry.controller.agent.kubeside import NodeAgent, credentials_from_secret
+from modelferry.controller.agent.kubeside import NodeAgent
 from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.secretcreds import credentials_from_secret
 from modelferry.controller.agent.settings import AgentOptions, AgentSettings
 from modelferry.controller.agent.tasks import ModelRef, TaskQueue
 from modelferry.controller.kube.client import Kube, build_api_client

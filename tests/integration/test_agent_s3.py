@@ -10,8 +10,8 @@ import pytest
 
 from modelferry.controller.agent.entries import ModelEntry, ModelStatus
 from modelferry.controller.agent.gopher import Gopher
-from modelferry.controller.agent.kubeside import credentials_from_secret
 from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.secretcreds import credentials_from_secret
 from modelferry.controller.agent.settings import AgentOptions, AgentSettings
 from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
 from modelferry.modelinfo import inspect_store

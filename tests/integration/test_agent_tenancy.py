@@ -16,7 +16,7 @@ import pytest
 from modelferry.controller.agent.aggregate import aggregate_once
 from modelferry.controller.agent.disk import AGENT_MARKER
 from modelferry.controller.agent.entries import ModelStatus
-from modelferry.controller.agent.kubeside import credentials_from_secret
+from modelferry.controller.agent.secretcreds import credentials_from_secret
 from modelferry.controller.agent.tasks import TaskType
 from modelferry.logs import scrub
 from modelferry.settings import Credentials

@@ -20,7 +20,7 @@ from modelferry.backends import Backend, CliOption, Credentials, SecretKey, back
 from modelferry.backends.grammar import format_bucket, parse_bucket
 from modelferry.backends.registry import cli_options, overrides
 from modelferry.cli.sync import credential_options, overrides_from
-from modelferry.controller.agent.kubeside import credentials_from_secret, used_keys
+from modelferry.controller.agent.secretcreds import credentials_from_secret, used_keys
 from modelferry.controller.config.controller import ControllerSettings
 from modelferry.controller.serving.render import render
 from modelferry.controller.sync.modelsync import plan_modelsync_job
