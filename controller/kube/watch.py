@@ -45,12 +45,16 @@ def resource_version(obj: dict[str, Any]) -> str:
 
 
 def newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when ``a`` is a later version of the object than ``b``.
+    """True when ``a`` is a later version of the object than ``b`` (see :func:`later_version`)."""
+    return later_version(resource_version(a), resource_version(b))
+
+
+def later_version(ra: str, rb: str) -> bool:
+    """True when resourceVersion ``ra`` is later than ``rb``.
 
     resourceVersions are opaque by contract; etcd-backed servers hand out revision numbers, which order.
-    Anything else is never called newer (the caller's copy wins, as before).
+    Anything else is never called later (the caller's copy wins, as before).
     """
-    ra, rb = resource_version(a), resource_version(b)
     return ra.isdigit() and rb.isdigit() and int(ra) > int(rb)
 
 
@@ -216,7 +220,7 @@ class Informer:
         if key in listed_keys:
             return True
         ours = self.cache.get(key)
-        return ours is not None and not newer({"metadata": {"resourceVersion": list_rv}}, ours)
+        return ours is not None and not later_version(list_rv, resource_version(ours))
 
     async def _list_into(self, fresh: dict[tuple[str, str], dict[str, Any]], listed: set[tuple[str, str]]) -> str:
         """Every kept object, page by page, into ``fresh`` (every key into ``listed``); the list's resourceVersion."""

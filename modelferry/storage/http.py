@@ -24,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 from urllib.parse import urljoin, urlsplit
@@ -149,8 +150,25 @@ class RangedHTTPClient:
         self._inflight: set[socket.socket] = set()
         self._inflight_lock = threading.Lock()
         self._interrupted = False
-        self.spliced_bytes = 0  # bytes moved socket -> file by splice (statistics, tests)
-        self.pumped_bytes = 0  # HTTPS bytes the TLS pump wrote into files itself (statistics, tests)
+        self._in_place: Counter[str] = Counter()  # bytes a body path wrote into files itself, by path
+
+    @property
+    def spliced_bytes(self) -> int:
+        """Bytes moved socket -> file by splice (statistics, tests)."""
+        return self._in_place["splice"]
+
+    @property
+    def pumped_bytes(self) -> int:
+        """HTTPS bytes the TLS pump wrote into files itself (statistics, tests)."""
+        return self._in_place["pump"]
+
+    def _counted(self, path: str, chunks: Iterator[bytes | InPlace]) -> Iterator[bytes | InPlace]:
+        """``chunks`` as they come, the :class:`InPlace` ones counted under ``path``."""
+        for chunk in chunks:
+            if isinstance(chunk, InPlace):
+                with self._inflight_lock:
+                    self._in_place[path] += chunk
+            yield chunk
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -326,22 +344,16 @@ class RangedHTTPClient:
         try:
             direct = None if skip else plain_body(resp, length)
             if direct is not None and sink is not None and CAN_SPLICE:  # plain HTTP into a local file
-                for chunk in splice_plain_body(direct, length, sink, SPLICE_CHUNK, self.stall_timeout, what):
-                    if isinstance(chunk, InPlace):
-                        with self._inflight_lock:
-                            self.spliced_bytes += chunk
-                    yield chunk
+                yield from self._counted(
+                    "splice", splice_plain_body(direct, length, sink, SPLICE_CHUNK, self.stall_timeout, what)
+                )
                 return
             if direct is not None:  # plain HTTP: one recv per chunk (see socket_body)
                 yield from stream_plain_body(direct, length, self.chunk_size, self.stall_timeout, what)
                 return
             tls = None if skip else tls_body(resp, length)
             if tls is not None and sink is not None and writes_at_offsets(sink.fd):  # the TLS pump writes it
-                for chunk in stream_tls_body_into(tls, length, sink, PUMP_INTO_CHUNK, what):
-                    if isinstance(chunk, InPlace):
-                        with self._inflight_lock:
-                            self.pumped_bytes += chunk
-                    yield chunk
+                yield from self._counted("pump", stream_tls_body_into(tls, length, sink, PUMP_INTO_CHUNK, what))
                 return
             if tls is not None:  # HTTPS: records decrypted straight into the chunk (see tls_body)
                 yield from stream_tls_body(tls, length, self.chunk_size, what)

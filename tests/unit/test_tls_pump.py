@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -51,6 +51,20 @@ def pairs(ca: PrivateCA) -> Iterator[list[tuple[ssl.SSLSocket, ssl.SSLSocket]]]:
         server.close()
 
 
+Connect = Callable[[], tuple[ssl.SSLSocket, ssl.SSLSocket]]
+
+
+@pytest.fixture
+def connect(ca: PrivateCA, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]) -> Connect:
+    """A new verified TLS pair per call, closed after the test."""
+
+    def new() -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+        pairs.append(_pair(ca))
+        return pairs[-1]
+
+    return new
+
+
 def _fill(p: TlsPump, sock: ssl.SSLSocket, want: int, stall: float | None = 10.0, arrived_wait: float = 10.0) -> bytes:
     return p.fill(sock, want, stall=stall, arrived_wait=arrived_wait, done_before=0, length=want, what="obj")
 
@@ -79,30 +93,21 @@ def test_one_pump_serves_many_readers_at_once_and_each_gets_its_own_bytes(
     assert got == dict(enumerate(bodies))
 
 
-def test_a_trickle_is_handed_on_once_the_arrived_wait_passed(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
-) -> None:
-    pairs.append(_pair(ca))
-    client, server = pairs[0]
+def test_a_trickle_is_handed_on_once_the_arrived_wait_passed(tls_pump: TlsPump, connect: Connect) -> None:
+    client, server = connect()
     server.sendall(b"0123456789")
     assert _fill(tls_pump, client, 1 << 20, arrived_wait=0.05) == b"0123456789"
 
 
-def test_a_socket_without_bytes_for_the_stall_timeout_fails_stalled(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
-) -> None:
-    pairs.append(_pair(ca))
-    client, server = pairs[0]
+def test_a_socket_without_bytes_for_the_stall_timeout_fails_stalled(tls_pump: TlsPump, connect: Connect) -> None:
+    client, server = connect()
     server.sendall(b"abc")
     with pytest.raises(StalledError, match="obj: no bytes for longer than the stall timeout"):
         _fill(tls_pump, client, 1 << 20, stall=0.2)
 
 
-def test_a_peer_that_closes_early_is_retryable_and_says_how_far_it_got(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
-) -> None:
-    pairs.append(_pair(ca))
-    client, server = pairs[0]
+def test_a_peer_that_closes_early_is_retryable_and_says_how_far_it_got(tls_pump: TlsPump, connect: Connect) -> None:
+    client, server = connect()
     server.sendall(b"x" * 1000)
     server.shutdown(socket.SHUT_RDWR)
     with pytest.raises(RetryableError) as info:
@@ -124,12 +129,9 @@ class _Broken:
         raise ZeroDivisionError("a defect")
 
 
-def test_a_defect_in_one_read_reaches_its_reader_and_the_pump_goes_on(
-    ca: PrivateCA, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
-) -> None:
+def test_a_defect_in_one_read_reaches_its_reader_and_the_pump_goes_on(connect: Connect) -> None:
     p = TlsPump()
-    pairs.append(_pair(ca))
-    client, server = pairs[0]
+    client, server = connect()
     a, b = socket.socketpair()
     try:
         b.sendall(b"readable")
@@ -164,11 +166,10 @@ def sigint_raises() -> Iterator[None]:
 
 
 def test_a_reader_interrupted_while_waiting_lets_go_of_its_socket_first(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]], sigint_raises: None
+    tls_pump: TlsPump, connect: Connect, sigint_raises: None
 ) -> None:
     """Ctrl-C in a main-thread reader: the pump unregisters the socket before the reader goes on to close it."""
-    pairs.append(_pair(ca))
-    client, _server = pairs[0]
+    client, _server = connect()
 
     def interrupt() -> None:
         deadline = time.monotonic() + 10
@@ -183,28 +184,23 @@ def test_a_reader_interrupted_while_waiting_lets_go_of_its_socket_first(
     killer.join(10)
     assert tls_pump.idle()
     client.close()  # the descriptor number is free again: a new socket may get it
-    pairs.append(_pair(ca))
-    again, server = pairs[1]
+    again, server = connect()
     server.sendall(b"served")
     assert _fill(tls_pump, again, 6) == b"served"
 
 
-def test_a_silent_socket_fails_stalled_even_with_a_short_arrived_wait(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
-) -> None:
+def test_a_silent_socket_fails_stalled_even_with_a_short_arrived_wait(tls_pump: TlsPump, connect: Connect) -> None:
     """No byte at all: nothing to hand on, so the arrived wait must not hand on empty chunks forever."""
-    pairs.append(_pair(ca))
-    client, _server = pairs[0]
+    client, _server = connect()
     with pytest.raises(StalledError):
         _fill(tls_pump, client, 1 << 20, stall=0.3, arrived_wait=0.02)
 
 
 def test_bytes_already_decrypted_inside_openssl_come_back_without_the_kernel(
-    ca: PrivateCA, tls_pump: TlsPump, pairs: list[tuple[ssl.SSLSocket, ssl.SSLSocket]]
+    tls_pump: TlsPump, connect: Connect
 ) -> None:
     """One record, its first bytes read before the pump: the rest sits in OpenSSL, the socket is not readable."""
-    pairs.append(_pair(ca))
-    client, server = pairs[0]
+    client, server = connect()
     record = os.urandom(16384)
     server.sendall(record)  # one TLS record
     client.setblocking(True)
@@ -241,3 +237,40 @@ def test_a_read_that_must_write_first_waits_for_the_socket_to_be_writable(tls_pu
     finally:
         a.close()
         b.close()
+
+
+def test_a_defect_in_the_pump_loop_fails_the_waiting_reads_and_the_pump_goes_on(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = TlsPump()
+    client, _server = connect()
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            _fill(p, client, 100, stall=None)
+        except BaseException as exc:
+            failure.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while p.idle() and time.monotonic() < deadline:  # until the pump holds the request
+        time.sleep(0.005)
+    turn = p._turn
+    calls = iter([RuntimeError("a defect in the loop")])
+
+    def broken() -> None:
+        exc = next(calls, None)
+        if exc is not None:
+            raise exc
+        turn()
+
+    monkeypatch.setattr(p, "_turn", broken)
+    p._wake()  # the loop comes round and meets the defect
+    reader.join(10)
+    assert len(failure) == 1 and isinstance(failure[0], RetryableError)
+    assert "TLS reader failed" in str(failure[0])
+    again, other = connect()
+    other.sendall(b"ok")
+    assert _fill(p, again, 2) == b"ok"
