@@ -1,15 +1,17 @@
-"""The models root: where each model lives, the high-watermark decision, and what to clean up."""
+"""The models root: where each model lives, its markers, the staging swap, the high-watermark decision, and what to clean up."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modelferry.controller.agent.tasks import ModelRef
 from modelferry.errors import InsufficientSpaceError, PathInUseError, UnsafePathError
-from modelferry.storage.base import MANIFEST_NAME
+from modelferry.storage.base import MANIFEST_DIR, MANIFEST_NAME
 from modelferry.uri import safe_relpath
 
 AGENT_MARKER = ".modelferry/agent.json"  # which model a directory holds, written just before the swap
@@ -146,3 +148,56 @@ def stale_dirs(root: Path, wanted: set[Path]) -> list[Path]:
         if staging.is_dir() and staging.with_name(staging.name[: -len(STAGING_SUFFIX)]) not in wanted:
             out.append(staging)
     return sorted(set(out))
+
+
+@dataclass
+class Placement:
+    final: Path
+    staging: Path
+    old: Path
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """The agent marker of a complete copy, or None."""
+    if not is_complete(directory):
+        return None
+    return read_any_marker(directory)
+
+
+def read_any_marker(directory: Path) -> dict[str, Any] | None:
+    """The agent marker in ``directory``, complete copy or not (who the directory belongs to)."""
+    try:
+        body = json.loads((directory / AGENT_MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def seed_with_links(old: Path, staging: Path) -> None:
+    """Hard-link the current copy into staging (same filesystem): unchanged files are then skipped."""
+    for src in old.rglob("*"):
+        rel = src.relative_to(old)
+        if rel.parts and rel.parts[0] == MANIFEST_DIR and rel.as_posix() != f"{MANIFEST_DIR}/manifest.json":
+            continue
+        target_path = staging / rel
+        if src.is_dir():
+            target_path.mkdir(parents=True, exist_ok=True)
+        elif not target_path.exists():
+            target_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, target_path)
+            except OSError:
+                return  # no hard links here: the engine simply downloads everything
+
+
+def swap_in(place: Placement) -> None:
+    """Staging becomes the model; the previous copy is removed after the swap."""
+    if place.final.exists():
+        if place.old.exists():
+            shutil.rmtree(place.old)
+        os.rename(place.final, place.old)
+        os.rename(place.staging, place.final)
+        shutil.rmtree(place.old, ignore_errors=True)
+    else:
+        place.final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(place.staging, place.final)

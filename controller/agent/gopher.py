@@ -17,7 +17,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,12 +24,17 @@ from modelferry.controller.agent.disk import (
     AGENT_MARKER,
     OLD_SUFFIX,
     STAGING_SUFFIX,
+    Placement,
     check_owner,
     check_watermark,
     disk_usage,
     is_complete,
     marker_owner,
     model_dir,
+    read_any_marker,
+    read_marker,
+    seed_with_links,
+    swap_in,
 )
 from modelferry.controller.agent.entries import ModelEntry, ModelStatus
 from modelferry.controller.agent.metrics import AgentMetrics
@@ -42,7 +46,7 @@ from modelferry.modelinfo import inspect_store
 from modelferry.settings import Credentials
 from modelferry.source_policy import check_cluster_source
 from modelferry.storage import open_store
-from modelferry.storage.base import MANIFEST_DIR, Store
+from modelferry.storage.base import Store
 from modelferry.storage.local import LocalStore
 from modelferry.transfer.plan import SyncOptions
 from modelferry.transfer.sync import sync
@@ -58,13 +62,6 @@ class StatusSink(Protocol):
 
 
 CredentialsFor = Callable[[Task], Credentials]
-
-
-@dataclass
-class Placement:
-    final: Path
-    staging: Path
-    old: Path
 
 
 def wants_decrypt(storage: dict[str, Any]) -> bool:
@@ -86,52 +83,6 @@ def decrypting_source(source: Store) -> Store:
 
 def storage_of(obj: dict[str, Any]) -> dict[str, Any]:
     return dict(((obj.get("spec") or {}).get("storage")) or {})
-
-
-def read_marker(directory: Path) -> dict[str, Any] | None:
-    """The agent marker of a complete copy, or None."""
-    if not is_complete(directory):
-        return None
-    return read_any_marker(directory)
-
-
-def read_any_marker(directory: Path) -> dict[str, Any] | None:
-    """The agent marker in ``directory``, complete copy or not (who the directory belongs to)."""
-    try:
-        body = json.loads((directory / AGENT_MARKER).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def seed_with_links(old: Path, staging: Path) -> None:
-    """Hard-link the current copy into staging (same filesystem): unchanged files are then skipped."""
-    for src in old.rglob("*"):
-        rel = src.relative_to(old)
-        if rel.parts and rel.parts[0] == MANIFEST_DIR and rel.as_posix() != f"{MANIFEST_DIR}/manifest.json":
-            continue
-        target_path = staging / rel
-        if src.is_dir():
-            target_path.mkdir(parents=True, exist_ok=True)
-        elif not target_path.exists():
-            target_path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(src, target_path)
-            except OSError:
-                return  # no hard links here: the engine simply downloads everything
-
-
-def swap_in(place: Placement) -> None:
-    """Staging becomes the model; the previous copy is removed after the swap."""
-    if place.final.exists():
-        if place.old.exists():
-            shutil.rmtree(place.old)
-        os.rename(place.final, place.old)
-        os.rename(place.staging, place.final)
-        shutil.rmtree(place.old, ignore_errors=True)
-    else:
-        place.final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(place.staging, place.final)
 
 
 class Gopher:
@@ -156,8 +107,11 @@ class Gopher:
         self.credentials_for = credentials_for or (lambda _task: settings.source)
         self.shape = shape
         self.store_opener = store_opener or self._open
-        self.cancel = threading.Event()
+        self.cancel = threading.Event()  # shutdown
         self._threads: list[threading.Thread] = []
+        # The stop signal of each task that runs now: set at shutdown, or when its model stops being wanted.
+        self._running: dict[ModelRef, threading.Event] = {}
+        self._running_lock = threading.Lock()
 
     def _open(self, uri: str, creds: Credentials) -> Store:
         return open_store(parse_uri(uri), creds, settings=self.settings)
@@ -172,9 +126,25 @@ class Gopher:
 
     def stop(self, timeout: float = 30.0) -> None:
         self.cancel.set()
+        with self._running_lock:
+            for stop in self._running.values():
+                stop.set()
         self.queue.close()
         for thread in self._threads:
             thread.join(timeout)
+
+    def abandon(self, ref: ModelRef) -> bool:
+        """Stop the download of ``ref`` that runs now, if any (its model is deleted or no longer wanted here).
+
+        It ends without a status of its own: the delete queued behind it reports the model gone.
+        """
+        with self._running_lock:
+            stop = self._running.get(ref)
+        if stop is None:
+            return False
+        log.info("stopping the download of %s: the model is no longer wanted on this node", ref)
+        stop.set()
+        return True
 
     def alive(self) -> bool:
         """True while every worker thread runs (the /livez check)."""
@@ -221,21 +191,45 @@ class Gopher:
         if task.type == TaskType.DELETE:
             self.delete(task)
             return
+        stop = threading.Event()
+        with self._running_lock:
+            self._running[task.ref] = stop
+        # Registered first, then checked: a delete queued before abandon() could see this task is caught here.
+        if self.cancel.is_set() or self.queue.delete_pending(task.ref):
+            stop.set()
+        try:
+            self._download_with_retries(task, stop)
+        finally:
+            with self._running_lock:
+                self._running.pop(task.ref, None)
+
+    def _abandoned(self, task: Task, stop: threading.Event) -> bool:
+        """True when ``task`` was stopped because its model is no longer wanted (not at shutdown)."""
+        if stop.is_set() and not self.cancel.is_set():
+            log.info("download of %s stopped: the model is no longer wanted on this node", task.ref)
+            return True
+        return False
+
+    def _download_with_retries(self, task: Task, stop: threading.Event) -> None:
         attempts = self.settings.agent.download_retries + 1
         delay = self.settings.agent.retry_backoff
         for attempt in range(1, attempts + 1):
             try:
-                self.download(task)
+                self.download(task, stop)
                 return
             except RetryableError as exc:
-                if attempt == attempts or self.cancel.is_set():
+                if self._abandoned(task, stop):
+                    return  # its staging stays: a download wanted again resumes from it
+                if attempt == attempts or stop.is_set():
                     self._failed(task, exc)
                     return
                 self.metrics.rate_limit_waits.inc()
                 log.warning("download of %s failed (attempt %s of %s), retrying: %s", task.ref, attempt, attempts, exc)
-                self.cancel.wait(exc.retry_after or delay)
+                stop.wait(exc.retry_after or delay)
                 delay *= 2
             except ModelferryError as exc:
+                if self._abandoned(task, stop):
+                    return
                 if not isinstance(exc, PathInUseError):  # that staging directory is the other model's
                     self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
                 self._failed(task, exc)
@@ -258,7 +252,9 @@ class Gopher:
         self.metrics.model_failed(task.ref, exc.reason)
         self.sink.publish(ModelEntry(task.ref, ModelStatus.FAILED, reason=exc.reason, message=str(exc)))
 
-    def download(self, task: Task) -> None:
+    def download(self, task: Task, stop: threading.Event | None = None) -> None:
+        """Place the model's copy on this node and report it Ready (``stop``: end early, see :meth:`abandon`)."""
+        stop = stop or self.cancel
         ref, obj = task.ref, task.obj
         storage = storage_of(obj)
         uri = storage.get("storageUri")
@@ -294,11 +290,11 @@ class Gopher:
                 exclude = tuple(excluded_shape_dirs((f.path for f in source.list()), self.shape))
                 log.info("TensorRT-LLM model %s: shape %s, skipping %s", ref, self.shape, exclude)
             transfer = self.settings.transfer
-            planned = sync(source, target, transfer, SyncOptions(exclude=exclude, dry_run=True), cancel=self.cancel)
+            planned = sync(source, target, transfer, SyncOptions(exclude=exclude, dry_run=True), cancel=stop)
             check_watermark(
                 disk_usage(self.root), planned.plan.copy_bytes, self.settings.agent.high_watermark, what=str(ref)
             )
-            result = sync(source, target, transfer, SyncOptions(exclude=exclude), cancel=self.cancel)
+            result = sync(source, target, transfer, SyncOptions(exclude=exclude), cancel=stop)
         finally:
             source.close()
         transferred = time.monotonic()
@@ -318,6 +314,8 @@ class Gopher:
         )
         check_owner(ref, read_any_marker(place.final), place.final)  # another model may have landed there meanwhile
         swap_in(place)
+        if self._abandoned(task, stop):
+            return  # complete, but the delete queued behind this task removes it
         self.metrics.ome.verification_duration.observe(time.monotonic() - transferred)
         self.metrics.model_downloaded(
             ref, seconds=time.monotonic() - started, nbytes=result.bytes_transferred, files=result.files_copied

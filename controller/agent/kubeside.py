@@ -26,7 +26,7 @@ from modelferry.controller.agent.metrics import AgentMetrics
 from modelferry.controller.agent.secretcreds import credentials_from_secret
 from modelferry.controller.agent.selection import node_wants
 from modelferry.controller.agent.settings import AgentSettings
-from modelferry.controller.agent.tasks import ModelRef, Task, decide, spec_fingerprint
+from modelferry.controller.agent.tasks import ModelRef, Task, TaskType, decide, spec_fingerprint
 from modelferry.controller.kube.client import CONFIGMAPS, NODES, SECRETS, ConflictError, Kube, Resource
 from modelferry.controller.kube.watch import Backoff, Informer, object_key
 from modelferry.errors import ModelferryError, NotFoundError, RetryableError, UsageError
@@ -124,6 +124,9 @@ class NodeAgent:
         if current is not None and not current():
             return  # the watch brought a newer version (or the deletion) meanwhile and handled it
         task = decide(obj, wanted=wanted, held_fingerprint=held, deleted=deleted)
+        if task is None and not wanted and self.gopher.queue.busy(ref):
+            # Its download is queued or running and nothing is on disk yet: the delete goes behind it.
+            task = Task(TaskType.DELETE, ref, obj)
         if task is None:
             if not wanted and ref in self.entries:
                 self.publish(ModelEntry(ref, ModelStatus.DELETED))
@@ -133,12 +136,14 @@ class NodeAgent:
             if task is None:
                 return
         key = storage_of(obj).get("key")
-        if key and task.type != "Delete" and not await self._load_credentials(ref, str(key)):
+        if key and task.type != TaskType.DELETE and not await self._load_credentials(ref, str(key)):
             return
         if current is not None and not current():
             return
         log.info("queued %s for %s", task.type, ref)
         self.gopher.queue.put(task)
+        if task.type == TaskType.DELETE:
+            self.gopher.abandon(ref)  # a download running now stops; the delete then removes what it left
         self.metrics.queue_depth.set(self.gopher.queue.depth())
 
     async def _load_credentials(self, ref: ModelRef, secret_name: str) -> bool:

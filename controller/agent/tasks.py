@@ -159,6 +159,17 @@ class TaskQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def busy(self, ref: ModelRef) -> bool:
+        """True while a task for ``ref`` waits or runs."""
+        with self._cond:
+            return ref in self._pending or ref in self._active
+
+    def delete_pending(self, ref: ModelRef) -> bool:
+        """True when the task waiting for ``ref`` is a delete (what runs for it now is to be undone)."""
+        with self._cond:
+            pending = self._pending.get(ref)
+            return pending is not None and pending.type == TaskType.DELETE
+
     def depth(self) -> int:
         with self._cond:
             return len(self._pending)

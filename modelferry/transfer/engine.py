@@ -150,14 +150,17 @@ class Engine:
         threads = [threading.Thread(target=self._worker, name=f"transfer-{n}", daemon=True) for n in range(workers)]
         for t in threads:
             t.start()
+        interrupted = False
         try:
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=0.5)
-                    if self.cancel.is_set() and self._error is None:
-                        self.queue.fail(Cancelled("sync cancelled (SIGTERM or interrupt)"))
+                    if self.cancel.is_set() and not interrupted:
+                        if self._error is None:  # a worker may have noticed the cancellation first
+                            self.queue.fail(Cancelled("sync cancelled (SIGTERM or interrupt)"))
                         # Reads blocked on a silent server would otherwise wait out the stall timeout.
                         self.source.interrupt()
+                        interrupted = True
         finally:
             self.progress.stop()
             self._abort_open()

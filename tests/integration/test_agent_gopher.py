@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from modelferry.controller.agent.disk import AGENT_MARKER, is_complete
+from modelferry.controller.agent.disk import AGENT_MARKER, is_complete, read_marker
 from modelferry.controller.agent.entries import ModelEntry, ModelStatus
-from modelferry.controller.agent.gopher import Gopher, read_marker
+from modelferry.controller.agent.gopher import Gopher
 from modelferry.controller.agent.metrics import AgentMetrics
 from modelferry.controller.agent.settings import AgentOptions, AgentSettings
 from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType, decide, spec_fingerprint

@@ -1,0 +1,177 @@
+"""A model deleted (or no longer wanted here) while it downloads: the download stops, the delete follows it.
+
+Before, the download ran to its end and reported the deleted model Ready on this node, and its copy
+stayed until the next resync.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, cast
+
+from modelferry.controller.agent.entries import ModelEntry
+from modelferry.controller.agent.gopher import Gopher
+from modelferry.controller.agent.kubeside import NodeAgent
+from modelferry.controller.agent.metrics import AgentMetrics
+from modelferry.controller.agent.settings import AgentOptions, AgentSettings
+from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
+from modelferry.controller.kube.client import Kube
+from modelferry.settings import Credentials
+from modelferry.storage.base import ObjectInfo, Store
+from modelferry.storage.local import LocalStore
+from modelferry.uri import parse_uri
+
+WAIT = 30  # seconds any one step may take before the test fails (never reached when it passes)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.entries: list[ModelEntry] = []
+        self.lock = threading.Lock()
+
+    def publish(self, entry: ModelEntry) -> None:
+        with self.lock:
+            self.entries.append(entry)
+
+    def statuses(self) -> list[str]:
+        with self.lock:
+            return [str(e.status) for e in self.entries]
+
+
+class Holding(LocalStore):
+    """A source whose transfer reads stop after their first chunk until the engine interrupts them.
+
+    Only the engine's workers are held: the source's files are hashed first (no manifest), and that
+    phase notices cancellation between chunks, not through ``interrupt``.
+    """
+
+    reading = threading.Event()
+    released = threading.Event()
+
+    def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
+        for chunk in super().read(path, start, length, info=info):
+            yield chunk
+            if not threading.current_thread().name.startswith("transfer-"):
+                continue
+            type(self).reading.set()
+            assert type(self).released.wait(WAIT), "the download was never interrupted"
+
+    def interrupt(self) -> None:
+        type(self).released.set()
+
+
+def source_tree(tmp_path: Path) -> Path:
+    src = tmp_path / "bucket" / "model"
+    src.mkdir(parents=True)
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    (src / "model.safetensors").write_bytes(b"w" * (4 << 20))
+    return src
+
+
+def settings_for(tmp_path: Path) -> AgentSettings:
+    settings = AgentSettings()
+    settings.agent = AgentOptions(
+        node_name="node-1",
+        namespace="modelferry",
+        models_root=str(tmp_path / "models"),
+        allowed_local_roots=[str(tmp_path)],
+        workers=1,
+        retry_backoff=0.01,
+    )
+    settings.transfer.free_space_margin = 0
+    return settings
+
+
+def basemodel(uri: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelferry.io/v1alpha1",
+        "kind": "BaseModel",
+        "metadata": {"name": "tiny", "namespace": "team", "uid": "u1", "resourceVersion": "5"},
+        "spec": {"storage": {"storageUri": uri}},
+    }
+
+
+def holding_gopher(tmp_path: Path) -> tuple[Gopher, Sink]:
+    (tmp_path / "models").mkdir()
+    Holding.reading = threading.Event()
+    Holding.released = threading.Event()
+
+    def opener(uri: str, _creds: Credentials) -> Store:
+        return Holding(parse_uri(uri), Path(parse_uri(uri).path))
+
+    sink = Sink()
+    return Gopher(settings_for(tmp_path), TaskQueue(), sink, AgentMetrics(), store_opener=opener), sink
+
+
+def test_a_download_in_flight_stops_when_its_model_goes_and_the_delete_cleans_up(tmp_path: Path) -> None:
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    ref = ModelRef.of(obj)
+    gopher, sink = holding_gopher(tmp_path)
+    gopher.start()
+    try:
+        gopher.queue.put(Task(TaskType.DOWNLOAD, ref, obj))
+        assert Holding.reading.wait(WAIT)
+        gopher.queue.put(Task(TaskType.DELETE, ref, obj))
+        assert gopher.abandon(ref)
+        assert gopher.queue.wait_idle(WAIT)
+    finally:
+        gopher.stop()
+    assert sink.statuses() == ["Updating", "Deleted"]  # never Ready, and no failure of its own
+    assert list((tmp_path / "models").rglob("*")) == [tmp_path / "models" / "team"]  # no copy, no staging
+
+
+def test_a_delete_queued_as_its_download_was_taken_stops_it_before_it_starts(tmp_path: Path) -> None:
+    """The window between a worker taking the download and registering it: the queued delete is seen."""
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    ref = ModelRef.of(obj)
+    gopher, sink = holding_gopher(tmp_path)
+    gopher.queue.put(Task(TaskType.DOWNLOAD, ref, obj))
+    taken = gopher.queue.get(timeout=WAIT)
+    assert taken is not None
+    gopher.queue.put(Task(TaskType.DELETE, ref, obj))
+    assert not gopher.abandon(ref)  # not running yet: nothing to stop here
+    gopher.run(taken)
+    gopher.queue.done(taken)
+    assert not Holding.reading.is_set()
+    assert "Ready" not in sink.statuses() and "Failed" not in sink.statuses()
+    assert not (tmp_path / "models" / "team" / "tiny").exists()
+
+
+def test_shutdown_still_reports_the_download_failed(tmp_path: Path) -> None:
+    """Stopping the agent is not abandoning the model: the interrupted download says so (and is redone)."""
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    gopher, sink = holding_gopher(tmp_path)
+    gopher.start()
+    gopher.queue.put(Task(TaskType.DOWNLOAD, ModelRef.of(obj), obj))
+    assert Holding.reading.wait(WAIT)
+    gopher.stop(timeout=WAIT)
+    assert not gopher.alive()
+    assert sink.statuses() == ["Updating", "Failed"]
+
+
+class NodeOnly:
+    async def get(self, res: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": "node-1", "labels": {}}}
+
+
+async def test_the_agent_queues_a_delete_behind_a_download_of_a_model_deleted_meanwhile(tmp_path: Path) -> None:
+    gopher, _sink = holding_gopher(tmp_path)
+    node_agent = NodeAgent(settings_for(tmp_path), cast(Kube, NodeOnly()), gopher, AgentMetrics())
+    informer = node_agent.informers[0]
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    await informer.apply("ADDED", obj)
+    taken = gopher.queue.get(timeout=WAIT)  # a worker runs the download now: nothing is on disk yet
+    assert taken is not None and taken.type == TaskType.DOWNLOAD
+    await informer.apply("DELETED", {**obj, "metadata": {**obj["metadata"], "resourceVersion": "6"}})
+    assert gopher.queue.delete_pending(taken.ref)
+    gopher.queue.done(taken)
+
+
+async def test_a_model_deleted_with_nothing_queued_or_on_disk_queues_nothing(tmp_path: Path) -> None:
+    gopher, _sink = holding_gopher(tmp_path)
+    node_agent = NodeAgent(settings_for(tmp_path), cast(Kube, NodeOnly()), gopher, AgentMetrics())
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    await node_agent.on_event("DELETED", obj)
+    assert gopher.queue.depth() == 0
