@@ -41,3 +41,23 @@ def test_dry_run_json_lists_every_file_and_moves_nothing(tmp_path: Path, capsys:
     assert sorted(i["path"] for i in summary["plan"]["items"]) == [f"f{n:02d}.bin" for n in range(30)]
     assert {i["action"] for i in summary["plan"]["items"]} == {"copy"}
     assert not (tmp_path / "dst").exists()
+
+
+def test_a_dry_runs_termination_message_has_the_summary_without_the_items(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The termination log is capped at 4 KiB by Kubernetes: a plan of many files must not fill it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(200):
+        (src / f"a-rather-long-file-name-{n:03d}.bin").write_bytes(b"x" * n)
+    term = tmp_path / "termination-log"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sync", str(src), str(tmp_path / "dst"), "--dry-run", "--json", "--termination-log", str(term)])
+    assert exit_.value.code in (0, None)
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["plan"]["items"]) == 200  # stdout has them all
+    message = json.loads(term.read_text())
+    assert message["status"] == "planned" and message["plan"]["files"] == 200
+    assert message["plan"].get("items", []) == []
+    assert len(term.read_bytes()) < 4096
