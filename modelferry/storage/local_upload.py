@@ -33,7 +33,7 @@ from modelferry.errors import (
 from modelferry.storage.base import PARTIAL_DIR, FilePartWriter, FileSink, PartWriter, Upload, partial_stem
 from modelferry.storage.dir_handles import DirHandles, RandomSuffixes
 from modelferry.storage.nofollow import create_file, open_file, split_rel
-from modelferry.storage.writeback import start_writeback
+from modelferry.storage.writeback import reserve, start_writeback
 from modelferry.uri import safe_relpath
 
 
@@ -198,6 +198,7 @@ class LocalUpload(Upload):
                 with open(journal_fd, "w", closefd=True) as fh:
                     fh.write(json.dumps({**header, "partial": self.temp_name}) + "\n")
             os.ftruncate(self.fd, size)
+            reserve(self.fd, size)  # a volume too small fails here, before any part is fetched
             self._journal = open(  # noqa: SIM115 - closed in complete/abort
                 open_file(self.dir_fd, self.journal_name, os.O_WRONLY | os.O_APPEND, self.describe), "a"
             )
