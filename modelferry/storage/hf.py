@@ -42,7 +42,8 @@ from modelferry.logs import register_secret
 from modelferry.retry import retry_call
 from modelferry.settings import HFCredentials, TLSSettings, TransferSettings
 from modelferry.storage.base import MANIFEST_NAME, FileSink, InPlace, ObjectInfo, Store, StoreFeatures
-from modelferry.storage.http import RangedHTTPClient, parse_retry_after
+from modelferry.storage.http import RangedHTTPClient
+from modelferry.storage.http_status import parse_retry_after
 from modelferry.storage.hub_tls import use_hub_tls
 from modelferry.tls import is_tls_failure, resolve_tls
 from modelferry.uri import StorageURI

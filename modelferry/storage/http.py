@@ -18,9 +18,7 @@ are handed on.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
-import re
 import socket
 import threading
 import time
@@ -34,15 +32,13 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from modelferry.errors import (
-    AccessDeniedError,
-    NotFoundError,
     PermanentError,
     RetryableError,
     StalledError,
-    ThrottledError,
 )
 from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FileSink, InPlace
+from modelferry.storage.http_status import parse_content_range, same_origin, status_error
 from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
 from modelferry.storage.tls_body import stream_tls_body, stream_tls_body_into, tls_body, writes_at_offsets
 from modelferry.tls import TLSConfig, is_tls_failure
@@ -54,68 +50,6 @@ SPLICE_CHUNK = 1 << 20  # at most one pipe's worth per splice call
 PUMP_INTO_CHUNK = 4 << 20  # HTTPS bytes the TLS pump writes into a file per hand-off to the reader
 MAX_REDIRECTS = 5
 ARRIVED_WAIT = 1.0  # a body read returns what has arrived after this long (see read_arrived)
-_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
-    """``bytes a-b/total`` as (first, last, total); None when absent or malformed."""
-    if not value:
-        return None
-    match = _CONTENT_RANGE_RE.match(value)
-    if not match:
-        return None
-    total = None if match[3] == "*" else int(match[3])
-    return int(match[1]), int(match[2]), total
-
-
-def same_origin(a: str, b: str) -> bool:
-    """True when two URLs share scheme, host and port (credentials may follow)."""
-    pa, pb = urlsplit(a), urlsplit(b)
-    default = {"http": 80, "https": 443}
-    return (
-        pa.scheme == pb.scheme
-        and (pa.hostname or "").lower() == (pb.hostname or "").lower()
-        and (pa.port or default.get(pa.scheme)) == (pb.port or default.get(pb.scheme))
-    )
-
-
-def status_error(status: int, what: str, headers: Mapping[str, str]) -> Exception:
-    """The modelferry error for an unexpected HTTP status on ``what``."""
-    if status in (429, 503):
-        retry_after = parse_retry_after(headers.get("Retry-After"))
-        return ThrottledError(f"{what}: server answered {status} (slow down)", obj=what, retry_after=retry_after)
-    if status >= 500:
-        return RetryableError(f"{what}: server error {status}", obj=what)
-    if status == 404:
-        return NotFoundError(f"{what} does not exist (404)", obj=what)
-    if status in (401, 403):
-        return AccessDeniedError(
-            f"{what}: access denied ({status})",
-            obj=what,
-            hint="Check the token or credentials and that they grant read access",
-        )
-    if status == 416:
-        return PermanentError(
-            f"{what}: requested range not satisfiable (416)",
-            obj=what,
-            hint="The object is smaller than listed: it changed during the copy; run again",
-        )
-    return PermanentError(f"{what}: unexpected HTTP status {status}", obj=what)
 
 
 class RangedHTTPClient:

@@ -25,13 +25,8 @@ from modelferry.errors import (
 )
 from modelferry.settings import HFCredentials
 from modelferry.storage.hf import resolve_endpoint, resolve_token, translate_hub_error
-from modelferry.storage.http import (
-    RangedHTTPClient,
-    parse_content_range,
-    parse_retry_after,
-    same_origin,
-    status_error,
-)
+from modelferry.storage.http import RangedHTTPClient
+from modelferry.storage.http_status import parse_content_range, parse_retry_after, same_origin, status_error
 
 
 def test_retry_after_seconds_and_dates() -> None:
