@@ -11,33 +11,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from modelferry.controller.agent.entries import ModelEntry
 from modelferry.controller.agent.gopher import Gopher
 from modelferry.controller.agent.kubeside import NodeAgent
 from modelferry.controller.agent.metrics import AgentMetrics
-from modelferry.controller.agent.settings import AgentOptions, AgentSettings
 from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
 from modelferry.controller.kube.client import Kube
 from modelferry.settings import Credentials
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.storage.local import LocalStore
 from modelferry.uri import parse_uri
+from tests.integration.test_agent_gopher import Sink, settings_for
 
 WAIT = 30  # seconds any one step may take before the test fails (never reached when it passes)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.entries: list[ModelEntry] = []
-        self.lock = threading.Lock()
-
-    def publish(self, entry: ModelEntry) -> None:
-        with self.lock:
-            self.entries.append(entry)
-
-    def statuses(self) -> list[str]:
-        with self.lock:
-            return [str(e.status) for e in self.entries]
 
 
 class Holding(LocalStore):
@@ -70,20 +55,6 @@ def source_tree(tmp_path: Path) -> Path:
     return src
 
 
-def settings_for(tmp_path: Path) -> AgentSettings:
-    settings = AgentSettings()
-    settings.agent = AgentOptions(
-        node_name="node-1",
-        namespace="modelferry",
-        models_root=str(tmp_path / "models"),
-        allowed_local_roots=[str(tmp_path)],
-        workers=1,
-        retry_backoff=0.01,
-    )
-    settings.transfer.free_space_margin = 0
-    return settings
-
-
 def basemodel(uri: str) -> dict[str, Any]:
     return {
         "apiVersion": "modelferry.io/v1alpha1",
@@ -102,7 +73,7 @@ def holding_gopher(tmp_path: Path) -> tuple[Gopher, Sink]:
         return Holding(parse_uri(uri), Path(parse_uri(uri).path))
 
     sink = Sink()
-    return Gopher(settings_for(tmp_path), TaskQueue(), sink, AgentMetrics(), store_opener=opener), sink
+    return Gopher(settings_for(tmp_path / "models"), TaskQueue(), sink, AgentMetrics(), store_opener=opener), sink
 
 
 def test_a_download_in_flight_stops_when_its_model_goes_and_the_delete_cleans_up(tmp_path: Path) -> None:
@@ -158,7 +129,7 @@ class NodeOnly:
 
 async def test_the_agent_queues_a_delete_behind_a_download_of_a_model_deleted_meanwhile(tmp_path: Path) -> None:
     gopher, _sink = holding_gopher(tmp_path)
-    node_agent = NodeAgent(settings_for(tmp_path), cast(Kube, NodeOnly()), gopher, AgentMetrics())
+    node_agent = NodeAgent(settings_for(tmp_path / "models"), cast(Kube, NodeOnly()), gopher, AgentMetrics())
     informer = node_agent.informers[0]
     obj = basemodel(f"file://{source_tree(tmp_path)}")
     await informer.apply("ADDED", obj)
@@ -171,7 +142,7 @@ async def test_the_agent_queues_a_delete_behind_a_download_of_a_model_deleted_me
 
 async def test_a_model_deleted_with_nothing_queued_or_on_disk_queues_nothing(tmp_path: Path) -> None:
     gopher, _sink = holding_gopher(tmp_path)
-    node_agent = NodeAgent(settings_for(tmp_path), cast(Kube, NodeOnly()), gopher, AgentMetrics())
+    node_agent = NodeAgent(settings_for(tmp_path / "models"), cast(Kube, NodeOnly()), gopher, AgentMetrics())
     obj = basemodel(f"file://{source_tree(tmp_path)}")
     await node_agent.on_event("DELETED", obj)
     assert gopher.queue.depth() == 0
