@@ -291,9 +291,9 @@ class Gopher:
                 log.info("TensorRT-LLM model %s: shape %s, skipping %s", ref, self.shape, exclude)
             transfer = self.settings.transfer
             planned = sync(source, target, transfer, SyncOptions(exclude=exclude, dry_run=True), cancel=stop)
-            check_watermark(
-                disk_usage(self.root), planned.plan.copy_bytes, self.settings.agent.high_watermark, what=str(ref)
-            )
+            # An interrupted earlier attempt's partial files already hold their blocks: not counted twice.
+            incoming = max(0, planned.plan.copy_bytes - target.resumable_bytes())
+            check_watermark(disk_usage(self.root), incoming, self.settings.agent.high_watermark, what=str(ref))
             result = sync(source, target, transfer, SyncOptions(exclude=exclude), cancel=stop)
         finally:
             source.close()

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -206,10 +207,33 @@ class LocalStore(Store):
             raise translate_os_error(exc, self.describe(path)) from exc
 
     def free_space(self) -> int | None:
+        """The volume's free bytes plus the blocks the partial files a resumed copy writes into already hold."""
         probe = self.root
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
-        return shutil.disk_usage(probe).free
+        return shutil.disk_usage(probe).free + self.resumable_bytes()
+
+    def resumable_bytes(self) -> int:
+        """Disk held by the partial files of multi-part copies (those with a journal): a resumed copy reuses it.
+
+        A partial's blocks are reserved for the whole file when it is created, so without this an
+        interrupted copy would be counted twice by the space checks of the next attempt.
+        """
+        total = 0
+        with (
+            contextlib.suppress(OSError, ModelferryError),
+            opened_root(self.root, create=False) as root,
+            opened_dir(root, [MANIFEST_DIR, "partial"], create=False, describe=str(self.root)) as partial,
+        ):
+            names = os.listdir(partial)
+            journaled = {name[:24] for name in names if _JOURNAL_RE.match(name)}
+            for name in names:
+                if _PARTIAL_RE.match(name) and name[:24] in journaled:
+                    with contextlib.suppress(OSError):
+                        st = os.stat(name, dir_fd=partial, follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode):
+                            total += st.st_blocks * 512
+        return total
 
     def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
         """Remove stale partial files and temp files, then the partial directory when nothing is left in it.
