@@ -214,6 +214,8 @@ class Gopher:
         attempts = self.settings.agent.download_retries + 1
         delay = self.settings.agent.retry_backoff
         for attempt in range(1, attempts + 1):
+            if self._abandoned(task, stop):
+                return  # before an attempt: nothing is reported (not even a copy found complete)
             try:
                 self.download(task, stop)
                 return
@@ -229,7 +231,7 @@ class Gopher:
                 delay *= 2
             except ModelferryError as exc:
                 if self._abandoned(task, stop):
-                    return
+                    return  # a failure caused by the stop (or after it) is not the model's
                 if not isinstance(exc, PathInUseError):  # that staging directory is the other model's
                     self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
                 self._failed(task, exc)
@@ -313,9 +315,9 @@ class Gopher:
             )
         )
         check_owner(ref, read_any_marker(place.final), place.final)  # another model may have landed there meanwhile
-        swap_in(place)
         if self._abandoned(task, stop):
-            return  # complete, but the delete queued behind this task removes it
+            return  # not swapped in: the delete queued behind removes the staging copy, a re-want resumes it
+        swap_in(place)
         self.metrics.ome.verification_duration.observe(time.monotonic() - transferred)
         self.metrics.model_downloaded(
             ref, seconds=time.monotonic() - started, nbytes=result.bytes_transferred, files=result.files_copied

@@ -133,6 +133,10 @@ class NodeAgent:
             elif wanted and held is not None and ref not in self.entries:
                 # Complete on disk from an earlier run: report it (the gopher parses the metadata).
                 task = decide(obj, wanted=True, held_fingerprint=None)
+            elif wanted and self.gopher.queue.delete_pending(ref):
+                # Wanted again before its delete ran: the download coalesces with the delete into a
+                # DownloadOverride, which keeps (and verifies) the copy instead of removing it.
+                task = decide(obj, wanted=True, held_fingerprint=None)
             if task is None:
                 return
         key = storage_of(obj).get("key")

@@ -6,16 +6,19 @@ stayed until the next resync.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
+from modelferry.controller.agent.entries import ModelEntry
 from modelferry.controller.agent.gopher import Gopher
 from modelferry.controller.agent.kubeside import NodeAgent
 from modelferry.controller.agent.metrics import AgentMetrics
 from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
 from modelferry.controller.kube.client import Kube
+from modelferry.errors import PermanentError
 from modelferry.settings import Credentials
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.storage.local import LocalStore
@@ -122,6 +125,18 @@ def test_shutdown_still_reports_the_download_failed(tmp_path: Path) -> None:
     assert sink.statuses() == ["Updating", "Failed"]
 
 
+class Recording(NodeAgent):
+    """The agent, with every status its gopher publishes kept in order."""
+
+    def __init__(self, tmp_path: Path, gopher: Gopher) -> None:
+        super().__init__(settings_for(tmp_path / "models"), cast(Kube, NodeOnly()), gopher, AgentMetrics())
+        self.published: list[str] = []
+
+    def publish(self, entry: ModelEntry) -> None:
+        self.published.append(str(entry.status))
+        super().publish(entry)
+
+
 class NodeOnly:
     async def get(self, res: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
         return {"metadata": {"name": "node-1", "labels": {}}}
@@ -146,3 +161,106 @@ async def test_a_model_deleted_with_nothing_queued_or_on_disk_queues_nothing(tmp
     obj = basemodel(f"file://{source_tree(tmp_path)}")
     await node_agent.on_event("DELETED", obj)
     assert gopher.queue.depth() == 0
+
+
+def complete_copy(tmp_path: Path, obj: dict[str, Any]) -> tuple[Gopher, Sink]:
+    """A gopher whose node already holds the model's complete copy (as after an agent restart)."""
+    gopher, sink = holding_gopher(tmp_path)
+    plain = Gopher(gopher.settings, TaskQueue(), sink, AgentMetrics())
+    plain.run(Task(TaskType.DOWNLOAD, ModelRef.of(obj), obj))
+    assert sink.statuses() == ["Updating", "Ready"]
+    sink.entries.clear()
+    return gopher, sink
+
+
+async def test_the_agent_stops_a_running_download_when_the_model_is_deleted(tmp_path: Path) -> None:
+    gopher, _sink = holding_gopher(tmp_path)
+    node_agent = Recording(tmp_path, gopher)
+    informer = node_agent.informers[0]
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    gopher.start()
+    try:
+        await informer.apply("ADDED", obj)
+        assert await asyncio.to_thread(Holding.reading.wait, WAIT)
+        await informer.apply("DELETED", {**obj, "metadata": {**obj["metadata"], "resourceVersion": "6"}})
+        assert await asyncio.to_thread(gopher.queue.wait_idle, WAIT)
+    finally:
+        gopher.stop()
+    assert node_agent.published == ["Updating", "Deleted"]
+    assert not (tmp_path / "models" / "team" / "tiny").exists()
+
+
+async def test_a_model_wanted_again_before_its_delete_ran_keeps_its_copy(tmp_path: Path) -> None:
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    gopher, _sink = complete_copy(tmp_path, obj)
+    node_agent = Recording(tmp_path, gopher)
+    informer = node_agent.informers[0]
+    await informer.apply("DELETED", obj)  # the workers are busy: the delete waits in the queue
+    assert gopher.queue.delete_pending(ModelRef.of(obj))
+    await informer.apply("ADDED", {**obj, "metadata": {**obj["metadata"], "uid": "u2", "resourceVersion": "7"}})
+    taken = gopher.queue.get(timeout=WAIT)
+    assert taken is not None and taken.type == TaskType.DOWNLOAD_OVERRIDE
+    gopher.run(taken)
+    gopher.queue.done(taken)
+    assert gopher.queue.idle()
+    assert node_agent.published == ["Ready"]
+    assert (tmp_path / "models" / "team" / "tiny" / "model.safetensors").exists()
+
+
+def test_a_complete_copy_is_not_reported_ready_when_its_delete_is_queued(tmp_path: Path) -> None:
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    gopher, sink = complete_copy(tmp_path, obj)
+    ref = ModelRef.of(obj)
+    gopher.queue.put(Task(TaskType.DOWNLOAD, ref, obj))
+    taken = gopher.queue.get(timeout=WAIT)
+    assert taken is not None
+    gopher.queue.put(Task(TaskType.DELETE, ref, obj))
+    gopher.run(taken)
+    gopher.queue.done(taken)
+    assert sink.statuses() == []
+
+
+def test_a_download_stopped_after_its_copy_is_complete_is_not_swapped_in(tmp_path: Path) -> None:
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    ref = ModelRef.of(obj)
+    gopher, sink = holding_gopher(tmp_path)
+
+    class GoneWhenDone(LocalStore):
+        def close(self) -> None:  # called once the sync has ended, before the swap
+            gopher.queue.put(Task(TaskType.DELETE, ref, obj))
+            assert gopher.abandon(ref)
+
+    gopher.store_opener = lambda uri, _c: GoneWhenDone(parse_uri(uri), Path(parse_uri(uri).path))
+    gopher.queue.put(Task(TaskType.DOWNLOAD, ref, obj))
+    for _ in range(2):  # the download, then the delete queued behind it
+        taken = gopher.queue.get(timeout=WAIT)
+        assert taken is not None
+        gopher.run(taken)
+        gopher.queue.done(taken)
+    assert sink.statuses() == ["Updating", "Deleted"]
+    assert list((tmp_path / "models").rglob("*")) == [tmp_path / "models" / "team"]
+
+
+def test_a_failure_caused_by_the_stop_is_not_reported(tmp_path: Path) -> None:
+    """Interrupted for good, a source may fail with a permanent error: the model is gone, not Failed."""
+    obj = basemodel(f"file://{source_tree(tmp_path)}")
+    ref = ModelRef.of(obj)
+    gopher, sink = holding_gopher(tmp_path)
+
+    class RefusesOnceInterrupted(Holding):
+        def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
+            yield from super().read(path, start, length, info=info)
+            if Holding.released.is_set():
+                raise PermanentError("the connection was torn down", obj=path)
+
+    gopher.store_opener = lambda uri, _c: RefusesOnceInterrupted(parse_uri(uri), Path(parse_uri(uri).path))
+    gopher.start()
+    try:
+        gopher.queue.put(Task(TaskType.DOWNLOAD, ref, obj))
+        assert Holding.reading.wait(WAIT)
+        gopher.queue.put(Task(TaskType.DELETE, ref, obj))
+        assert gopher.abandon(ref)
+        assert gopher.queue.wait_idle(WAIT)
+    finally:
+        gopher.stop()
+    assert sink.statuses() == ["Updating", "Deleted"]
