@@ -219,9 +219,14 @@ class Gopher:
             try:
                 self.download(task, stop)
                 return
-            except RetryableError as exc:
+            except ModelferryError as exc:
                 if self._abandoned(task, stop):
-                    return  # its staging stays: a download wanted again resumes from it
+                    return  # a failure during or after the stop is not the model's; its staging stays
+                if not isinstance(exc, RetryableError):
+                    if not isinstance(exc, PathInUseError):  # that staging directory is the other model's
+                        self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
+                    self._failed(task, exc)
+                    return
                 if attempt == attempts or stop.is_set():
                     self._failed(task, exc)
                     return
@@ -229,13 +234,6 @@ class Gopher:
                 log.warning("download of %s failed (attempt %s of %s), retrying: %s", task.ref, attempt, attempts, exc)
                 stop.wait(exc.retry_after or delay)
                 delay *= 2
-            except ModelferryError as exc:
-                if self._abandoned(task, stop):
-                    return  # a failure caused by the stop (or after it) is not the model's
-                if not isinstance(exc, PathInUseError):  # that staging directory is the other model's
-                    self._discard_staging(task)  # permanent: a retry starts clean (and the space is freed)
-                self._failed(task, exc)
-                return
             except OSError as exc:
                 self._failed(task, PermanentError(f"{task.ref}: {exc}", obj=str(task.ref)))
                 return

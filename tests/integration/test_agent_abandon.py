@@ -12,13 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from modelferry.controller.agent.entries import ModelEntry
+from modelferry.controller.agent.entries import ModelEntry, ModelStatus
 from modelferry.controller.agent.gopher import Gopher
 from modelferry.controller.agent.kubeside import NodeAgent
 from modelferry.controller.agent.metrics import AgentMetrics
 from modelferry.controller.agent.tasks import ModelRef, Task, TaskQueue, TaskType
 from modelferry.controller.kube.client import Kube
-from modelferry.errors import PermanentError
 from modelferry.settings import Credentials
 from modelferry.storage.base import ObjectInfo, Store
 from modelferry.storage.local import LocalStore
@@ -194,6 +193,8 @@ async def test_a_model_wanted_again_before_its_delete_ran_keeps_its_copy(tmp_pat
     obj = basemodel(f"file://{source_tree(tmp_path)}")
     gopher, _sink = complete_copy(tmp_path, obj)
     node_agent = Recording(tmp_path, gopher)
+    ref = ModelRef.of(obj)
+    node_agent.entries[ref] = ModelEntry(ref, ModelStatus.READY)  # as the agent reported it before
     informer = node_agent.informers[0]
     await informer.apply("DELETED", obj)  # the workers are busy: the delete waits in the queue
     assert gopher.queue.delete_pending(ModelRef.of(obj))
@@ -239,28 +240,3 @@ def test_a_download_stopped_after_its_copy_is_complete_is_not_swapped_in(tmp_pat
         gopher.queue.done(taken)
     assert sink.statuses() == ["Updating", "Deleted"]
     assert list((tmp_path / "models").rglob("*")) == [tmp_path / "models" / "team"]
-
-
-def test_a_failure_caused_by_the_stop_is_not_reported(tmp_path: Path) -> None:
-    """Interrupted for good, a source may fail with a permanent error: the model is gone, not Failed."""
-    obj = basemodel(f"file://{source_tree(tmp_path)}")
-    ref = ModelRef.of(obj)
-    gopher, sink = holding_gopher(tmp_path)
-
-    class RefusesOnceInterrupted(Holding):
-        def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
-            yield from super().read(path, start, length, info=info)
-            if Holding.released.is_set():
-                raise PermanentError("the connection was torn down", obj=path)
-
-    gopher.store_opener = lambda uri, _c: RefusesOnceInterrupted(parse_uri(uri), Path(parse_uri(uri).path))
-    gopher.start()
-    try:
-        gopher.queue.put(Task(TaskType.DOWNLOAD, ref, obj))
-        assert Holding.reading.wait(WAIT)
-        gopher.queue.put(Task(TaskType.DELETE, ref, obj))
-        assert gopher.abandon(ref)
-        assert gopher.queue.wait_idle(WAIT)
-    finally:
-        gopher.stop()
-    assert sink.statuses() == ["Updating", "Deleted"]

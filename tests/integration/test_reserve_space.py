@@ -7,12 +7,12 @@ import errno
 import os
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
-from modelferry.errors import InsufficientSpaceError, RetryableError
+from modelferry.errors import AccessDeniedError, InsufficientSpaceError, RetryableError
 from modelferry.settings import TransferSettings
 from modelferry.storage import writeback
 from modelferry.storage.base import ObjectInfo
@@ -25,15 +25,22 @@ MiB = 1 << 20
 
 
 class CountingSource(LocalStore):
-    def __init__(self, root: Path) -> None:
+    """Counts the copy's reads; at the first, notes the blocks the target's partial files hold already."""
+
+    def __init__(self, root: Path, out: Path | None = None) -> None:
         super().__init__(parse_uri(str(root)), root)
+        self.out = out
         self.reads: list[str] = []
+        self.held_at_first_read: int | None = None
         self.lock = threading.Lock()
 
     def read(self, path: str, start: int, length: int, *, info: ObjectInfo | None = None) -> Iterable[bytes]:
         if threading.current_thread().name.startswith("transfer-"):  # the copy, not the hashing of the source
             with self.lock:
                 self.reads.append(path)
+                if self.held_at_first_read is None and self.out is not None:
+                    partials = (self.out / ".modelferry" / "partial").glob("*.part")
+                    self.held_at_first_read = sum(p.stat().st_blocks * 512 for p in partials)
         return super().read(path, start, length, info=info)
 
 
@@ -41,26 +48,40 @@ def tree(tmp_path: Path) -> CountingSource:
     src = tmp_path / "src"
     src.mkdir()
     (src / "model.safetensors").write_bytes(b"w" * (3 * MiB))
-    return CountingSource(src)
+    return CountingSource(src, tmp_path / "out")
 
 
-def full_volume(fd: int, mode: int, offset: int, length: int) -> int:
-    ctypes.set_errno(errno.ENOSPC)
-    return -1
+def refusing_fallocate(code: int) -> Callable[[int, int, int, int], int]:
+    """libc's fallocate answering ``code`` (the kernel's answer, injected)."""
+
+    def call(fd: int, mode: int, offset: int, length: int) -> int:
+        ctypes.set_errno(code)
+        return -1
+
+    return call
 
 
-def test_a_full_volume_fails_the_copy_before_any_part_is_fetched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("code", "error", "keeps_partial"),
+    [
+        (errno.ENOSPC, InsufficientSpaceError, False),
+        (errno.EDQUOT, InsufficientSpaceError, False),
+        (errno.EPERM, AccessDeniedError, False),
+        (errno.EIO, RetryableError, True),  # a retry (this run's or the next) resumes the file
+    ],
+)
+def test_a_file_that_cannot_get_its_blocks_fails_before_any_part_is_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type[Exception], keeps_partial: bool
 ) -> None:
-    monkeypatch.setattr(writeback, "_fallocate", full_volume)  # the kernel's answer, injected
+    monkeypatch.setattr(writeback, "_fallocate", refusing_fallocate(code))
     source = tree(tmp_path)
     out = tmp_path / "out"
     target = LocalStore(parse_uri(str(out)), out)
-    with pytest.raises(InsufficientSpaceError) as raised:
+    with pytest.raises(error) as raised:
         sync(source, target, TransferSettings(part_size=MiB, concurrency=2, retries=0), SyncOptions())
     assert "model.safetensors" in str(raised.value)
     assert source.reads == []
-    assert not list(out.rglob("*.part")) and not list(out.rglob("*.journal"))  # a permanent error keeps nothing
+    assert bool(list(out.rglob("*.journal"))) is keeps_partial
     assert not (out / "model.safetensors").exists()
 
 
@@ -73,6 +94,14 @@ def test_a_copy_in_parts_lands_whole_with_its_blocks_reserved(tmp_path: Path) ->
     assert result.files_copied == 1
     assert (out / "model.safetensors").read_bytes() == b"w" * (3 * MiB)
     assert len(source.reads) == 3
+    probe = tmp_path / "probe"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        supported = writeback.reserve(fd, MiB)
+    finally:
+        os.close(fd)
+    if supported:  # the whole file held its blocks before its first part arrived
+        assert source.held_at_first_read is not None and source.held_at_first_read >= 3 * MiB
 
 
 class FailingSource(LocalStore):
