@@ -202,6 +202,20 @@ def generate(
     return files
 
 
+def warm(root: Path, files: list[GeneratedFile]) -> None:
+    """Read every file once so that it is in the page cache before the first timed run.
+
+    A model reused from an earlier invocation may have been pushed out of the cache meanwhile, and
+    the first tool then pays for the disk reads alone (measured: 4.5-5.9 s against 3.9-4.1 s for a
+    2 GiB HTTPS download, the server reading from disk). The tools run in a fixed order, so that
+    tool was always modelferry.
+    """
+    for f in files:
+        with open(root / "files" / f.path, "rb", buffering=0) as fh:
+            while fh.read(WRITE_CHUNK):
+                pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root", type=Path, help="directory to write the model into")
