@@ -40,7 +40,13 @@ from modelferry.speed import LowSpeedGuard
 from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.http_status import parse_content_range, same_origin, status_error
 from modelferry.storage.socket_body import CAN_SPLICE, plain_body, splice_plain_body, stream_plain_body
-from modelferry.storage.tls_body import stream_tls_body, stream_tls_body_into, tls_body, writes_at_offsets
+from modelferry.storage.tls_body import (
+    ARRIVED_WAIT,
+    stream_tls_body,
+    stream_tls_body_into,
+    tls_body,
+    writes_at_offsets,
+)
 from modelferry.tls import TLSConfig, is_tls_failure
 
 log = logging.getLogger(__name__)
@@ -49,7 +55,6 @@ CHUNK = 1 << 19
 SPLICE_CHUNK = 1 << 20  # at most one pipe's worth per splice call
 PUMP_INTO_CHUNK = 4 << 20  # HTTPS bytes the TLS pump writes into a file per hand-off to the reader
 MAX_REDIRECTS = 5
-ARRIVED_WAIT = 1.0  # a body read returns what has arrived after this long (see read_arrived)
 
 
 class RangedHTTPClient:

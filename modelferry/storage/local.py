@@ -225,14 +225,15 @@ class LocalStore(Store):
             opened_root(self.root, create=False) as root,
             opened_dir(root, [MANIFEST_DIR, "partial"], create=False, describe=str(self.root)) as partial,
         ):
-            names = os.listdir(partial)
-            journaled = {name[:24] for name in names if _JOURNAL_RE.match(name)}
-            for name in names:
-                if _PARTIAL_RE.match(name) and name[:24] in journaled:
-                    with contextlib.suppress(OSError):
-                        st = os.stat(name, dir_fd=partial, follow_symlinks=False)
-                        if stat.S_ISREG(st.st_mode):
-                            total += st.st_blocks * 512
+            for names in _partial_groups(partial).values():
+                if not any(_JOURNAL_RE.match(name) for name in names):
+                    continue  # a one-part leftover: swept, not resumed
+                for name in names:
+                    if _PARTIAL_RE.match(name):
+                        with contextlib.suppress(OSError):
+                            st = os.stat(name, dir_fd=partial, follow_symlinks=False)
+                            if stat.S_ISREG(st.st_mode):
+                                total += st.st_blocks * 512
         return total
 
     def cleanup_partials(self, keep: Iterable[str] | None = None, *, older_than: float | None = None) -> None:
@@ -257,11 +258,7 @@ class LocalStore(Store):
             os.rmdir("partial", dir_fd=meta)
 
     def _remove_stale(self, partial: int, keep: Iterable[str], older_than: float | None) -> None:
-        groups: dict[str, list[str]] = {}
-        with contextlib.suppress(OSError):
-            for name in os.listdir(partial):
-                if _PARTIAL_RE.match(name) or _JOURNAL_RE.match(name):
-                    groups.setdefault(name[:24], []).append(name)
+        groups = _partial_groups(partial)
         if not groups:
             return  # the usual case: ``keep`` (maybe a million paths) is never read
         wanted = {partial_stem(path) for path in keep}
@@ -274,6 +271,16 @@ class LocalStore(Store):
             for name in names:
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=partial)
+
+
+def _partial_groups(partial: int) -> dict[str, list[str]]:
+    """The partial directory's ``.part`` and ``.journal`` names, by the stem of the file they belong to."""
+    groups: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError):
+        for name in os.listdir(partial):
+            if _PARTIAL_RE.match(name) or _JOURNAL_RE.match(name):
+                groups.setdefault(name[:24], []).append(name)
+    return groups
 
 
 def _newest_mtime(dir_fd: int, names: list[str]) -> float:

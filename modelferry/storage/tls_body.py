@@ -39,7 +39,7 @@ from modelferry.storage.base import FileSink, InPlace
 from modelferry.storage.socket_body import DirectBody, direct_body, finished, first_bytes
 from modelferry.storage.tls_pump import pump
 
-ARRIVED_WAIT = 1.0  # hand on a partial chunk once this many seconds passed (a trickling server)
+ARRIVED_WAIT = 1.0  # a body read hands on what has arrived after this long (a trickling server; HTTP too)
 _TCP_ULP = getattr(socket, "TCP_ULP", 31)
 _ULP_LIST = "/proc/sys/net/ipv4/tcp_available_ulp"
 
