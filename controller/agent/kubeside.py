@@ -123,19 +123,20 @@ class NodeAgent:
         held = await asyncio.to_thread(self.gopher.held_fingerprint, ref, obj)
         if current is not None and not current():
             return  # the watch brought a newer version (or the deletion) meanwhile and handled it
-        task = decide(obj, wanted=wanted, held_fingerprint=held, deleted=deleted)
-        if task is None and not wanted and self.gopher.queue.busy(ref):
-            # Its download is queued or running and nothing is on disk yet: the delete goes behind it.
-            task = Task(TaskType.DELETE, ref, obj)
+        queue = self.gopher.queue
+        task = decide(
+            obj,
+            wanted=wanted,
+            held_fingerprint=held,
+            deleted=deleted,
+            in_flight=queue.busy(ref),
+            delete_queued=queue.delete_pending(ref),
+        )
         if task is None:
             if not wanted and ref in self.entries:
                 self.publish(ModelEntry(ref, ModelStatus.DELETED))
             elif wanted and held is not None and ref not in self.entries:
                 # Complete on disk from an earlier run: report it (the gopher parses the metadata).
-                task = decide(obj, wanted=True, held_fingerprint=None)
-            elif wanted and self.gopher.queue.delete_pending(ref):
-                # Wanted again before its delete ran: the download coalesces with the delete into a
-                # DownloadOverride, which keeps (and verifies) the copy instead of removing it.
                 task = decide(obj, wanted=True, held_fingerprint=None)
             if task is None:
                 return

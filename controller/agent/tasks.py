@@ -85,22 +85,30 @@ def decide(
     held_fingerprint: str | None,
     deleted: bool = False,
     ref: ModelRef | None = None,
+    in_flight: bool = False,
+    delete_queued: bool = False,
 ) -> Task | None:
     """One model's task from its desired state and what this node holds (None: nothing to do).
 
     ``held_fingerprint`` is the spec fingerprint of the complete copy on this node
-    (None when there is none).
+    (None when there is none). ``in_flight``: a task for the model waits or runs (a download may
+    still place a copy); ``delete_queued``: the task waiting for it is a delete.
     """
     if obj is None and ref is None:
         raise ValueError("decide needs the object or its ref")
     ref = ref or ModelRef.of(obj or {})
     if deleted or not wanted or obj is None:
-        return Task(TaskType.DELETE, ref, obj or {}) if held_fingerprint is not None else None
+        # A copy on disk, or one a download in flight may still place: the delete goes behind it.
+        return Task(TaskType.DELETE, ref, obj or {}) if held_fingerprint is not None or in_flight else None
     fingerprint = spec_fingerprint(obj)
     if held_fingerprint is None:
         return Task(TaskType.DOWNLOAD, ref, obj)
     if held_fingerprint != fingerprint:
         return Task(TaskType.DOWNLOAD_OVERRIDE, ref, obj)
+    if delete_queued:
+        # Wanted again before its delete ran: coalesced with it, this becomes a DownloadOverride,
+        # which keeps (and verifies) the copy instead of removing it.
+        return Task(TaskType.DOWNLOAD, ref, obj)
     return None
 
 

@@ -40,6 +40,10 @@ def test_decide() -> None:
     assert decide(obj, wanted=False, held_fingerprint=fp).type == TaskType.DELETE  # type: ignore[union-attr]
     assert decide(obj, wanted=False, held_fingerprint=None) is None
     assert decide(obj, wanted=True, held_fingerprint=fp, deleted=True).type == TaskType.DELETE  # type: ignore[union-attr]
+    # A download queued or running may still place a copy: the delete goes behind it.
+    assert decide(obj, wanted=False, held_fingerprint=None, in_flight=True).type == TaskType.DELETE  # type: ignore[union-attr]
+    # Wanted again while its delete waits: a download, which coalesces with the delete into an override.
+    assert decide(obj, wanted=True, held_fingerprint=fp, delete_queued=True).type == TaskType.DOWNLOAD  # type: ignore[union-attr]
 
 
 def test_skip_config_annotation() -> None:
